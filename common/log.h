@@ -1,0 +1,29 @@
+// Levelled logging to stderr: "lazystore: LEVEL: message". printf-style, checked by the compiler.
+#pragma once
+
+#include <string_view>
+
+namespace lazystore {
+
+enum class LogLevel { Error = 0, Warning = 1, Info = 2, Debug = 3 };
+
+void set_log_level(LogLevel level);
+LogLevel log_level();
+// Parses "error", "warning", "info", "debug"; returns false on anything else.
+bool parse_log_level(std::string_view text, LogLevel& out);
+void set_log_program(std::string_view name);  // the prefix, default "lazystore"
+// A daemon without a terminal logs to syslog (facility daemon) instead of stderr.
+void set_log_to_syslog(bool enabled);
+void log_printf(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
+
+}  // namespace lazystore
+
+#define LZ_LOG(level, ...)                                                     \
+  do {                                                                         \
+    if (static_cast<int>(level) <= static_cast<int>(::lazystore::log_level())) \
+      ::lazystore::log_printf(level, __VA_ARGS__);                             \
+  } while (0)
+#define LOG_ERROR(...) LZ_LOG(::lazystore::LogLevel::Error, __VA_ARGS__)
+#define LOG_WARNING(...) LZ_LOG(::lazystore::LogLevel::Warning, __VA_ARGS__)
+#define LOG_INFO(...) LZ_LOG(::lazystore::LogLevel::Info, __VA_ARGS__)
+#define LOG_DEBUG(...) LZ_LOG(::lazystore::LogLevel::Debug, __VA_ARGS__)

@@ -1,0 +1,206 @@
+#include "serve_protocol.h"
+
+#include <array>
+#include <cstring>
+
+namespace lazystore::serve {
+
+namespace {
+
+constexpr size_t padding(size_t length) { return (8 - length % 8) % 8; }
+
+}  // namespace
+
+WireWriter& WireWriter::u64(uint64_t value) {
+  std::array<char, 8> bytes{};
+  for (size_t i = 0; i < 8; ++i) bytes[i] = static_cast<char>((value >> (8 * i)) & 0xff);
+  buffer_.append(bytes.data(), bytes.size());
+  return *this;
+}
+
+WireWriter& WireWriter::str(std::string_view value) {
+  u64(value.size());
+  buffer_.append(value);
+  buffer_.append(padding(value.size()), '\0');
+  return *this;
+}
+
+WireWriter& WireWriter::strings(std::span<const std::string> values) {
+  u64(values.size());
+  for (const auto& value : values) str(value);
+  return *this;
+}
+
+Status WireReader::read_exact(std::span<std::byte> out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    auto n = source_(out.subspan(done));
+    if (!n) return n.error();
+    if (*n == 0) return make_error(EPROTO, "serve protocol: unexpected end of stream");
+    done += *n;
+  }
+  return {};
+}
+
+Result<uint64_t> WireReader::u64() {
+  std::array<std::byte, 8> bytes{};
+  if (auto s = read_exact(bytes); !s) return s.error();
+  uint64_t value = 0;
+  for (size_t i = 0; i < 8; ++i) value |= static_cast<uint64_t>(bytes[i]) << (8 * i);
+  return value;
+}
+
+Result<std::string> WireReader::str(size_t max_length) {
+  auto length = u64();
+  if (!length) return length.error();
+  if (*length > max_length) {
+    return make_error(EINVAL, "serve protocol: string of " + std::to_string(*length) +
+                                  " bytes exceeds the limit of " + std::to_string(max_length));
+  }
+  std::string value(*length + padding(*length), '\0');
+  if (auto s = read_exact(std::as_writable_bytes(std::span(value.data(), value.size()))); !s)
+    return s.error();
+  for (size_t i = *length; i < value.size(); ++i) {
+    if (value[i] != '\0') return make_error(EINVAL, "serve protocol: non-zero string padding");
+  }
+  value.resize(*length);
+  return value;
+}
+
+Result<std::vector<std::string>> WireReader::strings(uint64_t max_count) {
+  auto count = u64();
+  if (!count) return count.error();
+  if (*count > max_count) {
+    return make_error(EINVAL, "serve protocol: list of " + std::to_string(*count) +
+                                  " items exceeds the limit");
+  }
+  std::vector<std::string> values;
+  for (uint64_t i = 0; i < *count; ++i) {
+    auto value = str();
+    if (!value) return value.error();
+    values.push_back(std::move(*value));
+  }
+  return values;
+}
+
+std::string encode_client_hello(uint64_t client_version) {
+  return WireWriter().u64(kMagicClient).u64(client_version).take();
+}
+
+Result<uint64_t> decode_server_hello(WireReader& reader) {
+  auto magic = reader.u64();
+  if (!magic) return magic.error();
+  if (*magic != kMagicServer) {
+    return make_error(EPROTO, "serve protocol: the remote command did not answer as nix-store --serve");
+  }
+  auto version = reader.u64();
+  if (!version) return version.error();
+  if (version_major(*version) != 2) {
+    return make_error(EPROTO, "serve protocol: unsupported server version " +
+                                  std::to_string(version_major(*version)) + "." +
+                                  std::to_string(version_minor(*version)));
+  }
+  return *version;
+}
+
+std::string encode_query_valid_paths(bool lock, bool substitute,
+                                     std::span<const std::string> paths) {
+  return WireWriter()
+      .command(Command::QueryValidPaths)
+      .boolean(lock)
+      .boolean(substitute)
+      .strings(paths)
+      .take();
+}
+
+std::string encode_query_path_infos(std::span<const std::string> paths) {
+  return WireWriter().command(Command::QueryPathInfos).strings(paths).take();
+}
+
+std::string encode_query_closure(bool include_outputs, std::span<const std::string> paths) {
+  return WireWriter().command(Command::QueryClosure).boolean(include_outputs).strings(paths).take();
+}
+
+std::string encode_dump_store_path(std::string_view path) {
+  return WireWriter().command(Command::DumpStorePath).str(path).take();
+}
+
+std::string encode_add_to_store_nar(const PathInfo& info) {
+  return WireWriter()
+      .command(Command::AddToStoreNar)
+      .str(info.path)
+      .str(info.deriver)
+      .str(info.nar_hash)
+      .strings(info.references)
+      .u64(info.registration_time)
+      .u64(info.nar_size)
+      .boolean(info.ultimate)
+      .strings(info.sigs)
+      .str(info.ca)
+      .take();
+}
+
+std::string encode_import_paths_begin() { return WireWriter().command(Command::ImportPaths).take(); }
+
+std::string encode_import_path_begin() { return WireWriter().u64(1).take(); }
+
+std::string encode_import_path_trailer(const PathInfo& info) {
+  return WireWriter()
+      .u64(kExportMagic)
+      .str(info.path)
+      .strings(info.references)
+      .str(info.deriver)
+      .u64(0)  // no signature follows
+      .take();
+}
+
+std::string encode_import_paths_end() { return WireWriter().u64(0).take(); }
+
+Result<std::vector<std::string>> decode_path_set(WireReader& reader) { return reader.strings(); }
+
+Result<std::vector<PathInfo>> decode_path_infos(WireReader& reader, uint64_t version) {
+  std::vector<PathInfo> infos;
+  while (true) {
+    auto path = reader.str();
+    if (!path) return path.error();
+    if (path->empty()) return infos;
+    if (infos.size() >= kMaxListLength) return make_error(EINVAL, "serve protocol: too many paths");
+    PathInfo info;
+    info.path = std::move(*path);
+    auto deriver = reader.str();
+    if (!deriver) return deriver.error();
+    info.deriver = std::move(*deriver);
+    auto references = reader.strings();
+    if (!references) return references.error();
+    info.references = std::move(*references);
+    auto download_size = reader.u64();
+    if (!download_size) return download_size.error();
+    info.download_size = *download_size;
+    auto nar_size = reader.u64();
+    if (!nar_size) return nar_size.error();
+    info.nar_size = *nar_size;
+    if (version_minor(version) >= 4) {
+      auto nar_hash = reader.str();
+      if (!nar_hash) return nar_hash.error();
+      info.nar_hash = std::move(*nar_hash);
+      auto ca = reader.str();
+      if (!ca) return ca.error();
+      info.ca = std::move(*ca);
+      auto sigs = reader.strings();
+      if (!sigs) return sigs.error();
+      info.sigs = std::move(*sigs);
+    }
+    infos.push_back(std::move(info));
+  }
+}
+
+Status decode_success(WireReader& reader) {
+  auto value = reader.u64();
+  if (!value) return value.error();
+  if (*value != 1) {
+    return make_error(EPROTO, "serve protocol: expected success (1), got " + std::to_string(*value));
+  }
+  return {};
+}
+
+}  // namespace lazystore::serve

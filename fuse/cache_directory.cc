@@ -1,0 +1,27 @@
+#include "cache_directory.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <cstring>
+#include <filesystem>
+
+namespace lazystore {
+
+Result<CacheDirectory> CacheDirectory::open(const std::string& directory) {
+  std::error_code ec;
+  std::filesystem::create_directories(directory + "/v1", ec);
+  if (ec) return make_error(ec.value(), "cache directory " + directory + ": " + ec.message());
+  std::string lock_path = directory + "/lock";
+  Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock) return make_error(errno, lock_path + ": " + std::strerror(errno));
+  if (flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return make_error(EBUSY, "cache directory " + directory + " is in use by another lazystore");
+    }
+    return make_error(errno, "locking " + lock_path + ": " + std::strerror(errno));
+  }
+  return CacheDirectory(directory, std::move(lock));
+}
+
+}  // namespace lazystore

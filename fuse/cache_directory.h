@@ -1,0 +1,27 @@
+// The cache directory: its layout and the lock that keeps a second daemon out of it.
+//   DIR/lock        flock()ed by the daemon using DIR
+//   DIR/v1/data/    content (ChunkCache)
+//   DIR/v1/meta/    store path trees (MetadataCache)
+#pragma once
+
+#include <string>
+
+#include "fd.h"
+#include "result.h"
+
+namespace lazystore {
+
+class CacheDirectory {
+ public:
+  static Result<CacheDirectory> open(const std::string& directory);
+
+  std::string data_dir() const { return root_ + "/v1/data"; }
+  std::string meta_dir() const { return root_ + "/v1/meta"; }
+
+ private:
+  CacheDirectory(std::string root, Fd lock) : root_(std::move(root)), lock_(std::move(lock)) {}
+  std::string root_;
+  Fd lock_;  // holds the flock for the daemon's lifetime
+};
+
+}  // namespace lazystore

@@ -1,0 +1,493 @@
+#include "filesystem.h"
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include "log.h"
+
+namespace lazystore {
+namespace {
+
+// Inside a store path nothing ever changes: the kernel may cache entries and attributes forever.
+constexpr double kForever = 365.0 * 24 * 3600;
+constexpr double kRootAttrTimeout = 1.0;
+constexpr const char* kCachedXattr = "user.lazystore.cached";
+constexpr const char* kStatsXattr = "user.lazystore.stats";
+
+Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+// Runs an op body; an exception that escapes it becomes an error reply, never a crash.
+template <class Body>
+void guarded(fuse_req_t req, Body&& body) {
+  try {
+    body();
+  } catch (const std::bad_alloc&) {
+    fs_of(req).reply_error(req, ENOMEM);
+  } catch (...) {
+    fs_of(req).reply_error(req, EIO);
+  }
+}
+
+struct stat root_attributes() {
+  struct stat st {};
+  st.st_ino = InodeTable::kRootInode;
+  st.st_mode = S_IFDIR | 0555;
+  st.st_nlink = 2;
+  st.st_mtim.tv_sec = st.st_ctim.tv_sec = st.st_atim.tv_sec = 1;
+  return st;
+}
+
+void refuse(fuse_req_t req) { fuse_reply_err(req, EROFS); }
+
+}  // namespace
+
+struct Filesystem::FileHandle {
+  StoreTreePtr tree;
+  uint32_t node;
+  std::shared_ptr<CachedFile> file;  // null for an empty file
+  std::atomic<uint64_t> next_offset{0};
+};
+
+struct Filesystem::DirHandle {
+  std::vector<std::pair<std::string, uint64_t>> entries;  // the top level: name, inode number
+};
+
+void Filesystem::reply_error(fuse_req_t req, int code) {
+  if (code != ENOENT) stats_.errors++;
+  fuse_reply_err(req, code);
+}
+
+void Filesystem::init(fuse_conn_info* conn) {
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_ATOMIC_O_TRUNC);
+}
+
+std::string Filesystem::file_key(const StoreTree& tree, uint32_t node) {
+  std::string key = tree.path.base_name();
+  if (node != Tree::kRoot) key += "/" + tree.tree.path_of(node);
+  return key;
+}
+
+struct stat Filesystem::attributes(uint64_t ino, const StoreTree& tree, uint32_t node) const {
+  const TreeNode& n = tree.tree.nodes[node];
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_nlink = 1;
+  st.st_blksize = 4096;
+  st.st_mtim.tv_sec = st.st_ctim.tv_sec = st.st_atim.tv_sec = 1;  // as in a Nix store
+  switch (n.type) {
+    case NodeType::Regular:
+      st.st_mode = S_IFREG | (n.executable ? 0555 : 0444);
+      st.st_size = static_cast<off_t>(n.size);
+      break;
+    case NodeType::Directory: {
+      st.st_mode = S_IFDIR | 0555;
+      st.st_nlink = 2;
+      for (uint32_t child : n.children) {
+        if (tree.tree.nodes[child].type == NodeType::Directory) st.st_nlink++;
+      }
+      break;
+    }
+    case NodeType::Symlink:
+      st.st_mode = S_IFLNK | 0777;
+      st.st_size = static_cast<off_t>(n.target.size());
+      break;
+  }
+  st.st_blocks = (st.st_size + 511) / 512;
+  return st;
+}
+
+void Filesystem::reply_node_entry(fuse_req_t req, const StoreTreePtr& tree, uint32_t node) {
+  fuse_entry_param e{};
+  e.ino = inodes_.acquire(tree, node);
+  e.attr = attributes(e.ino, *tree, node);
+  e.attr_timeout = e.entry_timeout = kForever;
+  if (fuse_reply_entry(req, &e) != 0) inodes_.forget(e.ino, 1);  // the kernel did not take it
+}
+
+void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  stats_.lookups++;
+  if (parent == InodeTable::kRootInode) {
+    auto path = StorePath::parse(name);
+    if (!path) {
+      // Not a store path name: never a question for the upstream, and never will be one.
+      stats_.invalid_names++;
+      fuse_entry_param e{};
+      e.entry_timeout = kForever;
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    auto tree = metadata_.get(*path);
+    if (!tree) {
+      if (tree.error().code != ENOENT) {
+        LOG_WARNING("lookup %s: %s", name, tree.error().message.c_str());
+        return reply_error(req, EIO);
+      }
+      fuse_entry_param e{};
+      e.entry_timeout = options_.negative_timeout;  // a path pushed a moment later must show up
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    reply_node_entry(req, *tree, Tree::kRoot);
+    return;
+  }
+  auto ref = inodes_.find(parent);
+  if (!ref) return reply_error(req, ESTALE);
+  const Tree& tree = ref->tree->tree;
+  if (tree.nodes[ref->node].type != NodeType::Directory) return reply_error(req, ENOTDIR);
+  auto child = tree.child(ref->node, name);
+  if (!child) {
+    fuse_entry_param e{};
+    e.entry_timeout = kForever;
+    fuse_reply_entry(req, &e);
+    return;
+  }
+  reply_node_entry(req, ref->tree, *child);
+}
+
+void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
+  if (ino == InodeTable::kRootInode) {
+    struct stat st = root_attributes();
+    fuse_reply_attr(req, &st, kRootAttrTimeout);
+    return;
+  }
+  auto ref = inodes_.find(ino);
+  if (!ref) return reply_error(req, ESTALE);
+  struct stat st = attributes(ino, *ref->tree, ref->node);
+  fuse_reply_attr(req, &st, kForever);
+}
+
+void Filesystem::readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto ref = ino == InodeTable::kRootInode ? std::nullopt : inodes_.find(ino);
+  if (!ref) return reply_error(req, ino == InodeTable::kRootInode ? EINVAL : ESTALE);
+  const TreeNode& node = ref->tree->tree.nodes[ref->node];
+  if (node.type != NodeType::Symlink) return reply_error(req, EINVAL);
+  fuse_reply_readlink(req, node.target.c_str());
+}
+
+void Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (ino == InodeTable::kRootInode) {
+    // A snapshot of the top level, so offsets stay meaningful while the store changes.
+    auto listed = metadata_.list_top();
+    if (!listed) {
+      LOG_WARNING("listing the store: %s", listed.error().message.c_str());
+      return reply_error(req, EIO);
+    }
+    auto handle = std::make_unique<DirHandle>();
+    handle->entries.reserve(listed->size());
+    for (const StorePath& path : *listed) {
+      handle->entries.emplace_back(path.base_name(), inodes_.number_of_key(path.base_name()));
+    }
+    fi->fh = reinterpret_cast<uint64_t>(handle.release());
+    fi->cache_readdir = 0;
+    fuse_reply_open(req, fi);
+    return;
+  }
+  auto ref = inodes_.find(ino);
+  if (!ref) return reply_error(req, ESTALE);
+  if (ref->tree->tree.nodes[ref->node].type != NodeType::Directory) return reply_error(req, ENOTDIR);
+  fi->fh = 0;
+  fi->cache_readdir = 1;  // immutable: the kernel may keep the listing
+  fi->keep_cache = 1;
+  fuse_reply_open(req, fi);
+}
+
+void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+                         fuse_file_info* fi, bool plus) {
+  std::vector<char> buffer(size);
+  size_t used = 0;
+  // Adds one entry at offset `index`; false when the buffer is full.
+  auto add = [&](const char* name, struct stat st, const fuse_entry_param* entry, off_t index) {
+    size_t room = size - used;
+    size_t needed = plus ? fuse_add_direntry_plus(req, buffer.data() + used, room, name,
+                                                  entry, index + 1)
+                         : fuse_add_direntry(req, buffer.data() + used, room, name, &st, index + 1);
+    if (needed > room) return false;
+    used += needed;
+    return true;
+  };
+  auto add_unreferenced = [&](const char* name, struct stat st, off_t index) {
+    fuse_entry_param e{};
+    e.attr = st;  // ino 0: the kernel takes the name and d_ino, no lookup reference
+    return add(name, st, &e, index);
+  };
+
+  if (ino == InodeTable::kRootInode) {
+    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+    if (!handle) return reply_error(req, EBADF);
+    struct stat dir = root_attributes();
+    for (off_t i = offset; i < static_cast<off_t>(handle->entries.size()) + 2; ++i) {
+      bool fits;
+      if (i < 2) {
+        fits = add_unreferenced(i == 0 ? "." : "..", dir, i);
+      } else {
+        const auto& [name, number] = handle->entries[static_cast<size_t>(i - 2)];
+        struct stat st {};
+        st.st_ino = number;
+        st.st_mode = S_IFDIR;  // only the type bits count here; a lookup gives the real ones
+        fits = add_unreferenced(name.c_str(), st, i);
+      }
+      if (!fits) break;
+    }
+    fuse_reply_buf(req, buffer.data(), used);
+    return;
+  }
+
+  auto ref = inodes_.find(ino);
+  if (!ref) return reply_error(req, ESTALE);
+  const StoreTreePtr& tree = ref->tree;
+  const TreeNode& dir = tree->tree.nodes[ref->node];
+  if (dir.type != NodeType::Directory) return reply_error(req, ENOTDIR);
+  for (off_t i = offset; i < static_cast<off_t>(dir.children.size()) + 2; ++i) {
+    bool fits;
+    if (i < 2) {
+      struct stat st {};
+      st.st_mode = S_IFDIR;
+      if (i == 0) {
+        st.st_ino = ino;
+      } else {
+        st.st_ino = ref->node == Tree::kRoot ? InodeTable::kRootInode
+                                             : inodes_.number_of(*tree, dir.parent);
+      }
+      fits = add_unreferenced(i == 0 ? "." : "..", st, i);
+    } else {
+      uint32_t child = dir.children[static_cast<size_t>(i - 2)];
+      const char* name = tree->tree.nodes[child].name.c_str();
+      if (plus) {
+        fuse_entry_param e{};
+        e.ino = inodes_.acquire(tree, child);
+        e.attr = attributes(e.ino, *tree, child);
+        e.attr_timeout = e.entry_timeout = kForever;
+        fits = add(name, e.attr, &e, i);
+        if (!fits) inodes_.forget(e.ino, 1);
+      } else {
+        fits = add(name, attributes(inodes_.number_of(*tree, child), *tree, child), nullptr, i);
+      }
+    }
+    if (!fits) break;
+  }
+  fuse_reply_buf(req, buffer.data(), used);
+}
+
+void Filesystem::releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+FetchFn Filesystem::fetcher(const StoreTreePtr& tree, uint32_t node) {
+  return [this, tree, node](uint64_t offset, std::span<std::byte> buf) {
+    return upstream_.read(tree->path, tree->tree, node, offset, buf);
+  };
+}
+
+void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_APPEND | O_CREAT))) {
+    return reply_error(req, EROFS);
+  }
+  if (ino == InodeTable::kRootInode) return reply_error(req, EISDIR);
+  auto ref = inodes_.find(ino);
+  if (!ref) return reply_error(req, ESTALE);
+  const TreeNode& node = ref->tree->tree.nodes[ref->node];
+  if (node.type == NodeType::Directory) return reply_error(req, EISDIR);
+  if (node.type != NodeType::Regular) return reply_error(req, ELOOP);
+  auto handle = std::make_unique<FileHandle>();
+  handle->tree = ref->tree;
+  handle->node = ref->node;
+  if (node.size > 0) {
+    auto pinned = cache_.pin(file_key(*ref->tree, ref->node), node.size);
+    if (!pinned) {
+      LOG_ERROR("%s", pinned.error().message.c_str());
+      return reply_error(req, EIO);
+    }
+    handle->file = std::move(*pinned);
+  }
+  fi->fh = reinterpret_cast<uint64_t>(handle.get());
+  fi->keep_cache = 1;  // the bytes of a store path never change
+  fi->noflush = 1;
+  if (fuse_reply_open(req, fi) != 0) {
+    if (handle->file) cache_.release(handle->file);
+    return;
+  }
+  handle.release();
+}
+
+void Filesystem::read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t offset, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  if (!handle) return reply_error(req, EBADF);
+  if (!handle->file || offset < 0) {
+    fuse_reply_buf(req, nullptr, 0);
+    return;
+  }
+  auto off = static_cast<uint64_t>(offset);
+  FetchFn fetch = fetcher(handle->tree, handle->node);
+  auto reply = cache_.read(*handle->file, off, size, fetch);
+  if (!reply) {
+    LOG_WARNING("read %s at %llu: %s", file_key(*handle->tree, handle->node).c_str(),
+                static_cast<unsigned long long>(off), reply.error().message.c_str());
+    return reply_error(req, EIO);
+  }
+  // Sequential reads pull the next chunks in the background.
+  if (off > 0 && handle->next_offset.exchange(off + size) == off && options_.readahead_chunks > 0) {
+    cache_.prefetch(handle->file, off + size, options_.readahead_chunks, std::move(fetch));
+  } else {
+    handle->next_offset = off + size;
+  }
+  size_t length = reply->fd >= 0 ? reply->length : reply->memory.size();
+  stats_.served_bytes += length;
+  if (reply->fd >= 0) {
+    fuse_bufvec buf{};
+    buf.count = 1;
+    buf.buf[0].size = length;
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = reply->fd;
+    buf.buf[0].pos = static_cast<off_t>(reply->fd_offset);
+    fuse_reply_data(req, &buf, static_cast<fuse_buf_copy_flags>(0));
+  } else {
+    fuse_reply_buf(req, reinterpret_cast<const char*>(reply->memory.data()), length);
+  }
+}
+
+void Filesystem::release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  std::unique_ptr<FileHandle> handle(reinterpret_cast<FileHandle*>(fi->fh));
+  if (handle && handle->file) cache_.release(handle->file);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::statfs(fuse_req_t req, fuse_ino_t /*ino*/) {
+  struct statvfs st {};
+  st.f_bsize = st.f_frsize = 4096;
+  st.f_namemax = 255;
+  // Offline, the store still answers: with zeros rather than an error that breaks df.
+  if (auto up = upstream_.statfs()) {
+    st.f_bsize = st.f_frsize = up->block_size;
+    st.f_blocks = up->blocks;
+    st.f_files = up->files;
+  }
+  fuse_reply_statfs(req, &st);
+}
+
+void Filesystem::reply_xattr_value(fuse_req_t req, const std::string& value, size_t size) {
+  if (size == 0) {
+    fuse_reply_xattr(req, value.size());
+  } else if (value.size() > size) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, value.data(), value.size());
+  }
+}
+
+void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  std::string_view wanted(name);
+  if (ino == InodeTable::kRootInode) {
+    if (wanted != kStatsXattr) {
+      fuse_reply_err(req, ENODATA);
+      return;
+    }
+    reply_xattr_value(req, stats_.to_json(cache_.used_bytes(), cache_.limit()), size);
+    return;
+  }
+  auto ref = inodes_.find(ino);
+  if (!ref) return reply_error(req, ESTALE);
+  const TreeNode& node = ref->tree->tree.nodes[ref->node];
+  if (wanted != kCachedXattr || node.type != NodeType::Regular) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  uint64_t cached = 0;
+  if (node.size > 0) {
+    auto pinned = cache_.pin(file_key(*ref->tree, ref->node), node.size);
+    if (!pinned) return reply_error(req, EIO);
+    cached = cache_.cached_bytes(**pinned);
+    cache_.release(*pinned);
+  }
+  reply_xattr_value(req, std::to_string(cached), size);
+}
+
+void Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  std::string names;
+  if (ino == InodeTable::kRootInode) {
+    names = std::string(kStatsXattr) + '\0';
+  } else if (auto ref = inodes_.find(ino); ref && ref->tree->tree.nodes[ref->node].type == NodeType::Regular) {
+    names = std::string(kCachedXattr) + '\0';
+  }
+  reply_xattr_value(req, names, size);
+}
+
+void Filesystem::access(fuse_req_t req, fuse_ino_t /*ino*/, int mask) {
+  fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+const fuse_lowlevel_ops& Filesystem::operations() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o{};
+    o.init = [](void* userdata, fuse_conn_info* conn) { static_cast<Filesystem*>(userdata)->init(conn); };
+    o.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+      guarded(req, [&] { fs_of(req).lookup(req, parent, name); });
+    };
+    o.forget = [](fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+      fs_of(req).forget(ino, nlookup);
+      fuse_reply_none(req);
+    };
+    o.forget_multi = [](fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+      for (size_t i = 0; i < count; ++i) fs_of(req).forget(forgets[i].ino, forgets[i].nlookup);
+      fuse_reply_none(req);
+    };
+    o.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+      guarded(req, [&] { fs_of(req).getattr(req, ino); });
+    };
+    o.readlink = [](fuse_req_t req, fuse_ino_t ino) { guarded(req, [&] { fs_of(req).readlink(req, ino); }); };
+    o.opendir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      guarded(req, [&] { fs_of(req).opendir(req, ino, fi); });
+    };
+    o.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+      guarded(req, [&] { fs_of(req).readdir(req, ino, size, off, fi, false); });
+    };
+    o.readdirplus = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+      guarded(req, [&] { fs_of(req).readdir(req, ino, size, off, fi, true); });
+    };
+    o.releasedir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      guarded(req, [&] { fs_of(req).releasedir(req, ino, fi); });
+    };
+    o.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      guarded(req, [&] { fs_of(req).open(req, ino, fi); });
+    };
+    o.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+      guarded(req, [&] { fs_of(req).read(req, ino, size, off, fi); });
+    };
+    o.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+      guarded(req, [&] { fs_of(req).release(req, ino, fi); });
+    };
+    o.statfs = [](fuse_req_t req, fuse_ino_t ino) { guarded(req, [&] { fs_of(req).statfs(req, ino); }); };
+    o.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+      guarded(req, [&] { fs_of(req).getxattr(req, ino, name, size); });
+    };
+    o.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t size) {
+      guarded(req, [&] { fs_of(req).listxattr(req, ino, size); });
+    };
+    o.access = [](fuse_req_t req, fuse_ino_t ino, int mask) { guarded(req, [&] { fs_of(req).access(req, ino, mask); }); };
+    // Every write-type operation: read-only store.
+    o.setattr = [](fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { refuse(req); };
+    o.mknod = [](fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { refuse(req); };
+    o.mkdir = [](fuse_req_t req, fuse_ino_t, const char*, mode_t) { refuse(req); };
+    o.unlink = [](fuse_req_t req, fuse_ino_t, const char*) { refuse(req); };
+    o.rmdir = [](fuse_req_t req, fuse_ino_t, const char*) { refuse(req); };
+    o.symlink = [](fuse_req_t req, const char*, fuse_ino_t, const char*) { refuse(req); };
+    o.rename = [](fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) { refuse(req); };
+    o.link = [](fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { refuse(req); };
+    o.write = [](fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) { refuse(req); };
+    o.create = [](fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { refuse(req); };
+    o.setxattr = [](fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) { refuse(req); };
+    o.removexattr = [](fuse_req_t req, fuse_ino_t, const char*) { refuse(req); };
+    o.fallocate = [](fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) { refuse(req); };
+    return o;
+  }();
+  return ops;
+}
+
+}  // namespace lazystore

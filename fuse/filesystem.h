@@ -1,0 +1,60 @@
+// The FUSE low-level operations of the read-only store. Data flows one way:
+// kernel → these ops → MetadataCache / ChunkCache → Upstream. Every op makes exactly one reply
+// on every path and no exception leaves it.
+#pragma once
+
+#include "options.h"
+
+#include "chunk_cache.h"
+#include "inode_table.h"
+#include "metadata_cache.h"
+#include "stats.h"
+#include "upstream/upstream.h"
+
+namespace lazystore {
+
+class Filesystem {
+ public:
+  Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata,
+             ChunkCache& cache, Stats& stats)
+      : options_(options), upstream_(upstream), metadata_(metadata), cache_(cache), stats_(stats) {}
+
+  static const fuse_lowlevel_ops& operations();
+
+  // The ops, called through operations() with `this` as the session's userdata.
+  void init(fuse_conn_info* conn);
+  void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void forget(fuse_ino_t ino, uint64_t count) { inodes_.forget(ino, count); }
+  void getattr(fuse_req_t req, fuse_ino_t ino);
+  void readlink(fuse_req_t req, fuse_ino_t ino);
+  void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi, bool plus);
+  void releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi);
+  void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void statfs(fuse_req_t req, fuse_ino_t ino);
+  void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  void access(fuse_req_t req, fuse_ino_t ino, int mask);
+  void reply_error(fuse_req_t req, int code);
+
+ private:
+  struct FileHandle;
+  struct DirHandle;
+  struct stat attributes(uint64_t ino, const StoreTree& tree, uint32_t node) const;
+  void reply_node_entry(fuse_req_t req, const StoreTreePtr& tree, uint32_t node);
+  FetchFn fetcher(const StoreTreePtr& tree, uint32_t node);
+  static std::string file_key(const StoreTree& tree, uint32_t node);
+  // Replies to getxattr/listxattr with `value` following the size-probe protocol.
+  static void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size);
+
+  const MountOptions& options_;
+  Upstream& upstream_;
+  MetadataCache& metadata_;
+  ChunkCache& cache_;
+  Stats& stats_;
+  InodeTable inodes_;
+};
+
+}  // namespace lazystore

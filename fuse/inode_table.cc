@@ -1,0 +1,77 @@
+#include "inode_table.h"
+
+#include "hash.h"
+
+namespace lazystore {
+namespace {
+
+std::string key_of(const StoreTree& tree, uint32_t node) {
+  std::string key = tree.path.base_name();
+  if (node != Tree::kRoot) key += "/" + tree.tree.path_of(node);
+  return key;
+}
+
+uint64_t hash_number(const std::string& key, uint64_t salt) {
+  uint64_t h = salt == 0 ? xxh3_64(key) : xxh3_64(key + "\n" + std::to_string(salt));
+  return h < 2 ? h + 2 : h;  // 0 is invalid and 1 is the root
+}
+
+}  // namespace
+
+uint64_t InodeTable::number_locked(const std::string& key) {
+  if (auto it = colliding_.find(key); it != colliding_.end()) return it->second;
+  for (uint64_t salt = 0;; ++salt) {
+    uint64_t ino = hash_number(key, salt);
+    auto it = entries_.find(ino);
+    if (it == entries_.end() || it->second.key == key) {
+      if (salt != 0) colliding_[key] = ino;
+      return ino;
+    }
+  }
+}
+
+uint64_t InodeTable::number_of(const StoreTree& tree, uint32_t node) {
+  std::lock_guard lock(mutex_);
+  return number_locked(key_of(tree, node));
+}
+
+uint64_t InodeTable::number_of_key(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  return number_locked(key);
+}
+
+uint64_t InodeTable::acquire(const StoreTreePtr& tree, uint32_t node) {
+  std::string key = key_of(*tree, node);
+  std::lock_guard lock(mutex_);
+  uint64_t ino = number_locked(key);
+  Entry& entry = entries_[ino];
+  if (entry.lookups == 0) entry = Entry{InodeRef{tree, node}, std::move(key), 0};
+  entry.lookups++;
+  return ino;
+}
+
+std::optional<InodeRef> InodeTable::find(uint64_t ino) const {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(ino);
+  if (it == entries_.end()) return std::nullopt;
+  return it->second.ref;
+}
+
+void InodeTable::forget(uint64_t ino, uint64_t count) {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(ino);
+  if (it == entries_.end()) return;
+  if (it->second.lookups <= count) {
+    colliding_.erase(it->second.key);
+    entries_.erase(it);
+  } else {
+    it->second.lookups -= count;
+  }
+}
+
+size_t InodeTable::size() const {
+  std::lock_guard lock(mutex_);
+  return entries_.size();
+}
+
+}  // namespace lazystore

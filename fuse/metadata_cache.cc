@@ -1,0 +1,149 @@
+#include "metadata_cache.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "fd.h"
+#include "log.h"
+
+namespace lazystore {
+namespace {
+
+constexpr size_t kMaxAbsentEntries = 100'000;
+constexpr std::string_view kTreeSuffix = ".tree";
+
+}  // namespace
+
+Result<std::unique_ptr<MetadataCache>> MetadataCache::open(Upstream& upstream, std::string directory,
+                                                           double negative_timeout_seconds, Stats& stats) {
+  std::error_code ec;
+  std::filesystem::create_directories(directory, ec);
+  if (ec) return make_error(ec.value(), "metadata cache " + directory + ": " + ec.message());
+  // Left over from a write cut short by a crash.
+  for (const auto& entry : std::filesystem::directory_iterator(directory, ec)) {
+    if (entry.path().filename().string().starts_with(".tmp-")) std::filesystem::remove(entry.path(), ec);
+  }
+  return std::unique_ptr<MetadataCache>(
+      new MetadataCache(upstream, std::move(directory), negative_timeout_seconds, stats));
+}
+
+StoreTreePtr MetadataCache::load_from_disk(const StorePath& path) {
+  std::string file = file_of(path);
+  Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return nullptr;
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0 || st.st_size > (1ll << 31)) return nullptr;
+  std::string data(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::read(fd.get(), data.data() + done, data.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  auto tree = done == data.size() ? Tree::deserialize(data) : Result<Tree>(make_error(EIO, "short read"));
+  if (!tree) {
+    LOG_WARNING("discarding damaged metadata %s: %s", file.c_str(), tree.error().message.c_str());
+    ::unlink(file.c_str());
+    return nullptr;
+  }
+  return std::make_shared<const StoreTree>(StoreTree{path, std::move(*tree)});
+}
+
+void MetadataCache::save_to_disk(const StoreTree& tree) {
+  std::string data = tree.tree.serialize();
+  std::ostringstream tmp;
+  tmp << directory_ << "/.tmp-" << tree.path.base_name() << "-" << std::this_thread::get_id();
+  std::string tmp_name = tmp.str();
+  Fd fd(::open(tmp_name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+  bool ok = fd.valid();
+  for (size_t done = 0; ok && done < data.size();) {
+    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+    if (n <= 0) ok = false; else done += static_cast<size_t>(n);
+  }
+  fd.reset();
+  // Written whole under a temporary name, then renamed: a crash leaves the old state or the new.
+  if (!ok || ::rename(tmp_name.c_str(), file_of(tree.path).c_str()) != 0) {
+    LOG_WARNING("cannot save metadata of %s: %s", tree.path.base_name().c_str(), std::strerror(errno));
+    ::unlink(tmp_name.c_str());
+  }
+}
+
+Result<StoreTreePtr> MetadataCache::fetch(const StorePath& path) {
+  if (StoreTreePtr cached = load_from_disk(path)) return cached;
+  stats_.metadata_misses++;
+  auto exists = upstream_.exists(path);
+  if (!exists) return exists.error();
+  if (!*exists) return make_error(ENOENT, path.base_name() + ": no such store path");
+  auto tree = upstream_.list_tree(path);
+  if (!tree) return tree.error();
+  auto made = std::make_shared<const StoreTree>(StoreTree{path, std::move(*tree)});
+  save_to_disk(*made);
+  return StoreTreePtr(made);
+}
+
+Result<StoreTreePtr> MetadataCache::get(const StorePath& path) {
+  const std::string& key = path.base_name();
+  std::promise<Result<StoreTreePtr>> promise;
+  {
+    std::unique_lock lock(mutex_);
+    if (auto it = trees_.find(key); it != trees_.end()) {
+      stats_.metadata_hits++;
+      return it->second;
+    }
+    if (auto it = absent_until_.find(key); it != absent_until_.end()) {
+      if (Clock::now() < it->second) return make_error(ENOENT, key + ": no such store path");
+      absent_until_.erase(it);
+    }
+    if (auto it = in_flight_.find(key); it != in_flight_.end()) {
+      auto waiting = it->second;
+      lock.unlock();
+      return waiting.get();
+    }
+    in_flight_.emplace(key, promise.get_future().share());
+  }
+  auto result = fetch(path);
+  {
+    std::lock_guard lock(mutex_);
+    if (result) {
+      trees_.emplace(key, *result);
+    } else if (result.error().code == ENOENT) {
+      if (absent_until_.size() >= kMaxAbsentEntries) absent_until_.clear();
+      absent_until_[key] = Clock::now() + negative_timeout_;
+    }
+    in_flight_.erase(key);
+  }
+  promise.set_value(result);
+  return result;
+}
+
+Result<std::vector<StorePath>> MetadataCache::list_top() {
+  auto listed = upstream_.list_store();
+  if (listed) return listed;
+  LOG_WARNING("listing the upstream store failed (%s): listing cached paths",
+              listed.error().message.c_str());
+  std::set<std::string> names;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [name, tree] : trees_) names.insert(name);
+  }
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(directory_, ec)) {
+    std::string file = entry.path().filename().string();
+    if (file.ends_with(kTreeSuffix)) names.insert(file.substr(0, file.size() - kTreeSuffix.size()));
+  }
+  std::vector<StorePath> paths;
+  for (const std::string& name : names) {
+    if (auto path = StorePath::parse(name)) paths.push_back(std::move(*path));
+  }
+  return paths;
+}
+
+}  // namespace lazystore

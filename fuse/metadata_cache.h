@@ -1,0 +1,63 @@
+// Per-store-path trees, fetched whole from the upstream on first lookup and kept in memory and
+// on disk (so they are served after a restart, also offline). Store paths are immutable once
+// complete, so a tree never goes stale. Absent top-level names are remembered only for the
+// negative timeout, so a path pushed a moment ago shows up.
+#pragma once
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "result.h"
+#include "stats.h"
+#include "store_path.h"
+#include "tree.h"
+#include "upstream/upstream.h"
+
+namespace lazystore {
+
+struct StoreTree {
+  StorePath path;
+  Tree tree;
+};
+using StoreTreePtr = std::shared_ptr<const StoreTree>;
+
+class MetadataCache {
+ public:
+  static Result<std::unique_ptr<MetadataCache>> open(Upstream& upstream, std::string directory,
+                                                     double negative_timeout_seconds, Stats& stats);
+
+  // The tree of `path`: ENOENT when absent upstream, another error when the upstream cannot tell
+  // and nothing is cached. Concurrent first lookups of one path make one upstream listing.
+  Result<StoreTreePtr> get(const StorePath& path);
+  // The store paths at the top level: the upstream's, or, when it cannot answer, those cached.
+  Result<std::vector<StorePath>> list_top();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  MetadataCache(Upstream& upstream, std::string directory, double negative_timeout, Stats& stats)
+      : upstream_(upstream), directory_(std::move(directory)),
+        negative_timeout_(std::chrono::duration_cast<Clock::duration>(
+            std::chrono::duration<double>(negative_timeout))),
+        stats_(stats) {}
+  Result<StoreTreePtr> fetch(const StorePath& path);
+  StoreTreePtr load_from_disk(const StorePath& path);
+  void save_to_disk(const StoreTree& tree);
+  std::string file_of(const StorePath& path) const { return directory_ + "/" + path.base_name() + ".tree"; }
+
+  Upstream& upstream_;
+  const std::string directory_;
+  const Clock::duration negative_timeout_;
+  Stats& stats_;
+
+  std::mutex mutex_;  // guards the three maps
+  std::unordered_map<std::string, StoreTreePtr> trees_;
+  std::unordered_map<std::string, Clock::time_point> absent_until_;
+  std::unordered_map<std::string, std::shared_future<Result<StoreTreePtr>>> in_flight_;
+};
+
+}  // namespace lazystore

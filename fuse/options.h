@@ -1,0 +1,45 @@
+// The daemon's command line: `lazystore SOURCE MOUNTPOINT [-o opts] [-f] [-d] [-s]`, the shape
+// mount.fuse3 uses, so /etc/fstab type fuse.lazystore works.
+#pragma once
+
+#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 14)
+#include <fuse_lowlevel.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "log.h"
+#include "result.h"
+
+namespace lazystore {
+
+struct MountOptions {
+  std::string source;
+  std::string mountpoint;
+  std::string cache_dir = "/var/cache/lazystore";
+  uint64_t cache_size = 10ull << 30;
+  uint32_t chunk_size = 1u << 20;
+  unsigned readahead_chunks = 4;
+  double negative_timeout = 1.0;
+  double upstream_timeout = 10.0;
+  int nfs_version = 0;  // 0: the SOURCE's, else 3
+  LogLevel log_level = LogLevel::Warning;
+  bool foreground = false;
+  bool debug = false;
+  bool single_thread = false;
+  bool show_help = false;
+  bool show_version = false;
+  unsigned max_threads = 64;
+  bool clone_fd = true;
+};
+
+// "10G", "512M", "64K", "4096" → bytes (powers of 1024).
+Result<uint64_t> parse_size(std::string_view text);
+
+// Parses argv; on success `args` holds what libfuse's session needs (mount options with our
+// defaults added: ro,nosuid,nodev,fsname=SOURCE,subtype=lazystore).
+Result<MountOptions> parse_mount_options(fuse_args& args);
+void print_usage(const char* program);
+
+}  // namespace lazystore

@@ -1,0 +1,37 @@
+// Counts every call into the real upstream (requests, errors, file bytes) for the stats.
+#pragma once
+
+#include "stats.h"
+#include "upstream.h"
+
+namespace lazystore {
+
+class MeteredUpstream final : public Upstream {
+ public:
+  MeteredUpstream(std::unique_ptr<Upstream> inner, Stats& stats) : inner_(std::move(inner)), stats_(stats) {}
+
+  std::string describe() const override { return inner_->describe(); }
+  Result<bool> exists(const StorePath& path) override { return count(inner_->exists(path)); }
+  Result<std::vector<StorePath>> list_store() override { return count(inner_->list_store()); }
+  Result<Tree> list_tree(const StorePath& path) override { return count(inner_->list_tree(path)); }
+  Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
+                      std::span<std::byte> buf) override {
+    auto got = count(inner_->read(path, tree, node, offset, buf));
+    if (got) stats_.upstream_bytes += *got;
+    return got;
+  }
+  Result<UpstreamStatfs> statfs() override { return count(inner_->statfs()); }
+
+ private:
+  template <class T>
+  Result<T> count(Result<T> result) {
+    stats_.upstream_requests++;
+    if (!result) stats_.upstream_errors++;
+    return result;
+  }
+
+  std::unique_ptr<Upstream> inner_;
+  Stats& stats_;
+};
+
+}  // namespace lazystore

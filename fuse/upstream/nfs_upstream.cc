@@ -1,0 +1,467 @@
+#include "nfs_upstream.h"
+
+// libnfs 4.0 needs <sys/time.h> before its header.
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <fcntl.h>
+#include <nfsc/libnfs.h>
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <random>
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <list>
+
+#include "log.h"
+#include "stats.h"
+
+namespace lazystore {
+namespace {
+
+constexpr size_t kMaxRead = 1 << 20;     // libnfs 4.0 fails NFSv4 READs over 1 MiB
+constexpr size_t kOpenFilesPerConnection = 64;
+
+// libnfs' last error text; it may be NULL.
+std::string error_text(nfs_context* ctx) {
+  const char* text = ctx ? nfs_get_error(ctx) : nullptr;
+  return text && *text ? text : "unknown error";
+}
+
+bool is_answer(int code) {
+  // The server answered: the connection is fine.
+  return code == ENOENT || code == ENOTDIR || code == ELOOP || code == EACCES || code == EPERM ||
+         code == EISDIR || code == EINVAL || code == ENAMETOOLONG;
+}
+
+}  // namespace
+
+// One mounted nfs_context and the file handles it opened (LRU), used by one thread at a time.
+// Calls go through libnfs' async API and our own poll loop, so each has a hard deadline: on
+// timeout or a transport error the context is destroyed at once (its pending callbacks run
+// while their state is still alive) and the connection is dead.
+class NfsConnection {
+ public:
+  struct DirEntry {
+    std::string name;
+    uint64_t mode = 0;
+    uint64_t size = 0;
+  };
+
+  static Result<std::unique_ptr<NfsConnection>> connect(const NfsSource& source, double timeout_seconds) {
+    std::unique_ptr<NfsConnection> c(new NfsConnection(nfs_init_context(), timeout_seconds));
+    if (!c->ctx_) return make_error(ENOMEM, "cannot create an NFS context");
+    nfs_url* url = nfs_parse_url_dir(c->ctx_, source.url.c_str());
+    if (!url) return make_error(EINVAL, source.display + ": " + error_text(c->ctx_));
+    std::unique_ptr<nfs_url, decltype(&nfs_destroy_url)> owned(url, &nfs_destroy_url);
+    nfs_set_timeout(c->ctx_, static_cast<int>(timeout_seconds * 1000));
+    nfs_set_autoreconnect(c->ctx_, 0);  // we reconnect ourselves, within the deadline
+    nfs_set_dircache(c->ctx_, 0);       // a path pushed a moment ago must show up
+    // NFSv4: each connection is its own client; a shared client id would make the server
+    // revoke the others' state (NFS4ERR_STALE_CLIENTID) on every new connection.
+    static std::atomic<uint64_t> serial{0};
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    std::string client = std::string("lazystore-") + host + "-" + std::to_string(getpid()) + "-" +
+                         std::to_string(serial++) + "-" + std::to_string(std::random_device{}());
+    nfs4_set_client_name(c->ctx_, client.c_str());
+    char verifier[8];
+    for (char& b : verifier) b = static_cast<char>(std::random_device{}());
+    nfs4_set_verifier(c->ctx_, verifier);
+    std::string where = std::string(url->server) + ":" + url->path;
+    int rc = c->call([&](nfs_cb cb, void* p) { return nfs_mount_async(c->ctx_, url->server, url->path, cb, p); },
+                     [](int, void*) {});
+    if (rc != 0) {
+      return make_error(rc == -ETIMEDOUT ? ETIMEDOUT : EIO,
+                        "mounting " + where + " over NFSv" + std::to_string(source.version) + ": " + c->error());
+    }
+    return c;
+  }
+
+  ~NfsConnection() { kill(); }
+  NfsConnection(const NfsConnection&) = delete;
+  NfsConnection& operator=(const NfsConnection&) = delete;
+
+  bool dead() const { return ctx_ == nullptr; }
+  const std::string& error() const { return last_error_; }
+
+  int lstat(const std::string& path, nfs_stat_64* out) {
+    return call([&](nfs_cb cb, void* p) { return nfs_lstat64_async(ctx_, path.c_str(), cb, p); },
+                [out](int, void* data) { *out = *static_cast<nfs_stat_64*>(data); });
+  }
+
+  int list(const std::string& path, std::vector<DirEntry>* out) {
+    nfsdir* dir = nullptr;
+    int rc = call([&](nfs_cb cb, void* p) { return nfs_opendir_async(ctx_, path.c_str(), cb, p); },
+                  [&dir](int, void* data) { dir = static_cast<nfsdir*>(data); });
+    if (rc != 0) return rc;
+    while (nfsdirent* entry = nfs_readdir(ctx_, dir)) {  // local: the whole listing is in memory
+      std::string_view name(entry->name);
+      if (name != "." && name != "..") out->push_back({std::string(name), entry->mode, entry->size});
+    }
+    nfs_closedir(ctx_, dir);
+    return 0;
+  }
+
+  // `length`: the target's length from the entry's attributes. libnfs' NFSv4 answer is not
+  // always NUL-terminated, so the attributes bound the copy.
+  int readlink(const std::string& path, uint64_t length, std::string* out) {
+    size_t bound = static_cast<size_t>(std::min<uint64_t>(length, Tree::kMaxTargetLength + 1));
+    return call([&](nfs_cb cb, void* p) { return nfs_readlink_async(ctx_, path.c_str(), cb, p); },
+                [out, bound](int, void* data) {
+                  const char* target = static_cast<const char*>(data);
+                  out->assign(target, strnlen(target, bound));
+                });
+  }
+
+  int statvfs(nfs_statvfs_64* out) {
+    return call([&](nfs_cb cb, void* p) { return nfs_statvfs64_async(ctx_, "/", cb, p); },
+                [out](int, void* data) { *out = *static_cast<nfs_statvfs_64*>(data); });
+  }
+
+  // Reads into buf from `path` at offset (one READ of at most kMaxRead); bytes read or -errno.
+  int pread(const std::string& path, uint64_t offset, std::span<std::byte> buf) {
+    nfsfh* fh = nullptr;
+    if (int rc = open_file(path, &fh); rc != 0) return rc;
+    size_t want = std::min(kMaxRead, buf.size());
+    return call([&](nfs_cb cb, void* p) { return nfs_pread_async(ctx_, fh, offset, want, cb, p); },
+                [&buf, want](int status, void* data) {
+                  std::memcpy(buf.data(), data, std::min<size_t>(static_cast<size_t>(status), want));
+                });
+  }
+
+ private:
+  struct Pending {
+    std::function<void(int, void*)> on_success;
+    std::string error;
+    int status = 0;
+    bool done = false;
+  };
+
+  NfsConnection(nfs_context* ctx, double timeout_seconds)
+      : ctx_(ctx), timeout_(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                       std::chrono::duration<double>(timeout_seconds))) {}
+
+  static void callback(int status, nfs_context*, void* data, void* private_data) {
+    if (!private_data) return;  // a fire-and-forget call (close)
+    auto* pending = static_cast<Pending*>(private_data);
+    pending->status = status;
+    if (status < 0) {
+      pending->error = data ? static_cast<const char*>(data) : "cancelled";
+    } else {
+      pending->on_success(status, data);
+    }
+    pending->done = true;
+  }
+
+  template <class Start>
+  int call(Start&& start, std::function<void(int, void*)> on_success) {
+    if (!ctx_) {
+      last_error_ = "connection is closed";
+      return -EIO;
+    }
+    Pending pending;
+    pending.on_success = std::move(on_success);
+    if (start(&NfsConnection::callback, &pending) != 0) {
+      last_error_ = error_text(ctx_);
+      kill();
+      return -EIO;
+    }
+    auto deadline = std::chrono::steady_clock::now() + timeout_;
+    while (!pending.done) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        last_error_ = "no answer within the deadline (upstream-timeout)";
+        kill();
+        return -ETIMEDOUT;
+      }
+      pollfd pfd{nfs_get_fd(ctx_), static_cast<short>(nfs_which_events(ctx_)), 0};
+      int ready = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0 || nfs_service(ctx_, ready > 0 ? pfd.revents : 0) < 0) {
+        last_error_ = "connection lost: " + error_text(ctx_);
+        kill();
+        return pending.done && pending.status >= 0 ? pending.status : -EIO;
+      }
+    }
+    if (pending.status < 0) last_error_ = pending.error;
+    return pending.status;
+  }
+
+  int open_file(const std::string& path, nfsfh** out) {
+    for (auto it = handles_.begin(); it != handles_.end(); ++it) {
+      if (it->first == path) {
+        handles_.splice(handles_.begin(), handles_, it);
+        *out = it->second;
+        return 0;
+      }
+    }
+    nfsfh* fh = nullptr;
+    int rc = call([&](nfs_cb cb, void* p) { return nfs_open_async(ctx_, path.c_str(), O_RDONLY, cb, p); },
+                  [&fh](int, void* data) { fh = static_cast<nfsfh*>(data); });
+    if (rc != 0) return rc;
+    if (handles_.size() >= kOpenFilesPerConnection) {
+      // Closing needs no answer: it completes during later calls, or with the context.
+      nfs_close_async(ctx_, handles_.back().second, &NfsConnection::callback, nullptr);
+      handles_.pop_back();
+    }
+    handles_.emplace_front(path, fh);
+    *out = fh;
+    return 0;
+  }
+
+  void kill() {
+    if (!ctx_) return;
+    handles_.clear();
+    nfs_destroy_context(std::exchange(ctx_, nullptr));
+  }
+
+  nfs_context* ctx_;
+  const std::chrono::steady_clock::duration timeout_;
+  std::string last_error_;
+  std::list<std::pair<std::string, nfsfh*>> handles_;  // most recently used first
+};
+
+NfsUpstream::Lease::Lease(NfsUpstream& owner, std::unique_ptr<NfsConnection> connection, bool reused)
+    : owner_(&owner), connection_(std::move(connection)), reused_(reused) {}
+
+NfsUpstream::Lease::Lease(Lease&& other) noexcept
+    : owner_(other.owner_), connection_(std::move(other.connection_)), broken_(other.broken_),
+      reused_(other.reused_) {}
+
+NfsUpstream::Lease::~Lease() {
+  if (connection_) owner_->give_back(std::move(connection_), broken_);
+}
+
+Error NfsUpstream::Lease::failed(int rc, const std::string& what) {
+  int code = rc < 0 ? -rc : EIO;
+  Stats* stats = owner_->options_.stats;
+  std::string detail = connection_->error();
+  bool timed_out = code == ETIMEDOUT;
+  if (timed_out && stats) stats->upstream_timeouts++;
+  if (!is_answer(code) || connection_->dead()) broken_ = true;
+  if (code == ENOENT) return make_error(ENOENT, what + ": no such file");
+  return make_error(timed_out ? ETIMEDOUT : (is_answer(code) ? code : EIO),
+                    what + ": " + (detail.empty() ? std::strerror(code) : detail));
+}
+
+Result<std::unique_ptr<NfsUpstream>> NfsUpstream::open(NfsSource source, const UpstreamOptions& options) {
+  // No connection is made here: the daemon must start (and serve its cache) with the server down.
+  return std::unique_ptr<NfsUpstream>(new NfsUpstream(std::move(source), options));
+}
+
+NfsUpstream::NfsUpstream(NfsSource source, const UpstreamOptions& options)
+    : source_(std::move(source)), options_(options) {}
+
+NfsUpstream::~NfsUpstream() = default;
+
+Result<NfsUpstream::Lease> NfsUpstream::lease() {
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(options_.timeout_seconds));
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (!idle_.empty()) {
+      auto connection = std::move(idle_.back());
+      idle_.pop_back();
+      return Lease(*this, std::move(connection), true);
+    }
+    if (open_connections_ < std::max(1u, options_.connections)) break;
+    if (returned_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty()) {
+      if (options_.stats) options_.stats->upstream_timeouts++;
+      return make_error(ETIMEDOUT, source_.display + ": every NFS connection stayed busy past the deadline");
+    }
+  }
+  open_connections_++;
+  lock.unlock();
+  auto connection = NfsConnection::connect(source_, options_.timeout_seconds);
+  if (options_.stats) (connection ? options_.stats->upstream_connects : options_.stats->upstream_connect_failures)++;
+  if (!connection) {
+    lock.lock();
+    open_connections_--;
+    returned_.notify_one();
+    return connection.error();
+  }
+  return Lease(*this, std::move(*connection), false);
+}
+
+template <class T, class Body>
+Result<T> NfsUpstream::with_connection(Body&& body) {
+  for (int attempt = 0;; ++attempt) {
+    auto nfs = lease();
+    if (!nfs) return nfs.error();
+    Result<T> result = body(*nfs);
+    if (result || !nfs->broken() || !nfs->reused() || attempt > 0) return result;
+  }
+}
+
+void NfsUpstream::give_back(std::unique_ptr<NfsConnection> connection, bool broken) {
+  std::vector<std::unique_ptr<NfsConnection>> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    if (broken) {
+      // The idle connections most likely died with this one (a server restart): drop them too,
+      // so that later calls reconnect instead of each finding out.
+      dropped = std::move(idle_);
+      idle_.clear();
+      open_connections_ -= 1 + dropped.size();
+      dropped.push_back(std::move(connection));
+    } else {
+      idle_.push_back(std::move(connection));
+    }
+    returned_.notify_all();
+  }
+  if (options_.stats) options_.stats->upstream_disconnects += dropped.size();
+}
+
+Result<bool> NfsUpstream::exists(const StorePath& path) {
+  return with_connection<bool>([&](Lease& nfs) { return exists_on(nfs, path); });
+}
+
+Result<bool> NfsUpstream::exists_on(Lease& nfs, const StorePath& path) {
+  nfs_stat_64 st{};
+  std::string lock = "/" + path.base_name() + ".lock";
+  int rc = nfs->lstat(lock, &st);
+  if (rc == 0) return false;  // Nix is still writing the path
+  if (rc != -ENOENT) return nfs.failed(rc, source_.display + lock);
+  std::string name = "/" + path.base_name();
+  rc = nfs->lstat(name, &st);
+  if (rc == -ENOENT) return false;
+  if (rc != 0) return nfs.failed(rc, source_.display + name);
+  // A lock file of another path ("<path>.lock", empty) is not a store path.
+  std::string_view base = path.base_name();
+  bool lock_file = base.ends_with(".lock") && S_ISREG(st.nfs_mode) && st.nfs_size <= 1 &&
+                   StorePath::is_valid(base.substr(0, base.size() - 5));
+  return !lock_file;
+}
+
+Result<std::vector<StorePath>> NfsUpstream::list_store() {
+  return with_connection<std::vector<StorePath>>([&](Lease& nfs) { return list_store_on(nfs); });
+}
+
+Result<std::vector<StorePath>> NfsUpstream::list_store_on(Lease& nfs) {
+  std::vector<NfsConnection::DirEntry> entries;
+  if (int rc = nfs->list("/", &entries); rc != 0) return nfs.failed(rc, "listing " + source_.display);
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  auto has = [&entries](const std::string& name) {
+    return std::binary_search(entries.begin(), entries.end(), NfsConnection::DirEntry{name, 0, 0},
+                              [](const auto& a, const auto& b) { return a.name < b.name; });
+  };
+  std::vector<StorePath> paths;
+  for (const auto& e : entries) {
+    if (!StorePath::is_valid(e.name) || has(e.name + ".lock")) continue;
+    bool lock_file = S_ISREG(e.mode) && e.size <= 1 && e.name.ends_with(".lock") &&
+                     StorePath::is_valid(e.name.substr(0, e.name.size() - 5));
+    if (!lock_file) paths.emplace_back(e.name);
+  }
+  return paths;
+}
+
+Result<std::string> NfsUpstream::symlink_target(Lease& nfs, const std::string& path, uint64_t length) {
+  std::string target;
+  if (int rc = nfs->readlink(path, length, &target); rc != 0) return nfs.failed(rc, "readlink " + source_.display + path);
+  if (target.empty() || target.size() > Tree::kMaxTargetLength || target.size() != length) {
+    return make_error(EIO, source_.display + path + ": symlink target empty, too long or not as long as its attributes say");
+  }
+  return target;
+}
+
+Status NfsUpstream::walk(Lease& nfs, Tree& tree, uint32_t node, const std::string& path, size_t depth) {
+  if (depth > Tree::kMaxDepth) return make_error(ELOOP, path + ": directory tree too deep");
+  std::vector<NfsConnection::DirEntry> entries;
+  if (int rc = nfs->list(path, &entries); rc != 0) return nfs.failed(rc, "listing " + source_.display + path);
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (const auto& e : entries) {
+    std::string child_path = path + "/" + e.name;
+    NodeType type;
+    if (S_ISREG(e.mode)) type = NodeType::Regular;
+    else if (S_ISDIR(e.mode)) type = NodeType::Directory;
+    else if (S_ISLNK(e.mode)) type = NodeType::Symlink;
+    else return make_error(EIO, source_.display + child_path + ": not a file, directory or symlink");
+    auto child = tree.add_child(node, e.name, type);
+    if (!child) return make_error(EIO, source_.display + child_path + ": " + child.error().message);
+    if (type == NodeType::Regular) {
+      tree.nodes[*child].size = e.size;
+      tree.nodes[*child].executable = (e.mode & S_IXUSR) != 0;
+    } else if (type == NodeType::Symlink) {
+      auto target = symlink_target(nfs, child_path, e.size);
+      if (!target) return target.error();
+      tree.nodes[*child].size = target->size();
+      tree.nodes[*child].target = std::move(*target);
+    } else if (auto walked = walk(nfs, tree, *child, child_path, depth + 1); !walked) {
+      return walked;
+    }
+  }
+  return {};
+}
+
+Result<Tree> NfsUpstream::list_tree(const StorePath& path) {
+  return with_connection<Tree>([&](Lease& nfs) { return list_tree_on(nfs, path); });
+}
+
+Result<Tree> NfsUpstream::list_tree_on(Lease& nfs, const StorePath& path) {
+  std::string root = "/" + path.base_name();
+  nfs_stat_64 st{};
+  if (int rc = nfs->lstat(root, &st); rc != 0) return nfs.failed(rc, source_.display + root);
+  if (S_ISDIR(st.nfs_mode)) {
+    Tree tree = Tree::with_root(NodeType::Directory);
+    if (auto walked = walk(nfs, tree, Tree::kRoot, root, 0); !walked) return walked.error();
+    return tree;
+  }
+  if (S_ISREG(st.nfs_mode)) {
+    Tree tree = Tree::with_root(NodeType::Regular);
+    tree.nodes[0].size = st.nfs_size;
+    tree.nodes[0].executable = (st.nfs_mode & S_IXUSR) != 0;
+    return tree;
+  }
+  if (S_ISLNK(st.nfs_mode)) {
+    auto target = symlink_target(nfs, root, st.nfs_size);
+    if (!target) return target.error();
+    Tree tree = Tree::with_root(NodeType::Symlink);
+    tree.nodes[0].size = target->size();
+    tree.nodes[0].target = std::move(*target);
+    return tree;
+  }
+  return make_error(EIO, source_.display + root + ": not a file, directory or symlink");
+}
+
+Result<size_t> NfsUpstream::read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
+                                 std::span<std::byte> buf) {
+  return with_connection<size_t>([&](Lease& nfs) { return read_on(nfs, path, tree, node, offset, buf); });
+}
+
+Result<size_t> NfsUpstream::read_on(Lease& nfs, const StorePath& path, const Tree& tree, uint32_t node,
+                                    uint64_t offset, std::span<std::byte> buf) {
+  std::string file = "/" + path.base_name();
+  if (node != Tree::kRoot) file += "/" + tree.path_of(node);
+  size_t done = 0;
+  while (done < buf.size()) {
+    int rc = nfs->pread(file, offset + done, buf.subspan(done));
+    if (rc < 0) return nfs.failed(rc, "read " + source_.display + file);
+    if (rc == 0) break;
+    done += static_cast<size_t>(rc);
+  }
+  return done;
+}
+
+Result<UpstreamStatfs> NfsUpstream::statfs() {
+  return with_connection<UpstreamStatfs>([&](Lease& nfs) { return statfs_on(nfs); });
+}
+
+Result<UpstreamStatfs> NfsUpstream::statfs_on(Lease& nfs) {
+  nfs_statvfs_64 st{};
+  if (int rc = nfs->statvfs(&st); rc != 0) return nfs.failed(rc, "statfs " + source_.display);
+  UpstreamStatfs out;
+  out.block_size = st.f_frsize ? st.f_frsize : st.f_bsize;
+  out.blocks = st.f_blocks;
+  out.blocks_free = st.f_bfree;
+  out.files = st.f_files;
+  out.files_free = st.f_ffree;
+  return out;
+}
+
+}  // namespace lazystore

@@ -1,0 +1,80 @@
+// Upstream over an NFS export (the Nix server's /nix/store), through libnfs in user space.
+//
+// Debian's libnfs 4.0 has no thread-safe context, so concurrency comes from a pool of
+// connections (one nfs_context each, used by one thread at a time). Every call has a deadline
+// (libnfs' timeout); a connection that failed in any way but "no such file" is thrown away, so
+// the next call reconnects by itself after a server restart.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "nfs_source.h"
+#include "upstream.h"
+
+namespace lazystore {
+
+class NfsConnection;
+
+class NfsUpstream final : public Upstream {
+ public:
+  static Result<std::unique_ptr<NfsUpstream>> open(NfsSource source, const UpstreamOptions& options);
+  ~NfsUpstream() override;
+
+  std::string describe() const override { return source_.display; }
+  Result<bool> exists(const StorePath& path) override;
+  Result<std::vector<StorePath>> list_store() override;
+  Result<Tree> list_tree(const StorePath& path) override;
+  Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
+                      std::span<std::byte> buf) override;
+  Result<UpstreamStatfs> statfs() override;
+
+ private:
+  // A connection lent to one call; given back (or, when broken, dropped) at scope exit.
+  class Lease {
+   public:
+    Lease(NfsUpstream& owner, std::unique_ptr<NfsConnection> connection, bool reused);
+    Lease(Lease&& other) noexcept;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease();
+    NfsConnection& operator*() const { return *connection_; }
+    NfsConnection* operator->() const { return connection_.get(); }
+    // Records the failure of a libnfs call (a negative errno) and returns its Error.
+    Error failed(int rc, const std::string& what);
+    bool broken() const { return broken_; }
+    bool reused() const { return reused_; }
+
+   private:
+    NfsUpstream* owner_;
+    std::unique_ptr<NfsConnection> connection_;
+    bool broken_ = false;
+    bool reused_ = false;  // from the pool, not made for this call
+  };
+
+  NfsUpstream(NfsSource source, const UpstreamOptions& options);
+  Result<Lease> lease();
+  // Runs body on a leased connection; a pooled connection found dead (the server restarted)
+  // is replaced and the body run once more.
+  template <class T, class Body>
+  Result<T> with_connection(Body&& body);
+  void give_back(std::unique_ptr<NfsConnection> connection, bool broken);
+  Result<bool> exists_on(Lease& nfs, const StorePath& path);
+  Result<std::vector<StorePath>> list_store_on(Lease& nfs);
+  Result<Tree> list_tree_on(Lease& nfs, const StorePath& path);
+  Result<size_t> read_on(Lease& nfs, const StorePath& path, const Tree& tree, uint32_t node,
+                         uint64_t offset, std::span<std::byte> buf);
+  Result<UpstreamStatfs> statfs_on(Lease& nfs);
+  Status walk(Lease& nfs, Tree& tree, uint32_t node, const std::string& path, size_t depth);
+  Result<std::string> symlink_target(Lease& nfs, const std::string& path, uint64_t length);
+
+  const NfsSource source_;
+  const UpstreamOptions options_;
+  std::mutex mutex_;
+  std::condition_variable returned_;
+  std::vector<std::unique_ptr<NfsConnection>> idle_;
+  size_t open_connections_ = 0;
+};
+
+}  // namespace lazystore

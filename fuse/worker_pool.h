@@ -1,0 +1,70 @@
+// A fixed set of threads draining a bounded queue of tasks (read-ahead, prefetch).
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace lazystore {
+
+class WorkerPool {
+ public:
+  explicit WorkerPool(size_t max_queued = 1024) : max_queued_(max_queued) {}
+  ~WorkerPool() { stop(); }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // Threads start here, not in the constructor, so the daemon can fork (daemonize) first.
+  void start(unsigned threads) {
+    std::lock_guard lock(mutex_);
+    stopping_ = false;
+    for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  }
+
+  // False when the queue is full or the pool is not running: the task is dropped.
+  bool submit(std::function<void()> task) {
+    std::lock_guard lock(mutex_);
+    if (threads_.empty() || stopping_ || queue_.size() >= max_queued_) return false;
+    queue_.push_back(std::move(task));
+    cv_.notify_one();
+    return true;
+  }
+
+  // Finishes the tasks already queued, then joins the threads.
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+      cv_.notify_all();
+    }
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();
+    }
+  }
+
+  const size_t max_queued_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  std::vector<std::thread> threads_;
+  bool stopping_ = false;
+};
+
+}  // namespace lazystore

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages lazystore needs to build, test and demo.
+# Idempotent: prints nothing and touches nothing when every package is already installed.
+# Runs as root (or via sudo) with no standard input.
+set -euo pipefail
+
+# The one list of packages, grouped.
+PACKAGES=(
+    # build: compiler, build system, FUSE, hashing, unit tests
+    meson ninja-build pkg-config g++ libfuse3-dev fuse3 libxxhash-dev libgtest-dev libgmock-dev
+    # runtime and tests: Nix (throw-away stores), executor sandbox, xattrs, mounts, processes, benchmarks
+    nix-bin bubblewrap attr util-linux procps python3 hyperfine psmisc
+    # real servers of the integration tests: NFS (nfs-ganesha with its VFS backend, rpcbind,
+    # network namespaces), SSH (push), and sshfs as a benchmark peer
+    nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 openssh-server openssh-client sshfs
+    # libraries: NFS, push over SSH, HTTP binary cache, compression, crypto, CLI parsing
+    libnfs-dev libssh-dev libcurl4-openssl-dev nlohmann-json3-dev libzstd-dev liblzma-dev libssl-dev libcli11-dev
+)
+
+# Prints the packages of PACKAGES that are not installed, one a line.
+missing_packages() {
+    local -A installed=()
+    local pkg status
+    # One dpkg-query for all; it exits non-zero when a package is unknown, which just means missing.
+    while read -r pkg status; do
+        [[ "$status" == installed ]] && installed[$pkg]=1
+    done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+    for pkg in "${PACKAGES[@]}"; do
+        [[ -n "${installed[$pkg]:-}" ]] || echo "$pkg"
+    done
+}
+
+main() {
+    local -a missing
+    mapfile -t missing < <(missing_packages)
+    if ((${#missing[@]} == 0)); then
+        return 0
+    fi
+
+    local sudo=()
+    if ((EUID != 0)); then
+        sudo=(sudo)
+    fi
+    echo "==> installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq </dev/null >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+
+    mapfile -t missing < <(missing_packages)
+    if ((${#missing[@]} != 0)); then
+        echo "install-deps.sh: still missing after apt-get install: ${missing[*]}" >&2
+        return 1
+    fi
+}
+
+main "$@"

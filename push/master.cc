@@ -1,0 +1,391 @@
+#include "master.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <algorithm>
+
+#include "fd.h"
+#include "serve_protocol.h"
+
+namespace lazystore {
+
+namespace {
+
+constexpr uint64_t kRequestPush = 1;
+constexpr uint64_t kRequestExit = 2;
+constexpr uint64_t kMaxMessage = 64ull << 20;
+
+Error errno_error(const std::string& what) {
+  int code = errno;
+  return make_error(code, what + ": " + std::strerror(code));
+}
+
+Status write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("control socket write");
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+NarSource fd_source(int fd) {
+  return [fd](std::span<std::byte> buffer) -> Result<size_t> {
+    while (true) {
+      ssize_t n = ::read(fd, buffer.data(), buffer.size());
+      if (n >= 0) return static_cast<size_t>(n);
+      if (errno != EINTR) return errno_error("control socket read");
+    }
+  };
+}
+
+// A message is a u64 length and that many bytes of serve-protocol items.
+Status send_message(int fd, const std::string& payload) {
+  return write_all(fd, serve::WireWriter().u64(payload.size()).take() + payload);
+}
+
+// `first`, if given, is the message's first byte, already read (it came with descriptors).
+Result<std::string> receive_message(int fd, std::optional<char> first = std::nullopt) {
+  NarSource source = fd_source(fd);
+  if (first) {
+    source = [fd, pending = first](std::span<std::byte> buffer) mutable -> Result<size_t> {
+      if (pending && !buffer.empty()) {
+        buffer[0] = static_cast<std::byte>(*pending);
+        pending.reset();
+        return size_t{1};
+      }
+      return fd_source(fd)(buffer);
+    };
+  }
+  serve::WireReader reader(std::move(source));
+  auto length = reader.u64();
+  if (!length) return length.error();
+  if (*length > kMaxMessage) return make_error(EPROTO, "control message too large");
+  std::string payload(*length, '\0');
+  if (auto s = reader.read_exact(std::as_writable_bytes(std::span(payload.data(), payload.size()))); !s) {
+    return s.error();
+  }
+  return payload;
+}
+
+serve::WireReader payload_reader(const std::string& payload) {
+  return serve::WireReader(nar_source_from(std::as_bytes(std::span(payload.data(), payload.size()))));
+}
+
+std::string encode_request(const PushRequest& request, Progress::Mode mode) {
+  serve::WireWriter w;
+  w.u64(kRequestPush).strings(request.paths).boolean(request.root.has_value()).str(request.root.value_or(""));
+  w.boolean(request.dry_run).boolean(request.import_paths).u64(static_cast<uint64_t>(mode));
+  return w.take();
+}
+
+std::string encode_outcome(const PushOutcome& outcome) {
+  const PushSummary& s = outcome.summary;
+  serve::WireWriter w;
+  w.u64(static_cast<uint64_t>(outcome.code)).str(outcome.message).str(s.destination).strings(s.requested);
+  w.u64(s.closure_paths).u64(s.closure_bytes).strings(s.missing).u64(s.missing_bytes);
+  w.u64(s.copied_paths).u64(s.bytes_sent).u64(static_cast<uint64_t>(s.seconds * 1e6)).u64(s.server_version);
+  w.boolean(s.root.has_value()).str(s.root.value_or(""));
+  return w.take();
+}
+
+Result<PushOutcome> decode_outcome(const std::string& payload) {
+  auto r = payload_reader(payload);
+  PushOutcome outcome;
+  PushSummary& s = outcome.summary;
+  std::array<uint64_t, 9> numbers{};
+  auto code = r.u64();
+  auto message = r.str();
+  auto destination = r.str();
+  auto requested = r.strings();
+  if (!code || !message || !destination || !requested) return make_error(EPROTO, "bad answer from the master");
+  outcome.code = static_cast<ExitCode>(*code);
+  outcome.message = *message;
+  s.destination = *destination;
+  s.requested = *requested;
+  auto closure_paths = r.u64();
+  auto closure_bytes = r.u64();
+  auto missing = r.strings();
+  if (!closure_paths || !closure_bytes || !missing) return make_error(EPROTO, "bad answer from the master");
+  s.closure_paths = *closure_paths;
+  s.closure_bytes = *closure_bytes;
+  s.missing = *missing;
+  for (size_t i = 0; i < 5; ++i) {
+    auto n = r.u64();
+    if (!n) return make_error(EPROTO, "bad answer from the master");
+    numbers[i] = *n;
+  }
+  s.missing_bytes = numbers[0];
+  s.copied_paths = numbers[1];
+  s.bytes_sent = numbers[2];
+  s.seconds = static_cast<double>(numbers[3]) / 1e6;
+  s.server_version = numbers[4];
+  auto has_root = r.u64();
+  auto root = r.str();
+  if (!has_root || !root) return make_error(EPROTO, "bad answer from the master");
+  if (*has_root != 0) s.root = *root;
+  return outcome;
+}
+
+Result<Fd> connect_socket(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(address.sun_path)) return make_error(ENAMETOOLONG, "control socket path too long: " + path);
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return errno_error("socket");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    return errno_error("connect " + path);
+  }
+  return fd;
+}
+
+// Sends the payload's first byte along with our stdout and stderr (SCM_RIGHTS).
+Status send_with_fds(int fd, const std::string& message) {
+  std::array<int, 2> fds{STDOUT_FILENO, STDERR_FILENO};
+  alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(fds))> control{};
+  iovec iov{const_cast<char*>(message.data()), 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(fds));
+  std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(fds));
+  while (::sendmsg(fd, &msg, MSG_NOSIGNAL) < 0) {
+    if (errno != EINTR) return errno_error("sendmsg");
+  }
+  return write_all(fd, std::string_view(message).substr(1));
+}
+
+// Receives the first byte and the client's two descriptors.
+Status receive_fds(int fd, char& first, Fd& out, Fd& err) {
+  alignas(cmsghdr) std::array<char, CMSG_SPACE(2 * sizeof(int))> control{};
+  iovec iov{&first, 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  ssize_t n;
+  while ((n = ::recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) < 0) {
+    if (errno != EINTR) return errno_error("recvmsg");
+  }
+  if (n != 1) return make_error(EPROTO, "empty control request");
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS &&
+        cmsg->cmsg_len == CMSG_LEN(2 * sizeof(int))) {
+      std::array<int, 2> fds{};
+      std::memcpy(fds.data(), CMSG_DATA(cmsg), sizeof(fds));
+      out.reset(fds[0]);
+      err.reset(fds[1]);
+    }
+  }
+  if (!out || !err) return make_error(EPROTO, "control request without descriptors");
+  return {};
+}
+
+// Serves one client; returns false when the master should exit.
+bool serve_client(int client, const PushOptions& options, std::unique_ptr<Pusher>& pusher) {
+  char first = 0;
+  Fd out, err;
+  if (!receive_fds(client, first, out, err)) return true;
+  auto rest = receive_message(client, first);
+  if (!rest) return true;
+  auto r = payload_reader(*rest);
+  auto kind = r.u64();
+  if (!kind) return true;
+  if (*kind == kRequestExit) {
+    (void)send_message(client, "");
+    return false;
+  }
+  PushRequest request;
+  auto paths = r.strings();
+  auto has_root = r.u64();
+  auto root = r.str();
+  auto dry_run = r.u64();
+  auto import_paths = r.u64();
+  auto mode = r.u64();
+  if (!paths || !has_root || !root || !dry_run || !import_paths || !mode || *mode > 2) return true;
+  request.paths = *paths;
+  if (*has_root != 0) request.root = *root;
+  request.dry_run = *dry_run != 0;
+  request.import_paths = *import_paths != 0;
+
+  PushOutcome outcome;
+  std::FILE* progress_file = ::fdopen(err.get(), "w");
+  if (progress_file != nullptr) (void)err.release();
+  {
+    // Progress goes to the client's stderr, as if the client were writing it.
+    Progress progress(static_cast<Progress::Mode>(*mode), progress_file != nullptr ? progress_file : stderr);
+    outcome = pusher->push(request, progress);
+  }
+  if (progress_file != nullptr) std::fclose(progress_file);
+  // A broken connection is not kept: the next request starts afresh.
+  bool broken = outcome.code != ExitCode::Ok && outcome.code != ExitCode::Usage &&
+                outcome.code != ExitCode::LocalStore && outcome.code != ExitCode::Roots;
+  if (broken) pusher = std::make_unique<Pusher>(options);
+  (void)send_message(client, encode_outcome(outcome));
+  return !(broken && (outcome.code == ExitCode::HostKey || outcome.code == ExitCode::Auth ||
+                      outcome.code == ExitCode::Connect));
+}
+
+[[noreturn]] void master_main(Fd listener, Fd ready, const std::string& socket_path, ino_t socket_inode,
+                              const PushOptions& options, int64_t persist_seconds) {
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(null, STDOUT_FILENO);
+    ::dup2(null, STDERR_FILENO);
+    ::close(null);
+  }
+  (void)write_all(ready.get(), "1");
+  ready.reset();
+  auto pusher = std::make_unique<Pusher>(options);
+  bool running = true;
+  while (running) {
+    pollfd pfd{listener.get(), POLLIN, 0};
+    int64_t timeout_ms = persist_seconds * 1000;
+    int rc = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(timeout_ms, INT32_MAX)));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) break;  // idle for persist_seconds
+    Fd client(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!client) continue;
+    running = serve_client(client.get(), options, pusher);
+  }
+  // Only remove the socket if it is still ours (a newer master may have replaced it).
+  struct stat current{};
+  if (::stat(socket_path.c_str(), &current) == 0 && current.st_ino == socket_inode) {
+    ::unlink(socket_path.c_str());
+  }
+  pusher.reset();
+  std::_Exit(0);
+}
+
+Status ensure_private_dir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno_error("mkdir " + dir);
+  struct stat st{};
+  if (::lstat(dir.c_str(), &st) != 0) return errno_error("stat " + dir);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::getuid() || (st.st_mode & 077) != 0) {
+    return make_error(EPERM, dir + " is not a private directory of this user");
+  }
+  return {};
+}
+
+Status start_master(const std::string& socket_path, const PushOptions& options, int64_t persist_seconds) {
+  auto slash = socket_path.rfind('/');
+  if (auto s = ensure_private_dir(socket_path.substr(0, slash)); !s) return s;
+  std::string temporary = socket_path + "." + std::to_string(::getpid());
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (temporary.size() >= sizeof(address.sun_path)) return make_error(ENAMETOOLONG, "control socket path too long");
+  std::memcpy(address.sun_path, temporary.c_str(), temporary.size() + 1);
+  Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listener) return errno_error("socket");
+  ::unlink(temporary.c_str());
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    return errno_error("bind " + temporary);
+  }
+  ::chmod(temporary.c_str(), 0600);
+  struct stat bound{};
+  if (::stat(temporary.c_str(), &bound) != 0) return errno_error("stat " + temporary);
+  if (::listen(listener.get(), 16) != 0) return errno_error("listen");
+  if (::rename(temporary.c_str(), socket_path.c_str()) != 0) {
+    ::unlink(temporary.c_str());
+    return errno_error("rename " + temporary);
+  }
+  std::array<int, 2> ready_pipe{-1, -1};
+  if (::pipe2(ready_pipe.data(), O_CLOEXEC) != 0) return errno_error("pipe");
+  Fd ready_read(ready_pipe[0]), ready_write(ready_pipe[1]);
+  std::fflush(nullptr);
+  pid_t child = ::fork();
+  if (child < 0) return errno_error("fork");
+  if (child == 0) {
+    ready_read.reset();
+    ::setsid();
+    pid_t grandchild = ::fork();
+    if (grandchild != 0) std::_Exit(0);  // the master is re-parented to init
+    master_main(std::move(listener), std::move(ready_write), socket_path, bound.st_ino, options,
+                persist_seconds);
+  }
+  ready_write.reset();
+  listener.reset();
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  char byte = 0;
+  ssize_t n;
+  while ((n = ::read(ready_read.get(), &byte, 1)) < 0 && errno == EINTR) {
+  }
+  if (n != 1) return make_error(EIO, "the persistent master did not start");
+  return {};
+}
+
+}  // namespace
+
+std::string default_control_dir() {
+  if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime != nullptr && runtime[0] == '/') {
+    return std::string(runtime) + "/lazystore-push";
+  }
+  return "/tmp/lazystore-push-" + std::to_string(::getuid());
+}
+
+std::string control_socket_path(const std::string& control_dir, const PushOptions& options) {
+  std::string key = options.ssh.destination + '\n' + options.ssh.config_file.value_or("") + '\n' +
+                    options.ssh.known_hosts_file.value_or("") + '\n' + options.ssh.user.value_or("") + '\n' +
+                    std::to_string(options.ssh.port.value_or(0)) + '\n' + options.ssh.ciphers.value_or("") + '\n' +
+                    (options.ssh.accept_new_host_key ? "1" : "0") + '\n' + options.nix_store + '\n' +
+                    options.from_store + '\n' + options.remote_command + '\n' + options.roots_command + '\n' +
+                    std::to_string(options.ssh.connect_timeout_seconds);
+  for (const auto& identity : options.ssh.identity_files) key += '\n' + identity;
+  std::array<char, 32> name{};
+  std::snprintf(name.data(), name.size(), "%016zx", std::hash<std::string>{}(key));
+  return control_dir + "/" + name.data() + ".sock";
+}
+
+Result<PushOutcome> push_via_master(const std::string& socket, const PushOptions& options,
+                                    const PushRequest& request, int64_t persist_seconds) {
+  auto fd = connect_socket(socket);
+  if (!fd) {
+    if (auto s = start_master(socket, options, persist_seconds); !s) return s.error();
+    fd = connect_socket(socket);
+    if (!fd) return fd.error();
+  }
+  std::string payload = encode_request(request, options.progress);
+  if (auto s = send_with_fds(fd->get(), serve::WireWriter().u64(payload.size()).take() + payload); !s) {
+    return s.error();
+  }
+  auto answer = receive_message(fd->get());
+  if (!answer) return make_error(answer.error().code, "the persistent master went away: " + answer.error().message);
+  return decode_outcome(*answer);
+}
+
+bool stop_master(const std::string& socket) {
+  auto fd = connect_socket(socket);
+  if (!fd) return false;
+  std::string payload = serve::WireWriter().u64(kRequestExit).take();
+  if (!send_with_fds(fd->get(), serve::WireWriter().u64(payload.size()).take() + payload)) return false;
+  return receive_message(fd->get()).ok();
+}
+
+}  // namespace lazystore

@@ -1,0 +1,598 @@
+"""Shared helpers of the lazystore integration tests (and the benchmark).
+
+- `fixture()` builds, once per build directory, a real Nix store with Debian's nix-bin
+  (`nix-store --store local?root=DIR --add`), guarded by a file lock and a completion marker.
+- `Daemon` runs `lazystore SOURCE MNT -f` with stderr captured to a file, waits for the mount in
+  /proc/self/mountinfo (deadline, never a bare sleep), unmounts with `fusermount3 -u`, and fails
+  on unexpected stderr lines (level "error", sanitizer reports, tracebacks, foreign lines).
+- `LazystoreTestCase` gives each test a private work directory and unmounts whatever it mounted.
+
+Environment: LAZYSTORE_BIN (the daemon), LAZYSTORE_FIXTURE_DIR (where the fixture store is cached;
+default $MESON_BUILD_ROOT/tests/fixture-store, else /tmp/lazystore-fixture-store).
+"""
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+MiB = 1 << 20
+
+# Bump when the recipe below changes: a cached fixture with another version is rebuilt.
+FIXTURE_VERSION = 3
+NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(argv, **kwargs):
+    """Runs a command; on failure raises with its output, so the reason is in the test log."""
+    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} exited {result.returncode}:\n"
+                           f"{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def random_hash(rng=random):
+    return "".join(rng.choice(NIX32) for _ in range(32))
+
+
+def require_environment(daemon=True):
+    """Exits 77 (meson's "skipped") when this machine cannot run the tests at all."""
+    reasons = []
+    if os.geteuid() != 0:
+        reasons.append("not root")
+    if not os.path.exists("/dev/fuse"):
+        reasons.append("no /dev/fuse")
+    for tool in ("nix-store", "fusermount3"):
+        if shutil.which(tool) is None:
+            reasons.append(f"no {tool}")
+    binary = os.environ.get("LAZYSTORE_BIN", "")
+    if daemon and (not binary or not os.access(binary, os.X_OK)):
+        reasons.append(f"LAZYSTORE_BIN={binary!r} is not an executable")
+    if reasons:
+        log("SKIP: " + ", ".join(reasons))
+        sys.exit(77)
+
+
+def main(daemon=True):
+    """unittest.main for a test file: skip cleanly (77) without root/FUSE/nix/daemon."""
+    require_environment(daemon)
+    unittest.main(verbosity=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fixture store
+# ---------------------------------------------------------------------------------------------
+
+def fixture_dir():
+    if os.environ.get("LAZYSTORE_FIXTURE_DIR"):
+        return os.environ["LAZYSTORE_FIXTURE_DIR"]
+    if os.environ.get("MESON_BUILD_ROOT"):
+        return os.path.join(os.environ["MESON_BUILD_ROOT"], "tests", "fixture-store")
+    return "/tmp/lazystore-fixture-store"
+
+
+class Fixture:
+    """A built fixture: `store` is the directory laid out like /nix/store, `paths` maps a role
+    (include, python, misc, single_file, executable_file, symlink) to a store path base name."""
+
+    def __init__(self, root, manifest):
+        self.root = root
+        self.store = os.path.join(root, "root", "nix", "store")
+        self.paths = manifest["paths"]
+        self.misc_files = manifest["misc_files"]
+        self.build_seconds = manifest["build_seconds"]
+
+    def path(self, role):
+        return os.path.join(self.store, self.paths[role])
+
+    def store_paths(self):
+        """The valid store paths of the source (what the mount's top level must list)."""
+        return set(self.paths.values())
+
+
+class NixStore:
+    """Debian's nix-bin without a daemon, as root, on a store under ROOT (files in ROOT/nix/store)."""
+
+    def __init__(self, root, work):
+        self.root = root
+        conf = os.path.join(work, "nix-conf")
+        os.makedirs(conf, exist_ok=True)
+        with open(os.path.join(conf, "nix.conf"), "w") as f:
+            f.write("build-users-group =\nsubstituters =\nexperimental-features = nix-command\n"
+                    "sandbox = false\n")
+        self.env = dict(os.environ, NIX_CONF_DIR=conf, HOME=work,
+                        XDG_CACHE_HOME=os.path.join(work, "xdg-cache"),
+                        XDG_CONFIG_HOME=os.path.join(work, "xdg-config"),
+                        XDG_DATA_HOME=os.path.join(work, "xdg-data"))
+        self.env.pop("NIX_REMOTE", None)
+
+    def add(self, path):
+        """`nix-store --add PATH`; returns the store path's base name."""
+        out = run(["nix-store", "--store", f"local?root={self.root}", "--add", path], env=self.env)
+        logical = out.strip().splitlines()[-1]
+        assert logical.startswith("/nix/store/"), logical
+        return os.path.basename(logical)
+
+
+def deterministic_bytes(seed, size):
+    return random.Random(seed).randbytes(size)
+
+
+def _write(path, data, mode=0o644):
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+
+
+def _make_misc_tree(top):
+    """Files of every kind the mount must reproduce; returns {relative path: role note}."""
+    os.makedirs(top)
+    files = {}
+
+    def add_file(rel, data, mode=0o644):
+        path = os.path.join(top, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write(path, data, mode)
+        files[rel] = len(data)
+
+    add_file("big.bin", deterministic_bytes(1, 64 * MiB))           # 64 chunks of 1 MiB
+    add_file("blobs/3m-plus.bin", deterministic_bytes(2, 3 * MiB + 12345))
+    add_file("blobs/1m-exact.bin", deterministic_bytes(3, MiB))
+    add_file("blobs/1m-minus-1.bin", deterministic_bytes(4, MiB - 1))
+    add_file("blobs/2m-plus-1.bin", deterministic_bytes(5, 2 * MiB + 1))
+    add_file("blobs/small-a.bin", deterministic_bytes(6, 4321))
+    add_file("blobs/small-b.bin", deterministic_bytes(7, 777))
+    add_file("blobs/small-c.bin", deterministic_bytes(8, 100000))
+    add_file("blobs/unread.bin", deterministic_bytes(9, 200000))
+    # Zero runs inside data: a sparse cache must not mistake them for holes (or holes for zeros).
+    add_file("blobs/zeros-inside.bin",
+             deterministic_bytes(10, MiB) + bytes(3 * MiB) + deterministic_bytes(11, 4096))
+    add_file("blobs/all-zero.bin", bytes(2 * MiB + 7))
+    add_file("bin/hello", b"#!/bin/sh\necho hello from the fixture\n", 0o755)
+    add_file("bin/tool", deterministic_bytes(12, 50000), 0o755)
+    add_file("share/empty-file", b"")
+    add_file("share/empty-executable", b"", 0o755)
+    add_file("share/one-byte", b"x")
+    add_file("share/text with spaces.txt", b"spaces in names\n")
+    add_file("share/unicodé-ñame.txt", "non-ASCII name\n".encode())
+    add_file("share/" + "n" * 250, b"a 250-character file name\n")
+    deep = "/".join(f"d{i}" for i in range(24))
+    add_file(f"deep/{deep}/leaf.txt", b"deep leaf\n")
+    os.makedirs(os.path.join(top, "empty-dir"))
+    os.makedirs(os.path.join(top, "nested-empty/a/b/c"))
+    links = os.path.join(top, "links")
+    os.makedirs(links)
+    os.symlink("../bin/hello", os.path.join(links, "relative"))
+    os.symlink("/etc/hostname", os.path.join(links, "absolute"))
+    os.symlink("/nix/store/00000000000000000000000000000000-nothing/x", os.path.join(links, "store-absolute"))
+    os.symlink("does/not/exist", os.path.join(links, "dangling"))
+    os.symlink("../share", os.path.join(links, "to-dir"))
+    os.symlink("relative", os.path.join(links, "chain"))
+    os.symlink("x" * 200, os.path.join(links, "long-target"))
+    return files
+
+
+def _build_fixture(root):
+    started = time.monotonic()
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    stage = os.path.join(root, "stage")
+    os.makedirs(stage)
+    nix = NixStore(os.path.join(root, "root"), os.path.join(root, "nix-home"))
+    paths = {}
+
+    # 1. /usr/include: thousands of small files and symlinks.
+    paths["include"] = nix.add("/usr/include")
+
+    # 2. The Python stdlib without site/dist-packages and bytecode.
+    pylib = os.path.join(stage, "python3.11-stdlib")
+    shutil.copytree("/usr/lib/python3.11", pylib, symlinks=True,
+                    ignore=shutil.ignore_patterns("site-packages", "dist-packages", "__pycache__"))
+    paths["python"] = nix.add(pylib)
+
+    # 3. Large files, executables, symlinks, empty files and directories.
+    misc = os.path.join(stage, "lazystore-fixture-misc")
+    misc_files = _make_misc_tree(misc)
+    paths["misc"] = nix.add(misc)
+
+    # 4. Single-file store paths (a plain file, an executable) and a symlink store path.
+    single = os.path.join(stage, "hello.txt")
+    _write(single, b"a single-file store path\n")
+    paths["single_file"] = nix.add(single)
+    script = os.path.join(stage, "run-me.sh")
+    _write(script, b"#!/bin/sh\nexit 0\n", 0o755)
+    paths["executable_file"] = nix.add(script)
+    link = os.path.join(stage, "link-to-include")
+    os.symlink(f"/nix/store/{paths['include']}/stdio.h", link)
+    paths["symlink"] = nix.add(link)
+
+    shutil.rmtree(stage)
+    seconds = time.monotonic() - started
+    manifest = {"version": FIXTURE_VERSION, "paths": paths, "misc_files": misc_files,
+                "build_seconds": round(seconds, 2)}
+    with open(os.path.join(root, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    # The completion marker is written last: its presence means everything above is there.
+    with open(os.path.join(root, "complete"), "w") as f:
+        f.write(f"{FIXTURE_VERSION}\n")
+    log(f"fixture store built in {seconds:.1f} s at {root}")
+
+
+def _fixture_complete(root):
+    try:
+        with open(os.path.join(root, "complete")) as f:
+            if f.read().strip() != str(FIXTURE_VERSION):
+                return None
+        with open(os.path.join(root, "manifest.json")) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    store = os.path.join(root, "root", "nix", "store")
+    if not all(os.path.lexists(os.path.join(store, p)) for p in manifest["paths"].values()):
+        return None
+    return manifest
+
+
+_fixture = None
+
+
+def fixture():
+    """The fixture store, built on first use per build directory (file-locked, marker last)."""
+    global _fixture
+    if _fixture is None:
+        root = fixture_dir()
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+        with open(root + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            manifest = _fixture_complete(root)
+            if manifest is None:
+                _build_fixture(root)
+                manifest = _fixture_complete(root)
+                assert manifest is not None, "fixture incomplete right after building it"
+        _fixture = Fixture(root, manifest)
+    return _fixture
+
+
+def copy_store(source, destination):
+    """A private upstream a test may change: hard links (fast, same bytes), else a real copy."""
+    try:
+        run(["cp", "-al", source, destination])
+    except RuntimeError:
+        shutil.rmtree(destination, ignore_errors=True)
+        run(["cp", "-a", source, destination])
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing trees
+# ---------------------------------------------------------------------------------------------
+
+def file_digest(path, block=MiB):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(block)
+            if not data:
+                break
+            h.update(data)
+    return h.hexdigest()
+
+
+def describe_tree(top):
+    """{relative path: (kind, mode bits, size, symlink target or sha256)} of a tree (or one file)."""
+    entries = {}
+
+    def describe(path, rel):
+        st = os.lstat(path)
+        kind = stat.S_IFMT(st.st_mode)
+        perm = st.st_mode & 0o7777
+        if stat.S_ISLNK(st.st_mode):
+            entries[rel] = ("symlink", perm, None, os.readlink(path))
+        elif stat.S_ISREG(st.st_mode):
+            entries[rel] = ("file", perm, st.st_size, file_digest(path))
+        elif stat.S_ISDIR(st.st_mode):
+            names = sorted(os.listdir(path))
+            entries[rel] = ("dir", perm, None, tuple(names))
+            for name in names:
+                describe(os.path.join(path, name), f"{rel}/{name}" if rel else name)
+        else:
+            entries[rel] = ("other", perm, kind, None)
+
+    describe(top, "")
+    return entries
+
+
+def tree_differences(expected_top, actual_top, limit=20):
+    """Human-readable differences between two trees (empty list when equal)."""
+    expected = describe_tree(expected_top)
+    actual = describe_tree(actual_top)
+    problems = []
+    for rel in sorted(set(expected) | set(actual)):
+        if rel not in actual:
+            problems.append(f"missing: {rel!r}")
+        elif rel not in expected:
+            problems.append(f"unexpected: {rel!r}")
+        elif expected[rel] != actual[rel]:
+            problems.append(f"differs: {rel!r}: expected {expected[rel]!r}, got {actual[rel]!r}")
+        if len(problems) >= limit:
+            problems.append("...")
+            break
+    return problems
+
+
+def regular_files(top):
+    """Relative paths of the regular files under top (top itself when it is a file)."""
+    if stat.S_ISREG(os.lstat(top).st_mode):
+        return [""]
+    out = []
+    for dirpath, _dirs, names in os.walk(top):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                out.append(os.path.relpath(path, top))
+    return sorted(out)
+
+
+def join(*parts):
+    """os.path.join without the trailing slash an empty last part would add."""
+    return os.path.join(*[p for p in parts if p])
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def drop_page_cache():
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The daemon
+# ---------------------------------------------------------------------------------------------
+
+def mountinfo_entry(mountpoint):
+    """The /proc/self/mountinfo fields of the mount at mountpoint, or None (no file system access)."""
+    mountpoint = os.path.realpath(mountpoint)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            # Octal escapes (\040 for a space) in the mount point field.
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point == mountpoint:
+                sep = fields.index("-")
+                found = {"options": fields[5].split(","), "fstype": fields[sep + 1],
+                         "source": fields[sep + 2], "super_options": fields[sep + 3].split(",")}
+    return found  # the last one: the mount on top
+
+
+def is_lazystore_mounted(mountpoint):
+    entry = mountinfo_entry(mountpoint)
+    return entry is not None and entry["fstype"].startswith("fuse")
+
+
+# Lines a daemon may print on stderr: its own log lines below level error.
+_ALLOWED_LINE = re.compile(r"^lazystore: (warning|info|debug): ")
+# Always a failure, whatever a test allows.
+_FATAL_LINE = re.compile(r"Sanitizer|runtime error:|Traceback|terminate called|Assertion .* failed"
+                         r"|Segmentation fault|core dumped|stack-use|heap-use|double free")
+
+
+class DaemonError(AssertionError):
+    pass
+
+
+class Daemon:
+    """One lazystore process in the foreground, its stderr in a file."""
+
+    START_DEADLINE = 30.0
+    STOP_DEADLINE = 30.0
+
+    def __init__(self, source, mountpoint, cache, options=None, log_level="info",
+                 allowed_stderr=(), extra_args=()):
+        real = os.path.realpath(mountpoint)
+        if real == "/nix/store" or real.startswith("/nix/store/"):
+            raise ValueError("the tests never mount on the host's /nix/store")
+        self.source = source
+        self.mountpoint = mountpoint
+        self.cache = cache
+        self.options = {"cache": cache, "log-level": log_level}
+        self.options.update(options or {})
+        self.allowed = [re.compile(p) for p in allowed_stderr]
+        self.extra_args = list(extra_args)
+        self.process = None
+        self.stderr_path = None
+        self.generation = 0
+
+    def argv(self):
+        opts = ",".join(k if v is None else f"{k}={v}" for k, v in self.options.items())
+        return [os.environ["LAZYSTORE_BIN"], self.source, self.mountpoint, "-f", "-o", opts,
+                *self.extra_args]
+
+    def start(self):
+        assert self.process is None, "already running"
+        if is_lazystore_mounted(self.mountpoint):
+            raise DaemonError(f"{self.mountpoint} is already a mount point")
+        self.generation += 1
+        self.stderr_path = f"{self.cache}.stderr.{self.generation}"
+        with open(self.stderr_path, "wb") as err, open(os.devnull, "rb") as null:
+            self.process = subprocess.Popen(self.argv(), stdin=null, stdout=err, stderr=err,
+                                            close_fds=True)
+        deadline = time.monotonic() + self.START_DEADLINE
+        while not is_lazystore_mounted(self.mountpoint):
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise DaemonError(f"lazystore exited {code} before mounting:\n{self.stderr()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise DaemonError(f"not mounted after {self.START_DEADLINE} s:\n{self.stderr()}")
+            time.sleep(0.01)  # polling interval, bounded by the deadline above
+        return self
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except (OSError, TypeError):
+            return ""
+
+    def unexpected_stderr(self):
+        bad = []
+        for line in self.stderr().splitlines():
+            if not line.strip():
+                continue
+            if _FATAL_LINE.search(line):
+                bad.append(line)
+            elif _ALLOWED_LINE.match(line):
+                continue
+            elif any(p.search(line) for p in self.allowed):
+                continue
+            else:
+                bad.append(line)
+        return bad
+
+    def stop(self, check=True):
+        """fusermount3 -u, wait for the process to exit (deadline), check exit status and stderr."""
+        if self.process is None:
+            return
+        problems = []
+        if is_lazystore_mounted(self.mountpoint):
+            result = subprocess.run(["fusermount3", "-u", self.mountpoint],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if result.returncode != 0:
+                problems.append(f"fusermount3 -u failed: {result.stdout.strip()}")
+        try:
+            code = self.process.wait(timeout=self.STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            problems.append(f"daemon still running {self.STOP_DEADLINE} s after fusermount3 -u")
+            self.kill()
+            code = None
+        self.process = None
+        if is_lazystore_mounted(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], stderr=subprocess.DEVNULL)
+        if code is not None and code != 0:
+            problems.append(f"daemon exited with status {code} after a clean unmount")
+        bad = self.unexpected_stderr()
+        if bad:
+            problems.append("unexpected daemon stderr lines:\n  " + "\n  ".join(bad[:30]))
+        if problems and check:
+            raise DaemonError("; ".join(problems) + f"\n--- daemon stderr ---\n{self.stderr()[-6000:]}")
+        return problems
+
+    def kill(self):
+        """Emergency stop of our own process (by its pid), then a lazy unmount."""
+        if self.process is not None:
+            self.process.kill()
+            try:
+                self.process.wait(timeout=self.STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                pass
+            self.process = None
+        if is_lazystore_mounted(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], stderr=subprocess.DEVNULL)
+
+    def stats(self):
+        raw = os.getxattr(self.mountpoint, "user.lazystore.stats")
+        return json.loads(raw.decode())
+
+    def path(self, *parts):
+        return join(self.mountpoint, *parts)
+
+
+def cached_bytes(path):
+    return int(os.getxattr(path, "user.lazystore.cached").decode().strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# Test case base
+# ---------------------------------------------------------------------------------------------
+
+class LazystoreTestCase(unittest.TestCase):
+    """A private work directory per test; every daemon started through `mount` is stopped (and
+    its stderr checked) at the end of the test, also when the test failed."""
+
+    maxDiff = 4000
+
+    @classmethod
+    def setUpClass(cls):
+        started = time.monotonic()
+        cls.fixture = fixture()
+        seconds = time.monotonic() - started
+        if seconds > 1:
+            log(f"fixture ready after {seconds:.1f} s")
+
+    def setUp(self):
+        base = os.environ.get("LAZYSTORE_TEST_TMP") or None
+        self.work = tempfile.mkdtemp(prefix=f"lazystore-it-{self._testMethodName}-", dir=base)
+        self.daemons = []
+        self.started = time.monotonic()
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        log(f"[{self._testMethodName}: {time.monotonic() - self.started:.1f} s]")
+        problems = []
+        for daemon in self.daemons:
+            if daemon.process is not None:
+                problems += daemon.stop(check=False) or []
+            notable = [line for line in daemon.stderr().splitlines()
+                       if line.strip() and not line.startswith("lazystore: info: ")]
+            if notable:
+                log(f"[{self._testMethodName}: daemon stderr, last start, without info lines]\n  "
+                    + "\n  ".join(notable[-40:]))
+        for daemon in self.daemons:
+            daemon.kill()
+        if not any(is_lazystore_mounted(d.mountpoint) for d in self.daemons):
+            shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            log(f"leaving {self.work}: still mounted")
+        if problems:
+            self.fail("daemon problems: " + "; ".join(problems) + "\n--- daemon stderr ---\n"
+                      + "\n".join(d.stderr()[-4000:] for d in self.daemons))
+
+    def private_upstream(self, name="upstream"):
+        destination = os.path.join(self.work, name)
+        copy_store(self.fixture.store, destination)
+        return destination
+
+    def mount(self, source=None, options=None, cache=None, mountpoint=None, allowed_stderr=(),
+              start=True):
+        mountpoint = mountpoint or os.path.join(self.work, "mnt")
+        cache = cache or os.path.join(self.work, "cache")
+        os.makedirs(mountpoint, exist_ok=True)
+        daemon = Daemon(source or self.fixture.store, mountpoint, cache, options,
+                        allowed_stderr=allowed_stderr)
+        self.daemons.append(daemon)
+        if start:
+            daemon.start()
+        return daemon
+
+    def assertErrno(self, expected, function, *args, **kwargs):
+        """function(*args) must fail with OSError whose errno is in expected (int or tuple)."""
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        try:
+            result = function(*args, **kwargs)
+        except OSError as e:
+            if e.errno not in expected:
+                self.fail(f"{function.__name__}{args}: expected "
+                          f"{'/'.join(errno.errorcode[x] for x in expected)}, got "
+                          f"{errno.errorcode.get(e.errno, e.errno)} ({e})")
+            return e
+        self.fail(f"{function.__name__}{args}: expected "
+                  f"{'/'.join(errno.errorcode[x] for x in expected)}, but it succeeded ({result!r})")

@@ -1,0 +1,128 @@
+#!/usr/bin/python3
+"""What the mount shows equals the source: bytes, symlinks, modes, listings; lazy fetching
+(user.lazystore.cached); statfs; symlinks at the top level and inside store paths."""
+
+import os
+import stat
+
+from lazystore_testlib import MiB, LazystoreTestCase, cached_bytes, main, random_hash, read_file, \
+    tree_differences
+
+
+class ContentTest(LazystoreTestCase):
+
+    def test_every_store_path_equals_the_source(self):
+        upstream = self.private_upstream()
+        # What a real store's top level holds besides store paths: .links (with a hard-link
+        # dedup entry), a path still being written (its .lock sibling exists), a stale lock.
+        links = os.path.join(upstream, ".links")
+        os.makedirs(links, exist_ok=True)
+        with open(os.path.join(links, "1" * 52), "wb") as f:
+            f.write(b"deduplicated contents\n")
+        partial = os.path.join(upstream, random_hash() + "-being-written")
+        os.makedirs(partial)
+        open(os.path.join(partial, "half"), "wb").close()
+        open(partial + ".lock", "wb").close()
+        open(os.path.join(upstream, random_hash() + "-gone.drv.lock"), "wb").close()
+
+        daemon = self.mount(upstream)
+        with self.subTest(check="top-level listing"):
+            self.assertEqual(set(os.listdir(daemon.mountpoint)), self.fixture.store_paths(),
+                             "top-level listing != the complete store paths of the source")
+
+        for role, name in sorted(self.fixture.paths.items()):
+            with self.subTest(store_path=name):
+                problems = tree_differences(os.path.join(upstream, name), daemon.path(name))
+                self.assertEqual(problems, [], f"{role} store path differs through the mount")
+
+        # Modes, owners and times as in a Nix store, whatever the source says.
+        for name in self.fixture.paths.values():
+            top = daemon.path(name)
+            entries = [top]
+            if os.path.isdir(top) and not os.path.islink(top):
+                for dirpath, dirs, files in os.walk(top):
+                    entries += [os.path.join(dirpath, n) for n in dirs + files]
+            for path in entries:
+                st = os.lstat(path)
+                perm = stat.S_IMODE(st.st_mode)
+                if stat.S_ISDIR(st.st_mode):
+                    self.assertEqual(perm, 0o555, path)
+                elif stat.S_ISREG(st.st_mode):
+                    self.assertIn(perm, (0o444, 0o555), path)
+                else:
+                    self.assertTrue(stat.S_ISLNK(st.st_mode), path)
+                self.assertEqual((st.st_uid, st.st_gid), (0, 0), path)
+                self.assertEqual(int(st.st_mtime), 1, path)
+
+    def test_cached_xattr_proves_lazy_fetching(self):
+        daemon = self.mount(options={"chunk-size": "1M", "readahead": 4})
+        misc = self.fixture.paths["misc"]
+        before = daemon.stats()
+
+        whole = daemon.path(misc, "blobs", "3m-plus.bin")
+        self.assertEqual(cached_bytes(whole), 0, "cached before any read")
+        self.assertEqual(read_file(whole), read_file(os.path.join(self.fixture.path("misc"), "blobs", "3m-plus.bin")))
+        self.assertEqual(cached_bytes(whole), os.path.getsize(whole), "not all bytes cached after a full read")
+
+        single = daemon.path(self.fixture.paths["single_file"])
+        self.assertEqual(cached_bytes(single), 0)
+        self.assertEqual(read_file(single), read_file(self.fixture.path("single_file")))
+        self.assertEqual(cached_bytes(single), os.path.getsize(single))
+
+        empty = daemon.path(misc, "share", "empty-file")
+        self.assertEqual(read_file(empty), b"")
+        self.assertEqual(cached_bytes(empty), 0)
+
+        # One 4 KiB read in the middle of the 64 MiB file: about one chunk (plus read-ahead) is
+        # fetched and cached, never the whole file.
+        big = daemon.path(misc, "big.bin")
+        source_big = os.path.join(self.fixture.path("misc"), "big.bin")
+        self.assertEqual(cached_bytes(big), 0)
+        offset = 20 * MiB + 1000
+        with open(big, "rb") as f:
+            data = os.pread(f.fileno(), 4096, offset)
+        with open(source_big, "rb") as f:
+            self.assertEqual(data, os.pread(f.fileno(), 4096, offset))
+        cached = cached_bytes(big)
+        self.assertGreaterEqual(cached, 4096)
+        self.assertLessEqual(cached, 6 * MiB, "a 4 KiB read cached more than chunk + read-ahead")
+        after = daemon.stats()
+        fetched = after["upstream_bytes"] - before["upstream_bytes"]
+        expected_small = os.path.getsize(whole) + os.path.getsize(single)
+        self.assertLessEqual(fetched, expected_small + 6 * MiB,
+                             f"upstream_bytes grew by {fetched}: more than was read (lazy?)")
+        self.assertGreaterEqual(fetched, expected_small + 4096)
+
+    def test_statfs(self):
+        daemon = self.mount()
+        for path in (daemon.mountpoint, daemon.path(self.fixture.paths["include"]),
+                     daemon.path(self.fixture.paths["single_file"])):
+            with self.subTest(path=path):
+                st = os.statvfs(path)
+                self.assertTrue(st.f_flag & os.ST_RDONLY, f"statvfs f_flag {st.f_flag:#x} lacks ST_RDONLY")
+                self.assertGreater(st.f_bsize, 0)
+                self.assertGreaterEqual(st.f_namemax, 255)
+
+    def test_symlinks(self):
+        daemon = self.mount()
+        top = self.fixture.paths["symlink"]
+        self.assertTrue(os.path.islink(daemon.path(top)))
+        self.assertEqual(os.readlink(daemon.path(top)), os.readlink(self.fixture.path("symlink")))
+        misc = self.fixture.paths["misc"]
+        source_links = os.path.join(self.fixture.path("misc"), "links")
+        names = sorted(os.listdir(source_links))
+        self.assertEqual(sorted(os.listdir(daemon.path(misc, "links"))), names)
+        for name in names:
+            with self.subTest(link=name):
+                self.assertEqual(os.readlink(daemon.path(misc, "links", name)),
+                                 os.readlink(os.path.join(source_links, name)))
+        # Relative links resolve inside the mount.
+        self.assertEqual(read_file(daemon.path(misc, "links", "chain")),
+                         read_file(os.path.join(self.fixture.path("misc"), "bin", "hello")))
+        self.assertEqual(sorted(os.listdir(daemon.path(misc, "links", "to-dir"))),
+                         sorted(os.listdir(os.path.join(self.fixture.path("misc"), "share"))))
+        self.assertFalse(os.path.exists(daemon.path(misc, "links", "dangling")))
+
+
+if __name__ == "__main__":
+    main()

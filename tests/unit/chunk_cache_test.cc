@@ -1,0 +1,295 @@
+// The content cache against real files: fill, verify, corruption, eviction, restart, merging.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "chunk_cache.h"
+#include "hash.h"
+
+namespace lazystore {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr uint32_t kChunk = 64 * 1024;
+
+std::vector<std::byte> random_bytes(size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::byte> out(n);
+  for (auto& b : out) b = static_cast<std::byte>(rng());
+  return out;
+}
+
+class ChunkCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/lazystore-cache-test-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    root_ = pattern;
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  std::unique_ptr<ChunkCache> open_cache(uint64_t max_bytes = 1ull << 30) {
+    auto cache = ChunkCache::open({root_ + "/data", max_bytes, kChunk}, stats_);
+    EXPECT_TRUE(cache.ok()) << (cache.ok() ? "" : cache.error().message);
+    return cache.ok() ? std::move(*cache) : nullptr;
+  }
+
+  // A fetch function over an in-memory "upstream file" that counts calls and bytes.
+  FetchFn fetch_from(const std::vector<std::byte>& content) {
+    return [this, &content](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
+      fetches_++;
+      if (offset >= content.size()) return size_t{0};
+      size_t n = std::min<size_t>(buf.size(), content.size() - offset);
+      std::memcpy(buf.data(), content.data() + offset, n);
+      fetched_bytes_ += n;
+      return n;
+    };
+  }
+
+  // The bytes a read answers, from the spliced fd or from memory.
+  static std::vector<std::byte> bytes_of(const ChunkCache::ReadReply& reply) {
+    if (reply.fd < 0) return reply.memory;
+    std::vector<std::byte> out(reply.length);
+    EXPECT_EQ(pread(reply.fd, out.data(), out.size(), static_cast<off_t>(reply.fd_offset)),
+              static_cast<ssize_t>(out.size()));
+    return out;
+  }
+
+  void expect_read(ChunkCache& cache, CachedFile& file, const std::vector<std::byte>& content,
+                   uint64_t offset, size_t length) {
+    auto reply = cache.read(file, offset, length, fetch_from(content));
+    ASSERT_TRUE(reply.ok()) << reply.error().message;
+    size_t expected = std::min<uint64_t>(length, content.size() - std::min<uint64_t>(offset, content.size()));
+    auto got = bytes_of(*reply);
+    ASSERT_EQ(got.size(), expected);
+    EXPECT_EQ(0, std::memcmp(got.data(), content.data() + offset, expected));
+  }
+
+  std::string data_file_of(std::string_view key) {
+    std::string id = xxh3_128_hex(key);
+    return root_ + "/data/" + id.substr(0, 2) + "/" + id;
+  }
+
+  std::string root_;
+  Stats stats_;
+  std::atomic<int> fetches_{0};
+  std::atomic<uint64_t> fetched_bytes_{0};
+};
+
+TEST_F(ChunkCacheTest, FetchesOnlyTheChunksReadAndServesThemFromDisk) {
+  auto content = random_bytes(10 * kChunk + 123, 1);
+  auto cache = open_cache();
+  auto file = cache->pin("p/big", content.size());
+  ASSERT_TRUE(file.ok());
+  expect_read(*cache, **file, content, 3 * kChunk + 10, 100);
+  EXPECT_EQ(fetched_bytes_, kChunk);
+  EXPECT_EQ(cache->cached_bytes(**file), kChunk);
+  // A read across a chunk boundary fetches the next chunk only.
+  expect_read(*cache, **file, content, 4 * kChunk - 50, 100);
+  EXPECT_EQ(fetched_bytes_, 2 * kChunk);
+  // Cached now: answered by splicing the data file, no fetch.
+  int before = fetches_;
+  auto reply = cache->read(**file, 3 * kChunk, kChunk, fetch_from(content));
+  ASSERT_TRUE(reply.ok());
+  EXPECT_GE(reply->fd, 0);
+  EXPECT_EQ(fetches_, before);
+  // The last, short chunk and reads past the end.
+  expect_read(*cache, **file, content, content.size() - 200, 4096);
+  expect_read(*cache, **file, content, content.size(), 10);
+  cache->release(*file);
+}
+
+TEST_F(ChunkCacheTest, SurvivesRestartWithoutUpstream) {
+  auto content = random_bytes(3 * kChunk, 2);
+  {
+    auto cache = open_cache();
+    auto file = cache->pin("p/f", content.size());
+    expect_read(*cache, **file, content, 0, content.size());
+    cache->release(*file);
+  }
+  auto cache = open_cache();
+  auto file = cache->pin("p/f", content.size());
+  EXPECT_EQ(cache->cached_bytes(**file), content.size());
+  FetchFn offline = [](uint64_t, std::span<std::byte>) -> Result<size_t> {
+    return make_error(EIO, "upstream is gone");
+  };
+  auto reply = cache->read(**file, 0, content.size(), offline);
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  auto got = bytes_of(*reply);
+  EXPECT_EQ(got, content);
+  // Something never fetched fails with the upstream's error rather than returning anything.
+  auto other = cache->pin("p/never", 10);
+  EXPECT_FALSE(cache->read(**other, 0, 10, offline).ok());
+  cache->release(*other);
+  cache->release(*file);
+}
+
+TEST_F(ChunkCacheTest, CorruptedTruncatedOrDeletedDataIsDetectedAndRefetched) {
+  auto content = random_bytes(4 * kChunk, 3);
+  auto fill = [&](std::string_view key) {
+    auto cache = open_cache();
+    auto file = cache->pin(key, content.size());
+    expect_read(*cache, **file, content, 0, content.size());
+    cache->release(*file);
+  };
+  fill("p/flipped");
+  fill("p/truncated");
+  fill("p/deleted");
+  {
+    // Flip one byte in chunk 2.
+    int fd = ::open(data_file_of("p/flipped").c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char c;
+    ASSERT_EQ(pread(fd, &c, 1, 2 * kChunk + 7), 1);
+    c ^= 0x40;
+    ASSERT_EQ(pwrite(fd, &c, 1, 2 * kChunk + 7), 1);
+    close(fd);
+  }
+  ASSERT_EQ(truncate(data_file_of("p/truncated").c_str(), kChunk + 5), 0);
+  ASSERT_TRUE(fs::remove(data_file_of("p/deleted")));
+
+  auto cache = open_cache();
+  for (const char* key : {"p/flipped", "p/truncated", "p/deleted"}) {
+    fetched_bytes_ = 0;
+    auto file = cache->pin(key, content.size());
+    ASSERT_TRUE(file.ok());
+    expect_read(*cache, **file, content, 0, content.size());
+    EXPECT_GT(fetched_bytes_, 0u) << key;
+    cache->release(*file);
+  }
+  EXPECT_EQ(stats_.verify_failures, 1u);  // the flipped chunk; the others lost their slots
+}
+
+TEST_F(ChunkCacheTest, ATornOrForeignSlotIsAMiss) {
+  auto content = random_bytes(2 * kChunk, 4);
+  {
+    auto cache = open_cache();
+    auto file = cache->pin("p/slots", content.size());
+    expect_read(*cache, **file, content, 0, content.size());
+    cache->release(*file);
+  }
+  // Garble the slot of chunk 0 (it sits right after the content).
+  int fd = ::open(data_file_of("p/slots").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char junk[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  ASSERT_EQ(pwrite(fd, junk, sizeof junk, static_cast<off_t>(content.size()) + 8), 8);
+  close(fd);
+  auto cache = open_cache();
+  auto file = cache->pin("p/slots", content.size());
+  EXPECT_EQ(cache->cached_bytes(**file), kChunk);
+  fetched_bytes_ = 0;
+  expect_read(*cache, **file, content, 0, content.size());
+  EXPECT_EQ(fetched_bytes_, kChunk);
+  cache->release(*file);
+  // The same data file seen with another size (another file's key would differ too) is empty.
+  auto resized = cache->pin("p/slots", content.size() - 1);
+  EXPECT_EQ(cache->cached_bytes(**resized), 0u);
+  cache->release(*resized);
+}
+
+TEST_F(ChunkCacheTest, EvictsLeastRecentlyUsedAndNeverWhatIsOpen) {
+  const uint64_t bound = 6 * kChunk;
+  std::vector<std::vector<std::byte>> contents;
+  for (unsigned i = 0; i < 6; ++i) contents.push_back(random_bytes(2 * kChunk, 10 + i));
+  auto cache = open_cache(bound);
+  auto pinned = cache->pin("p/0", contents[0].size());
+  expect_read(*cache, **pinned, contents[0], 0, contents[0].size());
+  for (unsigned i = 1; i < 6; ++i) {
+    auto file = cache->pin("p/" + std::to_string(i), contents[i].size());
+    expect_read(*cache, **file, contents[i], 0, contents[i].size());
+    cache->release(*file);
+    EXPECT_LE(cache->used_bytes(), bound);
+  }
+  EXPECT_GT(stats_.evictions, 0u);
+  // The open file kept all its bytes.
+  EXPECT_EQ(cache->cached_bytes(**pinned), contents[0].size());
+  // The most recent one is still there; the disk really holds no more than the bound.
+  auto last = cache->pin("p/5", contents[5].size());
+  EXPECT_EQ(cache->cached_bytes(**last), contents[5].size());
+  cache->release(*last);
+  uint64_t on_disk = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(root_ + "/data")) {
+    struct stat st {};
+    if (entry.is_regular_file() && stat(entry.path().c_str(), &st) == 0) on_disk += st.st_blocks * 512ull;
+  }
+  EXPECT_LE(on_disk, bound);
+  cache->release(*pinned);
+}
+
+TEST_F(ChunkCacheTest, AFileLargerThanTheBoundIsServedUncached) {
+  auto content = random_bytes(8 * kChunk, 20);
+  auto cache = open_cache(3 * kChunk);
+  auto file = cache->pin("p/huge", content.size());
+  for (uint64_t off = 0; off < content.size(); off += kChunk) expect_read(*cache, **file, content, off, kChunk);
+  EXPECT_LE(cache->used_bytes(), 3 * kChunk);
+  cache->release(*file);
+}
+
+TEST_F(ChunkCacheTest, ConcurrentMissesOfOneChunkFetchOnce) {
+  auto content = random_bytes(kChunk, 30);
+  auto cache = open_cache();
+  auto file = cache->pin("p/shared", content.size());
+  FetchFn slow = [&](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // keep the fetch in flight
+    return fetch_from(content)(offset, buf);
+  };
+  std::vector<std::thread> readers;
+  std::atomic<int> good{0};
+  for (int i = 0; i < 8; ++i) {
+    readers.emplace_back([&] {
+      auto reply = cache->read(**file, 0, content.size(), slow);
+      if (reply.ok() && bytes_of(*reply) == content) good++;
+    });
+  }
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(good, 8);
+  EXPECT_EQ(fetches_, 1);
+  EXPECT_EQ(stats_.merged_misses, 7u);
+  cache->release(*file);
+}
+
+TEST_F(ChunkCacheTest, PrefetchFillsTheNextChunksInTheBackground) {
+  auto content = random_bytes(6 * kChunk, 40);
+  auto cache = open_cache();
+  cache->start_workers(2);
+  auto file = cache->pin("p/seq", content.size());
+  cache->prefetch(*file, kChunk, 3, fetch_from(content));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (cache->cached_bytes(**file) < 3 * kChunk && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(cache->cached_bytes(**file), 3 * kChunk);
+  cache->stop_workers();
+  cache->release(*file);
+}
+
+TEST_F(ChunkCacheTest, AShortUpstreamFileIsAnError) {
+  auto content = random_bytes(kChunk / 2, 50);
+  auto cache = open_cache();
+  auto file = cache->pin("p/short", content.size() + 10);  // the listing says 10 bytes more
+  auto reply = cache->read(**file, 0, content.size() + 10, fetch_from(content));
+  EXPECT_FALSE(reply.ok());
+  EXPECT_EQ(cache->cached_bytes(**file), 0u);
+  cache->release(*file);
+}
+
+TEST_F(ChunkCacheTest, StrayFilesAreRemovedAtStart) {
+  fs::create_directories(root_ + "/data/zz");
+  std::ofstream(root_ + "/data/zz/not-a-cache-file") << "x";
+  auto cache = open_cache();
+  EXPECT_FALSE(fs::exists(root_ + "/data/zz/not-a-cache-file"));
+}
+
+}  // namespace
+}  // namespace lazystore
