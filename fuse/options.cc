@@ -18,12 +18,11 @@ struct RawOptions {
   char* upstream_timeout = nullptr;
   char* log_level = nullptr;
   char* nfsvers = nullptr;
-  int refused = 0;
   std::string source;
   int nonopts = 0;
 };
 
-enum Key { kKeyRefused = 1, kKeyReadWrite };
+enum Key { kKeyForced = 1 };
 
 #define LZ_OPT(t, field) {t, offsetof(RawOptions, field), 0}
 const fuse_opt kSpec[] = {
@@ -36,9 +35,10 @@ const fuse_opt kSpec[] = {
     LZ_OPT("log-level=%s", log_level),
     LZ_OPT("nfsvers=%s", nfsvers),
     LZ_OPT("vers=%s", nfsvers),
-    FUSE_OPT_KEY("suid", kKeyRefused),
-    FUSE_OPT_KEY("dev", kKeyRefused),
-    FUSE_OPT_KEY("rw", kKeyReadWrite),
+    // mount.fuse3 passes "dev,suid" (and fstab defaults "rw"); the store is always ro,nosuid,nodev.
+    FUSE_OPT_KEY("suid", kKeyForced),
+    FUSE_OPT_KEY("dev", kKeyForced),
+    FUSE_OPT_KEY("rw", kKeyForced),
     FUSE_OPT_END,
 };
 #undef LZ_OPT
@@ -53,12 +53,8 @@ int process_arg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
         return 0;
       }
       return 1;
-    case kKeyRefused:
-      std::fprintf(stderr, "lazystore: option '%s' is not supported: the store is mounted nosuid,nodev\n", arg);
-      raw->refused = 1;
-      return 0;
-    case kKeyReadWrite:
-      return 0;  // read-only is forced; "rw" from an fstab default is dropped
+    case kKeyForced:
+      return 0;  // overridden by the forced ro,nosuid,nodev
     default:
       return 1;
   }
@@ -121,7 +117,7 @@ void print_usage(const char* program) {
       "    -o log-level=LEVEL       error, warning, info or debug (default warning)\n"
       "    -o allow_other           let other users (build actions) read the store\n"
       "    -o default_permissions   let the kernel check permissions\n"
-      "    The mount is always ro,nosuid,nodev.\n"
+      "    The mount is always ro,nosuid,nodev (rw, suid and dev are ignored).\n"
       "\n"
       "    -f                       stay in the foreground\n"
       "    -d                       debug: foreground, log-level=debug and FUSE request tracing\n"
@@ -160,7 +156,6 @@ Result<MountOptions> parse_mount_options(fuse_args& args) {
     std::free(cmdline.mountpoint);
   }
   if (options.show_help || options.show_version) return options;
-  if (raw.refused) return make_error(EINVAL, "unsupported mount option");
 
   options.source = raw.source;
   options.foreground = cmdline.foreground || cmdline.debug;

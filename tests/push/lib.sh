@@ -25,6 +25,9 @@ cleanup() {
     kill "$SSHD_PID" 2>/dev/null || true
     wait "$SSHD_PID" 2>/dev/null || true
   fi
+  # Server-side nix-store processes end on EOF; let them go before their store is removed.
+  local deadline=$((SECONDS + 10))
+  while pgrep -f -- "local.root=$WORK/" > /dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
   if [ "$rc" -ne 0 ] && [ -f "$WORK/sshd.log" ]; then
     echo "--- sshd log:"; tail -n 20 "$WORK/sshd.log" || true
   fi

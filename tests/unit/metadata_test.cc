@@ -197,7 +197,7 @@ TEST(OptionsTest, CommandLineGivesSourceMountpointAndDefaults) {
 }
 
 TEST(OptionsTest, BadOptionsAreRefusedWithAMessage) {
-  for (const char* bad : {"cache-size=lots", "chunk-size=3000", "negative-timeout=-1", "suid",
+  for (const char* bad : {"cache-size=lots", "chunk-size=3000", "negative-timeout=-1", "nfsvers=2",
                           "log-level=loud", "cache=relative/dir"}) {
     const char* argv[] = {"lazystore", "/srv/store", "/tmp", "-o", bad};
     fuse_args args = FUSE_ARGS_INIT(5, const_cast<char**>(argv));
