@@ -12,6 +12,10 @@ Result<CacheDirectory> CacheDirectory::open(const std::string& directory) {
   std::error_code ec;
   std::filesystem::create_directories(directory + "/v1", ec);
   if (ec) return make_error(ec.value(), "cache directory " + directory + ": " + ec.message());
+  // Cached store contents are readable through the mount only as the mount allows; the cache
+  // itself (and the control socket in it) is root's alone.
+  std::filesystem::permissions(directory, std::filesystem::perms::owner_all, ec);
+  if (ec) return make_error(ec.value(), "cache directory " + directory + ": " + ec.message());
   std::string lock_path = directory + "/lock";
   Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock) return make_error(errno, lock_path + ": " + std::strerror(errno));

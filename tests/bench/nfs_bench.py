@@ -2,7 +2,7 @@
 """lazystore over NFS vs raw libnfs, sshfs and native disk, side by side in one run (README.md here).
 
 Usage (as root):
-  /usr/bin/python3 tests/bench/nfs_bench.py [--bin build/fuse/lazystore] [--runs 5] [--json out.json]
+  /usr/bin/python3 tests/bench/nfs_bench.py [--bin build/fuse/lazystore] [--runs 3] [--json out.json]
 
 One export directory (hard links of fixture store paths) is served by nfs-ganesha (NFSv4,
 127.0.0.1) to lazystore and to a raw libnfs reader, and by a private sshd (sftp) to sshfs; the
@@ -18,6 +18,10 @@ Cases (median of --runs each; the sides of a case alternate inside each run):
       Target: lazystore time <= 1.3x raw libnfs.
   (b) cold `find -printf '%s %m %l'` (lstat + readlink of every entry) of the /usr/include store
       path: lazystore (fresh mount, empty cache) vs sshfs (fresh mount). Target: lazystore faster.
+      Info: a raw libnfs walk (nfs_raw_read walk: opendir + readlink, one context, sequential).
+  (b') the same walk against a second ganesha on the same export that sends numeric owners
+      (Only_Numeric_Owners, what the kernel's nfsd does for AUTH_SYS): libnfs 4.0 resolves each
+      owner/group *name* it receives through NSS, twice per directory entry, which dominates (b).
   (c) warm read of (a)'s files: lazystore cache filled, daemon restarted, drop_caches, vs the
       export directory read natively after drop_caches. Target: >= 0.8x native throughput.
 Also: upstream bytes fetched by lazystore (user.lazystore.stats) vs bytes read.
@@ -111,7 +115,10 @@ LogLevel ERROR
 
     def sshfs_options(self):
         return (f"IdentityFile={self.client_key},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,"
-                f"port={self.port},BatchMode=yes,LogLevel=ERROR,ro")
+                f"port={self.port},BatchMode=yes,LogLevel=ERROR,ro,"
+                # Debian's sshfs 3.7.3-1.2~deb12u1 refuses (EPERM) symlink targets with ".." or
+                # a leading "/" unless told otherwise; a Nix store is full of both.
+                "no_contain_symlinks")
 
     def close(self):
         if self.process is not None and self.process.poll() is None:
@@ -170,7 +177,7 @@ class Sshfs:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN", DEFAULT_BIN), help="the lazystore daemon")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", default=None, help="scratch directory parent (default: the temp dir)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
@@ -200,7 +207,7 @@ def main():
     ssh_mnt = os.path.join(work, "sshfs")
     for d in (export, mnt, ssh_mnt):
         os.makedirs(d)
-    ganesha = sshd = daemon = sshfs = None
+    ganesha = numeric = sshd = daemon = sshfs = None
     rows, info, fetched = [], {}, []
     try:
         for role in ("python", "misc", "include"):
@@ -218,6 +225,16 @@ def main():
 
         ganesha = nfs_server.Ganesha.v4(export, os.path.join(work, "ganesha"))
         url = ganesha.url(4)
+        # The same export from a second ganesha that sends numeric owners ("0", as the kernel's
+        # nfsd does for AUTH_SYS by default) instead of "root@localdomain": libnfs 4.0 maps
+        # every owner/group name it receives through NSS (getpwnam/getgrnam), per entry.
+        numeric = nfs_server.Ganesha(export, os.path.join(work, "ganesha-numeric"), protocols=(4,))
+        with open(numeric.config) as f:
+            config = f.read()
+        with open(numeric.config, "w") as f:
+            f.write(config.replace("NFSV4 {", "NFSV4 { Allow_Numeric_Owners = true; Only_Numeric_Owners = true;"))
+        numeric.start()
+        numeric_url = numeric.url(4)
         sshd = Sshd(os.path.join(work, "ssh"))
         sshfs = Sshfs(sshd, export, ssh_mnt)
 
@@ -239,9 +256,16 @@ def main():
                 raise RuntimeError(f"find {top}: {out.count(chr(10))} entries, expected {include_entries}")
             return seconds
 
-        def lazystore(cache):
+        def raw_walk(server_url):
+            lib.drop_page_cache()
+            result = json.loads(lib.run([reader, "walk", server_url, "1"], input=f"0\t{include}\n"))
+            if result["files"] != include_entries:
+                raise RuntimeError(f"raw walk: {result['files']} entries, expected {include_entries}")
+            return result["seconds"]
+
+        def lazystore(cache, source=None):
             nonlocal daemon
-            daemon = lib.Daemon(url, mnt, cache, {"log-level": "warning", "upstream-timeout": 10})
+            daemon = lib.Daemon(source or url, mnt, cache, {"log-level": "warning", "upstream-timeout": 10})
             return daemon.start()
 
         def stop_lazystore():
@@ -262,11 +286,9 @@ def main():
 
         # Warm-up, not timed: the server's own metadata caches (ganesha's MDCACHE) see every
         # file and directory once, so that no side pays for them alone.
-        read("nfs", url, 8)
-        lazystore(fresh_cache("warmup-cache"))
-        walk(os.path.join(mnt, include))
-        stop_lazystore()
-        shutil.rmtree(os.path.join(work, "warmup-cache"))
+        for server_url in (url, numeric_url):
+            read("nfs", server_url, 8)
+            raw_walk(server_url)
         lib.log(f"setup done in {time.monotonic() - started:.0f} s (load {loadavg()}); "
                 f"{len(listing)} files, {total_bytes / 1e6:.1f} MB; /usr/include path: {include_entries} entries")
 
@@ -291,13 +313,19 @@ def main():
                 f"{side}×{n} {t[-1]:.2f} s" for (side, n), t in times.items()) + f" (load {loadavg()})")
 
         # (b) cold walk.
-        walks = {"lazystore": [], "sshfs": [], "native": []}
+        walks = {"lazystore": [], "sshfs": [], "native": [], "libnfs": [], "lazystore numeric": [],
+                 "libnfs numeric": []}
         walk_requests = []
         for run in range(args.runs):
             lazystore(fresh_cache("cache-walk"))
             walks["lazystore"].append(walk(os.path.join(mnt, include)))
             walk_requests.append(lazystore_stats()["upstream_requests"])
             stop_lazystore()
+            walks["libnfs"].append(raw_walk(url))
+            lazystore(fresh_cache("cache-walk"), numeric_url)
+            walks["lazystore numeric"].append(walk(os.path.join(mnt, include)))
+            stop_lazystore()
+            walks["libnfs numeric"].append(raw_walk(numeric_url))
             sshfs.mount()
             walks["sshfs"].append(walk(os.path.join(ssh_mnt, include)))
             sshfs.unmount()
@@ -330,6 +358,8 @@ def main():
             sshd.close()
         if ganesha is not None:
             ganesha.close()
+        if numeric is not None:
+            numeric.close()
         if not any(is_mounted(m) for m in (mnt, ssh_mnt)):
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -357,7 +387,13 @@ def main():
         label = "1 reader" if n == 1 else f"{n} readers"
         row(f"(a) cold read, {label}", times["lazystore", n], "sshfs cold", times["sshfs", n])
     row("(b) cold find+lstat+readlink walk", walks["lazystore"], "sshfs cold", walks["sshfs"], 1.0, throughput=False)
+    row("(b) cold walk (info)", walks["lazystore"], "raw libnfs walk (1 ctx, sequential)", walks["libnfs"],
+        throughput=False)
     row("(b) cold walk (info)", walks["lazystore"], "native disk, drop_caches", walks["native"], throughput=False)
+    row("(b') cold walk, server sends numeric owners", walks["lazystore numeric"], "sshfs cold", walks["sshfs"], 1.0,
+        throughput=False)
+    row("(b') cold walk, server sends numeric owners (info)", walks["lazystore numeric"],
+        "raw libnfs walk, numeric owners", walks["libnfs numeric"], throughput=False)
     for n in READERS:
         label = "1 reader" if n == 1 else f"{n} readers"
         row(f"(c) warm read after restart, {label}", warm["lazystore", n], "native disk, drop_caches",
@@ -373,7 +409,7 @@ def main():
     print(f"(a)/(c) data: {len(listing)} files, {mb:.1f} MB (Python stdlib store path + 64 MiB big.bin); "
           f"(b): /usr/include store path, {include_entries} entries")
     print("NFS: nfs-ganesha 4.3 VFS, NFSv4, 127.0.0.1; lazystore defaults (chunk 1 MiB, readahead 4, "
-          "8 connections); sshfs: default options (kernel page cache per open, dir_cache=yes), "
+          "8 connections); sshfs: default caching options (dir_cache=yes) + no_contain_symlinks, "
           "fresh mount each run, sftp-server over ssh to 127.0.0.1\n")
     print("| case | lazystore | peer | peer figure | ratio | target | met |")
     print("|---|---:|---|---:|---:|---|---|")
@@ -389,7 +425,7 @@ def main():
     print("\nratio: \"time\" = lazystore time / peer time (lower is better); \"thr\" = lazystore throughput / "
           "peer throughput (higher is better).")
     up = [f["upstream_bytes"] for f in fetched]
-    print(f"\nupstream bytes fetched by lazystore per cold read (user.lazystore.stats): median {med(up)} "
+    print(f"\nupstream bytes fetched by lazystore per cold read (user.lazystore.stats): median {int(med(up))} "
           f"(min {min(up)}, max {max(up)}) for {total_bytes} bytes read = {med(up) / total_bytes:.3f}×; "
           f"upstream requests per cold read: median {med(f['upstream_requests'] for f in fetched)}; "
           f"per cold walk: median {med(walk_requests)}; upstream bytes during warm reads: max {max(warm_fetched)}")

@@ -3,6 +3,7 @@
  *
  *   nfs_raw_read nfs   'nfs://127.0.0.1/store?version=4&nfsport=N' JOBS < LIST
  *   nfs_raw_read posix DIR                                         JOBS < LIST
+ *   nfs_raw_read walk  'nfs://...'                                  1    < LIST
  *
  * LIST: one "SIZE<TAB>RELATIVE/PATH" line per regular file. Work items are 1 MiB pieces of the
  * files in list order (an empty file is one item: it is still opened); JOBS threads take the
@@ -11,6 +12,10 @@
  * one nfs_context per thread (libnfs 4.0 contexts are not thread-safe), each its own NFSv4
  * client, sync API, one READ per piece (NFSv4 READs over 1 MiB fail in libnfs 4.0). Each thread
  * keeps the file of its last piece open. Connecting (mount) is inside the timed span.
+ *
+ * walk mode: LIST names directories ("0<TAB>DIR"); each is walked recursively on one context, the
+ * way the daemon lists a store path (opendir = READDIR with attributes, readlink per symlink),
+ * and "files" is the number of entries (every directory, file and symlink, the tops included).
  *
  * Prints one JSON object: bytes, expected bytes, files, seconds, connect_seconds.
  * Build: cc -O2 -pthread nfs_raw_read.c -lnfs (libnfs 4.0 needs <sys/time.h> before libnfs.h).
@@ -76,6 +81,37 @@ static struct nfs_context *nfs_connect(unsigned serial) {
   return ctx;
 }
 
+static uint64_t walk_dir(struct nfs_context *ctx, const char *path) {
+  struct nfsdir *dir;
+  if (nfs_opendir(ctx, path, &dir) != 0) die(path, nfs_get_error(ctx));
+  uint64_t entries = 1;
+  size_t cap = 16, n = 0;
+  char **subdirs = malloc(cap * sizeof *subdirs);
+  struct nfsdirent *e;
+  while ((e = nfs_readdir(ctx, dir)) != NULL) {
+    if (strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0) continue;
+    char child[8192];
+    snprintf(child, sizeof child, "%s/%s", path, e->name);
+    if (S_ISDIR(e->mode)) {
+      if (n == cap) subdirs = realloc(subdirs, (cap *= 2) * sizeof *subdirs);
+      subdirs[n++] = strdup(child);
+    } else {
+      entries++;
+      if (S_ISLNK(e->mode)) {
+        char target[4096];
+        if (nfs_readlink(ctx, child, target, sizeof target) != 0) die(child, nfs_get_error(ctx));
+      }
+    }
+  }
+  nfs_closedir(ctx, dir);
+  for (size_t i = 0; i < n; i++) {
+    entries += walk_dir(ctx, subdirs[i]);
+    free(subdirs[i]);
+  }
+  free(subdirs);
+  return entries;
+}
+
 static void *worker(void *arg) {
   unsigned serial = (unsigned)(uintptr_t)arg;
   struct nfs_context *ctx = NULL;
@@ -133,11 +169,13 @@ static void *worker(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4 || (strcmp(argv[1], "nfs") != 0 && strcmp(argv[1], "posix") != 0)) {
-    fprintf(stderr, "usage: %s nfs URL JOBS < LIST | %s posix DIR JOBS < LIST\n", argv[0], argv[0]);
+  if (argc != 4 || (strcmp(argv[1], "nfs") != 0 && strcmp(argv[1], "posix") != 0 &&
+                    strcmp(argv[1], "walk") != 0)) {
+    fprintf(stderr, "usage: %s nfs|walk URL JOBS < LIST | %s posix DIR JOBS < LIST\n", argv[0], argv[0]);
     return 2;
   }
-  nfs_mode = strcmp(argv[1], "nfs") == 0;
+  nfs_mode = strcmp(argv[1], "posix") != 0;
+  int walk_mode = strcmp(argv[1], "walk") == 0;
   target = argv[2];
   int jobs = atoi(argv[3]);
   if (jobs < 1 || jobs > 256) die("JOBS", "must be 1..256");
@@ -167,6 +205,23 @@ int main(int argc, char **argv) {
     nfiles++;
   }
   free(line);
+
+  if (walk_mode) {
+    double started = now();
+    struct nfs_context *ctx = nfs_connect(0);
+    double connected = now();
+    uint64_t entries = 0;
+    for (size_t i = 0; i < nfiles; i++) {
+      char path[8192];
+      snprintf(path, sizeof path, "/%s", files[i].path);
+      entries += walk_dir(ctx, path);
+    }
+    double seconds = now() - started;
+    nfs_destroy_context(ctx);
+    printf("{\"bytes\": 0, \"expected\": 0, \"files\": %" PRIu64 ", \"jobs\": 1, \"seconds\": %.6f, "
+           "\"connect_seconds\": %.6f}\n", entries, seconds, connected - started);
+    return 0;
+  }
 
   pthread_t threads[256];
   double started = now();
