@@ -66,6 +66,12 @@ uint64_t get_u64(const std::byte* in) {
   return v;
 }
 
+// A cleared slot (a chunk that failed verify_all): never valid, yet it still tells the file's
+// size to a later verify_all when it is the last slot.
+uint64_t tombstone_check(uint64_t index, uint64_t size, uint32_t chunk_size) {
+  return ~slot_check(index, 0, size, chunk_size);
+}
+
 Status write_all(int fd, const std::byte* data, size_t length, uint64_t offset) {
   size_t done = 0;
   while (done < length) {
@@ -77,6 +83,14 @@ Status write_all(int fd, const std::byte* data, size_t length, uint64_t offset) 
     done += static_cast<size_t>(n);
   }
   return {};
+}
+
+Status clear_slot(int fd, uint64_t index, uint64_t size, uint32_t chunk_size) {
+  std::byte slot[kSlotSize];
+  put_u64(slot, index);
+  put_u64(slot + 8, 0);
+  put_u64(slot + 16, tombstone_check(index, size, chunk_size));
+  return write_all(fd, slot, kSlotSize, size + index * kSlotSize);
 }
 
 size_t read_full(int fd, std::byte* data, size_t length, uint64_t offset) {
@@ -465,6 +479,142 @@ void ChunkCache::prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offs
       return;
     }
   }
+}
+
+Status ChunkCache::fill(CachedFile& file, const FetchFn& fetch) {
+  std::vector<std::byte> scratch;
+  for (uint32_t i = 0; i < file.chunks; ++i) {
+    auto filled = ensure_chunk(file, i, fetch, scratch, true);
+    if (!filled) return filled.error();
+    if (*filled != Fill::Cached) return make_error(ENOSPC, "the content cache has no room left");
+  }
+  return {};
+}
+
+ChunkCache::EvictReport ChunkCache::evict_all() {
+  EvictReport report;
+  std::lock_guard lock(mutex_);
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    auto entry = entries_.find(*it);
+    ++it;
+    if (entry->second.pins > 0) {
+      report.pinned_files++;
+      continue;
+    }
+    report.files++;
+    report.bytes += entry->second.disk_bytes;
+    evict_locked(entry);
+  }
+  return report;
+}
+
+ChunkCache::VerifyReport ChunkCache::verify_all() {
+  VerifyReport report;
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mutex_);
+    ids.assign(lru_.begin(), lru_.end());
+  }
+  for (const std::string& id : ids) {
+    std::shared_ptr<CachedFile> file;
+    {
+      // A pin keeps the entry from being evicted while it is checked.
+      std::lock_guard lock(mutex_);
+      auto it = entries_.find(id);
+      if (it == entries_.end()) continue;
+      it->second.pins++;
+      file = it->second.file;
+    }
+    bool keep = true;
+    if (file) verify_loaded(*file, report); else keep = verify_on_disk(id, report);
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) continue;
+    if (!keep && it->second.pins == 1 && !it->second.file) {
+      report.dropped_files++;
+      evict_locked(it);
+      continue;
+    }
+    if (--it->second.pins == 0 && !it->second.file && it->second.disk_bytes == 0 &&
+        it->second.pending_bytes == 0) {
+      lru_.erase(it->second.lru);
+      entries_.erase(it);
+    }
+  }
+  return report;
+}
+
+void ChunkCache::verify_loaded(CachedFile& file, VerifyReport& report) {
+  report.files++;
+  std::unique_lock lock(file.mutex);
+  for (uint32_t i = 0; i < file.chunks; ++i) {
+    uint8_t was = file.state[i];
+    if (was != CachedFile::Unverified && was != CachedFile::Verified) continue;
+    file.state[i] = CachedFile::Busy;
+    lock.unlock();
+    bool good = verify_chunk(file, i);
+    lock.lock();
+    report.chunks++;
+    report.bytes += file.chunk_length(i);
+    if (!good) {
+      report.bad_chunks++;
+      stats_.verify_failures++;
+      (void)clear_slot(file.fd.get(), i, file.size, file.chunk_size);
+      LOG_WARNING("cache file %s: chunk %u failed verification, dropped", data_path(file.id).c_str(), i);
+    }
+    file.state[i] = good ? was : uint8_t{CachedFile::Absent};
+    file.changed.notify_all();
+  }
+}
+
+bool ChunkCache::verify_on_disk(const std::string& id, VerifyReport& report) {
+  Fd fd(::open(data_path(id).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return errno == ENOENT;  // nothing on disk: nothing to check
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return true;
+  auto length = static_cast<uint64_t>(st.st_size);
+  report.files++;
+  // Find the size: the highest slot k ends the file, and its check binds the size.
+  uint64_t size = 0;
+  bool found = false;
+  for (uint64_t k = 0; (k + 1) * kSlotSize <= length && !found; ++k) {
+    uint64_t candidate = length - (k + 1) * kSlotSize;
+    if ((candidate + options_.chunk_size - 1) / options_.chunk_size <= k) break;
+    std::byte slot[kSlotSize];
+    if (read_full(fd.get(), slot, kSlotSize, candidate + k * kSlotSize) != kSlotSize) break;
+    uint64_t index = get_u64(slot), hash = get_u64(slot + 8), check = get_u64(slot + 16);
+    if (index == k && (check == slot_check(index, hash, candidate, options_.chunk_size) ||
+                       check == tombstone_check(index, candidate, options_.chunk_size))) {
+      size = candidate;
+      found = true;
+    }
+  }
+  if (!found) {
+    LOG_WARNING("cache file %s holds no valid chunk, dropped", data_path(id).c_str());
+    return false;
+  }
+  CachedFile file(id, size, options_.chunk_size);
+  std::vector<std::byte> slots(size_t{file.chunks} * kSlotSize);
+  size_t got = read_full(fd.get(), slots.data(), slots.size(), size);
+  std::vector<std::byte> data;
+  for (uint32_t i = 0; i < file.chunks && (i + 1) * kSlotSize <= got; ++i) {
+    const std::byte* slot = slots.data() + size_t{i} * kSlotSize;
+    uint64_t index = get_u64(slot), hash = get_u64(slot + 8), check = get_u64(slot + 16);
+    if (index != i || check != slot_check(index, hash, size, options_.chunk_size)) continue;
+    size_t chunk = file.chunk_length(i);
+    data.resize(chunk);
+    bool good = read_full(fd.get(), data.data(), chunk, file.chunk_offset(i)) == chunk &&
+                xxh3_64(std::span<const std::byte>(data)) == hash;
+    report.chunks++;
+    report.bytes += chunk;
+    if (!good) {
+      report.bad_chunks++;
+      stats_.verify_failures++;
+      (void)clear_slot(fd.get(), i, size, options_.chunk_size);
+      LOG_WARNING("cache file %s: chunk %u failed verification, dropped", data_path(id).c_str(), i);
+    }
+  }
+  return true;
 }
 
 }  // namespace lazystore

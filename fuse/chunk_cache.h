@@ -9,6 +9,10 @@
 // mismatch is a miss and is refetched, never served.
 //
 // Eviction is least-recently-opened first, whole files, never a file that is open (pinned).
+//
+// The file's size is not stored: verify_all() recovers it from the data file's length, which is
+// `size + 24 * (k + 1)` for the highest slot k written, by finding the k whose slot checks out
+// (the check binds the size). A file with no such slot holds nothing usable and is dropped.
 #pragma once
 
 #include <condition_variable>
@@ -72,6 +76,28 @@ class ChunkCache {
   // Bytes of the file present in the cache (verified or not yet verified).
   uint64_t cached_bytes(const CachedFile& file) const;
 
+  // Fetches every chunk of the file not yet cached (prefetch): an error, or ENOSPC when the
+  // cache has no room left for it.
+  Status fill(CachedFile& file, const FetchFn& fetch);
+
+  struct EvictReport {
+    uint64_t files = 0;
+    uint64_t bytes = 0;  // disk bytes freed
+    uint64_t pinned_files = 0;  // kept because they are open
+  };
+  // Drops every cached file that is not open.
+  EvictReport evict_all();
+
+  struct VerifyReport {
+    uint64_t files = 0;
+    uint64_t chunks = 0;      // chunks with a slot, checked against their xxh3
+    uint64_t bytes = 0;       // bytes of those chunks
+    uint64_t bad_chunks = 0;  // mismatches: their slots were cleared (a later read refetches)
+    uint64_t dropped_files = 0;  // data files without a usable slot, removed
+  };
+  // Rechecks every cached chunk against its slot's xxh3.
+  VerifyReport verify_all();
+
   uint64_t used_bytes() const;
   uint64_t limit() const { return options_.max_bytes; }
   uint32_t chunk_size() const { return options_.chunk_size; }
@@ -103,6 +129,9 @@ class ChunkCache {
   bool reserve(const std::string& id, uint64_t bytes);
   void settle(const std::string& id, uint64_t reserved, int fd);
   void evict_locked(std::unordered_map<std::string, Entry>::iterator it);
+  // verify_all() of one file: through its loaded state when pinned, else from the data file.
+  void verify_loaded(CachedFile& file, VerifyReport& report);
+  bool verify_on_disk(const std::string& id, VerifyReport& report);
 
   const ChunkCacheOptions options_;
   Stats& stats_;

@@ -320,6 +320,7 @@ void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void Filesystem::read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t offset, fuse_file_info* fi) {
+  LatencyTimer timer(stats_.read_latency);
   auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
   if (!handle) return reply_error(req, EBADF);
   if (!handle->file || offset < 0) {

@@ -39,13 +39,15 @@ class Filesystem {
   void access(fuse_req_t req, fuse_ino_t ino, int mask);
   void reply_error(fuse_req_t req, int code);
 
+  // The ChunkCache key of a file: "<store path base name>/<relative path>".
+  static std::string file_key(const StoreTree& tree, uint32_t node);
+
  private:
   struct FileHandle;
   struct DirHandle;
   struct stat attributes(uint64_t ino, const StoreTree& tree, uint32_t node) const;
   void reply_node_entry(fuse_req_t req, const StoreTreePtr& tree, uint32_t node);
   FetchFn fetcher(const StoreTreePtr& tree, uint32_t node);
-  static std::string file_key(const StoreTree& tree, uint32_t node);
   // Replies to getxattr/listxattr with `value` following the size-probe protocol.
   static void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size);
 

@@ -4,6 +4,7 @@
 
 #include "cache_directory.h"
 #include "chunk_cache.h"
+#include "control.h"
 #include "filesystem.h"
 #include "log.h"
 #include "metadata_cache.h"
@@ -33,6 +34,9 @@ int serve(const MountOptions& options, fuse_args& args) {
   UpstreamOptions upstream_options;
   upstream_options.timeout_seconds = options.upstream_timeout;
   upstream_options.nfs_version = options.nfs_version;
+  upstream_options.trusted_public_keys = options.trusted_public_keys;
+  upstream_options.require_sigs = options.require_sigs;
+  upstream_options.spool_dir = options.cache_dir + "/http-spool";
   upstream_options.stats = &stats;
   auto made = make_upstream(options.source, upstream_options);
   if (!made) return fail(made.error());
@@ -44,6 +48,10 @@ int serve(const MountOptions& options, fuse_args& args) {
   if (!metadata) return fail(metadata.error());
   auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
   if (!cache) return fail(cache.error());
+
+  auto control = ControlServer::open(options.control_socket,
+                                    {stats, **cache, **metadata, upstream, options.mountpoint});
+  if (!control) return fail(control.error());
 
   Filesystem filesystem(options, upstream, **metadata, **cache, stats);
   const fuse_lowlevel_ops& ops = Filesystem::operations();
@@ -61,6 +69,7 @@ int serve(const MountOptions& options, fuse_args& args) {
   if (!options.foreground) set_log_to_syslog(true);  // stderr is /dev/null from here on
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
   (*cache)->start_workers(kPrefetchThreads);
+  (*control)->start();
 
   int status;
   if (options.single_thread) {
@@ -72,6 +81,7 @@ int serve(const MountOptions& options, fuse_args& args) {
     fuse_loop_cfg_set_idle_threads(config.get(), 16);
     status = fuse_session_loop_mt(session.get(), config.get());
   }
+  (*control)->stop();
   (*cache)->stop_workers();
   fuse_session_unmount(session.get());
   fuse_remove_signal_handlers(session.get());

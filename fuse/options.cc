@@ -18,11 +18,16 @@ struct RawOptions {
   char* upstream_timeout = nullptr;
   char* log_level = nullptr;
   char* nfsvers = nullptr;
+  char* require_sigs = nullptr;
+  char* control = nullptr;
+  std::vector<std::string> trusted_public_keys;  // every trusted-public-keys= option, split
   std::string source;
   int nonopts = 0;
 };
 
-enum Key { kKeyForced = 1 };
+enum Key { kKeyForced = 1, kKeyTrustedKeys = 2 };
+
+constexpr std::string_view kTrustedKeysPrefix = "trusted-public-keys=";
 
 #define LZ_OPT(t, field) {t, offsetof(RawOptions, field), 0}
 const fuse_opt kSpec[] = {
@@ -35,6 +40,10 @@ const fuse_opt kSpec[] = {
     LZ_OPT("log-level=%s", log_level),
     LZ_OPT("nfsvers=%s", nfsvers),
     LZ_OPT("vers=%s", nfsvers),
+    LZ_OPT("control=%s", control),
+    LZ_OPT("require-sigs=%s", require_sigs),
+    // fuse_opt splits -o at commas, so several keys are separated by spaces or the option repeats.
+    FUSE_OPT_KEY("trusted-public-keys=", kKeyTrustedKeys),
     // mount.fuse3 passes "dev,suid" (and fstab defaults "rw"); the store is always ro,nosuid,nodev.
     FUSE_OPT_KEY("suid", kKeyForced),
     FUSE_OPT_KEY("dev", kKeyForced),
@@ -55,6 +64,15 @@ int process_arg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
       return 1;
     case kKeyForced:
       return 0;  // overridden by the forced ro,nosuid,nodev
+    case kKeyTrustedKeys: {
+      std::string_view keys = std::string_view(arg).substr(kTrustedKeysPrefix.size());
+      while (!keys.empty()) {
+        size_t space = keys.find_first_of(" \t");
+        if (space != 0) raw->trusted_public_keys.emplace_back(keys.substr(0, space));
+        keys = space == std::string_view::npos ? std::string_view() : keys.substr(space + 1);
+      }
+      return 0;
+    }
     default:
       return 1;
   }
@@ -104,6 +122,8 @@ void print_usage(const char* program) {
       "    HOST:/nix/store          an NFS export (NFSv3 unless -o nfsvers=4), as in fstab\n"
       "    nfs://HOST[:PORT]/PATH?version=3|4[&nfsport=N&mountport=M]\n"
       "                             an NFS export, libnfs URL options\n"
+      "    http(s)://URL[,http(s)://URL...]\n"
+      "                             a Nix binary cache; further URLs are fail-over mirrors\n"
       "    file:///DIR or /DIR      a directory laid out like /nix/store\n"
       "\n"
       "lazystore options:\n"
@@ -114,7 +134,11 @@ void print_usage(const char* program) {
       "    -o negative-timeout=SEC  how long a missing store path is believed missing (default 1)\n"
       "    -o upstream-timeout=SEC  deadline of one upstream request (default 10)\n"
       "    -o nfsvers=3|4           NFS version for a HOST:/PATH source (default 3)\n"
+      "    -o trusted-public-keys=NAME:KEY[ NAME:KEY...]\n"
+      "                             keys that sign an HTTP binary cache's narinfos (repeatable)\n"
+      "    -o require-sigs=true|false  refuse unsigned or badly signed paths (default true, as Nix)\n"
       "    -o log-level=LEVEL       error, warning, info or debug (default warning)\n"
+      "    -o control=PATH          lazystore-ctl's unix socket (default CACHE/control.sock)\n"
       "    -o allow_other           let other users (build actions) read the store\n"
       "    -o default_permissions   let the kernel check permissions\n"
       "    The mount is always ro,nosuid,nodev (rw, suid and dev are ignored).\n"
@@ -137,7 +161,7 @@ Result<MountOptions> parse_mount_options(fuse_args& args) {
   }
   auto free_raw = [&raw] {
     for (char* p : {raw.cache, raw.cache_size, raw.chunk_size, raw.readahead, raw.negative_timeout,
-                    raw.upstream_timeout, raw.log_level, raw.nfsvers}) {
+                    raw.upstream_timeout, raw.log_level, raw.nfsvers, raw.require_sigs, raw.control}) {
       std::free(p);
     }
   };
@@ -171,6 +195,13 @@ Result<MountOptions> parse_mount_options(fuse_args& args) {
     options.cache_dir = raw.cache;
     if (options.cache_dir.empty() || options.cache_dir[0] != '/') {
       return make_error(EINVAL, "cache=" + options.cache_dir + " must be an absolute directory");
+    }
+  }
+  options.control_socket = options.cache_dir + "/control.sock";
+  if (raw.control) {
+    options.control_socket = raw.control;
+    if (options.control_socket.empty() || options.control_socket[0] != '/') {
+      return make_error(EINVAL, "control=" + options.control_socket + " must be an absolute path");
     }
   }
   if (raw.cache_size) {
@@ -212,6 +243,15 @@ Result<MountOptions> parse_mount_options(fuse_args& args) {
     std::string_view v(raw.nfsvers);
     if (v != "3" && v != "4") return make_error(EINVAL, std::string("nfsvers=") + raw.nfsvers + " must be 3 or 4");
     options.nfs_version = v == "3" ? 3 : 4;
+  }
+
+  options.trusted_public_keys = raw.trusted_public_keys;
+  if (raw.require_sigs) {
+    std::string_view v(raw.require_sigs);
+    if (v != "true" && v != "false") {
+      return make_error(EINVAL, std::string("require-sigs=") + raw.require_sigs + " must be true or false");
+    }
+    options.require_sigs = v == "true";
   }
 
   // Forced and default mount options; fsname shows SOURCE in /proc/mounts (commas escaped).

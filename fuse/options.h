@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "log.h"
 #include "result.h"
@@ -18,12 +19,16 @@ struct MountOptions {
   std::string source;
   std::string mountpoint;
   std::string cache_dir = "/var/cache/lazystore";
+  std::string control_socket;  // lazystore-ctl's socket; default <cache_dir>/control.sock
   uint64_t cache_size = 10ull << 30;
   uint32_t chunk_size = 1u << 20;
   unsigned readahead_chunks = 4;
   double negative_timeout = 1.0;
   double upstream_timeout = 10.0;
   int nfs_version = 0;  // 0: the SOURCE's, else 3
+  // HTTP SOURCE: keys that may sign narinfos ("name:base64"), and whether a signature is needed.
+  std::vector<std::string> trusted_public_keys;
+  bool require_sigs = true;
   LogLevel log_level = LogLevel::Warning;
   bool foreground = false;
   bool debug = false;

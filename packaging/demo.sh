@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# lazystore end to end, on one machine, as root:
+# lazystore end to end, on this machine alone, as root — the three places it is used:
 #
-#   1. installs the Debian packages and builds lazystore (build/);
-#   2. makes a throw-away Nix store (Debian's nix-bin, no daemon) with realistic store paths:
-#      the system C headers, a runnable Python standard library, a small C program's source;
-#   3. mounts lazystore over that store's directory (the "upstream"), in a temporary directory;
-#   4. runs programs from /nix/store as an executor sees it (bwrap: a private /nix/store that is
-#      the mount): Python importing stdlib modules, gcc compiling against the store's headers;
-#   5. shows what was fetched from the upstream (xattrs) against what the store holds;
-#   6. remounts with the upstream gone and runs the same programs again, from the cache alone.
+#   1. installs the Debian packages and builds lazystore, lazystore-ctl, lazystore-push;
+#   2. the Nix server: a throw-away Nix store (Debian's nix-bin, `local?root=`, no daemon),
+#      sshd on 127.0.0.1 whose key may only run the forced-command wrapper
+#      packaging/server/lazystore-serve, and the store exported over NFSv4 by nfs-ganesha;
+#   3. the executor: lazystore mounted from that NFS export (libnfs, no kernel NFS client);
+#   4. the developer: a second Nix store with a real closure with references (a launcher script
+#      → Python + an app script → a data store path), pushed with lazystore-push to the server
+#      (BAZEL_NIX_REMOTE=nix-server, an ~/.ssh/config-style alias) — it appears on the mount;
+#   5. the executor runs the program from that closure with /nix/store = the mount (bwrap);
+#      `lazystore-ctl stats` shows the bytes fetched against the closure's size;
+#   6. a second, warm run after restarting the daemon: everything from the disk cache.
 #
-# Idempotent; everything it makes lives in one mktemp directory that is removed on any exit, and
-# nothing is mounted on the host's own /nix/store. No network beyond Debian's package registry.
+# Idempotent; everything lives in one mktemp directory removed on any exit (daemons stopped,
+# mounts undone); never touches the host's /nix/store or ~/.ssh; listens on 127.0.0.1 only.
+# No network beyond Debian's package registry.
 #
 #   packaging/demo.sh                        (LAZYSTORE_BUILD_DIR=DIR to use another build dir)
 set -euo pipefail
@@ -21,14 +25,13 @@ BUILD_DIR=${LAZYSTORE_BUILD_DIR:-build}
 
 TMP=""             # the demo's temporary directory
 DAEMON_PID=""      # the lazystore daemon (runs in the foreground, as our child)
-STORE_URL=""       # the throw-away Nix store, for nix-store --store
-declare -A SP=()   # store paths: SP[c-headers]=/nix/store/<hash>-c-headers, ...
+SSHD_PID=""        # the Nix server's sshd
+GANESHA_PID=""     # the Nix server's NFS server
 PYTHON=""          # the host's (Debian's) python3.X, e.g. python3.11
-PYTHONHOME_NEEDED=0  # 1 if the store's python does not find its prefix by itself
-STATS_JSON="{}"    # the last user.lazystore.stats read
+PYTHONHOME_NEEDED=0
+TOP=""             # the pushed closure's top store path (the launcher)
 
 # Executor's view: a private /nix/store bound to a directory, the rest of the host as it is.
-# Python runs without its user site and without writing bytecode into the (read-only) store.
 PY_ENV=(env -u PYTHONPATH -u PYTHONHOME -u PYTHONSTARTUP PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1)
 
 step() { printf '\n==> [%3ss] %s\n' "$SECONDS" "$*"; }
@@ -64,27 +67,6 @@ stop_daemon() {
     fi
 }
 
-cleanup() {
-    local status=$?
-    set +e
-    trap - EXIT INT TERM
-    if [[ -n "$TMP" && -d "$TMP" ]]; then
-        step "cleaning up: unmounting, stopping the daemon, removing $TMP"
-        stop_daemon
-        if is_mounted "$TMP/mnt"; then
-            echo "demo.sh: warning: $TMP/mnt is still mounted; leaving $TMP in place" >&2
-        else
-            rm -rf --one-file-system "$TMP"
-        fi
-    fi
-    if ((status == 0)); then
-        printf '\n==> demo finished successfully\n'
-    else
-        printf '\n==> demo FAILED (exit status %d)\n' "$status" >&2
-    fi
-    exit "$status"
-}
-
 # ---------------------------------------------------------------------------------------------
 # 1. Packages and build
 
@@ -99,22 +81,15 @@ install_and_build() {
         meson setup "$BUILD_DIR" </dev/null
     fi
     meson compile -C "$BUILD_DIR" </dev/null
-    [[ -x "$BUILD_DIR/fuse/lazystore" ]] || die "$BUILD_DIR/fuse/lazystore was not built"
+    local exe
+    for exe in fuse/lazystore fuse/lazystore-ctl push/lazystore-push; do
+        [[ -x "$BUILD_DIR/$exe" ]] || die "$BUILD_DIR/$exe was not built"
+    done
     info "daemon: $REPO/$BUILD_DIR/fuse/lazystore"
 }
 
 # ---------------------------------------------------------------------------------------------
 # 2. A throw-away Nix store with real store paths
-
-nix_store() {
-    NIX_CONF_DIR="$TMP/nix-conf" XDG_CACHE_HOME="$TMP/xdg-cache" NIX_REMOTE="" \
-        nix-store --store "$STORE_URL" "$@" </dev/null
-}
-
-# Copies /usr/include (every header the host has; gcc needs the libc ones) as c-headers.
-make_c_headers() {
-    cp -a /usr/include "$TMP/src/c-headers"
-}
 
 # A Python installation laid out as Python expects: bin/python3.11 finds its prefix (and the
 # standard library) from its own location, lib/python3.11/os.py. Debian's python, without
@@ -145,169 +120,126 @@ make_python() {
     fi
 }
 
-# A small C program that uses a handful of libc headers.
-make_c_program() {
-    local dir="$TMP/src/hello-c-src"
-    mkdir -p "$dir"
-    cat >"$dir/hello.c" <<'EOF'
-#include <inttypes.h>
-#include <limits.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/utsname.h>
-#include <time.h>
-#include <unistd.h>
-
-int main(void) {
-    struct utsname u;
-    if (uname(&u) != 0) {
-        perror("uname");
-        return EXIT_FAILURE;
-    }
-    uint64_t h = UINT64_C(1469598103934665603);
-    const char *msg = "compiled against headers from /nix/store";
-    for (size_t i = 0; i < strlen(msg); i++) {
-        h = (h ^ (unsigned char)msg[i]) * UINT64_C(1099511628211);
-    }
-    printf("hello from C: %s; %s %s, pid %ld, INT_MAX=%d, fnv1a=%016" PRIx64 ", time>0: %d\n",
-           msg, u.sysname, u.machine, (long)getpid(), INT_MAX, h, time(NULL) > 0);
-    return EXIT_SUCCESS;
-}
-EOF
-    cat >"$dir/README" <<'EOF'
-hello.c: a C program compiled by packaging/demo.sh against the c-headers store path.
-EOF
-}
-
-make_store() {
-    step "making a throw-away Nix store in $TMP/server (Debian's nix-bin, no daemon)"
-    mkdir -p "$TMP/nix-conf" "$TMP/src" "$TMP/server"
-    cat >"$TMP/nix-conf/nix.conf" <<'EOF'
-build-users-group =
-substituters =
-experimental-features = nix-command
-EOF
-    STORE_URL="local?root=$TMP/server"
-    info "store: --store '$STORE_URL' (paths are /nix/store/..., files in $TMP/server/nix/store)"
-
-    info "preparing trees: c-headers (copy of /usr/include), python3-minimal, hello-c-src"
-    make_c_headers
-    make_python
-    make_c_program
-
-    local name path
-    for name in c-headers python3-minimal hello-c-src; do
-        path=$(nix_store --add "$TMP/src/$name")
-        [[ "$path" == /nix/store/*-"$name" ]] || die "nix-store --add $name printed '$path'"
-        [[ -d "$TMP/server$path" ]] || die "$path is not in $TMP/server/nix/store"
-        SP[$name]=$path
-        info "$(printf '%-16s %s  (%s)' "$name" "$path" "$(du -sh "$TMP/server$path" | cut -f1)")"
-    done
-    rm -rf "$TMP/src"
-    nix_store --verify-path "${SP[@]}"
-    info "nix-store --verify-path: all store paths valid"
-}
-
-# ---------------------------------------------------------------------------------------------
-# 4. Programs run as an executor would: /nix/store is a private bind of STORE_DIR
-
-# executor STORE_DIR COMMAND...
-executor() {
-    local store_dir=$1
-    shift
-    bwrap --dev-bind / / --tmpfs /nix --bind "$store_dir" /nix/store \
-        --chdir "$TMP/out" -- "$@" </dev/null
-}
-
-PYTHON_PROGRAM='
-import sys
-mods = ["argparse", "base64", "bisect", "collections", "csv", "dataclasses", "datetime",
-        "decimal", "fractions", "functools", "hashlib", "heapq", "itertools", "json", "pathlib",
-        "random", "re", "sqlite3", "statistics", "string", "struct", "textwrap", "typing",
-        "uuid", "zlib", "email.message", "xml.etree.ElementTree", "urllib.parse"]
-loaded = {m: __import__(m, fromlist=["_"]) for m in mods}
-outside = [m for m, mod in loaded.items()
-           if getattr(mod, "__file__", None) and not mod.__file__.startswith(sys.prefix)]
-assert not outside, f"modules from outside the store: {outside}"
-import decimal, fractions, hashlib, json, sqlite3, statistics
+# A small Python program for the closure; @DATA@ becomes the data store path.
+APP_PY='import json, os, sys
+import argparse, base64, collections, csv, dataclasses, datetime, decimal, fractions
+import hashlib, heapq, itertools, pathlib, random, re, sqlite3, statistics, textwrap, zlib
+data = "@DATA@"
+numbers = [int(x) for x in open(os.path.join(data, "numbers.txt"))]
 db = sqlite3.connect(":memory:")
 db.execute("create table t (x)")
-db.executemany("insert into t values (?)", [(i,) for i in range(1, 101)])
+db.executemany("insert into t values (?)", [(n,) for n in numbers])
 (total,) = db.execute("select sum(x) from t").fetchone()
+outside = [m.__name__ for m in list(sys.modules.values())
+           if getattr(m, "__file__", None) and not m.__file__.startswith("/nix/store/")]
+assert not outside, outside
 print(f"hello from Python {sys.version.split()[0]} at {sys.prefix}")
-print(f"  imported {len(mods)} stdlib modules ({len(sys.modules)} in sys.modules), all from the store")
-print("  " + json.dumps({"sqlite_sum": total,
-                          "mean": statistics.mean(range(10)),
-                          "frac": str(fractions.Fraction(1, 3) * 3), "dec": str(decimal.Decimal(1) / 7),
-                          "sha256": hashlib.sha256(b"lazystore").hexdigest()[:16]}, sort_keys=True))
+print(f"  {len(sys.modules)} modules loaded, all from /nix/store; data from {data}")
+print("  " + json.dumps({"count": len(numbers), "sum": total, "mean": statistics.mean(numbers),
+                          "sha256": hashlib.sha256(str(total).encode()).hexdigest()[:16]}))
 '
 
-# run_python STORE_DIR TAG: output also kept in $TMP/out/python.TAG
-run_python() {
-    local store_dir=$1 tag=$2 py="${SP[python3-minimal]}"
-    local -a env=("${PY_ENV[@]}")
-    if ((PYTHONHOME_NEEDED)); then
-        env+=("PYTHONHOME=$py")
-    fi
-    info "\$ $py/bin/$PYTHON -c '<import 28 stdlib modules, sqlite, json>'"
-    executor "$store_dir" "${env[@]}" "$py/bin/$PYTHON" -c "$PYTHON_PROGRAM" | tee "$TMP/out/python.$tag"
+nix_conf() {
+    mkdir -p "$TMP/nix-conf"
+    printf 'build-users-group =\nsubstituters =\nexperimental-features = nix-command\n' >"$TMP/nix-conf/nix.conf"
 }
+dev_store() { NIX_CONF_DIR="$TMP/nix-conf" HOME="$TMP/home" nix-store --store "local?root=$TMP/dev" "$@" </dev/null; }
+srv_store() { NIX_CONF_DIR="$TMP/nix-conf" HOME="$TMP/home" nix-store --store "local?root=$TMP/server" "$@" </dev/null; }
 
-# The headers of c-headers that the last compilation read (from gcc's dependency file).
-headers_read() {
-    tr -s '[:space:]' '\n' <"$TMP/out/hello.d" | grep "^${SP[c-headers]}/" | sort -u || true
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-
-# compile_and_run_c STORE_DIR TAG: the program is kept as $TMP/out/hello.TAG
-compile_and_run_c() {
-    local store_dir=$1 tag=$2 hdr="${SP[c-headers]}" src="${SP[hello-c-src]}"
-    local multiarch gcc_include
-    multiarch=$(gcc -print-multiarch)
-    gcc_include=$(gcc -print-file-name=include)
-    rm -f "$TMP/out/hello" "$TMP/out/hello.d"
-    local -a cc=(gcc -O2 -nostdinc -isystem "$gcc_include" -isystem "$hdr/$multiarch" -isystem "$hdr"
-        -MD -MF "$TMP/out/hello.d" -o "$TMP/out/hello" "$src/hello.c")
-    info "\$ gcc -nostdinc -isystem $gcc_include -isystem $hdr/$multiarch -isystem $hdr -o hello $src/hello.c"
-    executor "$store_dir" "${cc[@]}"
-    local from_store
-    from_store=$(headers_read | wc -l)
-    info "gcc read $from_store headers from $hdr"
-    ((from_store > 0)) || die "gcc used no header from the store"
-    info "\$ ./hello"
-    executor "$store_dir" "$TMP/out/hello"
-    cp "$TMP/out/hello" "$TMP/out/hello.$tag"
-}
-
-# run_programs STORE_DIR TAG: TAG's results must equal the baseline's (same bytes read).
-run_programs() {
-    local store_dir=$1 tag=$2
-    run_python "$store_dir" "$tag"
-    compile_and_run_c "$store_dir" "$tag"
-    if [[ "$tag" != baseline ]]; then
-        cmp -s "$TMP/out/python.baseline" "$TMP/out/python.$tag" ||
-            die "Python's output differs from the baseline run's"
-        cmp -s "$TMP/out/hello.baseline" "$TMP/out/hello.$tag" ||
-            die "the compiled program differs from the one compiled in the baseline run"
-        info "same Python output and a byte-identical compiled program as in the baseline run"
-    fi
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {  # PORT WHAT
+    local i
+    for ((i = 0; i < 200; i++)); do port_open "$1" && return 0; sleep 0.05; done
+    die "$2 is not listening on 127.0.0.1:$1 after 10 s"
 }
 
 # ---------------------------------------------------------------------------------------------
-# 3. Mounting lazystore
+# 2. The Nix server: store, sshd with the forced-command wrapper, NFS export
+
+start_server() {
+    step "the Nix server: a throw-away store in $TMP/server (nix-store --store 'local?root=$TMP/server')"
+    mkdir -p "$TMP/server/nix/store" "$TMP/home"
+    srv_store --verify >/dev/null 2>&1 || true   # creates the store's database
+    info "empty store, database in $TMP/server/nix/var/nix/db"
+
+    step "sshd on 127.0.0.1: the push key may only run packaging/server/lazystore-serve"
+    mkdir -p /run/sshd
+    ssh-keygen -q -t ed25519 -N '' -f "$TMP/hostkey" -C lazystore-demo-host
+    ssh-keygen -q -t ed25519 -N '' -f "$TMP/pushkey" -C lazystore-demo-push
+    local port command
+    port=$(free_port)
+    command="NIX_CONF_DIR=$TMP/nix-conf exec $REPO/packaging/server/lazystore-serve --store 'local?root=$TMP/server' --roots-dir $TMP/server/nix/var/nix/gcroots/lazystore"
+    printf 'restrict,command="%s" %s\n' "$command" "$(cat "$TMP/pushkey.pub")" >"$TMP/authorized_keys"
+    cat >"$TMP/sshd_config" <<CONF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $TMP/hostkey
+AuthorizedKeysFile $TMP/authorized_keys
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PidFile none
+CONF
+    # root's ~/.bashrc may be slow or chatty; the forced command needs none of it.
+    : >"$TMP/empty-bashrc"
+    unshare --mount --propagation private /bin/sh -c \
+        'mount --bind "$1" /root/.bashrc 2>/dev/null || true; exec /usr/sbin/sshd -f "$2" -D -e' \
+        sh "$TMP/empty-bashrc" "$TMP/sshd_config" 2>"$TMP/sshd.log" &
+    SSHD_PID=$!
+    wait_port "$port" sshd
+    echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$TMP/hostkey.pub")" >"$TMP/known_hosts"
+    # The developer's ssh config, as rules_nixpkgs' BAZEL_NIX_REMOTE expects it.
+    cat >"$TMP/ssh_config" <<CONF
+Host nix-server
+  Hostname 127.0.0.1
+  Port $port
+  User root
+  IdentityFile $TMP/pushkey
+  UserKnownHostsFile $TMP/known_hosts
+CONF
+    info "sshd pid $SSHD_PID on 127.0.0.1:$port; authorized_keys: restrict,command=\"…/lazystore-serve …\""
+
+    step "the store's NFS export: nfs-ganesha, NFSv4 on 127.0.0.1 (no rpcbind, no kernel nfsd)"
+    NFS_PORT=$(free_port)
+    mkdir -p "$TMP/ganesha/recovery"
+    cat >"$TMP/ganesha/ganesha.conf" <<CONF
+NFS_CORE_PARAM { Protocols = 4; NFS_Port = $NFS_PORT; Bind_addr = 127.0.0.1; Enable_NLM = false; Enable_RQUOTA = false; }
+NFSV4 { Graceless = true; RecoveryBackend = fs; RecoveryRoot = "$TMP/ganesha/recovery"; }
+NFS_KRB5 { Active_krb5 = false; }
+EXPORT {
+  Export_Id = 1; Path = "$TMP/server/nix/store"; Pseudo = /nix/store; Access_Type = RO;
+  Squash = No_Root_Squash; Protocols = 4; SecType = sys; Attr_Expiration_Time = 0;
+  FSAL { Name = VFS; }
+}
+LOG { Default_Log_Level = WARN; }
+CONF
+    ganesha.nfsd -F -f "$TMP/ganesha/ganesha.conf" -L "$TMP/ganesha/ganesha.log" \
+        -p "$TMP/ganesha/ganesha.pid" -N NIV_WARN </dev/null >/dev/null 2>&1 &
+    GANESHA_PID=$!
+    wait_port "$NFS_PORT" ganesha
+    NFS_URL="nfs://127.0.0.1/nix/store?version=4&nfsport=$NFS_PORT"
+    info "ganesha pid $GANESHA_PID exports $TMP/server/nix/store as $NFS_URL"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 3. The executor's mount
 
 mount_lazystore() {
-    local source=$1 log="$TMP/lazystore.log"
+    local log="$TMP/lazystore.log"
     mkdir -p "$TMP/mnt"
-    info "\$ $BUILD_DIR/fuse/lazystore $source $TMP/mnt -o cache=$TMP/cache,cache-size=2G -f &"
-    "$REPO/$BUILD_DIR/fuse/lazystore" "$source" "$TMP/mnt" \
-        -o "cache=$TMP/cache,cache-size=2G" -f </dev/null >>"$log" 2>&1 &
+    info "\$ lazystore '$NFS_URL' $TMP/mnt -f -o cache=$TMP/cache,cache-size=2G,negative-timeout=0.5"
+    "$REPO/$BUILD_DIR/fuse/lazystore" "$NFS_URL" "$TMP/mnt" \
+        -o "cache=$TMP/cache,cache-size=2G,negative-timeout=0.5" -f </dev/null >>"$log" 2>&1 &
     DAEMON_PID=$!
     local i
     for ((i = 0; i < 100; i++)); do   # up to 10 s
         if is_mounted "$TMP/mnt"; then
-            info "mounted (daemon pid $DAEMON_PID, log $log)"
+            info "mounted (daemon pid $DAEMON_PID, log $log, control socket $TMP/cache/control.sock)"
             return 0
         fi
         if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -339,69 +271,132 @@ unmount_lazystore() {
     info "unmounted; the daemon exited cleanly"
 }
 
+ctl() { "$REPO/$BUILD_DIR/fuse/lazystore-ctl" --cache "$TMP/cache" "$@"; }
+
 # ---------------------------------------------------------------------------------------------
-# 5. What was fetched
+# 4. The developer: a closure with references, pushed
 
-show_stats() {
-    local stats
-    stats=$(getfattr --absolute-names --only-values -n user.lazystore.stats "$TMP/mnt") ||
-        die "cannot read the user.lazystore.stats xattr of the mount root"
-    info "user.lazystore.stats of the mount root:"
-    info "  $stats"
-    STATS_JSON=$stats
+make_closure() {
+    step "the developer's store ($TMP/dev) with a real closure with references"
+    mkdir -p "$TMP/src"
+    make_python
+    local python data
+    python=$(dev_store --add "$TMP/src/python3-minimal")
+    mkdir -p "$TMP/src/demo-data"
+    seq 1 1000 >"$TMP/src/demo-data/numbers.txt"
+    head -c $((16 << 20)) /dev/urandom >"$TMP/src/demo-data/unused-assets.bin"  # never read
+    data=$(dev_store --add "$TMP/src/demo-data")
+    printf '%s' "$APP_PY" >"$TMP/src/app.py"
+    # builtins.toFile makes store paths whose references are the store paths they mention.
+    cat >"$TMP/src/closure.nix" <<NIX
+let
+  python = builtins.storePath "$python";
+  data = builtins.storePath "$data";
+  app = builtins.toFile "demo-app.py"
+    (builtins.replaceStrings [ "@DATA@" ] [ "\${data}" ] (builtins.readFile $TMP/src/app.py));
+in builtins.toFile "run-demo-app" ''
+  #!/bin/sh
+  # The closure's entry point: Python from the store runs an app from the store.
+  export PYTHONHOME=\${python} PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1
+  exec \${python}/bin/$PYTHON \${app} "\$@"
+''
+NIX
+    TOP=$(NIX_CONF_DIR="$TMP/nix-conf" HOME="$TMP/home" nix-instantiate --store "local?root=$TMP/dev" \
+        --read-write-mode --eval "$TMP/src/closure.nix" </dev/null)
+    TOP=${TOP//\"/}
+    rm -rf "$TMP/src"
+    info "closure of $TOP:"
+    local p
+    while read -r p; do
+        info "  $(printf '%-60s %8s' "$p" "$(du -sh "$TMP/dev$p" | cut -f1)")"
+    done < <(dev_store -q --requisites "$TOP")
+    info "references of the launcher: $(dev_store -q --references "$TOP" | xargs -n1 basename | tr '\n' ' ')"
 }
 
-# Per store path: bytes in the cache (sum of user.lazystore.cached over its files) vs its size.
-show_fetched() {
-    local store_bytes
-    store_bytes=$(du -sbc "${SP[@]/#/$TMP/server}" | tail -n1 | cut -f1)
-    /usr/bin/python3 - "$TMP/mnt" "$store_bytes" "$STATS_JSON" "${SP[@]}" <<'EOF'
-import json, os, stat, sys
-
-mnt, store_bytes, stats = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-def human(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-
-for path in sys.argv[4:]:
-    root = os.path.join(mnt, os.path.basename(path))
-    files = cached_files = size = cached = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            files += 1
-            size += st.st_size
-            n = int(os.getxattr(p, "user.lazystore.cached", follow_symlinks=False))
-            cached += n
-            cached_files += n > 0
-    pct = 100 * cached / size if size else 0
-    print(f"    {os.path.basename(path)[33:]:<16} {cached_files:>6} of {files:>6} files cached, "
-          f"{human(cached):>10} of {human(size):>10} ({pct:.2f} %)")
-
-fetched = stats.get("upstream_bytes", 0)
-print(f"    fetched from the upstream: {human(fetched)} of the {human(store_bytes)} the store paths hold "
-      f"({100 * fetched / store_bytes:.2f} %), in {stats.get('upstream_requests', '?')} requests")
-EOF
+push_closure() {
+    step "lazystore-push to the server (BAZEL_NIX_REMOTE=nix-server, a Host of the ssh config)"
+    info "\$ BAZEL_NIX_REMOTE=nix-server lazystore-push -F ssh_config --from-store local?root=$TMP/dev $TOP"
+    BAZEL_NIX_REMOTE=nix-server HOME="$TMP/home" NIX_CONF_DIR="$TMP/nix-conf" \
+        "$REPO/$BUILD_DIR/push/lazystore-push" -F "$TMP/ssh_config" --from-store "local?root=$TMP/dev" \
+        --progress lines "$TOP" </dev/null 2>&1 | sed 's/^/    /'
+    srv_store --verify-path $(dev_store -q --requisites "$TOP")
+    info "the server has the whole closure (nix-store --verify-path), GC roots in $TMP/server/nix/var/nix/gcroots/lazystore"
+    info "again, a no-op (the server already has everything):"
+    BAZEL_NIX_REMOTE=nix-server HOME="$TMP/home" NIX_CONF_DIR="$TMP/nix-conf" \
+        "$REPO/$BUILD_DIR/push/lazystore-push" -F "$TMP/ssh_config" --from-store "local?root=$TMP/dev" \
+        --progress none "$TOP" </dev/null 2>&1 | sed 's/^/    /'
 }
 
-# The largest header of c-headers that gcc did not read (per its dependency file).
-unread_header() {
-    local hdr="${SP[c-headers]}"
-    headers_read >"$TMP/out/headers-read"
-    (cd "$TMP/server.away" && find ".$hdr" -type f -name '*.h' -printf "%s $hdr/%P\n") |
-        awk 'NR == FNR { read[$1] = 1; next } !($2 in read)' "$TMP/out/headers-read" - |
-        sort -n | tail -n1 | cut -d' ' -f2-
+# ---------------------------------------------------------------------------------------------
+# 5. The executor runs the program; what was fetched
+
+# executor COMMAND...: /nix/store is the lazystore mount, the rest of the host as it is.
+executor() {
+    bwrap --dev-bind / / --tmpfs /nix --bind "$TMP/mnt" /nix/store --chdir / -- "$@" </dev/null
+}
+
+run_program() {  # TAG
+    info "\$ bwrap --dev-bind / / --tmpfs /nix --bind $TMP/mnt /nix/store sh $TOP"
+    local started=$SECONDS
+    executor sh "$TOP" | tee "$TMP/out.$1" | sed 's/^/    | /'
+    info "ran in $((SECONDS - started)) s"
+}
+
+closure_bytes() {
+    local p total=0 n
+    for p in $(srv_store -q --requisites "$TOP"); do
+        n=$(du -sb --apparent-size "$TMP/server$p" | cut -f1)
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
+show_stats() {  # what was fetched against the closure
+    local json fetched served closure
+    json=$(ctl stats --json)
+    fetched=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["upstream_bytes"])' "$json")
+    served=$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["served_bytes"])' "$json")
+    closure=$(closure_bytes)
+    info "\$ lazystore-ctl --cache $TMP/cache stats"
+    ctl stats | sed 's/^/    | /'
+    info "$(/usr/bin/python3 -c 'import sys; f, s, c = map(int, sys.argv[1:]); print(f"fetched {f/1048576:.1f} MiB from the NFS export for a closure of {c/1048576:.1f} MiB ({100*f/c:.1f} %); served {s/1048576:.1f} MiB to the program")' "$fetched" "$served" "$closure")"
+    LAST_FETCHED=$fetched
+}
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup: the daemon and its mount, ganesha, sshd, the temporary directory. Runs on any exit.
+
+cleanup() {
+    local status=$?
+    set +e
+    trap - EXIT INT TERM
+    if [[ -n "$TMP" && -d "$TMP" ]]; then
+        step "cleaning up: unmounting, stopping lazystore, ganesha and sshd, removing $TMP"
+        stop_daemon
+        local pid
+        for pid in "$GANESHA_PID" "$SSHD_PID"; do
+            [[ -n $pid ]] || continue
+            kill -TERM "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+        done
+        if is_mounted "$TMP/mnt"; then
+            echo "demo.sh: warning: $TMP/mnt is still mounted; leaving $TMP in place" >&2
+        else
+            rm -rf --one-file-system "$TMP"
+        fi
+    fi
+    if ((status == 0)); then
+        printf '\n==> demo finished successfully\n'
+    else
+        printf '\n==> demo FAILED (exit status %d)\n' "$status" >&2
+    fi
+    exit "$status"
 }
 
 # ---------------------------------------------------------------------------------------------
 
 main() {
-    [[ $EUID -eq 0 ]] || die "run as root (FUSE mount, bwrap, a Nix store without a daemon)"
+    [[ $EUID -eq 0 ]] || die "run as root (FUSE mount, bwrap, sshd, ganesha, Nix stores without a daemon)"
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
@@ -409,49 +404,34 @@ main() {
     install_and_build
 
     TMP=$(mktemp -d -t lazystore-demo.XXXXXXXX)
-    mkdir -p "$TMP/out"
-    make_store
+    nix_conf
+    start_server
 
-    step "baseline: the same programs with /nix/store bound straight to the upstream directory"
-    run_programs "$TMP/server/nix/store" baseline
+    step "the executor: lazystore mounted from the NFS export"
+    mount_lazystore
+    info "the executor's /nix/store holds: $(executor ls /nix/store | grep -vc '^$') entries (the server's store is empty)"
 
-    step "mounting lazystore over the upstream (file://$TMP/server/nix/store) at $TMP/mnt"
-    mount_lazystore "file://$TMP/server/nix/store"
-    info "the executor sees: $(executor "$TMP/mnt" ls /nix/store | tr '\n' ' ')"
+    make_closure
+    push_closure
 
-    step "running programs from /nix/store through lazystore (bwrap --tmpfs /nix --bind $TMP/mnt /nix/store)"
-    run_programs "$TMP/mnt" mounted
-
-    step "what was fetched"
+    step "the executor runs the pushed program (a path pushed a moment ago is visible at once)"
+    run_program cold
     show_stats
-    show_fetched
+    local cold=$LAST_FETCHED
 
-    step "going offline: unmounting, moving the upstream away, remounting on the same cache"
+    step "second, warm run after restarting the daemon: served from the disk cache"
     unmount_lazystore
-    mv "$TMP/server" "$TMP/server.away"
-    info "upstream $TMP/server/nix/store no longer exists"
-    mount_lazystore "file://$TMP/server/nix/store"
-
-    step "running the same programs again, offline, from the cache alone"
-    run_programs "$TMP/mnt" offline
+    mount_lazystore
+    run_program warm
+    cmp -s "$TMP/out.cold" "$TMP/out.warm" || die "the warm run printed something else than the cold run"
     show_stats
-    local fetched
-    fetched=$(/usr/bin/python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("upstream_bytes", 0))' "$STATS_JSON")
-    ((fetched == 0)) || die "the offline run fetched $fetched bytes from a missing upstream"
-    info "nothing was fetched: everything came from $TMP/cache"
-
-    step "offline, a file that was never read is not served"
-    local unread
-    unread=$(unread_header)
-    if executor "$TMP/mnt" timeout 60 head -c 64 "$unread" >/dev/null 2>"$TMP/out/unread.err"; then
-        info "unexpected: $unread was read while offline"
-    else
-        info "as expected: reading $unread fails: $(head -n1 "$TMP/out/unread.err")"
-    fi
+    ((LAST_FETCHED == 0)) || die "the warm run fetched $LAST_FETCHED bytes"
+    info "the warm run fetched nothing (the cold run fetched $cold bytes); same output"
+    info "\$ lazystore-ctl verify"
+    ctl verify | sed 's/^/    | /'
 
     step "unmounting"
     unmount_lazystore
-    mv "$TMP/server.away" "$TMP/server"
 }
 
 main "$@"

@@ -13,6 +13,10 @@ PACKAGES=(
     # real servers of the integration tests: NFS (nfs-ganesha with its VFS backend, rpcbind,
     # network namespaces), SSH (push), and sshfs as a benchmark peer
     nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 openssh-server openssh-client sshfs
+    # HTTP binary cache tests: nginx, and the compressors Nix's caches use
+    nginx zstd xz-utils
+    # packaging checks: Debian package build, systemd unit verification, Kubernetes YAML
+    debhelper dpkg-dev fakeroot systemd python3-yaml
     # libraries: NFS, push over SSH, HTTP binary cache, compression, crypto, CLI parsing
     libnfs-dev libssh-dev libcurl4-openssl-dev nlohmann-json3-dev libzstd-dev liblzma-dev libssl-dev libcli11-dev
 )

@@ -1,4 +1,4 @@
-// Counts every call into the real upstream (requests, errors, file bytes) for the stats.
+// Counts every call into the real upstream (requests, errors, file bytes, latency) for the stats.
 #pragma once
 
 #include "stats.h"
@@ -11,16 +11,29 @@ class MeteredUpstream final : public Upstream {
   MeteredUpstream(std::unique_ptr<Upstream> inner, Stats& stats) : inner_(std::move(inner)), stats_(stats) {}
 
   std::string describe() const override { return inner_->describe(); }
-  Result<bool> exists(const StorePath& path) override { return count(inner_->exists(path)); }
-  Result<std::vector<StorePath>> list_store() override { return count(inner_->list_store()); }
-  Result<Tree> list_tree(const StorePath& path) override { return count(inner_->list_tree(path)); }
+  Result<bool> exists(const StorePath& path) override {
+    LatencyTimer timer(stats_.upstream_latency);
+    return count(inner_->exists(path));
+  }
+  Result<std::vector<StorePath>> list_store() override {
+    LatencyTimer timer(stats_.upstream_latency);
+    return count(inner_->list_store());
+  }
+  Result<Tree> list_tree(const StorePath& path) override {
+    LatencyTimer timer(stats_.upstream_latency);
+    return count(inner_->list_tree(path));
+  }
   Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
                       std::span<std::byte> buf) override {
+    LatencyTimer timer(stats_.upstream_latency);
     auto got = count(inner_->read(path, tree, node, offset, buf));
     if (got) stats_.upstream_bytes += *got;
     return got;
   }
-  Result<UpstreamStatfs> statfs() override { return count(inner_->statfs()); }
+  Result<UpstreamStatfs> statfs() override {
+    LatencyTimer timer(stats_.upstream_latency);
+    return count(inner_->statfs());
+  }
 
  private:
   template <class T>

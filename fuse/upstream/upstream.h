@@ -31,6 +31,11 @@ struct UpstreamOptions {
   int nfs_version = 0;          // -o nfsvers=3|4; 0: the SOURCE's, else 3
   unsigned connections = 8;     // parallel connections of a network backend
   Stats* stats = nullptr;       // where a backend counts its error classes
+  // HTTP binary cache: keys "name:base64" that may sign narinfos; unsigned or badly signed
+  // paths are refused unless require_sigs is false (Nix's default is to require them).
+  std::vector<std::string> trusted_public_keys;
+  bool require_sigs = true;
+  std::string spool_dir;        // where whole NARs are decompressed and verified (cache dir)
 };
 
 class Upstream {
@@ -60,7 +65,7 @@ class Upstream {
 };
 
 // Picks the backend from SOURCE's form: "file:///dir" or "/dir" → directory upstream;
-// "host:/path" or "nfs://host/path?..." → NFS. (HTTP "http(s)://..." slots in here.)
+// "host:/path" or "nfs://host/path?..." → NFS; "http(s)://a[,http(s)://b...]" → binary cache.
 Result<std::unique_ptr<Upstream>> make_upstream(std::string_view source,
                                                 const UpstreamOptions& options);
 

@@ -1,0 +1,575 @@
+#!/usr/bin/python3
+"""lazystore against the ways an executor could otherwise get its Nix store — one suite, one run.
+
+Entry point: tests/bench/run.sh (see README.md here and the top-level README's "Benchmarks").
+
+Systems (each sees the same export directory of hard-linked store paths):
+  native             the export directory itself (the limit)
+  lazystore NFS      lazystore over nfs-ganesha NFSv4 on 127.0.0.1 (libnfs)
+  lazystore HTTP     not driven yet (no HTTP binary cache server in the suite): reported n/a
+  sshfs              sshfs 3.7 over a private sshd on 127.0.0.1, default options
+  sshfs cached       the same with -o kernel_cache and 1 h entry/attr/dcache timeouts
+  rclone             `rclone mount --vfs-cache-mode full` of an sftp remote on the same sshd
+Workloads: W1 find+stat, W2 gcc, W3 python imports, W4 sequential / random 4 KiB reads,
+W5 bytes sent by the server for W2/W3 (cold). States: cold, disk-warm, hot.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+sys.path.insert(0, HERE)
+import lazystore_testlib as lib  # noqa: E402
+import nfs_server  # noqa: E402
+import suite_store  # noqa: E402
+import suite_report  # noqa: E402
+
+DEFAULT_BIN = os.path.join(SOURCE_ROOT, "build-lead", "fuse", "lazystore")
+STATES = ("cold", "disk-warm", "hot")
+RUN_TIMEOUT = 300
+
+HEADERS = """assert.h complex.h ctype.h errno.h fenv.h float.h inttypes.h limits.h locale.h math.h
+setjmp.h signal.h stdarg.h stdatomic.h stdbool.h stddef.h stdint.h stdio.h stdlib.h string.h
+tgmath.h threads.h time.h uchar.h wchar.h wctype.h pthread.h unistd.h fcntl.h dirent.h dlfcn.h
+getopt.h glob.h grp.h pwd.h regex.h sched.h search.h semaphore.h spawn.h syslog.h termios.h
+netdb.h ifaddrs.h arpa/inet.h netinet/in.h netinet/tcp.h sys/socket.h sys/stat.h sys/types.h
+sys/mman.h sys/wait.h sys/time.h sys/resource.h sys/epoll.h sys/ioctl.h sys/uio.h sys/un.h
+sys/utsname.h sys/select.h poll.h linux/fs.h linux/netlink.h linux/if_link.h""".split()
+
+MODULES = """abc argparse ast asyncio base64 bisect bz2 calendar collections concurrent.futures
+configparser contextlib copy csv dataclasses datetime decimal difflib email.message
+email.parser enum fnmatch fractions functools gettext glob gzip hashlib heapq hmac html.parser
+http.client inspect io ipaddress itertools json logging lzma multiprocessing operator pathlib
+pickle pprint queue random re shutil socket sqlite3 ssl statistics string subprocess tarfile
+tempfile textwrap threading tokenize traceback typing unittest urllib.request uuid
+xml.etree.ElementTree zipfile""".split()[:50]
+
+RANDREAD_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  int fd = open(argv[1], O_RDONLY);
+  if (fd < 0) { perror(argv[1]); return 1; }
+  struct stat st; fstat(fd, &st);
+  long n = atol(argv[2]); uint64_t x = 88172645463325252ull, blocks = st.st_size / 4096;
+  char buf[4096];
+  for (long i = 0; i < n; i++) {
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    if (pread(fd, buf, sizeof buf, (off_t)(x % blocks) * 4096) != sizeof buf) { perror("pread"); return 1; }
+  }
+  return 0;
+}
+"""
+
+
+def drop_caches():
+    """Dirty pages (a cache just written) survive drop_caches: write them back first."""
+    os.sync()
+    lib.drop_page_cache()
+
+
+def counter_delta(before, after):
+    return {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int) and after[k] != before.get(k, 0)}
+
+
+def loadavg():
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def is_mounted(mountpoint):
+    return lib.mountinfo_entry(mountpoint) is not None
+
+
+def server_bytes_sent(port):
+    """TCP payload bytes sent by the server side of every established connection on `port`
+    (tcp_info bytes_sent from `ss -ti`): what went over loopback, framing and encryption included."""
+    out = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True).stdout
+    return sum(int(m) for m in re.findall(r"\bbytes_sent:(\d+)", out))
+
+
+# ---------------------------------------------------------------------------------------------
+# Systems
+# ---------------------------------------------------------------------------------------------
+
+class FuseProcess:
+    """A FUSE daemon of a peer in the foreground (our child), mounted at mountpoint."""
+
+    def __init__(self, argv, mountpoint, log_path, env=None):
+        self.argv, self.mountpoint, self.log_path, self.env = argv, mountpoint, log_path, env
+        self.process = None
+
+    def start(self):
+        assert self.process is None and not is_mounted(self.mountpoint)
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                        stderr=self.log, env=self.env)
+
+        def up():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.argv[0]} exited {self.process.returncode}: {self.tail()}")
+            return is_mounted(self.mountpoint)
+        nfs_server.wait_until(up, 30, f"{self.argv[0]} mounted")
+
+    def tail(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-1500:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.process is None:
+            return
+        if is_mounted(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", self.mountpoint], stderr=subprocess.DEVNULL)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=15)
+        if is_mounted(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], stderr=subprocess.DEVNULL)
+        self.process = None
+        self.log.close()
+
+
+class System:
+    key = name = ""
+    persistent = False  # keeps a disk cache across restarts (else disk-warm == cold by construction)
+    port = None         # the server port whose bytes_sent counts this system's transfers
+    unavailable = None  # reason, when the system cannot run at all
+
+    def start(self, fresh):
+        pass
+
+    def stop(self):
+        pass
+
+    def upstream_bytes(self):
+        return None
+
+
+class Native(System):
+    key, name = "native", "native"
+
+    def __init__(self, export):
+        self.root = export
+
+
+class LazystoreNfs(System):
+    key, name, persistent = "lazystore-nfs", "lazystore NFS", True
+
+    def __init__(self, work, ganesha):
+        self.root = os.path.join(work, "mnt-lazystore")
+        os.makedirs(self.root)
+        self.cache = os.path.join(work, "cache-lazystore")
+        self.url, self.port = ganesha.url(4), ganesha.port
+        self.daemon = None
+        self.problems = []
+
+    def start(self, fresh):
+        if fresh:
+            shutil.rmtree(self.cache, ignore_errors=True)
+        self.daemon = lib.Daemon(self.url, self.root, self.cache, {"log-level": "warning"})
+        self.daemon.start()
+
+    def stop(self):
+        if self.daemon is not None:
+            problems = self.daemon.stop(check=False)
+            if problems:
+                self.problems += problems
+                lib.log("lazystore: " + "; ".join(problems))
+            self.daemon = None
+
+    def upstream_bytes(self):
+        return self.counters()["upstream_bytes"]
+
+    def counters(self):
+        raw = lib.run(["getfattr", "--only-values", "--absolute-names", "-n", "user.lazystore.stats", self.root])
+        return json.loads(raw)
+
+
+class LazystoreHttp(System):
+    key, name = "lazystore-http", "lazystore HTTP"
+
+    def __init__(self, binary):
+        help_text = subprocess.run([binary, "--help"], capture_output=True, text=True)
+        # The help spells it "http(s)://URL".
+        if not re.search(r"\bhttps?(\(s\))?://", help_text.stdout + help_text.stderr):
+            self.unavailable = "not available yet: `lazystore --help` lists no http SOURCE"
+        else:
+            self.unavailable = ("`lazystore --help` lists an http SOURCE, but this suite does not start an "
+                                "HTTP binary cache (nix copy + nginx) yet")
+
+
+class Sshfs(System):
+    persistent = False
+
+    def __init__(self, key, name, work, sshd, export, extra):
+        self.key, self.name = key, name
+        self.root = os.path.join(work, f"mnt-{key}")
+        os.makedirs(self.root)
+        self.port = sshd.port
+        self.options = sshd.sshfs_options() + ("," + extra if extra else "")
+        self.fuse = FuseProcess(["sshfs", f"root@127.0.0.1:{export}", self.root, "-f", "-F", "/dev/null",
+                                 "-o", self.options], self.root, os.path.join(work, f"{key}.log"))
+
+    def start(self, fresh):
+        self.fuse.start()
+
+    def stop(self):
+        self.fuse.stop()
+
+
+class Rclone(System):
+    key, name, persistent = "rclone", "rclone vfs full", True
+
+    def __init__(self, work, sshd, export):
+        self.root = os.path.join(work, "mnt-rclone")
+        os.makedirs(self.root)
+        self.cache = os.path.join(work, "cache-rclone")
+        self.port = sshd.port
+        if shutil.which("rclone") is None:
+            self.unavailable = "rclone not installed (apt-get install rclone)"
+            return
+        config = os.path.join(work, "rclone.conf")
+        open(config, "w").close()
+        env = dict(os.environ, RCLONE_CONFIG=config,
+                   RCLONE_CONFIG_BENCH_TYPE="sftp", RCLONE_CONFIG_BENCH_HOST="127.0.0.1",
+                   RCLONE_CONFIG_BENCH_PORT=str(sshd.port), RCLONE_CONFIG_BENCH_USER="root",
+                   RCLONE_CONFIG_BENCH_KEY_FILE=sshd.client_key,
+                   # No remote shell commands (hash sums, df): sftp only, no login shell.
+                   RCLONE_CONFIG_BENCH_SHELL_TYPE="none", RCLONE_CONFIG_BENCH_DISABLE_HASHCHECK="true")
+        self.argv = ["rclone", "mount", f"bench:{export}", self.root, "--read-only",
+                     "--vfs-cache-mode", "full", "--cache-dir", self.cache, "--log-level", "ERROR"]
+        self.fuse = FuseProcess(self.argv, self.root, os.path.join(work, "rclone.log"), env)
+
+    def start(self, fresh):
+        if fresh:
+            shutil.rmtree(self.cache, ignore_errors=True)
+        self.fuse.start()
+
+    def stop(self):
+        self.fuse.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads
+# ---------------------------------------------------------------------------------------------
+
+def bwrap(root, argv):
+    """argv with MNT bound at /nix/store (over a tmpfs /nix), so store paths are real paths."""
+    return ["bwrap", "--dev-bind", "/", "/", "--tmpfs", "/nix", "--bind", root, "/nix/store", *argv]
+
+
+class Workloads:
+    def __init__(self, work, export, names, randread_count):
+        self.work, self.export, self.names = work, export, names
+        self.randread_count = randread_count
+        self.program = os.path.join(work, "w2.c")
+        with open(self.program, "w") as f:
+            f.write("".join(f"#include <{h}>\n" for h in HEADERS))
+            f.write("int main(void) { printf(\"%zu\\n\", strlen(\"x\")); return 0; }\n")
+        self.script = os.path.join(work, "w3.py")
+        with open(self.script, "w") as f:
+            f.write("".join(f"import {m}\n" for m in MODULES))
+        self.randread = os.path.join(work, "randread")
+        source = os.path.join(work, "randread.c")
+        with open(source, "w") as f:
+            f.write(RANDREAD_C)
+        lib.run(["cc", "-O2", "-o", self.randread, source])
+        self.gcc_include = lib.run(["gcc", "-print-file-name=include"]).strip()
+        self.include_entries = 1 + sum(len(d) + len(f) for _, d, f in
+                                       os.walk(os.path.join(export, names["include"])))
+
+    def keys(self):
+        return ["W1", "W2", "W3", "W4 seq", "W4 rand"]
+
+    def argv(self, key, root):
+        inc, home, large = self.names["include"], self.names["python_home"], self.names["large"]
+        if key == "W1":
+            return ["find", os.path.join(root, inc), "-printf", "%s %m %l\\n"]
+        if key == "W2":
+            store_inc = f"/nix/store/{inc}"
+            return bwrap(root, ["gcc", "-nostdinc", "-isystem", self.gcc_include, "-isystem", store_inc,
+                                "-isystem", f"{store_inc}/x86_64-linux-gnu", "-O0", "-c", self.program,
+                                "-o", "/dev/null"])
+        if key == "W3":
+            return bwrap(root, ["env", "-i", "PATH=/usr/bin:/bin", f"PYTHONHOME=/nix/store/{home}",
+                                "PYTHONDONTWRITEBYTECODE=1", "/usr/bin/python3.11", "-S", self.script])
+        if key == "W4 seq":
+            return ["dd", f"if={os.path.join(root, large, 'lib/libbig.so')}", "of=/dev/null", "bs=1M",
+                    "status=none"]
+        if key == "W4 rand":
+            return [self.randread, os.path.join(root, large, "lib/libbig.so"), str(self.randread_count)]
+        raise KeyError(key)
+
+    def describe(self):
+        return {
+            "W1": f"`find STOREPATH -printf '%s %m %l\\n'` (lstat + readlink of every entry) over the "
+                  f"/usr/include store path ({self.include_entries} entries)",
+            "W2": f"`gcc -nostdinc -isystem <gcc's own include dir> -isystem /nix/store/…-include "
+                  f"-isystem …/x86_64-linux-gnu -c` of a C file including {len(HEADERS)} headers, inside "
+                  "`bwrap --dev-bind / / --tmpfs /nix --bind MNT /nix/store` (real /nix/store paths)",
+            "W3": f"Debian's /usr/bin/python3.11 with `PYTHONHOME=/nix/store/…-python3.11-home` "
+                  f"(stdlib + bytecode in the store), `-S`, importing {len(MODULES)} modules, in the same bwrap",
+            "W4 seq": "`dd bs=1M` of a 256 MiB file",
+            "W4 rand": f"{self.randread_count} random 4 KiB `pread`s (fixed xorshift sequence) of the same "
+                       "256 MiB file",
+        }
+
+    def validate(self, key, result):
+        """None when the run did the work, else why not (e.g. a peer missing entries)."""
+        if result.returncode != 0:
+            return f"exit {result.returncode}: " + result.stderr.decode(errors="replace").strip()[-300:]
+        if key == "W1":
+            lines = result.stdout.count(b"\n")
+            if lines > self.include_entries:
+                return (f"find listed {lines} entries, the store path has {self.include_entries}: the mount "
+                        "follows symlinks to directories (rclone 1.60's sftp backend stats through "
+                        "symlinks), so it is not the same tree")
+            if lines != self.include_entries:
+                return f"find listed {lines} of {self.include_entries} entries"
+        return None
+
+
+def timed(argv, capture):
+    started = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
+    return time.perf_counter() - started, result
+
+
+def hyperfine(argv, runs, json_path):
+    """Hot runs: hyperfine without a shell, no warm-up (the run before left everything warm)."""
+    lib.run(["hyperfine", "-N", "--style", "none", "--warmup", "0", "--runs", str(runs),
+             "--export-json", json_path, shlex.join(argv)])
+    with open(json_path) as f:
+        return json.load(f)["results"][0]["times"]
+
+
+def files_opened(argv, export, log_path):
+    """Regular files under /nix/store a command opens (strace), with sizes from the export."""
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=open,openat,execve", "-o", log_path, *argv],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=RUN_TIMEOUT, check=True)
+    files = set()
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            m = re.search(r'"/nix/store/([^"]+)".*= (\d+)$', line.strip())
+            if m and "O_DIRECTORY" not in line:
+                path = os.path.join(export, m.group(1))
+                if os.path.isfile(path):
+                    files.add(os.path.realpath(path))
+    return len(files), sum(os.path.getsize(p) for p in files)
+
+
+def tree_bytes(top):
+    total = 0
+    for dirpath, _dirs, names in os.walk(top):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                total += os.path.getsize(path)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN", DEFAULT_BIN))
+    parser.add_argument("--runs", type=int, default=2, help="cold and disk-warm runs per cell (default 2: a run stays under 10 min on a busy 2-CPU VM)")
+    parser.add_argument("--hot-runs", type=int, default=3, help="hot runs per cell, hyperfine (default 3)")
+    parser.add_argument("--randread", type=int, default=2000, help="random 4 KiB reads in W4 rand")
+    parser.add_argument("--store-cache", default="/var/tmp/lazystore-bench-store",
+                        help="where the suite's own store paths are built once and kept")
+    parser.add_argument("--out", default=HERE, help="directory of results.md / results.png / results.json")
+    parser.add_argument("--only", default=None, help="comma-separated system keys (debugging)")
+    parser.add_argument("--workloads", default=None, help="comma-separated workload keys (debugging)")
+    args = parser.parse_args()
+    if not os.access(args.bin, os.X_OK):
+        parser.error(f"{args.bin} is not an executable: give --bin or LAZYSTORE_BIN")
+    if os.geteuid() != 0:
+        parser.error("run as root (FUSE mounts, drop_caches, sshd, ganesha)")
+    for tool in ("ganesha.nfsd", "sshfs", "/usr/sbin/sshd", "ssh-keygen", "getfattr", "cc", "gcc", "bwrap",
+                 "hyperfine", "strace", "ss", "fusermount3", "/usr/bin/python3.11"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is missing")
+    os.environ["LAZYSTORE_BIN"] = os.path.abspath(args.bin)
+    if not os.environ.get("LAZYSTORE_FIXTURE_DIR"):
+        build = os.path.dirname(os.path.dirname(os.path.abspath(args.bin)))
+        os.environ["LAZYSTORE_FIXTURE_DIR"] = os.path.join(build, "tests", "fixture-store")
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+
+    import nfs_bench  # the private sshd of the NFS benchmark (tests/bench/nfs_bench.py)
+
+    load_start = loadavg()
+    started = time.monotonic()
+    fixture = lib.fixture()
+    own = suite_store.bench_store(args.store_cache)
+    work = tempfile.mkdtemp(prefix="lazystore-suite-")
+    export = os.path.join(work, "export")
+    os.makedirs(export)
+    ganesha = sshd = None
+    systems = []
+    results = {"cells": {}, "w5": {}}
+    try:
+        sources = {"include": fixture.path("include"), "python_home": own["python_home"], "large": own["large"]}
+        names = {}
+        for role, source in sources.items():
+            names[role] = os.path.basename(source)
+            lib.copy_store(source, os.path.join(export, names[role]))
+        wl = Workloads(work, export, names, args.randread)
+        ganesha = nfs_server.Ganesha.v4(export, os.path.join(work, "ganesha"))
+        sshd = nfs_bench.Sshd(os.path.join(work, "ssh"))
+        systems = [Native(export), LazystoreNfs(work, ganesha), LazystoreHttp(args.bin),
+                   Sshfs("sshfs", "sshfs", work, sshd, export, ""),
+                   Sshfs("sshfs-cached", "sshfs cached", work, sshd, export,
+                         "kernel_cache,entry_timeout=3600,attr_timeout=3600,dcache_timeout=3600"),
+                   Rclone(work, sshd, export)]
+        if args.only:
+            keep = set(args.only.split(",")) | {"native"}
+            systems = [s for s in systems if s.key in keep]
+        keys = args.workloads.split(",") if args.workloads else wl.keys()
+
+        # Bytes the workloads read, from strace of the native run; store path sizes.
+        actual = {}
+        for key in ("W2", "W3"):
+            count, size = files_opened(wl.argv(key, export), export, os.path.join(work, f"strace-{key}"))
+            actual[key] = {"files": count, "bytes": size}
+        closure = {"W2": tree_bytes(os.path.join(export, names["include"])),
+                   "W3": tree_bytes(os.path.join(export, names["python_home"]))}
+        for key in keys:  # every workload must work natively before anything is compared with it
+            _, result = timed(wl.argv(key, export), key == "W1")
+            problem = wl.validate(key, result)
+            if problem:
+                raise RuntimeError(f"{key} fails natively: {problem}")
+
+        # Warm-up, not timed: ganesha's metadata cache sees every entry once (no side pays it alone).
+        lz = next((s for s in systems if s.key == "lazystore-nfs"), None)
+        if lz is not None:
+            lz.start(fresh=True)
+            for key in ("W1", "W3"):
+                timed(wl.argv(key, lz.root), False)
+            lz.stop()
+        lib.log(f"setup done in {time.monotonic() - started:.0f} s (load {loadavg()})")
+
+        for key in keys:
+            for system in systems:
+                cell = {state: [] for state in STATES}
+                cell.update({"problem": system.unavailable, "server_bytes": [], "upstream_bytes": [],
+                             "warm_is_cold": not system.persistent, "counters": {}})
+                counters = getattr(system, "counters", None)
+                results["cells"][f"{key}|{system.key}"] = cell
+                if system.unavailable:
+                    continue
+                capture = key == "W1"
+                argv = wl.argv(key, system.root)
+                try:
+                    for run in range(args.runs):
+                        system.start(fresh=True)
+                        drop_caches()
+                        before = server_bytes_sent(system.port) if system.port else 0
+                        up_before = system.upstream_bytes()
+                        cold_c0 = counters() if counters else None
+                        seconds, result = timed(argv, capture)
+                        problem = wl.validate(key, result)
+                        if problem:
+                            raise RuntimeError(problem)
+                        cell["cold"].append(seconds)
+                        if system.port:
+                            cell["server_bytes"].append(server_bytes_sent(system.port) - before)
+                        if up_before is not None:
+                            cell["upstream_bytes"].append(system.upstream_bytes() - up_before)
+                        if counters and run == 0:
+                            cell["counters"]["cold"] = counter_delta(cold_c0, counters())
+                        if system.persistent:
+                            system.stop()
+                            system.start(fresh=False)
+                            drop_caches()
+                            c0 = counters() if counters else None
+                            seconds, result = timed(argv, capture)
+                            if counters and run == 0:
+                                cell["counters"]["disk-warm"] = counter_delta(c0, counters())
+                            problem = wl.validate(key, result)
+                            if problem:
+                                raise RuntimeError("disk-warm: " + problem)
+                            cell["disk-warm"].append(seconds)
+                        else:
+                            cell["disk-warm"].append(seconds)  # no disk cache: a restart is a cold start
+                        if run == args.runs - 1:
+                            _, result = timed(argv, capture)  # the hot runs' own check
+                            problem = wl.validate(key, result)
+                            if problem:
+                                raise RuntimeError("hot: " + problem)
+                            c0 = counters() if counters else None
+                            cell["hot"] = hyperfine(argv, args.hot_runs, os.path.join(work, "hf.json"))
+                            if counters:
+                                cell["counters"]["hot"] = counter_delta(c0, counters())
+                        system.stop()
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    system.stop()
+                    cell["problem"] = str(e).strip().splitlines()[0][:300] if str(e).strip() else repr(e)
+                    lib.log(f"{key} on {system.name}: {cell['problem']}")
+                med = {s: (f"{statistics.median(cell[s]):.3f}" if cell[s] else "-") for s in STATES}
+                lib.log(f"{key} {system.name}: cold {med['cold']} warm {med['disk-warm']} hot {med['hot']} s "
+                        f"(load {loadavg()})")
+        for key in ("W2", "W3"):
+            results["w5"][key] = {"closure_bytes": closure[key], "read_files": actual[key]["files"],
+                                  "read_bytes": actual[key]["bytes"]}
+        lz_problems = lz.problems if lz is not None else []
+    finally:
+        for system in systems:
+            try:
+                system.stop()
+            except Exception as e:  # keep cleaning up the others
+                lib.log(f"stopping {system.name}: {e}")
+        if sshd is not None:
+            sshd.close()
+        if ganesha is not None:
+            ganesha.close()
+        if not any(is_mounted(getattr(s, "root", "")) for s in systems if not isinstance(s, Native)):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            lib.log(f"leaving {work}: still mounted")
+
+    results.update({"runs": args.runs, "hot_runs": args.hot_runs, "load_start": load_start,
+                    "load_end": loadavg(), "seconds": round(time.monotonic() - started),
+                    "cpus": os.cpu_count(), "systems": [[s.key, s.name] for s in systems],
+                    "workloads": keys, "describe": wl.describe(), "lazystore_problems": lz_problems,
+                    "bin": args.bin, "bin_mtime": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(args.bin))),
+                    "kernel": os.uname().release, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    markdown = suite_report.markdown(results)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(markdown)
+    suite_report.chart(results, os.path.join(args.out, "results.png"))
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

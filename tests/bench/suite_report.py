@@ -1,0 +1,232 @@
+"""Markdown table and chart of the suite's results (results.json → results.md, results.png)."""
+
+import statistics
+import time
+
+STATES = ("cold", "disk-warm", "hot")
+
+
+def _median(values):
+    return statistics.median(values) if values else None
+
+
+def _fmt_s(seconds):
+    if seconds is None:
+        return "–"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _fmt_b(n):
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def medians(results):
+    """{(workload, system key, state): median seconds or None}."""
+    out = {}
+    for name, cell in results["cells"].items():
+        key, system = name.split("|")
+        for state in STATES:
+            out[key, system, state] = None if cell["problem"] else _median(cell[state])
+    return out
+
+
+def markdown(results):
+    systems = results["systems"]
+    keys = results["workloads"]
+    med = medians(results)
+    cells = results["cells"]
+    lines = []
+    add = lines.append
+    add("# lazystore benchmark suite — results\n")
+    add(f"Run {results.get('date') or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {results['cpus']} CPUs shared with other "
+        f"work; load average (1/5/15 min) at start {results['load_start']}, at end {results['load_end']}; "
+        f"whole run {results['seconds']} s. Medians of {results['runs']} cold and {results['runs']} disk-warm "
+        f"runs (own timing loop: fresh mount / restart + `echo 3 > /proc/sys/vm/drop_caches` before each) and "
+        f"{results['hot_runs']} hot runs (`hyperfine -N`, right after a run of the same workload). "
+        "Ratio = time / native time of the same state (lower is better). "
+        f"Daemon `{results.get('bin', '?')}` built {results.get('bin_mtime', '?')}; kernel {results.get('kernel', '?')}.\n")
+    add("Workloads:\n")
+    for key in keys:
+        add(f"- **{key}**: {results['describe'][key]}")
+    add("")
+    notes = {}
+
+    def note(text):
+        if text not in notes:
+            notes[text] = len(notes) + 1
+        return f"n/a [{notes[text]}]"
+
+    header = "| workload | state | " + " | ".join(name for _, name in systems) + " |"
+    add(header)
+    add("|---|---|" + "---:|" * len(systems))
+    for key in keys:
+        for state in STATES:
+            row = [key, state]
+            native = med.get((key, "native", state))
+            for system, _name in systems:
+                cell = cells.get(f"{key}|{system}")
+                if cell is None:
+                    row.append("–")
+                elif cell["problem"]:
+                    row.append(note(cell["problem"]))
+                else:
+                    value = med[key, system, state]
+                    text = _fmt_s(value)
+                    if system != "native" and native:
+                        text += f" ({value / native:.2f}×)"
+                    if state == "disk-warm" and cell["warm_is_cold"] and system != "native":
+                        text += " ᶜ"
+                    row.append(text)
+            add("| " + " | ".join(row) + " |")
+    add("")
+    add("ᶜ no disk cache that survives a restart: its disk-warm run is a cold start (the cold figures). "
+        "Native disk-warm = native cold (page cache dropped; a local disk has nothing else to warm).")
+    for text, number in notes.items():
+        add(f"\n[{number}] {text}")
+    add("")
+
+    # W5
+    add("## W5: bytes transferred, W2 and W3 cold\n")
+    add("Server side: TCP payload bytes the server sent on the connections of the mount during the "
+        "workload (`ss -ti` `bytes_sent` of ganesha's or sshd's established sockets, after minus before; "
+        "includes RPC/SSH framing and encryption). lazystore also counts its own `upstream_bytes` "
+        "(`getfattr -n user.lazystore.stats`). \"read\" = total size of the distinct store files the "
+        "workload opens (strace of the native run; whole files, an upper bound of what it reads).\n")
+    add("| workload | store path size | files opened | bytes read | system | sent by server | ÷ read | "
+        "÷ store path | lazystore upstream_bytes | ÷ read |")
+    add("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for key in ("W2", "W3"):
+        w5 = results["w5"].get(key)
+        if not w5:
+            continue
+        for system, name in systems:
+            cell = cells.get(f"{key}|{system}")
+            if cell is None or system == "native":
+                continue
+            if cell["problem"]:
+                add(f"| {key} | {_fmt_b(w5['closure_bytes'])} | {w5['read_files']} | {_fmt_b(w5['read_bytes'])} | "
+                    f"{name} | {note(cell['problem'])} | | | | |")
+                continue
+            sent = _median(cell["server_bytes"])
+            up = _median(cell["upstream_bytes"])
+            add(f"| {key} | {_fmt_b(w5['closure_bytes'])} | {w5['read_files']} | {_fmt_b(w5['read_bytes'])} | "
+                f"{name} | {_fmt_b(sent)} | {sent / w5['read_bytes']:.2f}× | {sent / w5['closure_bytes']:.3f}× | "
+                + (f"{_fmt_b(up)} | {up / w5['read_bytes']:.2f}× |" if up is not None else "| |"))
+    add("")
+
+    # lazystore's own counters
+    fields = ("upstream_requests", "upstream_bytes", "served_bytes", "chunk_misses", "chunk_hits",
+              "readahead_chunks", "metadata_misses", "lookups")
+    add("## lazystore NFS counters per workload run (first run of each state; hot: all hot runs)\n")
+    add("Deltas of `user.lazystore.stats` over the timed command(s).\n")
+    add("| workload | state | " + " | ".join(fields) + " |")
+    add("|---|---|" + "---:|" * len(fields))
+    for key in keys:
+        cell = cells.get(f"{key}|lazystore-nfs")
+        if not cell:
+            continue
+        for state in STATES:
+            c = cell.get("counters", {}).get(state)
+            if c is None:
+                continue
+            add(f"| {key} | {state} | " + " | ".join(str(c.get(f, 0)) for f in fields) + " |")
+    add("")
+
+    # Targets
+    add("## Targets (lazystore NFS)\n")
+    add("| target | workload | measured | met |")
+    add("|---|---|---|---|")
+    lz = "lazystore-nfs"
+    peers = [s for s, _ in systems if s not in ("native", lz, "lazystore-http")]
+    names = dict((s, n) for s, n in systems)
+    for state, limit, label in (("hot", 1.1, "hot ≤ 1.1× native"), ("disk-warm", 2.0, "disk-warm ≤ 2× native")):
+        for key in keys:
+            ours, native = med.get((key, lz, state)), med.get((key, "native", state))
+            if ours is None or not native:
+                add(f"| {label} | {key} | no figure | **no** |")
+                continue
+            ratio = ours / native
+            add(f"| {label} | {key} | {ratio:.2f}× | {'yes' if ratio <= limit else f'**no** (+{(ratio / limit - 1) * 100:.0f} %)'} |")
+    for key in [k for k in keys if k in ("W1", "W2", "W3")]:
+        ours = med.get((key, lz, "cold"))
+        if ours is None:
+            add(f"| cold faster than every peer | {key} | no figure | **no** |")
+            continue
+        others = [(med[key, p, "cold"], names[p]) for p in peers if med.get((key, p, "cold")) is not None]
+        if not others:
+            add(f"| cold faster than every peer | {key} | no peer figure | – |")
+            continue
+        best, best_name = min(others)
+        add(f"| cold faster than every peer | {key} | {_fmt_s(ours)} vs best peer {best_name} {_fmt_s(best)} "
+            f"({ours / best:.2f}×) | {'yes' if ours < best else '**no**'} |")
+    for key in ("W2", "W3"):
+        cell, w5 = cells.get(f"{key}|{lz}"), results["w5"].get(key)
+        if not cell or not w5 or cell["problem"]:
+            continue
+        sent = _median(cell["server_bytes"])
+        ratio = sent / w5["read_bytes"]
+        add(f"| W5 ≤ 1.2× bytes read | {key} | {ratio:.2f}× (server sent {_fmt_b(sent)} for {_fmt_b(w5['read_bytes'])}) "
+            f"| {'yes' if ratio <= 1.2 else '**no**'} |")
+    if results.get("lazystore_problems"):
+        add("\nlazystore daemon problems seen: " + "; ".join(results["lazystore_problems"][:5]))
+    add("")
+    return "\n".join(lines)
+
+
+def chart(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    med = medians(results)
+    keys = results["workloads"]
+    systems = [(s, n) for s, n in results["systems"]
+               if s != "native" and not all(results["cells"].get(f"{k}|{s}", {}).get("problem") for k in keys)]
+    colors = {"lazystore-nfs": "#1f77b4", "lazystore-http": "#17becf", "sshfs": "#ff7f0e",
+              "sshfs-cached": "#d62728", "rclone": "#2ca02c"}
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), sharey=True)
+    width = 0.8 / max(1, len(systems))
+    for ax, state in zip(axes, STATES):
+        for i, (system, name) in enumerate(systems):
+            xs, ys, missing = [], [], []
+            for j, key in enumerate(keys):
+                ours, native = med.get((key, system, state)), med.get((key, "native", state))
+                x = j + (i - (len(systems) - 1) / 2) * width
+                if ours is None or not native:
+                    missing.append(x)
+                else:
+                    xs.append(x)
+                    ys.append(ours / native)
+            ax.bar(xs, ys, width, label=name, color=colors.get(system))
+            for x in missing:
+                ax.text(x, 1.0, "×", ha="center", va="bottom", color=colors.get(system), fontsize=9)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_ylim(0.5, 100)
+        ax.set_yticks([0.5, 1, 2, 5, 10, 20, 50, 100])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(state)
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels(keys, fontsize=8)
+        ax.grid(axis="y", which="major", alpha=0.3)
+    axes[0].set_ylabel("time ÷ native (log; lower is better)")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"lazystore vs peers, medians (× = cannot run); load {results['load_start']} → {results['load_end']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    # Regenerates results.md and results.png from a results.json: suite_report.py JSON OUTDIR
+    import json
+    import os
+    import sys
+    with open(sys.argv[1]) as f:
+        data = json.load(f)
+    with open(os.path.join(sys.argv[2], "results.md"), "w") as f:
+        f.write(markdown(data))
+    chart(data, os.path.join(sys.argv[2], "results.png"))

@@ -1,0 +1,152 @@
+"""A real HTTP server for the tests: nginx serving a Nix binary cache directory on 127.0.0.1.
+
+nginx serves Range requests (`python3 -m http.server` does not). Every file lives under the
+server's own work directory (config, pid, logs, temp paths); `daemon off;` keeps it our child, so
+it is stopped by its pid. The access log records `$body_bytes_sent` per request, so a test can
+count the bytes served.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+START_DEADLINE = 20.0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Nginx:
+    def __init__(self, root, work, port=None):
+        self.root = root
+        self.work = work
+        self.port = port or free_port()
+        self.process = None
+        os.makedirs(work, exist_ok=True)
+        for sub in ("client", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
+            os.makedirs(os.path.join(work, sub), exist_ok=True)
+        self.access_log = os.path.join(work, "logs", "access.log")
+        self.error_log = os.path.join(work, "logs", "error.log")
+        self.config = os.path.join(work, "nginx.conf")
+        with open(self.config, "w") as f:
+            f.write(f"""
+user root;
+daemon off;
+master_process off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {self.error_log} warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/client;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  log_format bytes '$request_method $uri $status $body_bytes_sent "$http_range"';
+  default_type application/octet-stream;
+  keepalive_requests 100000;
+  server {{
+    listen 127.0.0.1:{self.port};
+    root {root};
+    access_log {self.access_log} bytes;
+    location / {{ }}
+  }}
+}}
+""")
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        assert self.process is None
+        err = open(os.path.join(self.work, "logs", "stderr"), "ab")
+        self.process = subprocess.Popen(["nginx", "-c", self.config, "-p", self.work + "/"],
+                                        stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        err.close()
+        deadline = time.monotonic() + START_DEADLINE
+        while not _port_open(self.port):
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise RuntimeError(f"nginx exited {code}:\n{self.errors()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nginx not listening after {START_DEADLINE} s:\n{self.errors()}")
+            time.sleep(0.02)  # polling interval, bounded by the deadline
+        return self
+
+    def stop(self):
+        """SIGKILL the master by its pid (the worker exits with it); the port is then closed."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGQUIT)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+        deadline = time.monotonic() + START_DEADLINE
+        while _port_open(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx port {self.port} still open after stop")
+            time.sleep(0.02)
+
+    def kill(self):
+        """Sudden death: SIGKILL to the master; the worker notices and exits too."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = None
+        deadline = time.monotonic() + START_DEADLINE
+        while _port_open(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx port {self.port} still open after kill")
+            time.sleep(0.02)
+
+    def errors(self):
+        out = ""
+        for path in (self.error_log, os.path.join(self.work, "logs", "stderr")):
+            try:
+                with open(path, errors="replace") as f:
+                    out += f.read()
+            except OSError:
+                pass
+        return out
+
+    def requests(self):
+        """[(method, uri, status, body bytes, range)] served so far (nginx writes each at once)."""
+        out = []
+        try:
+            with open(self.access_log) as f:
+                for line in f:
+                    parts = line.split(" ", 4)
+                    if len(parts) == 5:
+                        out.append((parts[0], parts[1], int(parts[2]), int(parts[3]),
+                                    parts[4].strip().strip('"')))
+        except OSError:
+            pass
+        return out
+
+    def bytes_served(self, suffix=None):
+        return sum(r[3] for r in self.requests() if suffix is None or r[1].endswith(suffix))
+
+    def close(self):
+        self.stop()

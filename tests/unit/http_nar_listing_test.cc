@@ -1,0 +1,108 @@
+// The `.ls` NAR listing parser: what Nix writes, and hostile input (bounded, never a crash).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "nar_listing.h"
+
+namespace lazystore {
+namespace {
+
+TEST(NarListing, ParsesWhatNixWrites) {
+  std::ifstream in(std::string(HTTP_TEST_DATA) + "/signed.ls", std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto tree = parse_nar_listing(ss.str());
+  ASSERT_TRUE(tree) << tree.error().message;
+  auto a = tree->resolve("a");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(tree->nodes[*a].type, NodeType::Regular);
+  EXPECT_EQ(tree->nodes[*a].size, 6u);
+  EXPECT_EQ(tree->nodes[*a].nar_offset, 232u);
+  EXPECT_FALSE(tree->nodes[*a].executable);
+  auto l = tree->resolve("l");
+  ASSERT_TRUE(l);
+  EXPECT_EQ(tree->nodes[*l].type, NodeType::Symlink);
+  EXPECT_EQ(tree->nodes[*l].target, "a");
+}
+
+TEST(NarListing, SingleFileAndSymlinkRoots) {
+  auto file = parse_nar_listing(R"({"version":1,"root":{"type":"regular","size":5,"executable":true,"narOffset":96}})");
+  ASSERT_TRUE(file) << file.error().message;
+  EXPECT_EQ(file->nodes[0].type, NodeType::Regular);
+  EXPECT_TRUE(file->nodes[0].executable);
+  EXPECT_EQ(file->nodes[0].nar_offset, 96u);
+  auto link = parse_nar_listing(R"({"version":1,"root":{"type":"symlink","target":"/nix/store/x"}})");
+  ASSERT_TRUE(link);
+  EXPECT_EQ(link->nodes[0].target, "/nix/store/x");
+  auto nested = parse_nar_listing(
+      R"({"version":1,"root":{"type":"directory","entries":{"d":{"type":"directory","entries":{"f":{"type":"regular","size":0,"narOffset":400}}},"e":{"type":"directory"}}}})");
+  ASSERT_TRUE(nested) << nested.error().message;
+  EXPECT_TRUE(nested->resolve("d/f"));
+  EXPECT_TRUE(nested->resolve("e"));
+}
+
+TEST(NarListing, RefusesHostileInput) {
+  for (const std::string& text : {
+           std::string(""), std::string("null"), std::string("[]"), std::string("{"),
+           std::string(R"({"version":2,"root":{"type":"regular","size":1}})"),
+           std::string(R"({"version":1})"),
+           std::string(R"({"version":1,"root":{"type":"fifo"}})"),
+           std::string(R"({"version":1,"root":{"type":"regular"}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":-1}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":"1"}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":1,"narOffset":-5}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":1,"executable":"yes"}})"),
+           std::string(R"({"version":1,"root":{"type":"symlink"}})"),
+           std::string(R"({"version":1,"root":{"type":"symlink","target":""}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":[]}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{"..":{"type":"regular","size":1}}}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{".":{"type":"regular","size":1}}}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{"a/b":{"type":"regular","size":1}}}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{"":{"type":"regular","size":1}}}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{"a\u0000b":{"type":"regular","size":1}}}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{"a":5}}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{"a":{"type":"symlink","target":"x\u0000y"}}}})"),
+       }) {
+    EXPECT_FALSE(parse_nar_listing(text)) << text;
+  }
+}
+
+TEST(NarListing, BoundsNestingAndNames) {
+  // 100000 nested arrays: refused before the JSON parser recurses.
+  std::string deep = R"({"version":1,"root":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  EXPECT_FALSE(parse_nar_listing(deep));
+  // Directories nested past Tree::kMaxDepth.
+  std::string nested = R"({"version":1,"root":)";
+  std::string close;
+  for (size_t i = 0; i < Tree::kMaxDepth + 2; ++i) {
+    nested += R"({"type":"directory","entries":{"d":)";
+    close += "}}";
+  }
+  nested += R"({"type":"regular","size":1})" + close + "}";
+  EXPECT_FALSE(parse_nar_listing(nested));
+  std::string long_name(Tree::kMaxNameLength + 1, 'n');
+  EXPECT_FALSE(parse_nar_listing(R"({"version":1,"root":{"type":"directory","entries":{")" + long_name +
+                                 R"(":{"type":"regular","size":1}}}})"));
+  std::string long_target(Tree::kMaxTargetLength + 1, 't');
+  EXPECT_FALSE(parse_nar_listing(R"({"version":1,"root":{"type":"symlink","target":")" + long_target + R"("}})"));
+}
+
+TEST(NarListing, ManyEntriesStayCorrect) {
+  std::string text = R"({"version":1,"root":{"type":"directory","entries":{)";
+  for (int i = 0; i < 20000; ++i) {
+    if (i) text += ",";
+    text += "\"f" + std::to_string(i) + R"(":{"type":"regular","size":1,"narOffset":)" + std::to_string(1000 + i * 128) + "}";
+  }
+  text += "}}}";
+  auto tree = parse_nar_listing(text);
+  ASSERT_TRUE(tree) << tree.error().message;
+  EXPECT_EQ(tree->nodes.size(), 20001u);
+  auto f = tree->resolve("f19999");
+  ASSERT_TRUE(f);
+  EXPECT_EQ(tree->nodes[*f].nar_offset, 1000u + 19999u * 128u);
+}
+
+}  // namespace
+}  // namespace lazystore
