@@ -51,7 +51,17 @@ int serve(const MountOptions& options, fuse_args& args) {
 
   auto control = ControlServer::open(options.control_socket,
                                     {stats, **cache, **metadata, upstream, options.mountpoint});
-  if (!control) return fail(control.error());
+  std::unique_ptr<ControlServer> control_server;
+  if (control) {
+    control_server = std::move(*control);
+  } else if (options.control_socket_given) {
+    return fail(control.error());
+  } else {
+    // The default path (under the cache directory) may be too long for a unix socket: the
+    // store is still served, only lazystore-ctl cannot reach it.
+    LOG_WARNING("%s: lazystore-ctl is disabled (choose a socket with -o control=PATH)",
+                control.error().message.c_str());
+  }
 
   Filesystem filesystem(options, upstream, **metadata, **cache, stats);
   const fuse_lowlevel_ops& ops = Filesystem::operations();
@@ -69,7 +79,7 @@ int serve(const MountOptions& options, fuse_args& args) {
   if (!options.foreground) set_log_to_syslog(true);  // stderr is /dev/null from here on
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
   (*cache)->start_workers(kPrefetchThreads);
-  (*control)->start();
+  if (control_server) control_server->start();
 
   int status;
   if (options.single_thread) {
@@ -81,7 +91,7 @@ int serve(const MountOptions& options, fuse_args& args) {
     fuse_loop_cfg_set_idle_threads(config.get(), 16);
     status = fuse_session_loop_mt(session.get(), config.get());
   }
-  (*control)->stop();
+  if (control_server) control_server->stop();
   (*cache)->stop_workers();
   fuse_session_unmount(session.get());
   fuse_remove_signal_handlers(session.get());

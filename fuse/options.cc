@@ -200,6 +200,7 @@ Result<MountOptions> parse_mount_options(fuse_args& args) {
   options.control_socket = options.cache_dir + "/control.sock";
   if (raw.control) {
     options.control_socket = raw.control;
+    options.control_socket_given = true;
     if (options.control_socket.empty() || options.control_socket[0] != '/') {
       return make_error(EINVAL, "control=" + options.control_socket + " must be an absolute path");
     }
