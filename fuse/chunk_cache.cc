@@ -33,7 +33,7 @@ class CachedFile {
   const uint32_t chunk_size;
   const uint32_t chunks;
 
-  std::mutex mutex;  // guards state, hashes, fd creation
+  mutable std::mutex mutex;  // guards state, hashes, fd creation
   std::condition_variable changed;
   std::vector<uint8_t> state;
   std::vector<uint64_t> hashes;
@@ -261,7 +261,7 @@ uint64_t ChunkCache::used_bytes() const {
 }
 
 uint64_t ChunkCache::cached_bytes(const CachedFile& file) const {
-  auto& f = const_cast<CachedFile&>(file);
+  const CachedFile& f = file;
   std::lock_guard lock(f.mutex);
   uint64_t bytes = 0;
   for (uint32_t i = 0; i < f.chunks; ++i) {

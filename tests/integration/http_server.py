@@ -102,11 +102,7 @@ http {{
             self.process.kill()
             self.process.wait(timeout=10)
         self.process = None
-        deadline = time.monotonic() + START_DEADLINE
-        while _port_open(self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx port {self.port} still open after stop")
-            time.sleep(0.02)
+        self._wait_port_closed("stop")
 
     def kill(self):
         """Sudden death: SIGKILL to the master; the worker notices and exits too."""
@@ -115,10 +111,13 @@ http {{
         self.process.kill()
         self.process.wait(timeout=10)
         self.process = None
+        self._wait_port_closed("kill")
+
+    def _wait_port_closed(self, after):
         deadline = time.monotonic() + START_DEADLINE
         while _port_open(self.port):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx port {self.port} still open after kill")
+                raise RuntimeError(f"nginx port {self.port} still open after {after}")
             time.sleep(0.02)
 
     def errors(self):
