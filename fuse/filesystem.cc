@@ -59,6 +59,38 @@ struct Filesystem::DirHandle {
   std::vector<std::pair<std::string, uint64_t>> entries;  // the top level: name, inode number
 };
 
+Filesystem::Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata,
+                       ChunkCache& cache, Stats& stats, uint64_t generation)
+    : options_(options), upstream_(upstream), metadata_(metadata), cache_(cache), stats_(stats),
+      files_(generation), dirs_(generation) {}
+
+Filesystem::~Filesystem() = default;
+
+std::optional<InodeRef> Filesystem::find_inode(uint64_t ino) {
+  if (auto ref = inodes_.find(ino)) return ref;
+  auto key = inodes_.restored_key(ino);
+  if (!key) return std::nullopt;
+  size_t slash = key->find('/');
+  auto path = StorePath::parse(key->substr(0, slash));
+  if (!path) return std::nullopt;
+  auto tree = metadata_.get(*path);
+  if (!tree) {
+    LOG_WARNING("inode of %s from before the restart: %s", key->c_str(), tree.error().message.c_str());
+    return std::nullopt;
+  }
+  uint32_t node = Tree::kRoot;
+  while (slash != std::string::npos) {
+    size_t next = key->find('/', slash + 1);
+    std::string_view name = std::string_view(*key).substr(slash + 1, next == std::string::npos ? std::string::npos : next - slash - 1);
+    auto child = (*tree)->tree.child(node, name);
+    if (!child) return std::nullopt;
+    node = *child;
+    slash = next;
+  }
+  inodes_.adopt(ino, *tree, node);
+  return InodeRef{*tree, node};
+}
+
 void Filesystem::reply_error(fuse_req_t req, int code) {
   if (code != ENOENT) stats_.errors++;
   fuse_reply_err(req, code);
@@ -139,7 +171,7 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     reply_node_entry(req, *tree, Tree::kRoot);
     return;
   }
-  auto ref = inodes_.find(parent);
+  auto ref = find_inode(parent);
   if (!ref) return reply_error(req, ESTALE);
   const Tree& tree = ref->tree->tree;
   if (tree.nodes[ref->node].type != NodeType::Directory) return reply_error(req, ENOTDIR);
@@ -159,14 +191,14 @@ void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
     fuse_reply_attr(req, &st, kRootAttrTimeout);
     return;
   }
-  auto ref = inodes_.find(ino);
+  auto ref = find_inode(ino);
   if (!ref) return reply_error(req, ESTALE);
   struct stat st = attributes(ino, *ref->tree, ref->node);
   fuse_reply_attr(req, &st, kForever);
 }
 
 void Filesystem::readlink(fuse_req_t req, fuse_ino_t ino) {
-  auto ref = ino == InodeTable::kRootInode ? std::nullopt : inodes_.find(ino);
+  auto ref = ino == InodeTable::kRootInode ? std::nullopt : find_inode(ino);
   if (!ref) return reply_error(req, ino == InodeTable::kRootInode ? EINVAL : ESTALE);
   const TreeNode& node = ref->tree->tree.nodes[ref->node];
   if (node.type != NodeType::Symlink) return reply_error(req, EINVAL);
@@ -175,23 +207,14 @@ void Filesystem::readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (ino == InodeTable::kRootInode) {
-    // A snapshot of the top level, so offsets stay meaningful while the store changes.
-    auto listed = metadata_.list_top();
-    if (!listed) {
-      LOG_WARNING("listing the store: %s", listed.error().message.c_str());
-      return reply_error(req, EIO);
-    }
-    auto handle = std::make_unique<DirHandle>();
-    handle->entries.reserve(listed->size());
-    for (const StorePath& path : *listed) {
-      handle->entries.emplace_back(path.base_name(), inodes_.number_of_key(path.base_name()));
-    }
-    fi->fh = reinterpret_cast<uint64_t>(handle.release());
+    auto handle = open_top();
+    if (!handle) return reply_error(req, EIO);
+    fi->fh = dirs_.insert(std::move(*handle));
     fi->cache_readdir = 0;
-    fuse_reply_open(req, fi);
+    if (fuse_reply_open(req, fi) != 0) dirs_.erase(fi->fh);
     return;
   }
-  auto ref = inodes_.find(ino);
+  auto ref = find_inode(ino);
   if (!ref) return reply_error(req, ESTALE);
   if (ref->tree->tree.nodes[ref->node].type != NodeType::Directory) return reply_error(req, ENOTDIR);
   fi->fh = 0;
@@ -221,8 +244,8 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
   };
 
   if (ino == InodeTable::kRootInode) {
-    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
-    if (!handle) return reply_error(req, EBADF);
+    auto handle = top_handle(fi->fh);
+    if (!handle) return reply_error(req, EIO);
     struct stat dir = root_attributes();
     for (off_t i = offset; i < static_cast<off_t>(handle->entries.size()) + 2; ++i) {
       bool fits;
@@ -241,7 +264,7 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
     return;
   }
 
-  auto ref = inodes_.find(ino);
+  auto ref = find_inode(ino);
   if (!ref) return reply_error(req, ESTALE);
   const StoreTreePtr& tree = ref->tree;
   const TreeNode& dir = tree->tree.nodes[ref->node];
@@ -278,8 +301,60 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
 }
 
 void Filesystem::releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  if (fi->fh != 0) dirs_.erase(fi->fh);
   fuse_reply_err(req, 0);
+}
+
+Result<std::shared_ptr<Filesystem::DirHandle>> Filesystem::open_top() {
+  // A snapshot of the top level, so offsets stay meaningful while the store changes.
+  auto listed = metadata_.list_top();
+  if (!listed) {
+    LOG_WARNING("listing the store: %s", listed.error().message.c_str());
+    return listed.error();
+  }
+  auto handle = std::make_shared<DirHandle>();
+  handle->entries.reserve(listed->size());
+  for (const StorePath& path : *listed) {
+    handle->entries.emplace_back(path.base_name(), inodes_.number_of_key(path.base_name()));
+  }
+  return handle;
+}
+
+std::shared_ptr<Filesystem::DirHandle> Filesystem::top_handle(uint64_t fh) {
+  if (auto handle = dirs_.find(fh)) return handle;
+  if (fh == 0) return nullptr;
+  // Opened before a restart: a fresh snapshot (offsets may shift if the store changed since).
+  auto handle = open_top();
+  if (!handle) return nullptr;
+  return dirs_.adopt(fh, std::move(*handle));
+}
+
+Result<std::shared_ptr<Filesystem::FileHandle>> Filesystem::open_file(const InodeRef& ref) {
+  auto handle = std::make_shared<FileHandle>();
+  handle->tree = ref.tree;
+  handle->node = ref.node;
+  const TreeNode& node = ref.tree->tree.nodes[ref.node];
+  if (node.size > 0) {
+    auto pinned = cache_.pin(file_key(*ref.tree, ref.node), node.size);
+    if (!pinned) {
+      LOG_ERROR("%s", pinned.error().message.c_str());
+      return pinned.error();
+    }
+    handle->file = std::move(*pinned);
+  }
+  return handle;
+}
+
+std::shared_ptr<Filesystem::FileHandle> Filesystem::file_handle(fuse_ino_t ino, uint64_t fh) {
+  if (auto handle = files_.find(fh)) return handle;
+  // Opened before a restart: the same file again, under the number the kernel holds.
+  auto ref = find_inode(ino);
+  if (!ref || ref->tree->tree.nodes[ref->node].type != NodeType::Regular) return nullptr;
+  auto handle = open_file(*ref);
+  if (!handle) return nullptr;
+  auto kept = files_.adopt(fh, *handle);
+  if (kept != *handle && (*handle)->file) cache_.release((*handle)->file);
+  return kept;
 }
 
 FetchFn Filesystem::fetcher(const StoreTreePtr& tree, uint32_t node) {
@@ -293,36 +368,26 @@ void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return reply_error(req, EROFS);
   }
   if (ino == InodeTable::kRootInode) return reply_error(req, EISDIR);
-  auto ref = inodes_.find(ino);
+  auto ref = find_inode(ino);
   if (!ref) return reply_error(req, ESTALE);
   const TreeNode& node = ref->tree->tree.nodes[ref->node];
   if (node.type == NodeType::Directory) return reply_error(req, EISDIR);
   if (node.type != NodeType::Regular) return reply_error(req, ELOOP);
-  auto handle = std::make_unique<FileHandle>();
-  handle->tree = ref->tree;
-  handle->node = ref->node;
-  if (node.size > 0) {
-    auto pinned = cache_.pin(file_key(*ref->tree, ref->node), node.size);
-    if (!pinned) {
-      LOG_ERROR("%s", pinned.error().message.c_str());
-      return reply_error(req, EIO);
-    }
-    handle->file = std::move(*pinned);
-  }
-  fi->fh = reinterpret_cast<uint64_t>(handle.get());
+  auto handle = open_file(*ref);
+  if (!handle) return reply_error(req, EIO);
+  fi->fh = files_.insert(*handle);
   fi->keep_cache = 1;  // the bytes of a store path never change
   fi->noflush = 1;
-  if (fuse_reply_open(req, fi) != 0) {
-    if (handle->file) cache_.release(handle->file);
-    return;
+  if (fuse_reply_open(req, fi) != 0) {  // the kernel did not take it
+    files_.erase(fi->fh);
+    if ((*handle)->file) cache_.release((*handle)->file);
   }
-  handle.release();
 }
 
-void Filesystem::read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t offset, fuse_file_info* fi) {
+void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   LatencyTimer timer(stats_.read_latency);
-  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
-  if (!handle) return reply_error(req, EBADF);
+  auto handle = file_handle(ino, fi->fh);
+  if (!handle) return reply_error(req, EIO);
   if (!handle->file || offset < 0) {
     fuse_reply_buf(req, nullptr, 0);
     return;
@@ -365,7 +430,7 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off
 }
 
 void Filesystem::release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  std::unique_ptr<FileHandle> handle(reinterpret_cast<FileHandle*>(fi->fh));
+  auto handle = files_.erase(fi->fh);
   if (handle && handle->file) cache_.release(handle->file);
   fuse_reply_err(req, 0);
 }
@@ -403,7 +468,7 @@ void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
     reply_xattr_value(req, stats_.to_json(cache_.used_bytes(), cache_.limit()), size);
     return;
   }
-  auto ref = inodes_.find(ino);
+  auto ref = find_inode(ino);
   if (!ref) return reply_error(req, ESTALE);
   const TreeNode& node = ref->tree->tree.nodes[ref->node];
   if (wanted != kCachedXattr || node.type != NodeType::Regular) {
@@ -424,7 +489,7 @@ void Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   std::string names;
   if (ino == InodeTable::kRootInode) {
     names = std::string(kStatsXattr) + '\0';
-  } else if (auto ref = inodes_.find(ino); ref && ref->tree->tree.nodes[ref->node].type == NodeType::Regular) {
+  } else if (auto ref = find_inode(ino); ref && ref->tree->tree.nodes[ref->node].type == NodeType::Regular) {
     names = std::string(kCachedXattr) + '\0';
   }
   reply_xattr_value(req, names, size);

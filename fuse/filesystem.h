@@ -6,6 +6,7 @@
 #include "options.h"
 
 #include "chunk_cache.h"
+#include "handle_table.h"
 #include "inode_table.h"
 #include "metadata_cache.h"
 #include "stats.h"
@@ -15,9 +16,10 @@ namespace lazystore {
 
 class Filesystem {
  public:
+  // `generation`: 1 for the first server of a mount, +1 for each one that took over after a crash.
   Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata,
-             ChunkCache& cache, Stats& stats)
-      : options_(options), upstream_(upstream), metadata_(metadata), cache_(cache), stats_(stats) {}
+             ChunkCache& cache, Stats& stats, uint64_t generation = 1);
+  ~Filesystem();
 
   static const fuse_lowlevel_ops& operations();
 
@@ -42,10 +44,20 @@ class Filesystem {
   // The ChunkCache key of a file: "<store path base name>/<relative path>".
   static std::string file_key(const StoreTree& tree, uint32_t node);
 
+  // The inode table, for a supervised server to attach the mount's inode journal to.
+  InodeTable& inodes() { return inodes_; }
+
  private:
   struct FileHandle;
   struct DirHandle;
   struct stat attributes(uint64_t ino, const StoreTree& tree, uint32_t node) const;
+  // An inode the kernel holds: from the table, or one an earlier server handed out (journal).
+  std::optional<InodeRef> find_inode(uint64_t ino);
+  // The handle behind a kernel `fh`, rebuilt from the inode if an earlier server opened it.
+  std::shared_ptr<FileHandle> file_handle(fuse_ino_t ino, uint64_t fh);
+  std::shared_ptr<DirHandle> top_handle(uint64_t fh);
+  Result<std::shared_ptr<FileHandle>> open_file(const InodeRef& ref);
+  Result<std::shared_ptr<DirHandle>> open_top();
   void reply_node_entry(fuse_req_t req, const StoreTreePtr& tree, uint32_t node);
   FetchFn fetcher(const StoreTreePtr& tree, uint32_t node);
   // Replies to getxattr/listxattr with `value` following the size-probe protocol.
@@ -57,6 +69,8 @@ class Filesystem {
   ChunkCache& cache_;
   Stats& stats_;
   InodeTable inodes_;
+  HandleTable<FileHandle> files_;
+  HandleTable<DirHandle> dirs_;
 };
 
 }  // namespace lazystore

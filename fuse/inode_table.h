@@ -4,6 +4,11 @@
 // path>", so a restarted daemon hands out the same numbers. A collision (two keys, one number)
 // is resolved by rehashing with a counter; that number then depends on which key came first.
 // An entry lives while the kernel holds a lookup on it and is dropped by forget().
+//
+// Under a supervisor every number handed out is also written to an InodeJournal. A server that
+// takes over after a crash loads it: the kernel still holds those numbers (and open files and
+// lookups on them), so find() misses are answered from the journal's keys (`restored_key`),
+// and `adopt` makes such an inode live for the rest of the mount (its lookup count is unknown).
 #pragma once
 
 #include <cstdint>
@@ -11,7 +16,10 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
+#include "inode_journal.h"
 #include "metadata_cache.h"
 
 namespace lazystore {
@@ -35,6 +43,12 @@ class InodeTable {
   void forget(uint64_t ino, uint64_t count);
   size_t size() const;
 
+  // Records every new number in `journal` from now on, after taking over `records`, the numbers
+  // an earlier server of this mount handed out. The journal outlives the table.
+  void attach_journal(InodeJournal& journal, std::vector<InodeJournal::Record> records);
+  std::optional<std::string> restored_key(uint64_t ino) const;
+  void adopt(uint64_t ino, const StoreTreePtr& tree, uint32_t node);
+
  private:
   struct Entry {
     InodeRef ref;
@@ -46,6 +60,9 @@ class InodeTable {
   mutable std::mutex mutex_;
   std::unordered_map<uint64_t, Entry> entries_;
   std::unordered_map<std::string, uint64_t> colliding_;  // keys that needed rehashing
+  InodeJournal* journal_ = nullptr;
+  std::unordered_set<uint64_t> journaled_;               // numbers already in the journal
+  std::unordered_map<uint64_t, std::string> restored_;   // earlier servers' numbers, not adopted
 };
 
 }  // namespace lazystore

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace lazystore {
 namespace {
@@ -20,6 +21,7 @@ struct RawOptions {
   char* nfsvers = nullptr;
   char* require_sigs = nullptr;
   char* control = nullptr;
+  char* supervise = nullptr;
   std::vector<std::string> trusted_public_keys;  // every trusted-public-keys= option, split
   std::string source;
   int nonopts = 0;
@@ -42,6 +44,7 @@ const fuse_opt kSpec[] = {
     LZ_OPT("vers=%s", nfsvers),
     LZ_OPT("control=%s", control),
     LZ_OPT("require-sigs=%s", require_sigs),
+    LZ_OPT("supervise=%s", supervise),
     // fuse_opt splits -o at commas, so several keys are separated by spaces or the option repeats.
     FUSE_OPT_KEY("trusted-public-keys=", kKeyTrustedKeys),
     // mount.fuse3 passes "dev,suid" (and fstab defaults "rw"); the store is always ro,nosuid,nodev.
@@ -139,6 +142,8 @@ void print_usage(const char* program) {
       "    -o require-sigs=true|false  refuse unsigned or badly signed paths (default true, as Nix)\n"
       "    -o log-level=LEVEL       error, warning, info or debug (default warning)\n"
       "    -o control=PATH          lazystore-ctl's unix socket (default CACHE/control.sock)\n"
+      "    -o supervise=true|false  keep the mount alive across a crash of the serving process:\n"
+      "                             a supervisor holds /dev/fuse and restarts it (default true)\n"
       "    -o allow_other           let other users (build actions) read the store\n"
       "    -o default_permissions   let the kernel check permissions\n"
       "    The mount is always ro,nosuid,nodev (rw, suid and dev are ignored).\n"
@@ -154,6 +159,16 @@ void print_usage(const char* program) {
       program);
 }
 
+FuseArgs::FuseArgs(const std::vector<std::string>& argv) {
+  for (const std::string& arg : argv) {
+    if (fuse_opt_add_arg(&args_, arg.c_str()) != 0) throw std::bad_alloc();
+  }
+}
+
+std::vector<std::string> FuseArgs::save(const fuse_args& args) {
+  return std::vector<std::string>(args.argv, args.argv + args.argc);
+}
+
 Result<MountOptions> parse_mount_options(fuse_args& args) {
   RawOptions raw;
   if (fuse_opt_parse(&args, &raw, kSpec, process_arg) != 0) {
@@ -161,7 +176,8 @@ Result<MountOptions> parse_mount_options(fuse_args& args) {
   }
   auto free_raw = [&raw] {
     for (char* p : {raw.cache, raw.cache_size, raw.chunk_size, raw.readahead, raw.negative_timeout,
-                    raw.upstream_timeout, raw.log_level, raw.nfsvers, raw.require_sigs, raw.control}) {
+                    raw.upstream_timeout, raw.log_level, raw.nfsvers, raw.require_sigs, raw.control,
+                    raw.supervise}) {
       std::free(p);
     }
   };
@@ -253,6 +269,13 @@ Result<MountOptions> parse_mount_options(fuse_args& args) {
       return make_error(EINVAL, std::string("require-sigs=") + raw.require_sigs + " must be true or false");
     }
     options.require_sigs = v == "true";
+  }
+  if (raw.supervise) {
+    std::string_view v(raw.supervise);
+    if (v != "true" && v != "false") {
+      return make_error(EINVAL, std::string("supervise=") + raw.supervise + " must be true or false");
+    }
+    options.supervise = v == "true";
   }
 
   // Forced and default mount options; fsname shows SOURCE in /proc/mounts (commas escaped).

@@ -38,6 +38,23 @@ struct MountOptions {
   bool show_version = false;
   unsigned max_threads = 64;
   bool clone_fd = true;
+  // A supervisor process mounts and holds /dev/fuse; the serving process is restarted on a crash.
+  bool supervise = true;
+};
+
+// A libfuse argument vector that owns its strings, made from a saved copy of the arguments:
+// each fuse_session_new() consumes the options it knows, and a supervised mount makes several.
+class FuseArgs {
+ public:
+  explicit FuseArgs(const std::vector<std::string>& argv);
+  ~FuseArgs() { fuse_opt_free_args(&args_); }
+  FuseArgs(const FuseArgs&) = delete;
+  FuseArgs& operator=(const FuseArgs&) = delete;
+  fuse_args* get() { return &args_; }
+  static std::vector<std::string> save(const fuse_args& args);
+
+ private:
+  fuse_args args_ = FUSE_ARGS_INIT(0, nullptr);
 };
 
 // "10G", "512M", "64K", "4096" → bytes (powers of 1024).

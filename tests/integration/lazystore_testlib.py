@@ -18,6 +18,7 @@ import json
 import os
 import random
 import re
+import signal
 import shutil
 import stat
 import subprocess
@@ -507,6 +508,31 @@ class Daemon:
             self.process = None
         if is_lazystore_mounted(self.mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], stderr=subprocess.DEVNULL)
+
+    def server_pid(self):
+        """The process that serves requests: the supervisor's child (None while none runs)."""
+        pid = self.process.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(p) for p in f.read().split()]
+        return children[0] if children else None
+
+    def kill_server(self):
+        """SIGKILL of the serving process only (the supervisor starts another); its pid."""
+        pid = self.server_pid()
+        if pid is None:
+            raise DaemonError("no server process to kill")
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def wait_for_server(self, not_pid, deadline=30.0):
+        """Waits until a server other than `not_pid` runs; returns its pid."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            pid = self.server_pid()
+            if pid is not None and pid != not_pid:
+                return pid
+            time.sleep(0.01)  # polling interval, bounded by the deadline
+        raise DaemonError(f"no new server {deadline} s after the old one died:\n{self.stderr()}")
 
     def stats(self):
         raw = os.getxattr(self.mountpoint, "user.lazystore.stats")

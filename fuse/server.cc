@@ -1,0 +1,157 @@
+#include "server.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <memory>
+#include <optional>
+
+#include "cache_directory.h"
+#include "chunk_cache.h"
+#include "control.h"
+#include "fd.h"
+#include "filesystem.h"
+#include "inode_journal.h"
+#include "log.h"
+#include "metadata_cache.h"
+#include "stats.h"
+#include "upstream/metered_upstream.h"
+
+namespace lazystore {
+namespace {
+
+constexpr unsigned kPrefetchThreads = 4;
+
+struct SessionDeleter {
+  void operator()(fuse_session* se) const { fuse_session_destroy(se); }
+};
+struct LoopConfigDeleter {
+  void operator()(fuse_loop_config* config) const { fuse_loop_cfg_destroy(config); }
+};
+
+int fail(const Error& error) {
+  LOG_ERROR("%s", error.message.c_str());
+  return 1;
+}
+
+// Once serving in the background: messages go to syslog, stdio to /dev/null.
+void detach_stdio() {
+  set_log_to_syslog(true);
+  Fd null(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!null) return;
+  for (int fd = 0; fd <= 2; ++fd) dup2(null.get(), fd);
+}
+
+}  // namespace
+
+int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv,
+          const Takeover* takeover) {
+  Stats stats;
+  UpstreamOptions upstream_options;
+  upstream_options.timeout_seconds = options.upstream_timeout;
+  upstream_options.nfs_version = options.nfs_version;
+  upstream_options.trusted_public_keys = options.trusted_public_keys;
+  upstream_options.require_sigs = options.require_sigs;
+  upstream_options.spool_dir = options.cache_dir + "/http-spool";
+  upstream_options.stats = &stats;
+  auto made = make_upstream(options.source, upstream_options);
+  if (!made) return fail(made.error());
+  MeteredUpstream upstream(std::move(*made), stats);
+
+  auto directory = CacheDirectory::open(options.cache_dir);
+  if (!directory) return fail(directory.error());
+  auto metadata = MetadataCache::open(upstream, directory->meta_dir(), options.negative_timeout, stats);
+  if (!metadata) return fail(metadata.error());
+  auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
+  if (!cache) return fail(cache.error());
+
+  auto control = ControlServer::open(options.control_socket,
+                                    {stats, **cache, **metadata, upstream, options.mountpoint});
+  std::unique_ptr<ControlServer> control_server;
+  if (control) {
+    control_server = std::move(*control);
+  } else if (options.control_socket_given) {
+    return fail(control.error());
+  } else {
+    // The default path (under the cache directory) may be too long for a unix socket: the
+    // store is still served, only lazystore-ctl cannot reach it.
+    LOG_WARNING("%s: lazystore-ctl is disabled (choose a socket with -o control=PATH)",
+                control.error().message.c_str());
+  }
+
+  std::optional<InodeJournal> journal;  // outlives the filesystem's inode table
+  Filesystem filesystem(options, upstream, **metadata, **cache, stats, takeover ? takeover->generation : 1);
+  if (takeover) {
+    std::vector<InodeJournal::Record> records;
+    auto opened = InodeJournal::open(takeover->journal_fd, records);
+    if (!opened) return fail(opened.error());
+    journal.emplace(std::move(*opened));
+    if (!records.empty()) LOG_INFO("taking over %zu inodes from the server before", records.size());
+    filesystem.inodes().attach_journal(*journal, std::move(records));
+  }
+
+  const fuse_lowlevel_ops& ops = Filesystem::operations();
+  FuseArgs args(fuse_argv);
+  std::unique_ptr<fuse_session, SessionDeleter> session(fuse_session_new(args.get(), &ops, sizeof ops, &filesystem));
+  if (!session) return fail(make_error(EINVAL, "cannot start the FUSE session (see the messages above)"));
+  if (fuse_set_signal_handlers(session.get()) != 0) return fail(make_error(EIO, "cannot set signal handlers"));
+  struct SignalHandlers {
+    fuse_session* session;
+    ~SignalHandlers() { fuse_remove_signal_handlers(session); }
+  } handlers{session.get()};
+
+  // Under a supervisor the mount exists already: libfuse takes its descriptor as /dev/fd/N.
+  std::string mount_target =
+      takeover ? "/dev/fd/" + std::to_string(takeover->fuse_fd) : options.mountpoint;
+  if (fuse_session_mount(session.get(), mount_target.c_str()) != 0) {
+    return fail(make_error(EIO, "cannot mount on " + options.mountpoint));
+  }
+  if (!takeover) {
+    LOG_INFO("serving %s at %s (cache %s, %llu bytes)", upstream.describe().c_str(),
+             options.mountpoint.c_str(), options.cache_dir.c_str(),
+             static_cast<unsigned long long>(options.cache_size));
+    fuse_daemonize(options.foreground ? 1 : 0);
+    if (!options.foreground) set_log_to_syslog(true);  // stderr is /dev/null from here on
+  } else {
+    if (auto started = start_session(session.get(), takeover->fuse_fd, *takeover->init,
+                                     takeover->generation > 1);
+        !started) {
+      return fail(started.error());
+    }
+    LOG_INFO("serving %s at %s (cache %s, %llu bytes; server %llu of this mount)",
+             upstream.describe().c_str(), options.mountpoint.c_str(), options.cache_dir.c_str(),
+             static_cast<unsigned long long>(options.cache_size),
+             static_cast<unsigned long long>(takeover->generation));
+    if (takeover->ready_fd >= 0) {
+      char ready = 1;
+      (void)!write(takeover->ready_fd, &ready, 1);
+      close(takeover->ready_fd);
+    }
+    if (!options.foreground) detach_stdio();
+  }
+  // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
+  (*cache)->start_workers(kPrefetchThreads);
+  if (control_server) control_server->start();
+
+  int status;
+  if (options.single_thread) {
+    status = fuse_session_loop(session.get());
+  } else {
+    std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
+    // Under a supervisor every thread reads the supervisor's descriptor: requests a dead server
+    // had read stay queued on it (a clone would take them with it) and can be resent.
+    fuse_loop_cfg_set_clone_fd(config.get(), options.clone_fd && !takeover ? 1 : 0);
+    fuse_loop_cfg_set_max_threads(config.get(), options.max_threads);
+    fuse_loop_cfg_set_idle_threads(config.get(), 16);
+    status = fuse_session_loop_mt(session.get(), config.get());
+  }
+  if (control_server) control_server->stop();
+  (*cache)->stop_workers();
+  if (!takeover) {
+    fuse_session_unmount(session.get());
+    LOG_INFO("unmounted %s", options.mountpoint.c_str());
+  }
+  return status == 0 ? 0 : 1;
+}
+
+}  // namespace lazystore

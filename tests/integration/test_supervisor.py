@@ -1,0 +1,213 @@
+#!/usr/bin/python3
+"""kill -9 of the process that serves FUSE requests does not end the mount: the supervisor (the
+process that mounted and holds /dev/fuse) starts another server on the same session, with the
+same inode numbers, file handles and cache. Open files keep reading correct bytes; requests in
+flight at the kill are resent by the kernel (FUSE_NOTIFY_RESEND) and answered by the next
+server; a daemonized mount and its supervisor end cleanly with the mount.
+LAZYSTORE_SERVER_KILLS sets the number of kills of the kill loop (default 20)."""
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+from lazystore_testlib import MiB, LazystoreTestCase, is_lazystore_mounted, main, read_file, \
+    regular_files, tree_differences
+from nfs_server import Ganesha
+
+KILLS = int(os.environ.get("LAZYSTORE_SERVER_KILLS", "20"))
+KILLED = (r"lazystore: error: the server of .* was killed by signal 9",)
+
+
+class SupervisorTest(LazystoreTestCase):
+
+    def test_killed_server_is_replaced_and_open_files_keep_reading(self):
+        daemon = self.mount(allowed_stderr=KILLED)
+        misc, include, python = (self.fixture.paths[k] for k in ("misc", "include", "python"))
+        big_source = os.path.join(self.fixture.store, misc, "big.bin")
+        expected = read_file(big_source)
+        big = open(daemon.path(misc, "big.bin"), "rb")
+        self.addCleanup(big.close)
+        head = big.read(3 * MiB)
+        include_fd = os.open(daemon.path(include), os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, include_fd)
+        top = os.scandir(daemon.mountpoint)  # a top-level listing open across the kill
+        self.addCleanup(top.close)
+        first = next(top).name
+        inodes = {p: os.stat(daemon.path(p)).st_ino for p in (misc, include, f"{misc}/big.bin")}
+        supervisor = daemon.process.pid
+
+        old = daemon.kill_server()
+        killed_at = time.monotonic()
+        # A new operation on a path never looked up before: answered by the next server.
+        names = os.listdir(daemon.path(python))
+        recovered = time.monotonic() - killed_at
+        new = daemon.wait_for_server(old)
+        print(f"\nfirst new operation answered {recovered * 1000:.0f} ms after kill -9 of the server")
+        self.assertLess(recovered, 10.0)
+        self.assertEqual(sorted(names), sorted(os.listdir(os.path.join(self.fixture.store, python))))
+
+        # What was open before the kill goes on.
+        self.assertEqual(head + big.read(), expected)
+        self.assertEqual(sorted(os.listdir(include_fd)),
+                         sorted(os.listdir(os.path.join(self.fixture.store, include))))
+        rest = [first] + [entry.name for entry in top]
+        self.assertEqual(sorted(rest), sorted(os.listdir(daemon.mountpoint)))
+        self.assertEqual({p: os.stat(daemon.path(p)).st_ino for p in inodes}, inodes)
+        self.assertEqual(tree_differences(os.path.join(self.fixture.store, include),
+                                          daemon.path(include)), [])
+        self.assertEqual(daemon.process.pid, supervisor)
+        self.assertNotEqual(new, old)
+        self.assertIn("serves again", daemon.stderr())
+
+    def test_requests_in_flight_at_the_kill_are_answered(self):
+        export = self.private_upstream("export")
+        server = Ganesha.v4(export, os.path.join(self.work, "ganesha"))
+        self.addCleanup(server.close)
+        misc = self.fixture.paths["misc"]
+        daemon = self.mount(source=server.url(4), options={"upstream-timeout": 60},
+                            allowed_stderr=KILLED)
+        path = daemon.path(misc, "big.bin")
+        os.stat(path)  # metadata fetched, no content
+        expected = read_file(os.path.join(export, misc, "big.bin"))[:2 * MiB]
+        result = {}
+
+        def reader():
+            try:
+                with open(path, "rb") as f:
+                    result["data"] = f.read(2 * MiB)
+            except OSError as e:
+                result["error"] = e
+
+        server.freeze()  # the server reads the request, then waits for the frozen NFS server
+        thread = threading.Thread(target=reader)
+        thread.start()
+        time.sleep(1.0)
+        self.assertTrue(thread.is_alive(), f"the read did not wait for the frozen server: {result}")
+        old = daemon.kill_server()
+        daemon.wait_for_server(old)
+        time.sleep(0.5)
+        server.thaw()
+        thread.join(90)
+        self.assertFalse(thread.is_alive(), "the read in flight at the kill never finished")
+        self.assertNotIn("error", result)
+        self.assertEqual(result["data"], expected)
+
+    def test_kill_loop_readers_see_no_error_and_no_wrong_byte(self):
+        misc, python = self.fixture.paths["misc"], self.fixture.paths["python"]
+        source = self.fixture.store
+        files = [(misc, rel) for rel in regular_files(os.path.join(source, misc))]
+        files += [(python, rel) for rel in regular_files(os.path.join(source, python))][:300]
+        expected = {key: read_file(os.path.join(source, *key)) for key in files}
+        # Small chunks and read-ahead: many fills in flight when a kill lands.
+        daemon = self.mount(options={"chunk-size": "64K", "readahead": 8}, allowed_stderr=KILLED)
+        stop = threading.Event()
+        problems, reads = [], [0] * 4
+
+        def reader(index):
+            r = random.Random(index)
+            while not stop.is_set():
+                key = r.choice(files)
+                data = expected[key]
+                try:
+                    with open(daemon.path(*key), "rb") as f:  # open across several kills
+                        for _ in range(r.randrange(1, 20)):
+                            offset = r.randrange(0, max(1, len(data)))
+                            length = r.choice((1, 4096, 65536, MiB))
+                            f.seek(offset)
+                            if f.read(length) != data[offset:offset + length]:
+                                problems.append(f"wrong bytes: {key} at {offset}+{length}")
+                            reads[index] += 1
+                except OSError as e:
+                    problems.append(f"{key}: {e}")
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(len(reads))]
+        for t in threads:
+            t.start()
+        rng = random.Random(20261125)
+        try:
+            for _ in range(KILLS):
+                time.sleep(rng.uniform(0.05, 0.8))
+                daemon.wait_for_server(daemon.kill_server())
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(120)
+        print(f"\n{KILLS} kills of the server, {sum(reads)} reads compared, "
+              f"{len(problems)} errors or wrong bytes")
+        self.assertEqual(problems[:20], [])
+        self.assertGreater(sum(reads), KILLS)
+
+    def test_daemonized_mount_survives_a_kill_and_ends_with_the_unmount(self):
+        mountpoint = os.path.join(self.work, "mnt")
+        cache = os.path.join(self.work, "cache")
+        os.makedirs(mountpoint)
+        argv = [os.environ["LAZYSTORE_BIN"], self.fixture.store, mountpoint, "-o", f"cache={cache}"]
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=60)
+        self.addCleanup(subprocess.run, ["fusermount3", "-u", "-z", mountpoint],
+                        stderr=subprocess.DEVNULL)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertTrue(is_lazystore_mounted(mountpoint))
+        processes = self.processes_of(mountpoint)
+        self.assertEqual(len(processes), 2, processes)  # the supervisor and its server
+        supervisor = min(processes, key=lambda pid: self.parent_of(pid) in processes)
+        server = [pid for pid in processes if pid != supervisor][0]
+        os.kill(server, signal.SIGKILL)
+        misc = self.fixture.paths["misc"]
+        self.assertEqual(read_file(os.path.join(mountpoint, misc, "big.bin"))[:MiB],
+                         read_file(os.path.join(self.fixture.store, misc, "big.bin"))[:MiB])
+        subprocess.run(["fusermount3", "-u", mountpoint], check=True)
+        end = time.monotonic() + 30
+        while self.processes_of(mountpoint) and time.monotonic() < end:
+            time.sleep(0.05)  # polling interval, bounded by the deadline
+        self.assertEqual(self.processes_of(mountpoint), [], "processes left after the unmount")
+
+    def test_start_failure_is_reported_and_leaves_no_mount(self):
+        mountpoint = os.path.join(self.work, "mnt")
+        os.makedirs(mountpoint)
+        blocker = os.path.join(self.work, "not-a-directory")
+        open(blocker, "w").close()
+        for foreground in ([], ["-f"]):
+            argv = [os.environ["LAZYSTORE_BIN"], self.fixture.store, mountpoint,
+                    "-o", f"cache={blocker}/cache", *foreground]
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=60)
+            self.assertEqual(done.returncode, 1, done.stderr)
+            self.assertIn("lazystore: error: cache directory", done.stderr)
+            self.assertFalse(is_lazystore_mounted(mountpoint))
+            self.assertEqual(self.processes_of(mountpoint), [])
+
+    def test_sigterm_to_the_supervisor_unmounts(self):
+        daemon = self.mount()
+        daemon.process.send_signal(signal.SIGTERM)
+        self.assertEqual(daemon.process.wait(30), 0)
+        self.assertFalse(is_lazystore_mounted(daemon.mountpoint))
+        daemon.process = None
+
+    @staticmethod
+    def processes_of(mountpoint):
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0] == os.environ["LAZYSTORE_BIN"].encode() and \
+                    mountpoint.encode() in argv:
+                found.append(int(entry))
+        return found
+
+    @staticmethod
+    def parent_of(pid):
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+if __name__ == "__main__":
+    main()
