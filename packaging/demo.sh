@@ -430,6 +430,21 @@ main() {
     info "\$ lazystore-ctl verify"
     ctl verify | sed 's/^/    | /'
 
+    step "kill -9 of the serving process while the program runs: the mount lives on"
+    local server
+    server=$(awk '{print $1}' "/proc/$DAEMON_PID/task/$DAEMON_PID/children")
+    [[ $server =~ ^[0-9]+$ ]] || die "no serving process under the supervisor (pid $DAEMON_PID)"
+    ctl evict >/dev/null  # a cold run again: the kill lands while it fetches
+    run_program killed &
+    local program=$!
+    sleep 0.3
+    info "\$ kill -9 $server   # the server; the supervisor (pid $DAEMON_PID) holds the mount"
+    kill -9 "$server"
+    wait "$program" || die "the program failed across the kill of the server"
+    cmp -s "$TMP/out.cold" "$TMP/out.killed" || die "the program printed something else across the kill"
+    info "same output; the supervisor started server pid $(awk '{print $1}' "/proc/$DAEMON_PID/task/$DAEMON_PID/children")"
+    grep -E 'killed by signal|serves again' "$TMP/lazystore.log" | sed 's/^/    | /'
+
     step "unmounting"
     unmount_lazystore
 }
