@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <fcntl.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -63,6 +64,14 @@ void set_log_to_syslog(bool enabled) {
   std::lock_guard lock(g_mutex);
   if (enabled && !g_syslog) openlog(g_program.c_str(), LOG_PID | LOG_NDELAY, LOG_DAEMON);
   g_syslog = enabled;
+}
+
+void detach_to_syslog() {
+  set_log_to_syslog(true);
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null < 0) return;
+  for (int fd = 0; fd <= 2; ++fd) dup2(null, fd);
+  if (null > 2) close(null);
 }
 
 void log_printf(LogLevel level, const char* format, ...) {

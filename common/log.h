@@ -14,6 +14,8 @@ bool parse_log_level(std::string_view text, LogLevel& out);
 void set_log_program(std::string_view name);  // the prefix, default "lazystore"
 // A daemon without a terminal logs to syslog (facility daemon) instead of stderr.
 void set_log_to_syslog(bool enabled);
+// A process that goes on in the background: messages to syslog, stdin/stdout/stderr /dev/null.
+void detach_to_syslog();
 void log_printf(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace lazystore

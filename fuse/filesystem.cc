@@ -79,13 +79,13 @@ std::optional<InodeRef> Filesystem::find_inode(uint64_t ino) {
     return std::nullopt;
   }
   uint32_t node = Tree::kRoot;
-  while (slash != std::string::npos) {
-    size_t next = key->find('/', slash + 1);
-    std::string_view name = std::string_view(*key).substr(slash + 1, next == std::string::npos ? std::string::npos : next - slash - 1);
-    auto child = (*tree)->tree.child(node, name);
+  std::string_view rest = slash == std::string::npos ? std::string_view() : std::string_view(*key).substr(slash + 1);
+  while (!rest.empty()) {
+    size_t end = rest.find('/');
+    auto child = (*tree)->tree.child(node, rest.substr(0, end));
     if (!child) return std::nullopt;
     node = *child;
-    slash = next;
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
   }
   inodes_.adopt(ino, *tree, node);
   return InodeRef{*tree, node};

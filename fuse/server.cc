@@ -1,6 +1,5 @@
 #include "server.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <memory>
@@ -9,7 +8,6 @@
 #include "cache_directory.h"
 #include "chunk_cache.h"
 #include "control.h"
-#include "fd.h"
 #include "filesystem.h"
 #include "inode_journal.h"
 #include "log.h"
@@ -32,14 +30,6 @@ struct LoopConfigDeleter {
 int fail(const Error& error) {
   LOG_ERROR("%s", error.message.c_str());
   return 1;
-}
-
-// Once serving in the background: messages go to syslog, stdio to /dev/null.
-void detach_stdio() {
-  set_log_to_syslog(true);
-  Fd null(open("/dev/null", O_RDWR | O_CLOEXEC));
-  if (!null) return;
-  for (int fd = 0; fd <= 2; ++fd) dup2(null.get(), fd);
 }
 
 }  // namespace
@@ -127,7 +117,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
       (void)!write(takeover->ready_fd, &ready, 1);
       close(takeover->ready_fd);
     }
-    if (!options.foreground) detach_stdio();
+    if (!options.foreground) detach_to_syslog();
   }
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
   (*cache)->start_workers(kPrefetchThreads);

@@ -109,13 +109,6 @@ int daemonize(Fd& report) {
   return -1;
 }
 
-void detach_stdio() {
-  set_log_to_syslog(true);
-  Fd null(open("/dev/null", O_RDWR | O_CLOEXEC));
-  if (!null) return;
-  for (int fd = 0; fd <= 2; ++fd) dup2(null.get(), fd);
-}
-
 class Supervisor {
  public:
   Supervisor(const MountOptions& options, const std::vector<std::string>& fuse_argv, Fd report)
@@ -293,7 +286,7 @@ int Supervisor::run() {
         if (!ever_served_) {
           ever_served_ = true;
           write_byte(report_, 0);
-          if (!options_.foreground) detach_stdio();
+          if (!options_.foreground) detach_to_syslog();
         } else {
           auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - crashed_at_);
           LOG_WARNING("server %llu of %s serves again, %lld ms after the crash",
