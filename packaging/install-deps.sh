@@ -8,8 +8,9 @@ set -euo pipefail
 PACKAGES=(
     # build: compiler, build system, FUSE, hashing, unit tests
     meson ninja-build pkg-config g++ libfuse3-dev fuse3 libxxhash-dev libgtest-dev libgmock-dev
-    # runtime and tests: Nix (throw-away stores), executor sandbox, xattrs, mounts, processes, benchmarks
-    nix-bin bubblewrap attr util-linux bsdutils procps python3 hyperfine psmisc
+    # runtime and tests: Nix (throw-away stores), executor sandbox, xattrs, mounts, processes,
+    # benchmarks, the daemon's footprint (strace)
+    nix-bin bubblewrap attr util-linux bsdutils procps python3 hyperfine psmisc strace
     # real servers of the integration tests: NFS (nfs-ganesha with its VFS backend, rpcbind,
     # network namespaces), SSH (push), and sshfs as a benchmark peer
     nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 openssh-server openssh-client sshfs

@@ -129,7 +129,7 @@ class SupervisorTest(LazystoreTestCase):
         rng = random.Random(20261125)
         try:
             for _ in range(KILLS):
-                time.sleep(rng.uniform(0.05, 0.8))
+                time.sleep(rng.uniform(0.05, 1.6))  # some young servers: a few backoffs
                 daemon.wait_for_server(daemon.kill_server())
         finally:
             stop.set()
