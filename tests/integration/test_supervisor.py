@@ -187,6 +187,13 @@ class SupervisorTest(LazystoreTestCase):
         self.assertFalse(is_lazystore_mounted(daemon.mountpoint))
         daemon.process = None
 
+    def test_unsupervised_mount_is_one_process(self):
+        daemon = self.mount(options={"supervise": "false"})
+        misc = self.fixture.paths["misc"]
+        self.assertEqual(read_file(daemon.path(misc, "bin", "hello")),
+                         read_file(os.path.join(self.fixture.store, misc, "bin", "hello")))
+        self.assertIsNone(daemon.server_pid())  # no child: the process itself serves
+
     @staticmethod
     def processes_of(mountpoint):
         found = []
