@@ -78,17 +78,11 @@ std::optional<InodeRef> Filesystem::find_inode(uint64_t ino) {
     LOG_WARNING("inode of %s from before the restart: %s", key->c_str(), tree.error().message.c_str());
     return std::nullopt;
   }
-  uint32_t node = Tree::kRoot;
-  std::string_view rest = slash == std::string::npos ? std::string_view() : std::string_view(*key).substr(slash + 1);
-  while (!rest.empty()) {
-    size_t end = rest.find('/');
-    auto child = (*tree)->tree.child(node, rest.substr(0, end));
-    if (!child) return std::nullopt;
-    node = *child;
-    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-  }
-  inodes_.adopt(ino, *tree, node);
-  return InodeRef{*tree, node};
+  std::optional<uint32_t> node = Tree::kRoot;
+  if (slash != std::string::npos) node = (*tree)->tree.resolve(std::string_view(*key).substr(slash + 1));
+  if (!node) return std::nullopt;
+  inodes_.adopt(ino, *tree, *node);
+  return InodeRef{*tree, *node};
 }
 
 void Filesystem::reply_error(fuse_req_t req, int code) {

@@ -23,7 +23,8 @@ constexpr std::string_view kTreeSuffix = ".tree";
 }  // namespace
 
 Result<std::unique_ptr<MetadataCache>> MetadataCache::open(Upstream& upstream, std::string directory,
-                                                           double negative_timeout_seconds, Stats& stats) {
+                                                           double negative_timeout_seconds, Stats& stats,
+                                                           size_t max_nodes) {
   std::error_code ec;
   std::filesystem::create_directories(directory, ec);
   if (ec) return make_error(ec.value(), "metadata cache " + directory + ": " + ec.message());
@@ -32,7 +33,7 @@ Result<std::unique_ptr<MetadataCache>> MetadataCache::open(Upstream& upstream, s
     if (entry.path().filename().string().starts_with(".tmp-")) std::filesystem::remove(entry.path(), ec);
   }
   return std::unique_ptr<MetadataCache>(
-      new MetadataCache(upstream, std::move(directory), negative_timeout_seconds, stats));
+      new MetadataCache(upstream, std::move(directory), negative_timeout_seconds, stats, max_nodes));
 }
 
 StoreTreePtr MetadataCache::load_from_disk(const StorePath& path) {
@@ -96,7 +97,8 @@ Result<StoreTreePtr> MetadataCache::get(const StorePath& path) {
     std::unique_lock lock(mutex_);
     if (auto it = trees_.find(key); it != trees_.end()) {
       stats_.metadata_hits++;
-      return it->second;
+      recent_.splice(recent_.begin(), recent_, it->second.recent);
+      return it->second.tree;
     }
     if (auto it = absent_until_.find(key); it != absent_until_.end()) {
       if (Clock::now() < it->second) return make_error(ENOENT, key + ": no such store path");
@@ -113,7 +115,7 @@ Result<StoreTreePtr> MetadataCache::get(const StorePath& path) {
   {
     std::lock_guard lock(mutex_);
     if (result) {
-      trees_.emplace(key, *result);
+      remember_locked(key, *result);
     } else if (result.error().code == ENOENT) {
       if (absent_until_.size() >= kMaxAbsentEntries) absent_until_.clear();
       absent_until_[key] = Clock::now() + negative_timeout_;
@@ -122,6 +124,25 @@ Result<StoreTreePtr> MetadataCache::get(const StorePath& path) {
   }
   promise.set_value(result);
   return result;
+}
+
+void MetadataCache::remember_locked(const std::string& key, StoreTreePtr tree) {
+  if (trees_.contains(key)) return;
+  recent_.push_front(key);
+  nodes_ += tree->tree.nodes.size();
+  trees_.emplace(key, Cached{std::move(tree), recent_.begin()});
+  // Inodes the kernel holds keep their own reference: only this map's copy goes.
+  while (nodes_ > max_nodes_ && recent_.size() > 1) {
+    auto oldest = trees_.find(recent_.back());
+    nodes_ -= oldest->second.tree->tree.nodes.size();
+    trees_.erase(oldest);
+    recent_.pop_back();
+  }
+}
+
+size_t MetadataCache::nodes_in_memory() const {
+  std::lock_guard lock(mutex_);
+  return nodes_;
 }
 
 Result<std::vector<StorePath>> MetadataCache::list_top() {

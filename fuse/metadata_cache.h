@@ -1,11 +1,14 @@
 // Per-store-path trees, fetched whole from the upstream on first lookup and kept in memory and
 // on disk (so they are served after a restart, also offline). Store paths are immutable once
 // complete, so a tree never goes stale. Absent top-level names are remembered only for the
-// negative timeout, so a path pushed a moment ago shows up.
+// negative timeout, so a path pushed a moment ago shows up. Memory is bounded: past
+// `max_nodes` tree nodes in all, the least recently used trees leave memory (not the disk) and
+// are read back from disk when next looked up.
 #pragma once
 
 #include <chrono>
 #include <future>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,22 +31,33 @@ using StoreTreePtr = std::shared_ptr<const StoreTree>;
 
 class MetadataCache {
  public:
+  static constexpr size_t kDefaultMaxNodes = size_t{1} << 21;  // ~2 M nodes, ~300 MB
+
   static Result<std::unique_ptr<MetadataCache>> open(Upstream& upstream, std::string directory,
-                                                     double negative_timeout_seconds, Stats& stats);
+                                                     double negative_timeout_seconds, Stats& stats,
+                                                     size_t max_nodes = kDefaultMaxNodes);
 
   // The tree of `path`: ENOENT when absent upstream, another error when the upstream cannot tell
   // and nothing is cached. Concurrent first lookups of one path make one upstream listing.
   Result<StoreTreePtr> get(const StorePath& path);
   // The store paths at the top level: the upstream's, or, when it cannot answer, those cached.
   Result<std::vector<StorePath>> list_top();
+  // Tree nodes held in memory now (bounded by max_nodes, but a single bigger tree is kept).
+  size_t nodes_in_memory() const;
 
  private:
   using Clock = std::chrono::steady_clock;
-  MetadataCache(Upstream& upstream, std::string directory, double negative_timeout, Stats& stats)
+  MetadataCache(Upstream& upstream, std::string directory, double negative_timeout, Stats& stats,
+                size_t max_nodes)
       : upstream_(upstream), directory_(std::move(directory)),
         negative_timeout_(std::chrono::duration_cast<Clock::duration>(
             std::chrono::duration<double>(negative_timeout))),
-        stats_(stats) {}
+        stats_(stats), max_nodes_(max_nodes) {}
+  struct Cached {
+    StoreTreePtr tree;
+    std::list<std::string>::iterator recent;  // its place in recent_
+  };
+  void remember_locked(const std::string& key, StoreTreePtr tree);
   Result<StoreTreePtr> fetch(const StorePath& path);
   StoreTreePtr load_from_disk(const StorePath& path);
   void save_to_disk(const StoreTree& tree);
@@ -53,9 +67,12 @@ class MetadataCache {
   const std::string directory_;
   const Clock::duration negative_timeout_;
   Stats& stats_;
+  const size_t max_nodes_;
 
-  std::mutex mutex_;  // guards the three maps
-  std::unordered_map<std::string, StoreTreePtr> trees_;
+  mutable std::mutex mutex_;  // guards the maps and the list
+  std::unordered_map<std::string, Cached> trees_;
+  std::list<std::string> recent_;  // keys of trees_, most recently used first
+  size_t nodes_ = 0;               // nodes of the trees in trees_
   std::unordered_map<std::string, Clock::time_point> absent_until_;
   std::unordered_map<std::string, std::shared_future<Result<StoreTreePtr>>> in_flight_;
 };

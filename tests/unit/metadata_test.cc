@@ -43,8 +43,9 @@ class MetadataTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(root_); }
 
-  std::unique_ptr<MetadataCache> open_meta(double negative_timeout = 0.2) {
-    auto meta = MetadataCache::open(*upstream_, root_ + "/meta", negative_timeout, stats_);
+  std::unique_ptr<MetadataCache> open_meta(double negative_timeout = 0.2,
+                                           size_t max_nodes = MetadataCache::kDefaultMaxNodes) {
+    auto meta = MetadataCache::open(*upstream_, root_ + "/meta", negative_timeout, stats_, max_nodes);
     EXPECT_TRUE(meta.ok());
     return std::move(*meta);
   }
@@ -53,6 +54,25 @@ class MetadataTest : public ::testing::Test {
   Stats stats_;
   std::unique_ptr<Upstream> upstream_;
 };
+
+TEST_F(MetadataTest, MemoryIsBoundedAndEvictedTreesComeBackFromDisk) {
+  auto meta = open_meta(0.2, 3);
+  auto a = meta->get(StorePath(kA));
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  size_t a_nodes = (*a)->tree.nodes.size();
+  ASSERT_GT(a_nodes, 3u);
+  EXPECT_EQ(meta->nodes_in_memory(), a_nodes);  // one tree bigger than the bound stays
+  ASSERT_TRUE(meta->get(StorePath(kFile)).ok());
+  EXPECT_EQ(meta->nodes_in_memory(), 1u);  // the least recently used tree left memory
+  uint64_t requests = stats_.upstream_requests;
+  uint64_t misses = stats_.metadata_misses;
+  auto again = meta->get(StorePath(kA));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->tree, (*a)->tree);
+  EXPECT_EQ(stats_.upstream_requests, requests);  // read back from disk, not the upstream
+  EXPECT_EQ(stats_.metadata_misses, misses);
+  EXPECT_EQ(meta->nodes_in_memory(), a_nodes);
+}
 
 TEST_F(MetadataTest, ListsAWholeStorePathOnce) {
   auto meta = open_meta();
