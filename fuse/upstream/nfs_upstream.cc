@@ -18,6 +18,7 @@
 #include <list>
 
 #include "log.h"
+#include "nfs4_tree_walk.h"
 #include "stats.h"
 
 namespace lazystore {
@@ -73,6 +74,12 @@ class NfsConnection {
     for (char& b : verifier) b = static_cast<char>(std::random_device{}());
     nfs4_set_verifier(c->ctx_, verifier);
     std::string where = std::string(url->server) + ":" + url->path;
+    for (std::string_view rest = url->path; !rest.empty();) {
+      size_t slash = rest.find('/');
+      std::string_view component = rest.substr(0, slash);
+      if (!component.empty()) c->export_path_.emplace_back(component);
+      rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    }
     int rc = c->call([&](nfs_cb cb, void* p) { return nfs_mount_async(c->ctx_, url->server, url->path, cb, p); },
                      [](int, void*) {});
     if (rc != 0) {
@@ -116,6 +123,16 @@ class NfsConnection {
                   const char* target = static_cast<const char*>(data);
                   out->assign(target, strnlen(target, bound));
                 });
+  }
+
+  // NFSv4 only: the whole tree of /name (see nfs4_tree_walk.h). Transport failures and
+  // timeouts destroy the context, as for every other call.
+  Result<Tree> walk_tree(const std::string& name) {
+    if (!ctx_) return make_error(EIO, "connection is closed");
+    return nfs4_walk_tree(ctx_, export_path_, name,
+                          [this](const std::function<bool()>& done, const size_t& progress) {
+                            return pump(done, progress);
+                          });
   }
 
   int statvfs(nfs_statvfs_64* out) {
@@ -171,8 +188,25 @@ class NfsConnection {
       kill();
       return -EIO;
     }
+    static const size_t kNoProgress = 0;
+    if (int rc = pump([&pending] { return pending.done; }, kNoProgress); rc < 0) {
+      return rc == -EIO && pending.done && pending.status >= 0 ? pending.status : rc;
+    }
+    if (pending.status < 0) last_error_ = pending.error;
+    return pending.status;
+  }
+
+  // Services the context until done(); the deadline restarts whenever `progress` changes.
+  // On timeout or a transport error the context is destroyed (cancelling what is in flight).
+  int pump(const std::function<bool()>& done, const size_t& progress) {
     auto deadline = std::chrono::steady_clock::now() + timeout_;
-    while (!pending.done) {
+    size_t seen = progress;
+    while (!done()) {
+      if (!ctx_) return -EIO;
+      if (progress != seen) {
+        seen = progress;
+        deadline = std::chrono::steady_clock::now() + timeout_;
+      }
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
         last_error_ = "no answer within the deadline (upstream-timeout)";
@@ -185,11 +219,10 @@ class NfsConnection {
       if (ready < 0 || nfs_service(ctx_, ready > 0 ? pfd.revents : 0) < 0) {
         last_error_ = "connection lost: " + error_text(ctx_);
         kill();
-        return pending.done && pending.status >= 0 ? pending.status : -EIO;
+        return -EIO;
       }
     }
-    if (pending.status < 0) last_error_ = pending.error;
-    return pending.status;
+    return 0;
   }
 
   int open_file(const std::string& path, nfsfh** out) {
@@ -221,6 +254,7 @@ class NfsConnection {
   }
 
   nfs_context* ctx_;
+  std::vector<std::string> export_path_;  // the URL's path, as components
   const std::chrono::steady_clock::duration timeout_;
   std::string last_error_;
   std::list<std::pair<std::string, nfsfh*>> handles_;  // most recently used first
@@ -247,6 +281,13 @@ Error NfsUpstream::Lease::failed(int rc, const std::string& what) {
   if (code == ENOENT) return make_error(ENOENT, what + ": no such file");
   return make_error(timed_out ? ETIMEDOUT : (is_answer(code) ? code : EIO),
                     what + ": " + (detail.empty() ? std::strerror(code) : detail));
+}
+
+Error NfsUpstream::Lease::failed(Error error) {
+  if (error.code == ETIMEDOUT && owner_->options_.stats) owner_->options_.stats->upstream_timeouts++;
+  if (!is_answer(error.code) || connection_->dead()) broken_ = true;
+  if (!is_answer(error.code) && error.code != ETIMEDOUT) error.code = EIO;
+  return error;
 }
 
 Result<std::unique_ptr<NfsUpstream>> NfsUpstream::open(NfsSource source, const UpstreamOptions& options) {
@@ -404,6 +445,15 @@ Result<Tree> NfsUpstream::list_tree(const StorePath& path) {
 }
 
 Result<Tree> NfsUpstream::list_tree_on(Lease& nfs, const StorePath& path) {
+  if (source_.version == 4) {
+    auto tree = nfs->walk_tree(path.base_name());
+    if (!tree) {
+      Error error = tree.error();
+      error.message = source_.display + ": " + error.message;
+      return nfs.failed(std::move(error));
+    }
+    return tree;
+  }
   std::string root = "/" + path.base_name();
   nfs_stat_64 st{};
   if (int rc = nfs->lstat(root, &st); rc != 0) return nfs.failed(rc, source_.display + root);

@@ -43,6 +43,8 @@ class NfsUpstream final : public Upstream {
     NfsConnection* operator->() const { return connection_.get(); }
     // Records the failure of a libnfs call (a negative errno) and returns its Error.
     Error failed(int rc, const std::string& what);
+    // Records a failure already made into an Error (code an errno).
+    Error failed(Error error);
     bool broken() const { return broken_; }
     bool reused() const { return reused_; }
 

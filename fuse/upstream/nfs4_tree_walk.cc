@@ -1,0 +1,408 @@
+#include "nfs4_tree_walk.h"
+
+// libnfs 4.0 needs <sys/time.h> before its header.
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <nfsc/libnfs.h>
+#include <nfsc/libnfs-raw.h>
+#include <nfsc/libnfs-raw-nfs4.h>
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <string_view>
+
+namespace lazystore {
+namespace {
+
+constexpr size_t kMaxInFlight = 48;       // COMPOUNDs outstanding on the connection
+constexpr uint32_t kReaddirBytes = 65536;  // maxcount of one READDIR reply (libnfs takes ≤ 1 MiB)
+constexpr size_t kNone = static_cast<size_t>(-1);
+
+// What READDIR asks for, in the order the server encodes it (ascending attribute number).
+constexpr uint32_t kEntryAttrs[2] = {(1u << FATTR4_TYPE) | (1u << FATTR4_SIZE) | (1u << FATTR4_FILEHANDLE),
+                                     1u << (FATTR4_MODE - 32)};
+constexpr uint32_t kRootAttrs[2] = {(1u << FATTR4_TYPE) | (1u << FATTR4_SIZE), 1u << (FATTR4_MODE - 32)};
+
+struct Attrs {
+  uint32_t type = 0;
+  uint64_t size = 0;
+  uint32_t mode = 0;
+  std::string fh;
+};
+
+// Decodes an fattr4 that holds at most type, size, file handle and mode.
+bool parse_attrs(const fattr4& attrs, Attrs* out) {
+  std::string_view data(attrs.attr_vals.attrlist4_val, attrs.attr_vals.attrlist4_len);
+  auto u32 = [&data](uint32_t* v) {
+    if (data.size() < 4) return false;
+    uint32_t be;
+    std::memcpy(&be, data.data(), 4);
+    *v = ntohl(be);
+    data.remove_prefix(4);
+    return true;
+  };
+  for (u_int word = 0; word < attrs.attrmask.bitmap4_len; ++word) {
+    for (uint32_t bit = 0; bit < 32; ++bit) {
+      if (!(attrs.attrmask.bitmap4_val[word] & (1u << bit))) continue;
+      uint32_t attr = word * 32 + bit;
+      uint32_t hi = 0, lo = 0, len = 0;
+      switch (attr) {
+        case FATTR4_TYPE:
+          if (!u32(&out->type)) return false;
+          break;
+        case FATTR4_SIZE:
+          if (!u32(&hi) || !u32(&lo)) return false;
+          out->size = (uint64_t{hi} << 32) | lo;
+          break;
+        case FATTR4_MODE:
+          if (!u32(&out->mode)) return false;
+          break;
+        case FATTR4_FILEHANDLE: {
+          if (!u32(&len) || len > NFS4_FHSIZE) return false;
+          size_t padded = (static_cast<size_t>(len) + 3) & ~size_t{3};
+          if (data.size() < padded) return false;
+          out->fh.assign(data.data(), len);
+          data.remove_prefix(padded);
+          break;
+        }
+        default:
+          return false;  // not asked for: its length is unknown here
+      }
+    }
+  }
+  return true;
+}
+
+int errno_of(nfsstat4 status) {
+  switch (status) {
+    case NFS4ERR_NOENT: return ENOENT;
+    case NFS4ERR_NOTDIR: return ENOTDIR;
+    case NFS4ERR_ACCESS: return EACCES;
+    case NFS4ERR_PERM: return EPERM;
+    case NFS4ERR_NAMETOOLONG: return ENAMETOOLONG;
+    case NFS4ERR_SYMLINK: return ELOOP;
+    default: return EIO;
+  }
+}
+
+// The failing operation's status of a COMPOUND reply (the last result), or the compound's own.
+nfsstat4 status_of(const COMPOUND4res& res) {
+  if (res.resarray.resarray_len == 0) return res.status;
+  // Every resop4 result starts with its nfsstat4, whatever the operation.
+  const nfs_resop4& last = res.resarray.resarray_val[res.resarray.resarray_len - 1];
+  return last.nfs_resop4_u.opputfh.status != NFS4_OK ? last.nfs_resop4_u.opputfh.status : res.status;
+}
+
+const nfs_resop4* find_op(const COMPOUND4res& res, nfs_opnum4 op) {
+  for (u_int i = 0; i < res.resarray.resarray_len; ++i) {
+    if (res.resarray.resarray_val[i].resop == op) return &res.resarray.resarray_val[i];
+  }
+  return nullptr;
+}
+
+std::optional<NodeType> node_type(uint32_t nfs_type) {
+  switch (nfs_type) {
+    case NF4REG: return NodeType::Regular;
+    case NF4DIR: return NodeType::Directory;
+    case NF4LNK: return NodeType::Symlink;
+    default: return std::nullopt;
+  }
+}
+
+class Walk {
+ public:
+  Walk(nfs_context* ctx, std::string root_path, const Nfs4Pump& pump)
+      : rpc_(nfs_get_rpc_context(ctx)), root_path_(std::move(root_path)), pump_(pump) {}
+
+  Result<Tree> run(const std::vector<std::string>& export_path, const std::string& name);
+
+ private:
+  struct Entry {
+    std::string name;
+    NodeType type = NodeType::Regular;
+    uint64_t size = 0;
+    bool executable = false;
+    std::string target;  // Symlink
+    size_t dir = kNone;  // Directory: index into dirs_
+  };
+  struct Dir {
+    std::string fh;
+    std::string path;  // relative to the store path, for messages
+    size_t depth = 0;
+    uint64_t cookie = 0;
+    char verifier[NFS4_VERIFIER_SIZE] = {};
+    std::vector<Entry> entries;
+  };
+  enum class Kind { Resolve, Readdir, Readlink };
+  struct Request {
+    Walk* walk;
+    Kind kind;
+    size_t dir;
+    size_t entry;
+  };
+
+  static void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept;
+  void handle(const Request& request, int status, void* data);
+  void fail(int code, const std::string& message) {
+    if (!error_) error_ = make_error(code, message);
+  }
+  std::string where(size_t dir, std::string_view name = {}) const {
+    std::string path = root_path_ + (dir == kNone ? "" : dirs_[dir].path);
+    if (!name.empty()) path += "/" + std::string(name);
+    return path;
+  }
+  bool send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& ops);
+  void issue();
+  int drain();
+  void on_readdir(size_t dir, const READDIR4resok& ok);
+  Status build(Tree& tree, uint32_t node, size_t dir);
+
+  rpc_context* rpc_;
+  std::string root_path_;  // "/<name>" for messages
+  const Nfs4Pump& pump_;
+  std::deque<Dir> dirs_;          // stable addresses: replies refer to them by index
+  std::deque<Request> requests_;  // one per COMPOUND sent, alive until the walk ends
+  std::deque<size_t> to_list_;    // dirs with a READDIR to send
+  // Symlinks with a READLINK to send: ((dir, entry) or (kNone, 0) for the root, file handle).
+  std::deque<std::pair<std::pair<size_t, size_t>, std::string>> link_fh_;
+  size_t in_flight_ = 0;
+  size_t replies_ = 0;
+  size_t entries_ = 0;
+  std::optional<Error> error_;
+  // The resolved root.
+  Attrs root_;
+  std::string root_target_;
+};
+
+void Walk::on_reply(rpc_context*, int status, void* data, void* private_data) noexcept {
+  auto* request = static_cast<Request*>(private_data);
+  Walk& walk = *request->walk;
+  walk.in_flight_--;
+  walk.replies_++;
+  try {
+    walk.handle(*request, status, data);
+  } catch (...) {
+    walk.fail(ENOMEM, "out of memory while listing " + walk.root_path_);
+  }
+}
+
+void Walk::handle(const Request& request, int status, void* data) {
+  if (status != RPC_STATUS_SUCCESS) {
+    std::string why = status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled";
+    fail(EIO, where(request.kind == Kind::Resolve ? kNone : request.dir) + ": " + why);
+    return;
+  }
+  const auto& res = *static_cast<const COMPOUND4res*>(data);
+  if (res.status != NFS4_OK) {
+    nfsstat4 failed = status_of(res);
+    std::string what = request.kind == Kind::Readdir ? "listing " : request.kind == Kind::Readlink ? "readlink " : "";
+    std::string path = request.kind == Kind::Resolve ? root_path_
+                       : request.kind == Kind::Readlink && request.dir != kNone
+                           ? where(request.dir, dirs_[request.dir].entries[request.entry].name)
+                           : where(request.dir);
+    fail(errno_of(failed), what + path + ": " + nfsstat4_to_str(failed));
+    return;
+  }
+  if (request.kind == Kind::Resolve) {
+    const nfs_resop4* getattr = find_op(res, OP_GETATTR);
+    const nfs_resop4* getfh = find_op(res, OP_GETFH);
+    if (!getattr || !getfh ||
+        !parse_attrs(getattr->nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, &root_)) {
+      fail(EIO, root_path_ + ": malformed GETATTR reply");
+      return;
+    }
+    const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
+    root_.fh.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
+  } else if (request.kind == Kind::Readdir) {
+    const nfs_resop4* readdir = find_op(res, OP_READDIR);
+    if (!readdir) return fail(EIO, "listing " + where(request.dir) + ": no READDIR result");
+    on_readdir(request.dir, readdir->nfs_resop4_u.opreaddir.READDIR4res_u.resok4);
+  } else {
+    const nfs_resop4* readlink = find_op(res, OP_READLINK);
+    if (!readlink) return fail(EIO, "readlink under " + where(request.dir) + ": no READLINK result");
+    const linktext4& link = readlink->nfs_resop4_u.opreadlink.READLINK4res_u.resok4.link;
+    std::string target(link.utf8string_val, link.utf8string_len);
+    if (request.dir == kNone) {
+      root_target_ = std::move(target);
+    } else {
+      dirs_[request.dir].entries[request.entry].target = std::move(target);
+    }
+  }
+}
+
+void Walk::on_readdir(size_t dir_index, const READDIR4resok& ok) {
+  for (const entry4* e = ok.reply.entries; e; e = e->nextentry) {
+    Dir& dir = dirs_[dir_index];
+    dir.cookie = e->cookie;
+    std::string name(e->name.utf8string_val, e->name.utf8string_len);
+    if (name == "." || name == "..") continue;
+    Attrs attrs;
+    if (!parse_attrs(e->attrs, &attrs)) return fail(EIO, where(dir_index, name) + ": malformed attributes");
+    auto type = node_type(attrs.type);
+    if (!type) return fail(EIO, where(dir_index, name) + ": not a file, directory or symlink");
+    if (++entries_ > Tree::kMaxNodes) return fail(EIO, root_path_ + ": too many entries");
+    Entry entry{name, *type, attrs.size, (attrs.mode & S_IXUSR) != 0, {}, kNone};
+    if ((*type == NodeType::Directory || *type == NodeType::Symlink) && attrs.fh.empty()) {
+      return fail(EIO, where(dir_index, name) + ": the server sent no file handle");
+    }
+    if (*type == NodeType::Directory) {
+      if (dir.depth + 1 > Tree::kMaxDepth) return fail(ELOOP, where(dir_index, name) + ": directory tree too deep");
+      entry.dir = dirs_.size();
+      Dir child;
+      child.fh = std::move(attrs.fh);
+      child.path = dir.path + "/" + name;
+      child.depth = dir.depth + 1;
+      dirs_.push_back(std::move(child));
+      to_list_.push_back(entry.dir);
+    } else if (*type == NodeType::Symlink) {
+      link_fh_.push_back({{dir_index, dirs_[dir_index].entries.size()}, std::move(attrs.fh)});
+    }
+    dirs_[dir_index].entries.push_back(std::move(entry));
+  }
+  if (!ok.reply.eof) {
+    if (!ok.reply.entries) return fail(EIO, "listing " + where(dir_index) + ": the server sent no entry and no end");
+    std::memcpy(dirs_[dir_index].verifier, ok.cookieverf, NFS4_VERIFIER_SIZE);
+    to_list_.push_front(dir_index);  // the rest of a listing first: it is the oldest work
+  }
+}
+
+bool Walk::send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& ops) {
+  COMPOUND4args args{};
+  args.argarray.argarray_len = static_cast<u_int>(ops.size());
+  args.argarray.argarray_val = ops.data();
+  requests_.push_back(Request{this, kind, dir, entry});
+  // libnfs encodes the arguments before it returns: they may live on this stack.
+  if (rpc_nfs4_compound_async(rpc_, &Walk::on_reply, &args, &requests_.back()) != 0) {
+    requests_.pop_back();
+    fail(EIO, root_path_ + ": cannot queue an NFS request: " + rpc_get_error(rpc_));
+    return false;
+  }
+  in_flight_++;
+  return true;
+}
+
+void Walk::issue() {
+  std::vector<nfs_argop4> ops(2);
+  while (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !link_fh_.empty())) {
+    ops.assign(2, nfs_argop4{});
+    ops[0].argop = OP_PUTFH;
+    if (!link_fh_.empty()) {  // readlinks are one small round trip each: keep them flowing
+      auto [key, fh] = std::move(link_fh_.front());
+      link_fh_.pop_front();
+      ops[0].nfs_argop4_u.opputfh.object = {static_cast<u_int>(fh.size()), fh.data()};
+      ops[1].argop = OP_READLINK;
+      if (!send(Kind::Readlink, key.first, key.second, ops)) return;
+      continue;
+    }
+    size_t dir_index = to_list_.front();
+    to_list_.pop_front();
+    Dir& dir = dirs_[dir_index];
+    ops[0].nfs_argop4_u.opputfh.object = {static_cast<u_int>(dir.fh.size()), dir.fh.data()};
+    ops[1].argop = OP_READDIR;
+    READDIR4args& readdir = ops[1].nfs_argop4_u.opreaddir;
+    readdir.cookie = dir.cookie;
+    std::memcpy(readdir.cookieverf, dir.verifier, NFS4_VERIFIER_SIZE);
+    readdir.dircount = kReaddirBytes;
+    readdir.maxcount = kReaddirBytes;
+    readdir.attr_request = {2, const_cast<uint32_t*>(kEntryAttrs)};
+    if (!send(Kind::Readdir, dir_index, 0, ops)) return;
+  }
+}
+
+// Sends and services until nothing is left in flight; 0 or the pump's negative errno.
+int Walk::drain() {
+  for (;;) {
+    issue();
+    if (in_flight_ == 0) return 0;
+    int rc = pump_(
+        [this] {
+          return in_flight_ == 0 || (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !link_fh_.empty()));
+        },
+        replies_);
+    if (rc < 0) return rc;
+  }
+}
+
+Status Walk::build(Tree& tree, uint32_t node, size_t dir_index) {
+  Dir& dir = dirs_[dir_index];
+  std::sort(dir.entries.begin(), dir.entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+  for (Entry& e : dir.entries) {
+    auto child = tree.add_child(node, e.name, e.type);
+    if (!child) return make_error(EIO, where(dir_index, e.name) + ": " + child.error().message);
+    TreeNode& n = tree.nodes[*child];
+    if (e.type == NodeType::Regular) {
+      n.size = e.size;
+      n.executable = e.executable;
+    } else if (e.type == NodeType::Symlink) {
+      if (e.target.empty() || e.target.size() > Tree::kMaxTargetLength || e.target.size() != e.size) {
+        return make_error(EIO, where(dir_index, e.name) +
+                                   ": symlink target empty, too long or not as long as its attributes say");
+      }
+      n.size = e.target.size();
+      n.target = std::move(e.target);
+    } else if (auto built = build(tree, *child, e.dir); !built) {
+      return built;
+    }
+  }
+  return {};
+}
+
+Result<Tree> Walk::run(const std::vector<std::string>& export_path, const std::string& name) {
+  // PUTROOTFH, LOOKUP every component of the export and the name, GETFH, GETATTR.
+  std::vector<std::string> components = export_path;
+  components.push_back(name);
+  std::vector<nfs_argop4> ops(components.size() + 3, nfs_argop4{});
+  ops[0].argop = OP_PUTROOTFH;
+  for (size_t i = 0; i < components.size(); ++i) {
+    ops[i + 1].argop = OP_LOOKUP;
+    ops[i + 1].nfs_argop4_u.oplookup.objname = {static_cast<u_int>(components[i].size()), components[i].data()};
+  }
+  ops[components.size() + 1].argop = OP_GETFH;
+  ops[components.size() + 2].argop = OP_GETATTR;
+  ops[components.size() + 2].nfs_argop4_u.opgetattr.attr_request = {2, const_cast<uint32_t*>(kRootAttrs)};
+  if (!send(Kind::Resolve, 0, 0, ops)) return *error_;
+  if (int rc = drain(); rc < 0) return error_ ? *error_ : make_error(-rc, root_path_ + ": connection lost");
+  if (error_) return *error_;
+
+  auto type = node_type(root_.type);
+  if (!type) return make_error(EIO, root_path_ + ": not a file, directory or symlink");
+  Tree tree = Tree::with_root(*type);
+  if (*type == NodeType::Regular) {
+    tree.nodes[0].size = root_.size;
+    tree.nodes[0].executable = (root_.mode & S_IXUSR) != 0;
+    return tree;
+  }
+  if (*type == NodeType::Symlink) {
+    link_fh_.push_back({{kNone, 0}, root_.fh});
+  } else {
+    dirs_.push_back(Dir{root_.fh, "", 0, 0, {}, {}});
+    to_list_.push_back(0);
+  }
+  if (int rc = drain(); rc < 0) return error_ ? *error_ : make_error(-rc, root_path_ + ": connection lost");
+  if (error_) return *error_;
+  if (*type == NodeType::Symlink) {
+    if (root_target_.empty() || root_target_.size() > Tree::kMaxTargetLength || root_target_.size() != root_.size) {
+      return make_error(EIO, root_path_ + ": symlink target empty, too long or not as long as its attributes say");
+    }
+    tree.nodes[0].size = root_target_.size();
+    tree.nodes[0].target = std::move(root_target_);
+    return tree;
+  }
+  if (auto built = build(tree, Tree::kRoot, 0); !built) return built.error();
+  return tree;
+}
+
+}  // namespace
+
+Result<Tree> nfs4_walk_tree(nfs_context* ctx, const std::vector<std::string>& export_path,
+                            const std::string& name, const Nfs4Pump& pump) {
+  Walk walk(ctx, "/" + name, pump);
+  return walk.run(export_path, name);
+}
+
+}  // namespace lazystore

@@ -1,0 +1,30 @@
+// Lists a store path's whole tree over NFSv4 with raw COMPOUNDs on one libnfs context:
+// READDIR by file handle, asking only for type, size, mode and each entry's file handle (no
+// owner strings: libnfs' own GETATTR/READDIR ask for them and resolve every one through NSS,
+// ~30 openat calls an entry), with many directories and symlinks in flight at once.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "result.h"
+#include "tree.h"
+
+struct nfs_context;
+
+namespace lazystore {
+
+// Services the context until done() holds. The deadline restarts whenever `progress` changes.
+// Returns 0, or a negative errno after the context was destroyed (no answer in time, transport
+// error); destroying it cancels what is in flight, while the caller's state is still alive.
+using Nfs4Pump = std::function<int(const std::function<bool()>& done, const size_t& progress)>;
+
+// export_path: the components the mount LOOKUPs from the server's root (the URL's path).
+// name: the store path's base name in the export. Errors carry an errno (ENOENT when the server
+// says so); a negative return of pump is returned as is, with its code.
+Result<Tree> nfs4_walk_tree(nfs_context* ctx, const std::vector<std::string>& export_path,
+                            const std::string& name, const Nfs4Pump& pump);
+
+}  // namespace lazystore
