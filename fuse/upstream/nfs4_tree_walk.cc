@@ -23,19 +23,18 @@ constexpr size_t kMaxInFlight = 48;       // COMPOUNDs outstanding on the connec
 constexpr uint32_t kReaddirBytes = 65536;  // maxcount of one READDIR reply (libnfs takes ≤ 1 MiB)
 constexpr size_t kNone = static_cast<size_t>(-1);
 
-// What READDIR asks for, in the order the server encodes it (ascending attribute number).
-constexpr uint32_t kEntryAttrs[2] = {(1u << FATTR4_TYPE) | (1u << FATTR4_SIZE) | (1u << FATTR4_FILEHANDLE),
-                                     1u << (FATTR4_MODE - 32)};
-constexpr uint32_t kRootAttrs[2] = {(1u << FATTR4_TYPE) | (1u << FATTR4_SIZE), 1u << (FATTR4_MODE - 32)};
+// What READDIR and GETATTR ask for: no file handles (a subdirectory or symlink is reached by
+// LOOKUP in the COMPOUND that lists or reads it, so regular files cost no handle on the wire).
+constexpr uint32_t kAttrs[2] = {(1u << FATTR4_TYPE) | (1u << FATTR4_SIZE), 1u << (FATTR4_MODE - 32)};
 
 struct Attrs {
   uint32_t type = 0;
   uint64_t size = 0;
   uint32_t mode = 0;
-  std::string fh;
 };
 
-// Decodes an fattr4 that holds at most type, size, file handle and mode.
+// Decodes an fattr4 that holds at most type, size and mode (ascending attribute number, the
+// order of the encoding).
 bool parse_attrs(const fattr4& attrs, Attrs* out) {
   std::string_view data(attrs.attr_vals.attrlist4_val, attrs.attr_vals.attrlist4_len);
   auto u32 = [&data](uint32_t* v) {
@@ -50,7 +49,7 @@ bool parse_attrs(const fattr4& attrs, Attrs* out) {
     for (uint32_t bit = 0; bit < 32; ++bit) {
       if (!(attrs.attrmask.bitmap4_val[word] & (1u << bit))) continue;
       uint32_t attr = word * 32 + bit;
-      uint32_t hi = 0, lo = 0, len = 0;
+      uint32_t hi = 0, lo = 0;
       switch (attr) {
         case FATTR4_TYPE:
           if (!u32(&out->type)) return false;
@@ -62,14 +61,6 @@ bool parse_attrs(const fattr4& attrs, Attrs* out) {
         case FATTR4_MODE:
           if (!u32(&out->mode)) return false;
           break;
-        case FATTR4_FILEHANDLE: {
-          if (!u32(&len) || len > NFS4_FHSIZE) return false;
-          size_t padded = (static_cast<size_t>(len) + 3) & ~size_t{3};
-          if (data.size() < padded) return false;
-          out->fh.assign(data.data(), len);
-          data.remove_prefix(padded);
-          break;
-        }
         default:
           return false;  // not asked for: its length is unknown here
       }
@@ -131,7 +122,9 @@ class Walk {
     size_t dir = kNone;  // Directory: index into dirs_
   };
   struct Dir {
-    std::string fh;
+    std::string fh;    // empty until the first READDIR reply: LOOKUP name from the parent
+    size_t parent = kNone;
+    std::string name;
     std::string path;  // relative to the store path, for messages
     size_t depth = 0;
     uint64_t cookie = 0;
@@ -168,14 +161,15 @@ class Walk {
   std::deque<Dir> dirs_;          // stable addresses: replies refer to them by index
   std::deque<Request> requests_;  // one per COMPOUND sent, alive until the walk ends
   std::deque<size_t> to_list_;    // dirs with a READDIR to send
-  // Symlinks with a READLINK to send: ((dir, entry) or (kNone, 0) for the root, file handle).
-  std::deque<std::pair<std::pair<size_t, size_t>, std::string>> link_fh_;
+  // Symlinks with a READLINK to send: (dir, entry), or (kNone, 0) for the root.
+  std::deque<std::pair<size_t, size_t>> to_readlink_;
   size_t in_flight_ = 0;
   size_t replies_ = 0;
   size_t entries_ = 0;
   std::optional<Error> error_;
   // The resolved root.
   Attrs root_;
+  std::string root_fh_;
   std::string root_target_;
 };
 
@@ -217,10 +211,15 @@ void Walk::handle(const Request& request, int status, void* data) {
       return;
     }
     const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
-    root_.fh.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
+    root_fh_.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
   } else if (request.kind == Kind::Readdir) {
     const nfs_resop4* readdir = find_op(res, OP_READDIR);
     if (!readdir) return fail(EIO, "listing " + where(request.dir) + ": no READDIR result");
+    if (const nfs_resop4* getfh = find_op(res, OP_GETFH)) {
+      const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
+      dirs_[request.dir].fh.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
+    }
+    if (dirs_[request.dir].fh.empty()) return fail(EIO, "listing " + where(request.dir) + ": no file handle");
     on_readdir(request.dir, readdir->nfs_resop4_u.opreaddir.READDIR4res_u.resok4);
   } else {
     const nfs_resop4* readlink = find_op(res, OP_READLINK);
@@ -247,20 +246,18 @@ void Walk::on_readdir(size_t dir_index, const READDIR4resok& ok) {
     if (!type) return fail(EIO, where(dir_index, name) + ": not a file, directory or symlink");
     if (++entries_ > Tree::kMaxNodes) return fail(EIO, root_path_ + ": too many entries");
     Entry entry{name, *type, attrs.size, (attrs.mode & S_IXUSR) != 0, {}, kNone};
-    if ((*type == NodeType::Directory || *type == NodeType::Symlink) && attrs.fh.empty()) {
-      return fail(EIO, where(dir_index, name) + ": the server sent no file handle");
-    }
     if (*type == NodeType::Directory) {
       if (dir.depth + 1 > Tree::kMaxDepth) return fail(ELOOP, where(dir_index, name) + ": directory tree too deep");
       entry.dir = dirs_.size();
       Dir child;
-      child.fh = std::move(attrs.fh);
+      child.parent = dir_index;
+      child.name = name;
       child.path = dir.path + "/" + name;
       child.depth = dir.depth + 1;
       dirs_.push_back(std::move(child));
       to_list_.push_back(entry.dir);
     } else if (*type == NodeType::Symlink) {
-      link_fh_.push_back({{dir_index, dirs_[dir_index].entries.size()}, std::move(attrs.fh)});
+      to_readlink_.push_back({dir_index, dirs_[dir_index].entries.size()});
     }
     dirs_[dir_index].entries.push_back(std::move(entry));
   }
@@ -287,29 +284,52 @@ bool Walk::send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& op
 }
 
 void Walk::issue() {
-  std::vector<nfs_argop4> ops(2);
-  while (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !link_fh_.empty())) {
-    ops.assign(2, nfs_argop4{});
-    ops[0].argop = OP_PUTFH;
-    if (!link_fh_.empty()) {  // readlinks are one small round trip each: keep them flowing
-      auto [key, fh] = std::move(link_fh_.front());
-      link_fh_.pop_front();
-      ops[0].nfs_argop4_u.opputfh.object = {static_cast<u_int>(fh.size()), fh.data()};
-      ops[1].argop = OP_READLINK;
-      if (!send(Kind::Readlink, key.first, key.second, ops)) return;
+  std::vector<nfs_argop4> ops;
+  auto put = [&ops](std::string& fh) {
+    ops.push_back(nfs_argop4{});
+    ops.back().argop = OP_PUTFH;
+    ops.back().nfs_argop4_u.opputfh.object = {static_cast<u_int>(fh.size()), fh.data()};
+  };
+  auto lookup = [&ops](std::string& name) {
+    ops.push_back(nfs_argop4{});
+    ops.back().argop = OP_LOOKUP;
+    ops.back().nfs_argop4_u.oplookup.objname = {static_cast<u_int>(name.size()), name.data()};
+  };
+  while (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !to_readlink_.empty())) {
+    ops.clear();
+    if (!to_readlink_.empty()) {  // readlinks are one small round trip each: keep them flowing
+      auto [dir_index, entry] = to_readlink_.front();
+      to_readlink_.pop_front();
+      if (dir_index == kNone) {
+        put(root_fh_);
+      } else {
+        put(dirs_[dir_index].fh);
+        lookup(dirs_[dir_index].entries[entry].name);
+      }
+      ops.push_back(nfs_argop4{});
+      ops.back().argop = OP_READLINK;
+      if (!send(Kind::Readlink, dir_index, entry, ops)) return;
       continue;
     }
     size_t dir_index = to_list_.front();
     to_list_.pop_front();
     Dir& dir = dirs_[dir_index];
-    ops[0].nfs_argop4_u.opputfh.object = {static_cast<u_int>(dir.fh.size()), dir.fh.data()};
-    ops[1].argop = OP_READDIR;
-    READDIR4args& readdir = ops[1].nfs_argop4_u.opreaddir;
+    if (dir.fh.empty()) {  // first page: PUTFH parent, LOOKUP name, GETFH, READDIR
+      put(dirs_[dir.parent].fh);
+      lookup(dir.name);
+      ops.push_back(nfs_argop4{});
+      ops.back().argop = OP_GETFH;
+    } else {
+      put(dir.fh);
+    }
+    ops.push_back(nfs_argop4{});
+    ops.back().argop = OP_READDIR;
+    READDIR4args& readdir = ops.back().nfs_argop4_u.opreaddir;
     readdir.cookie = dir.cookie;
     std::memcpy(readdir.cookieverf, dir.verifier, NFS4_VERIFIER_SIZE);
     readdir.dircount = kReaddirBytes;
     readdir.maxcount = kReaddirBytes;
-    readdir.attr_request = {2, const_cast<uint32_t*>(kEntryAttrs)};
+    readdir.attr_request = {2, const_cast<uint32_t*>(kAttrs)};
     if (!send(Kind::Readdir, dir_index, 0, ops)) return;
   }
 }
@@ -321,7 +341,7 @@ int Walk::drain() {
     if (in_flight_ == 0) return 0;
     int rc = pump_(
         [this] {
-          return in_flight_ == 0 || (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !link_fh_.empty()));
+          return in_flight_ == 0 || (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !to_readlink_.empty()));
         },
         replies_);
     if (rc < 0) return rc;
@@ -364,7 +384,7 @@ Result<Tree> Walk::run(const std::vector<std::string>& export_path, const std::s
   }
   ops[components.size() + 1].argop = OP_GETFH;
   ops[components.size() + 2].argop = OP_GETATTR;
-  ops[components.size() + 2].nfs_argop4_u.opgetattr.attr_request = {2, const_cast<uint32_t*>(kRootAttrs)};
+  ops[components.size() + 2].nfs_argop4_u.opgetattr.attr_request = {2, const_cast<uint32_t*>(kAttrs)};
   if (!send(Kind::Resolve, 0, 0, ops)) return *error_;
   if (int rc = drain(); rc < 0) return error_ ? *error_ : make_error(-rc, root_path_ + ": connection lost");
   if (error_) return *error_;
@@ -378,9 +398,9 @@ Result<Tree> Walk::run(const std::vector<std::string>& export_path, const std::s
     return tree;
   }
   if (*type == NodeType::Symlink) {
-    link_fh_.push_back({{kNone, 0}, root_.fh});
+    to_readlink_.push_back({kNone, 0});
   } else {
-    dirs_.push_back(Dir{root_.fh, "", 0, 0, {}, {}});
+    dirs_.push_back(Dir{root_fh_, kNone, "", "", 0, 0, {}, {}});
     to_list_.push_back(0);
   }
   if (int rc = drain(); rc < 0) return error_ ? *error_ : make_error(-rc, root_path_ + ": connection lost");

@@ -1,7 +1,9 @@
-// Lists a store path's whole tree over NFSv4 with raw COMPOUNDs on one libnfs context:
-// READDIR by file handle, asking only for type, size, mode and each entry's file handle (no
-// owner strings: libnfs' own GETATTR/READDIR ask for them and resolve every one through NSS,
-// ~30 openat calls an entry), with many directories and symlinks in flight at once.
+// Lists a store path's whole tree over NFSv4 with raw COMPOUNDs on one libnfs context, many
+// directories and symlinks in flight at once: a directory's first page is PUTFH parent, LOOKUP
+// name, GETFH, READDIR (later pages PUTFH dir, READDIR), a symlink PUTFH parent, LOOKUP name,
+// READLINK. READDIR asks only for type, size and mode: no file handles, and no owner strings
+// (libnfs' own GETATTR/READDIR ask for them and resolve every one through NSS, ~30 openat calls
+// an entry).
 #pragma once
 
 #include <cstddef>
