@@ -1,13 +1,9 @@
 #include "nfs4_tree_walk.h"
 
-// libnfs 4.0 needs <sys/time.h> before its header.
-#include <sys/stat.h>
-#include <sys/time.h>
-#include <nfsc/libnfs.h>
-#include <nfsc/libnfs-raw.h>
-#include <nfsc/libnfs-raw-nfs4.h>
+#include "nfs4_compound.h"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -67,33 +63,6 @@ bool parse_attrs(const fattr4& attrs, Attrs* out) {
     }
   }
   return true;
-}
-
-int errno_of(nfsstat4 status) {
-  switch (status) {
-    case NFS4ERR_NOENT: return ENOENT;
-    case NFS4ERR_NOTDIR: return ENOTDIR;
-    case NFS4ERR_ACCESS: return EACCES;
-    case NFS4ERR_PERM: return EPERM;
-    case NFS4ERR_NAMETOOLONG: return ENAMETOOLONG;
-    case NFS4ERR_SYMLINK: return ELOOP;
-    default: return EIO;
-  }
-}
-
-// The failing operation's status of a COMPOUND reply (the last result), or the compound's own.
-nfsstat4 status_of(const COMPOUND4res& res) {
-  if (res.resarray.resarray_len == 0) return res.status;
-  // Every resop4 result starts with its nfsstat4, whatever the operation.
-  const nfs_resop4& last = res.resarray.resarray_val[res.resarray.resarray_len - 1];
-  return last.nfs_resop4_u.opputfh.status != NFS4_OK ? last.nfs_resop4_u.opputfh.status : res.status;
-}
-
-const nfs_resop4* find_op(const COMPOUND4res& res, nfs_opnum4 op) {
-  for (u_int i = 0; i < res.resarray.resarray_len; ++i) {
-    if (res.resarray.resarray_val[i].resop == op) return &res.resarray.resarray_val[i];
-  }
-  return nullptr;
 }
 
 std::optional<NodeType> node_type(uint32_t nfs_type) {
@@ -193,18 +162,18 @@ void Walk::handle(const Request& request, int status, void* data) {
   }
   const auto& res = *static_cast<const COMPOUND4res*>(data);
   if (res.status != NFS4_OK) {
-    nfsstat4 failed = status_of(res);
+    nfsstat4 failed = nfs4_failed_status(res);
     std::string what = request.kind == Kind::Readdir ? "listing " : request.kind == Kind::Readlink ? "readlink " : "";
     std::string path = request.kind == Kind::Resolve ? root_path_
                        : request.kind == Kind::Readlink && request.dir != kNone
                            ? where(request.dir, dirs_[request.dir].entries[request.entry].name)
                            : where(request.dir);
-    fail(errno_of(failed), what + path + ": " + nfsstat4_to_str(failed));
+    fail(nfs4_errno(failed), what + path + ": " + nfsstat4_to_str(failed));
     return;
   }
   if (request.kind == Kind::Resolve) {
-    const nfs_resop4* getattr = find_op(res, OP_GETATTR);
-    const nfs_resop4* getfh = find_op(res, OP_GETFH);
+    const nfs_resop4* getattr = nfs4_result(res, OP_GETATTR);
+    const nfs_resop4* getfh = nfs4_result(res, OP_GETFH);
     if (!getattr || !getfh ||
         !parse_attrs(getattr->nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, &root_)) {
       fail(EIO, root_path_ + ": malformed GETATTR reply");
@@ -213,16 +182,16 @@ void Walk::handle(const Request& request, int status, void* data) {
     const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
     root_fh_.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
   } else if (request.kind == Kind::Readdir) {
-    const nfs_resop4* readdir = find_op(res, OP_READDIR);
+    const nfs_resop4* readdir = nfs4_result(res, OP_READDIR);
     if (!readdir) return fail(EIO, "listing " + where(request.dir) + ": no READDIR result");
-    if (const nfs_resop4* getfh = find_op(res, OP_GETFH)) {
+    if (const nfs_resop4* getfh = nfs4_result(res, OP_GETFH)) {
       const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
       dirs_[request.dir].fh.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
     }
     if (dirs_[request.dir].fh.empty()) return fail(EIO, "listing " + where(request.dir) + ": no file handle");
     on_readdir(request.dir, readdir->nfs_resop4_u.opreaddir.READDIR4res_u.resok4);
   } else {
-    const nfs_resop4* readlink = find_op(res, OP_READLINK);
+    const nfs_resop4* readlink = nfs4_result(res, OP_READLINK);
     if (!readlink) return fail(EIO, "readlink under " + where(request.dir) + ": no READLINK result");
     const linktext4& link = readlink->nfs_resop4_u.opreadlink.READLINK4res_u.resok4.link;
     std::string target(link.utf8string_val, link.utf8string_len);
@@ -285,29 +254,18 @@ bool Walk::send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& op
 
 void Walk::issue() {
   std::vector<nfs_argop4> ops;
-  auto put = [&ops](std::string& fh) {
-    ops.push_back(nfs_argop4{});
-    ops.back().argop = OP_PUTFH;
-    ops.back().nfs_argop4_u.opputfh.object = {static_cast<u_int>(fh.size()), fh.data()};
-  };
-  auto lookup = [&ops](std::string& name) {
-    ops.push_back(nfs_argop4{});
-    ops.back().argop = OP_LOOKUP;
-    ops.back().nfs_argop4_u.oplookup.objname = {static_cast<u_int>(name.size()), name.data()};
-  };
   while (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !to_readlink_.empty())) {
     ops.clear();
     if (!to_readlink_.empty()) {  // readlinks are one small round trip each: keep them flowing
       auto [dir_index, entry] = to_readlink_.front();
       to_readlink_.pop_front();
       if (dir_index == kNone) {
-        put(root_fh_);
+        ops.push_back(nfs4_putfh(root_fh_));
       } else {
-        put(dirs_[dir_index].fh);
-        lookup(dirs_[dir_index].entries[entry].name);
+        ops.push_back(nfs4_putfh(dirs_[dir_index].fh));
+        ops.push_back(nfs4_lookup(dirs_[dir_index].entries[entry].name));
       }
-      ops.push_back(nfs_argop4{});
-      ops.back().argop = OP_READLINK;
+      ops.push_back(nfs4_op(OP_READLINK));
       if (!send(Kind::Readlink, dir_index, entry, ops)) return;
       continue;
     }
@@ -315,15 +273,13 @@ void Walk::issue() {
     to_list_.pop_front();
     Dir& dir = dirs_[dir_index];
     if (dir.fh.empty()) {  // first page: PUTFH parent, LOOKUP name, GETFH, READDIR
-      put(dirs_[dir.parent].fh);
-      lookup(dir.name);
-      ops.push_back(nfs_argop4{});
-      ops.back().argop = OP_GETFH;
+      ops.push_back(nfs4_putfh(dirs_[dir.parent].fh));
+      ops.push_back(nfs4_lookup(dir.name));
+      ops.push_back(nfs4_op(OP_GETFH));
     } else {
-      put(dir.fh);
+      ops.push_back(nfs4_putfh(dir.fh));
     }
-    ops.push_back(nfs_argop4{});
-    ops.back().argop = OP_READDIR;
+    ops.push_back(nfs4_op(OP_READDIR));
     READDIR4args& readdir = ops.back().nfs_argop4_u.opreaddir;
     readdir.cookie = dir.cookie;
     std::memcpy(readdir.cookieverf, dir.verifier, NFS4_VERIFIER_SIZE);
@@ -376,15 +332,11 @@ Result<Tree> Walk::run(const std::vector<std::string>& export_path, const std::s
   // PUTROOTFH, LOOKUP every component of the export and the name, GETFH, GETATTR.
   std::vector<std::string> components = export_path;
   components.push_back(name);
-  std::vector<nfs_argop4> ops(components.size() + 3, nfs_argop4{});
-  ops[0].argop = OP_PUTROOTFH;
-  for (size_t i = 0; i < components.size(); ++i) {
-    ops[i + 1].argop = OP_LOOKUP;
-    ops[i + 1].nfs_argop4_u.oplookup.objname = {static_cast<u_int>(components[i].size()), components[i].data()};
-  }
-  ops[components.size() + 1].argop = OP_GETFH;
-  ops[components.size() + 2].argop = OP_GETATTR;
-  ops[components.size() + 2].nfs_argop4_u.opgetattr.attr_request = {2, const_cast<uint32_t*>(kAttrs)};
+  std::vector<nfs_argop4> ops{nfs4_op(OP_PUTROOTFH)};
+  for (std::string& component : components) ops.push_back(nfs4_lookup(component));
+  ops.push_back(nfs4_op(OP_GETFH));
+  ops.push_back(nfs4_op(OP_GETATTR));
+  ops.back().nfs_argop4_u.opgetattr.attr_request = {2, const_cast<uint32_t*>(kAttrs)};
   if (!send(Kind::Resolve, 0, 0, ops)) return *error_;
   if (int rc = drain(); rc < 0) return error_ ? *error_ : make_error(-rc, root_path_ + ": connection lost");
   if (error_) return *error_;

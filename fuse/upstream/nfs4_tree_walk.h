@@ -6,22 +6,14 @@
 // an entry).
 #pragma once
 
-#include <cstddef>
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "nfs4_compound.h"
 #include "result.h"
 #include "tree.h"
 
-struct nfs_context;
-
 namespace lazystore {
-
-// Services the context until done() holds. The deadline restarts whenever `progress` changes.
-// Returns 0, or a negative errno after the context was destroyed (no answer in time, transport
-// error); destroying it cancels what is in flight, while the caller's state is still alive.
-using Nfs4Pump = std::function<int(const std::function<bool()>& done, const size_t& progress)>;
 
 // export_path: the components the mount LOOKUPs from the server's root (the URL's path).
 // name: the store path's base name in the export. Errors carry an errno (ENOENT when the server

@@ -18,6 +18,7 @@
 #include <list>
 
 #include "log.h"
+#include "nfs4_read.h"
 #include "nfs4_tree_walk.h"
 #include "stats.h"
 
@@ -74,6 +75,7 @@ class NfsConnection {
     for (char& b : verifier) b = static_cast<char>(std::random_device{}());
     nfs4_set_verifier(c->ctx_, verifier);
     std::string where = std::string(url->server) + ":" + url->path;
+    c->anonymous_reads_ = source.version == 4;
     for (std::string_view rest = url->path; !rest.empty();) {
       size_t slash = rest.find('/');
       std::string_view component = rest.substr(0, slash);
@@ -142,9 +144,15 @@ class NfsConnection {
 
   // Reads into buf from `path` at offset (one READ of at most kMaxRead); bytes read or -errno.
   int pread(const std::string& path, uint64_t offset, std::span<std::byte> buf) {
+    size_t want = std::min(kMaxRead, buf.size());
+    if (anonymous_reads_) {
+      int rc = anonymous_pread(path, offset, buf.first(want));
+      if (rc != kNfs4AnonymousReadRefused) return rc;
+      LOG_INFO("%s: the NFS server refuses READ without OPEN: reading through OPEN", path.c_str());
+      anonymous_reads_ = false;
+    }
     nfsfh* fh = nullptr;
     if (int rc = open_file(path, &fh); rc != 0) return rc;
-    size_t want = std::min(kMaxRead, buf.size());
     return call([&](nfs_cb cb, void* p) { return nfs_pread_async(ctx_, fh, offset, want, cb, p); },
                 [&buf, want](int status, void* data) {
                   std::memcpy(buf.data(), data, std::min<size_t>(static_cast<size_t>(status), want));
@@ -225,6 +233,33 @@ class NfsConnection {
     return 0;
   }
 
+  // NFSv4: one COMPOUND per READ, with the anonymous stateid (nfs4_read.h); handles by path, LRU.
+  int anonymous_pread(const std::string& path, uint64_t offset, std::span<std::byte> buf) {
+    auto it = std::find_if(file_handles_.begin(), file_handles_.end(), [&](const auto& e) { return e.first == path; });
+    if (it != file_handles_.end()) {
+      file_handles_.splice(file_handles_.begin(), file_handles_, it);
+    } else {
+      if (file_handles_.size() >= kOpenFilesPerConnection) file_handles_.pop_back();
+      file_handles_.emplace_front(path, std::string());
+    }
+    std::vector<std::string> components = export_path_;
+    for (std::string_view rest = path; !rest.empty();) {
+      size_t slash = rest.find('/');
+      if (slash != 0) components.emplace_back(rest.substr(0, slash));
+      rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    }
+    std::string error;
+    int rc = nfs4_read(ctx_, std::move(components), &file_handles_.front().second, offset, buf, &error,
+                       [this](const std::function<bool()>& done, const size_t& progress) {
+                         return pump(done, progress);
+                       });
+    if (rc < 0) {
+      if (!error.empty()) last_error_ = error;
+      if (!file_handles_.empty() && file_handles_.front().first == path) file_handles_.pop_front();
+    }
+    return rc;
+  }
+
   int open_file(const std::string& path, nfsfh** out) {
     for (auto it = handles_.begin(); it != handles_.end(); ++it) {
       if (it->first == path) {
@@ -250,6 +285,7 @@ class NfsConnection {
   void kill() {
     if (!ctx_) return;
     handles_.clear();
+    file_handles_.clear();
     nfs_destroy_context(std::exchange(ctx_, nullptr));
   }
 
@@ -258,6 +294,8 @@ class NfsConnection {
   const std::chrono::steady_clock::duration timeout_;
   std::string last_error_;
   std::list<std::pair<std::string, nfsfh*>> handles_;  // most recently used first
+  std::list<std::pair<std::string, std::string>> file_handles_;  // path, NFSv4 handle; MRU first
+  bool anonymous_reads_ = false;  // NFSv4, until the server refuses one
 };
 
 NfsUpstream::Lease::Lease(NfsUpstream& owner, std::unique_ptr<NfsConnection> connection, bool reused)
