@@ -447,7 +447,7 @@ def main():
     if os.geteuid() != 0:
         parser.error("run as root (FUSE mounts, drop_caches, sshd, ganesha)")
     for tool in ("ganesha.nfsd", "sshfs", "/usr/sbin/sshd", "ssh-keygen", "getfattr", "cc", "gcc", "bwrap",
-                 "hyperfine", "strace", "ss", "fusermount3", "/usr/bin/python3.11"):
+                 "hyperfine", "strace", "ss", "fusermount3", "/usr/bin/python3.11", "nginx", "nix", "nix-store"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is missing")
     os.environ["LAZYSTORE_BIN"] = os.path.abspath(args.bin)
