@@ -119,6 +119,12 @@ class Walk {
     return path;
   }
   bool send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& ops);
+  // The pump gave up (what was in flight was cancelled): its reason, not the cancellations'.
+  Error lost(int rc) const {
+    return make_error(rc == -ETIMEDOUT ? ETIMEDOUT : EIO,
+                      root_path_ + (rc == -ETIMEDOUT ? ": no answer within the deadline (upstream-timeout)"
+                                                     : ": connection lost"));
+  }
   void issue();
   int drain();
   void on_readdir(size_t dir, const READDIR4resok& ok);
@@ -338,7 +344,7 @@ Result<Tree> Walk::run(const std::vector<std::string>& export_path, const std::s
   ops.push_back(nfs4_op(OP_GETATTR));
   ops.back().nfs_argop4_u.opgetattr.attr_request = {2, const_cast<uint32_t*>(kAttrs)};
   if (!send(Kind::Resolve, 0, 0, ops)) return *error_;
-  if (int rc = drain(); rc < 0) return error_ ? *error_ : make_error(-rc, root_path_ + ": connection lost");
+  if (int rc = drain(); rc < 0) return lost(rc);
   if (error_) return *error_;
 
   auto type = node_type(root_.type);
@@ -355,7 +361,7 @@ Result<Tree> Walk::run(const std::vector<std::string>& export_path, const std::s
     dirs_.push_back(Dir{root_fh_, kNone, "", "", 0, 0, {}, {}});
     to_list_.push_back(0);
   }
-  if (int rc = drain(); rc < 0) return error_ ? *error_ : make_error(-rc, root_path_ + ": connection lost");
+  if (int rc = drain(); rc < 0) return lost(rc);
   if (error_) return *error_;
   if (*type == NodeType::Symlink) {
     if (root_target_.empty() || root_target_.size() > Tree::kMaxTargetLength || root_target_.size() != root_.size) {

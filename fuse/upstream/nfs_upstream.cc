@@ -254,7 +254,7 @@ class NfsConnection {
                          return pump(done, progress);
                        });
     if (rc < 0) {
-      if (!error.empty()) last_error_ = error;
+      if (!error.empty() && ctx_) last_error_ = error;  // else the pump's reason stands
       if (!file_handles_.empty() && file_handles_.front().first == path) file_handles_.pop_front();
     }
     return rc;
