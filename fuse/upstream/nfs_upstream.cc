@@ -18,6 +18,8 @@
 #include <list>
 
 #include "log.h"
+#include "nfs4_read.h"
+#include "nfs4_tree_walk.h"
 #include "stats.h"
 
 namespace lazystore {
@@ -73,6 +75,13 @@ class NfsConnection {
     for (char& b : verifier) b = static_cast<char>(std::random_device{}());
     nfs4_set_verifier(c->ctx_, verifier);
     std::string where = std::string(url->server) + ":" + url->path;
+    c->anonymous_reads_ = source.version == 4;
+    for (std::string_view rest = url->path; !rest.empty();) {
+      size_t slash = rest.find('/');
+      std::string_view component = rest.substr(0, slash);
+      if (!component.empty()) c->export_path_.emplace_back(component);
+      rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    }
     int rc = c->call([&](nfs_cb cb, void* p) { return nfs_mount_async(c->ctx_, url->server, url->path, cb, p); },
                      [](int, void*) {});
     if (rc != 0) {
@@ -118,6 +127,16 @@ class NfsConnection {
                 });
   }
 
+  // NFSv4 only: the whole tree of /name (see nfs4_tree_walk.h). Transport failures and
+  // timeouts destroy the context, as for every other call.
+  Result<Tree> walk_tree(const std::string& name) {
+    if (!ctx_) return make_error(EIO, "connection is closed");
+    return nfs4_walk_tree(ctx_, export_path_, name,
+                          [this](const std::function<bool()>& done, const size_t& progress) {
+                            return pump(done, progress);
+                          });
+  }
+
   int statvfs(nfs_statvfs_64* out) {
     return call([&](nfs_cb cb, void* p) { return nfs_statvfs64_async(ctx_, "/", cb, p); },
                 [out](int, void* data) { *out = *static_cast<nfs_statvfs_64*>(data); });
@@ -125,9 +144,15 @@ class NfsConnection {
 
   // Reads into buf from `path` at offset (one READ of at most kMaxRead); bytes read or -errno.
   int pread(const std::string& path, uint64_t offset, std::span<std::byte> buf) {
+    size_t want = std::min(kMaxRead, buf.size());
+    if (anonymous_reads_) {
+      int rc = anonymous_pread(path, offset, buf.first(want));
+      if (rc != kNfs4AnonymousReadRefused) return rc;
+      LOG_INFO("%s: the NFS server refuses READ without OPEN: reading through OPEN", path.c_str());
+      anonymous_reads_ = false;
+    }
     nfsfh* fh = nullptr;
     if (int rc = open_file(path, &fh); rc != 0) return rc;
-    size_t want = std::min(kMaxRead, buf.size());
     return call([&](nfs_cb cb, void* p) { return nfs_pread_async(ctx_, fh, offset, want, cb, p); },
                 [&buf, want](int status, void* data) {
                   std::memcpy(buf.data(), data, std::min<size_t>(static_cast<size_t>(status), want));
@@ -171,8 +196,25 @@ class NfsConnection {
       kill();
       return -EIO;
     }
+    static const size_t kNoProgress = 0;
+    if (int rc = pump([&pending] { return pending.done; }, kNoProgress); rc < 0) {
+      return rc == -EIO && pending.done && pending.status >= 0 ? pending.status : rc;
+    }
+    if (pending.status < 0) last_error_ = pending.error;
+    return pending.status;
+  }
+
+  // Services the context until done(); the deadline restarts whenever `progress` changes.
+  // On timeout or a transport error the context is destroyed (cancelling what is in flight).
+  int pump(const std::function<bool()>& done, const size_t& progress) {
     auto deadline = std::chrono::steady_clock::now() + timeout_;
-    while (!pending.done) {
+    size_t seen = progress;
+    while (!done()) {
+      if (!ctx_) return -EIO;
+      if (progress != seen) {
+        seen = progress;
+        deadline = std::chrono::steady_clock::now() + timeout_;
+      }
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
         last_error_ = "no answer within the deadline (upstream-timeout)";
@@ -185,11 +227,37 @@ class NfsConnection {
       if (ready < 0 || nfs_service(ctx_, ready > 0 ? pfd.revents : 0) < 0) {
         last_error_ = "connection lost: " + error_text(ctx_);
         kill();
-        return pending.done && pending.status >= 0 ? pending.status : -EIO;
+        return -EIO;
       }
     }
-    if (pending.status < 0) last_error_ = pending.error;
-    return pending.status;
+    return 0;
+  }
+
+  // NFSv4: one COMPOUND per READ, with the anonymous stateid (nfs4_read.h); handles by path, LRU.
+  int anonymous_pread(const std::string& path, uint64_t offset, std::span<std::byte> buf) {
+    auto it = std::find_if(file_handles_.begin(), file_handles_.end(), [&](const auto& e) { return e.first == path; });
+    if (it != file_handles_.end()) {
+      file_handles_.splice(file_handles_.begin(), file_handles_, it);
+    } else {
+      if (file_handles_.size() >= kOpenFilesPerConnection) file_handles_.pop_back();
+      file_handles_.emplace_front(path, std::string());
+    }
+    std::vector<std::string> components = export_path_;
+    for (std::string_view rest = path; !rest.empty();) {
+      size_t slash = rest.find('/');
+      if (slash != 0) components.emplace_back(rest.substr(0, slash));
+      rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    }
+    std::string error;
+    int rc = nfs4_read(ctx_, std::move(components), &file_handles_.front().second, offset, buf, &error,
+                       [this](const std::function<bool()>& done, const size_t& progress) {
+                         return pump(done, progress);
+                       });
+    if (rc < 0) {
+      if (!error.empty() && ctx_) last_error_ = error;  // else the pump's reason stands
+      if (!file_handles_.empty() && file_handles_.front().first == path) file_handles_.pop_front();
+    }
+    return rc;
   }
 
   int open_file(const std::string& path, nfsfh** out) {
@@ -217,13 +285,17 @@ class NfsConnection {
   void kill() {
     if (!ctx_) return;
     handles_.clear();
+    file_handles_.clear();
     nfs_destroy_context(std::exchange(ctx_, nullptr));
   }
 
   nfs_context* ctx_;
+  std::vector<std::string> export_path_;  // the URL's path, as components
   const std::chrono::steady_clock::duration timeout_;
   std::string last_error_;
   std::list<std::pair<std::string, nfsfh*>> handles_;  // most recently used first
+  std::list<std::pair<std::string, std::string>> file_handles_;  // path, NFSv4 handle; MRU first
+  bool anonymous_reads_ = false;  // NFSv4, until the server refuses one
 };
 
 NfsUpstream::Lease::Lease(NfsUpstream& owner, std::unique_ptr<NfsConnection> connection, bool reused)
@@ -247,6 +319,13 @@ Error NfsUpstream::Lease::failed(int rc, const std::string& what) {
   if (code == ENOENT) return make_error(ENOENT, what + ": no such file");
   return make_error(timed_out ? ETIMEDOUT : (is_answer(code) ? code : EIO),
                     what + ": " + (detail.empty() ? std::strerror(code) : detail));
+}
+
+Error NfsUpstream::Lease::failed(Error error) {
+  if (error.code == ETIMEDOUT && owner_->options_.stats) owner_->options_.stats->upstream_timeouts++;
+  if (!is_answer(error.code) || connection_->dead()) broken_ = true;
+  if (!is_answer(error.code) && error.code != ETIMEDOUT) error.code = EIO;
+  return error;
 }
 
 Result<std::unique_ptr<NfsUpstream>> NfsUpstream::open(NfsSource source, const UpstreamOptions& options) {
@@ -404,6 +483,15 @@ Result<Tree> NfsUpstream::list_tree(const StorePath& path) {
 }
 
 Result<Tree> NfsUpstream::list_tree_on(Lease& nfs, const StorePath& path) {
+  if (source_.version == 4) {
+    auto tree = nfs->walk_tree(path.base_name());
+    if (!tree) {
+      Error error = tree.error();
+      error.message = source_.display + ": " + error.message;
+      return nfs.failed(std::move(error));
+    }
+    return tree;
+  }
   std::string root = "/" + path.base_name();
   nfs_stat_64 st{};
   if (int rc = nfs->lstat(root, &st); rc != 0) return nfs.failed(rc, source_.display + root);

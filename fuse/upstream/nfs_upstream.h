@@ -4,6 +4,11 @@
 // connections (one nfs_context each, used by one thread at a time). Every call has a deadline
 // (libnfs' timeout); a connection that failed in any way but "no such file" is thrown away, so
 // the next call reconnects by itself after a server restart.
+//
+// NFSv4 skips libnfs' high-level calls where they cost round trips or CPU: a store path's tree
+// is listed by raw COMPOUNDs with many directories in flight (nfs4_tree_walk.h), and file data
+// is read by one COMPOUND per READ with the anonymous stateid (nfs4_read.h). Neither asks for
+// owner strings, which libnfs 4.0 resolves through NSS for every entry it decodes.
 #pragma once
 
 #include <condition_variable>
@@ -43,6 +48,8 @@ class NfsUpstream final : public Upstream {
     NfsConnection* operator->() const { return connection_.get(); }
     // Records the failure of a libnfs call (a negative errno) and returns its Error.
     Error failed(int rc, const std::string& what);
+    // Records a failure already made into an Error (code an errno).
+    Error failed(Error error);
     bool broken() const { return broken_; }
     bool reused() const { return reused_; }
 

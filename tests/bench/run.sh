@@ -1,5 +1,5 @@
 #!/bin/sh
-# The benchmark suite: lazystore vs native disk, sshfs and rclone on the same store (README.md).
+# The benchmark suite: lazystore (NFS and HTTP) vs native disk, sshfs and rclone on the same store (README.md).
 # As root:  tests/bench/run.sh [--runs 3] [--hot-runs 5] [--out DIR]
 # Writes tests/bench/results.{md,png,json}. Not part of meson test.
 # LAZYSTORE_BIN overrides the daemon (default build-lead/fuse/lazystore).

@@ -6,7 +6,8 @@ Entry point: tests/bench/run.sh (see README.md here and the top-level README's "
 Systems (each sees the same export directory of hard-linked store paths):
   native             the export directory itself (the limit)
   lazystore NFS      lazystore over nfs-ganesha NFSv4 on 127.0.0.1 (libnfs)
-  lazystore HTTP     not driven yet (no HTTP binary cache server in the suite): reported n/a
+  lazystore HTTP     lazystore over nginx on 127.0.0.1 serving a signed Nix binary cache of the same
+                     store paths (`nix copy --to file://…?compression=none&write-nar-listing=true`)
   sshfs              sshfs 3.7 over a private sshd on 127.0.0.1, default options
   sshfs cached       the same with -o kernel_cache and 1 h entry/attr/dcache timeouts
   rclone             `rclone mount --vfs-cache-mode full` of an sftp remote on the same sshd
@@ -31,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
+import http_server  # noqa: E402
 import lazystore_testlib as lib  # noqa: E402
 import nfs_server  # noqa: E402
 import suite_store  # noqa: E402
@@ -166,6 +168,13 @@ class System:
     def upstream_bytes(self):
         return None
 
+    def server_bytes(self):
+        """What the server sent so far (None: not measured)."""
+        return server_bytes_sent(self.port) if self.port else None
+
+    def close(self):
+        pass
+
 
 class Native(System):
     key, name = "native", "native"
@@ -174,21 +183,23 @@ class Native(System):
         self.root = export
 
 
-class LazystoreNfs(System):
-    key, name, persistent = "lazystore-nfs", "lazystore NFS", True
+class Lazystore(System):
+    """lazystore on `source`, its own mount point and cache under work."""
+    persistent = True
 
-    def __init__(self, work, ganesha):
-        self.root = os.path.join(work, "mnt-lazystore")
+    def __init__(self, work, source, options=None):
+        self.root = os.path.join(work, f"mnt-{self.key}")
         os.makedirs(self.root)
-        self.cache = os.path.join(work, "cache-lazystore")
-        self.url, self.port = ganesha.url(4), ganesha.port
+        self.cache = os.path.join(work, f"cache-{self.key}")
+        self.source = source
+        self.options = dict(options or {}, **{"log-level": "warning"})
         self.daemon = None
         self.problems = []
 
     def start(self, fresh):
         if fresh:
             shutil.rmtree(self.cache, ignore_errors=True)
-        self.daemon = lib.Daemon(self.url, self.root, self.cache, {"log-level": "warning"})
+        self.daemon = lib.Daemon(self.source, self.root, self.cache, self.options)
         self.daemon.start()
 
     def stop(self):
@@ -196,7 +207,7 @@ class LazystoreNfs(System):
             problems = self.daemon.stop(check=False)
             if problems:
                 self.problems += problems
-                lib.log("lazystore: " + "; ".join(problems))
+                lib.log(f"{self.name}: " + "; ".join(problems))
             self.daemon = None
 
     def upstream_bytes(self):
@@ -207,17 +218,43 @@ class LazystoreNfs(System):
         return json.loads(raw)
 
 
-class LazystoreHttp(System):
+class LazystoreNfs(Lazystore):
+    key, name = "lazystore-nfs", "lazystore NFS"
+
+    def __init__(self, work, ganesha):
+        super().__init__(work, ganesha.url(4))
+        self.port = ganesha.port
+
+
+class LazystoreHttp(Lazystore):
+    """lazystore over a signed Nix binary cache (compression none, `.ls` listings) behind nginx:
+    the cache (`nix copy --to file://…`) holds the same store paths as the export."""
     key, name = "lazystore-http", "lazystore HTTP"
 
-    def __init__(self, binary):
-        help_text = subprocess.run([binary, "--help"], capture_output=True, text=True)
-        # The help spells it "http(s)://URL".
-        if not re.search(r"\bhttps?(\(s\))?://", help_text.stdout + help_text.stderr):
-            self.unavailable = "not available yet: `lazystore --help` lists no http SOURCE"
-        else:
-            self.unavailable = ("`lazystore --help` lists an http SOURCE, but this suite does not start an "
-                                "HTTP binary cache (nix copy + nginx) yet")
+    def __init__(self, work, cache_dir, public_key):
+        self.nginx = http_server.Nginx(cache_dir, os.path.join(work, "nginx")).start()
+        super().__init__(work, self.nginx.url, {"trusted-public-keys": public_key})
+
+    def server_bytes(self):
+        return self.nginx.bytes_served()  # $body_bytes_sent of every request
+
+    def close(self):
+        self.nginx.close()
+
+
+def make_binary_cache(work, stores):
+    """A signed binary cache of every (store root, [base names]) in `stores`, as `nix copy
+    --to file://DIR?compression=none&write-nar-listing=true` makes it; (DIR, public key)."""
+    nix_env = lib.NixStore(stores[0][0], os.path.join(work, "nix-home")).env
+    secret, public = os.path.join(work, "cache-key.sec"), os.path.join(work, "cache-key.pub")
+    lib.run(["nix-store", "--generate-binary-cache-key", "lazystore-bench-1", secret, public], env=nix_env)
+    directory = os.path.join(work, "binary-cache")
+    for root, names in stores:
+        lib.run(["nix", "copy", "--no-check-sigs", "--to",
+                 f"file://{directory}?compression=none&write-nar-listing=true&secret-key={secret}",
+                 "--from", f"local?root={root}", *[f"/nix/store/{n}" for n in names]], env=nix_env)
+    with open(public) as f:
+        return directory, f.read().strip()
 
 
 class Sshfs(System):
@@ -410,7 +447,7 @@ def main():
     if os.geteuid() != 0:
         parser.error("run as root (FUSE mounts, drop_caches, sshd, ganesha)")
     for tool in ("ganesha.nfsd", "sshfs", "/usr/sbin/sshd", "ssh-keygen", "getfattr", "cc", "gcc", "bwrap",
-                 "hyperfine", "strace", "ss", "fusermount3", "/usr/bin/python3.11"):
+                 "hyperfine", "strace", "ss", "fusermount3", "/usr/bin/python3.11", "nginx", "nix", "nix-store"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is missing")
     os.environ["LAZYSTORE_BIN"] = os.path.abspath(args.bin)
@@ -433,7 +470,7 @@ def main():
     export = os.path.join(work, "export")
     os.makedirs(export)
     ganesha = sshd = None
-    systems = []
+    systems = []  # started servers of their own (nginx) are closed with them
     results = {"cells": {}, "w5": {}}
     try:
         sources = {"include": fixture.path("include"), "python_home": own["python_home"], "large": own["large"]}
@@ -444,7 +481,15 @@ def main():
         wl = Workloads(work, export, names, args.randread)
         ganesha = nfs_server.Ganesha.v4(export, os.path.join(work, "ganesha"))
         sshd = nfs_bench.Sshd(os.path.join(work, "ssh"))
-        systems = [Native(export), LazystoreNfs(work, ganesha), LazystoreHttp(args.bin),
+        if not args.only or "lazystore-http" in args.only.split(","):
+            made = time.monotonic()
+            cache_dir, public_key = make_binary_cache(work, [
+                (os.path.join(fixture.root, "root"), [names["include"]]),
+                (os.path.dirname(os.path.dirname(os.path.dirname(own["large"]))),
+                 [names["python_home"], names["large"]])])
+            lib.log(f"binary cache made in {time.monotonic() - made:.0f} s")
+            systems.append(LazystoreHttp(work, cache_dir, public_key))
+        systems = [Native(export), LazystoreNfs(work, ganesha), *systems,
                    Sshfs("sshfs", "sshfs", work, sshd, export, ""),
                    Sshfs("sshfs-cached", "sshfs cached", work, sshd, export,
                          "kernel_cache,entry_timeout=3600,attr_timeout=3600,dcache_timeout=3600"),
@@ -467,13 +512,13 @@ def main():
             if problem:
                 raise RuntimeError(f"{key} fails natively: {problem}")
 
-        # Warm-up, not timed: ganesha's metadata cache sees every entry once (no side pays it alone).
-        lz = next((s for s in systems if s.key == "lazystore-nfs"), None)
-        if lz is not None:
-            lz.start(fresh=True)
+        # Warm-up, not timed: ganesha's metadata cache sees every entry once (no side pays it alone),
+        # nginx and the kernel have opened the cache files once.
+        for warm in [s for s in systems if isinstance(s, Lazystore)]:
+            warm.start(fresh=True)
             for key in ("W1", "W3"):
-                timed(wl.argv(key, lz.root), False)
-            lz.stop()
+                timed(wl.argv(key, warm.root), False)
+            warm.stop()
         lib.log(f"setup done in {time.monotonic() - started:.0f} s (load {loadavg()})")
 
         for key in keys:
@@ -491,7 +536,7 @@ def main():
                     for run in range(args.runs):
                         system.start(fresh=True)
                         drop_caches()
-                        before = server_bytes_sent(system.port) if system.port else 0
+                        before = system.server_bytes()
                         up_before = system.upstream_bytes()
                         cold_c0 = counters() if counters else None
                         seconds, result = timed(argv, capture)
@@ -499,8 +544,8 @@ def main():
                         if problem:
                             raise RuntimeError(problem)
                         cell["cold"].append(seconds)
-                        if system.port:
-                            cell["server_bytes"].append(server_bytes_sent(system.port) - before)
+                        if before is not None:
+                            cell["server_bytes"].append(system.server_bytes() - before)
                         if up_before is not None:
                             cell["upstream_bytes"].append(system.upstream_bytes() - up_before)
                         if counters and run == 0:
@@ -539,11 +584,12 @@ def main():
         for key in ("W2", "W3"):
             results["w5"][key] = {"closure_bytes": closure[key], "read_files": actual[key]["files"],
                                   "read_bytes": actual[key]["bytes"]}
-        lz_problems = lz.problems if lz is not None else []
+        lz_problems = [p for s in systems if isinstance(s, Lazystore) for p in s.problems]
     finally:
         for system in systems:
             try:
                 system.stop()
+                system.close()
             except Exception as e:  # keep cleaning up the others
                 lib.log(f"stopping {system.name}: {e}")
         if sshd is not None:
@@ -559,7 +605,7 @@ def main():
                     "load_end": loadavg(), "seconds": round(time.monotonic() - started),
                     "cpus": os.cpu_count(), "systems": [[s.key, s.name] for s in systems],
                     "workloads": keys, "describe": wl.describe(), "lazystore_problems": lz_problems,
-                    "bin": args.bin, "bin_mtime": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(args.bin))),
+                    "bin": os.path.relpath(os.path.abspath(args.bin), SOURCE_ROOT), "bin_mtime": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(args.bin))),
                     "kernel": os.uname().release, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -30,6 +30,44 @@ def medians(results):
     return out
 
 
+def _targets(add, results, med, lz, lz_name):
+    systems, keys, cells = results["systems"], results["workloads"], results["cells"]
+    add(f"## Targets ({lz_name})\n")
+    add("| target | workload | measured | met |")
+    add("|---|---|---|---|")
+    peers = [s for s, _ in systems if s != "native" and not s.startswith("lazystore-")]
+    names = dict((s, n) for s, n in systems)
+    for state, limit, label in (("hot", 1.1, "hot ≤ 1.1× native"), ("disk-warm", 2.0, "disk-warm ≤ 2× native")):
+        for key in keys:
+            ours, native = med.get((key, lz, state)), med.get((key, "native", state))
+            if ours is None or not native:
+                add(f"| {label} | {key} | no figure | **no** |")
+                continue
+            ratio = ours / native
+            add(f"| {label} | {key} | {ratio:.2f}× | {'yes' if ratio <= limit else f'**no** (+{(ratio / limit - 1) * 100:.0f} %)'} |")
+    for key in [k for k in keys if k in ("W1", "W2", "W3")]:
+        ours = med.get((key, lz, "cold"))
+        if ours is None:
+            add(f"| cold faster than every peer | {key} | no figure | **no** |")
+            continue
+        others = [(med[key, p, "cold"], names[p]) for p in peers if med.get((key, p, "cold")) is not None]
+        if not others:
+            add(f"| cold faster than every peer | {key} | no peer figure | – |")
+            continue
+        best, best_name = min(others)
+        add(f"| cold faster than every peer | {key} | {_fmt_s(ours)} vs best peer {best_name} {_fmt_s(best)} "
+            f"({ours / best:.2f}×) | {'yes' if ours < best else '**no**'} |")
+    for key in ("W2", "W3"):
+        cell, w5 = cells.get(f"{key}|{lz}"), results["w5"].get(key)
+        if not cell or not w5 or cell["problem"] or not cell["server_bytes"]:
+            continue
+        sent = _median(cell["server_bytes"])
+        ratio = sent / w5["read_bytes"]
+        add(f"| W5 ≤ 1.2× bytes read | {key} | {ratio:.2f}× (server sent {_fmt_b(sent)} for {_fmt_b(w5['read_bytes'])}) "
+            f"| {'yes' if ratio <= 1.2 else '**no**'} |")
+    add("")
+
+
 def markdown(results):
     systems = results["systems"]
     keys = results["workloads"]
@@ -89,7 +127,8 @@ def markdown(results):
     add("## W5: bytes transferred, W2 and W3 cold\n")
     add("Server side: TCP payload bytes the server sent on the connections of the mount during the "
         "workload (`ss -ti` `bytes_sent` of ganesha's or sshd's established sockets, after minus before; "
-        "includes RPC/SSH framing and encryption). lazystore also counts its own `upstream_bytes` "
+        "includes RPC/SSH framing and encryption; for lazystore HTTP: nginx's `$body_bytes_sent` of every "
+        "request, narinfo, listing and range replies, without HTTP headers). lazystore also counts its own `upstream_bytes` "
         "(`getfattr -n user.lazystore.stats`). \"read\" = total size of the distinct store files the "
         "workload opens (strace of the native run; whole files, an upper bound of what it reads).\n")
     add("| workload | store path size | files opened | bytes read | system | sent by server | ÷ read | "
@@ -117,56 +156,25 @@ def markdown(results):
     # lazystore's own counters
     fields = ("upstream_requests", "upstream_bytes", "served_bytes", "chunk_misses", "chunk_hits",
               "readahead_chunks", "metadata_misses", "lookups")
-    add("## lazystore NFS counters per workload run (first run of each state; hot: all hot runs)\n")
-    add("Deltas of `user.lazystore.stats` over the timed command(s).\n")
-    add("| workload | state | " + " | ".join(fields) + " |")
-    add("|---|---|" + "---:|" * len(fields))
-    for key in keys:
-        cell = cells.get(f"{key}|lazystore-nfs")
-        if not cell:
-            continue
-        for state in STATES:
-            c = cell.get("counters", {}).get(state)
-            if c is None:
+    for lz, lz_name in [(s, n) for s, n in systems if s.startswith("lazystore-")]:
+        add(f"## {lz_name} counters per workload run (first run of each state; hot: all hot runs)\n")
+        add("Deltas of `user.lazystore.stats` over the timed command(s).\n")
+        add("| workload | state | " + " | ".join(fields) + " |")
+        add("|---|---|" + "---:|" * len(fields))
+        for key in keys:
+            cell = cells.get(f"{key}|{lz}")
+            if not cell:
                 continue
-            add(f"| {key} | {state} | " + " | ".join(str(c.get(f, 0)) for f in fields) + " |")
-    add("")
+            for state in STATES:
+                c = cell.get("counters", {}).get(state)
+                if c is None:
+                    continue
+                add(f"| {key} | {state} | " + " | ".join(str(c.get(f, 0)) for f in fields) + " |")
+        add("")
 
     # Targets
-    add("## Targets (lazystore NFS)\n")
-    add("| target | workload | measured | met |")
-    add("|---|---|---|---|")
-    lz = "lazystore-nfs"
-    peers = [s for s, _ in systems if s not in ("native", lz, "lazystore-http")]
-    names = dict((s, n) for s, n in systems)
-    for state, limit, label in (("hot", 1.1, "hot ≤ 1.1× native"), ("disk-warm", 2.0, "disk-warm ≤ 2× native")):
-        for key in keys:
-            ours, native = med.get((key, lz, state)), med.get((key, "native", state))
-            if ours is None or not native:
-                add(f"| {label} | {key} | no figure | **no** |")
-                continue
-            ratio = ours / native
-            add(f"| {label} | {key} | {ratio:.2f}× | {'yes' if ratio <= limit else f'**no** (+{(ratio / limit - 1) * 100:.0f} %)'} |")
-    for key in [k for k in keys if k in ("W1", "W2", "W3")]:
-        ours = med.get((key, lz, "cold"))
-        if ours is None:
-            add(f"| cold faster than every peer | {key} | no figure | **no** |")
-            continue
-        others = [(med[key, p, "cold"], names[p]) for p in peers if med.get((key, p, "cold")) is not None]
-        if not others:
-            add(f"| cold faster than every peer | {key} | no peer figure | – |")
-            continue
-        best, best_name = min(others)
-        add(f"| cold faster than every peer | {key} | {_fmt_s(ours)} vs best peer {best_name} {_fmt_s(best)} "
-            f"({ours / best:.2f}×) | {'yes' if ours < best else '**no**'} |")
-    for key in ("W2", "W3"):
-        cell, w5 = cells.get(f"{key}|{lz}"), results["w5"].get(key)
-        if not cell or not w5 or cell["problem"]:
-            continue
-        sent = _median(cell["server_bytes"])
-        ratio = sent / w5["read_bytes"]
-        add(f"| W5 ≤ 1.2× bytes read | {key} | {ratio:.2f}× (server sent {_fmt_b(sent)} for {_fmt_b(w5['read_bytes'])}) "
-            f"| {'yes' if ratio <= 1.2 else '**no**'} |")
+    for lz, lz_name in [(s, n) for s, n in systems if s.startswith("lazystore-")]:
+        _targets(add, results, med, lz, lz_name)
     if results.get("lazystore_problems"):
         add("\nlazystore daemon problems seen: " + "; ".join(results["lazystore_problems"][:5]))
     add("")
