@@ -42,6 +42,11 @@ class CachedFile {
   // through it does not fetch it again.
   uint32_t spilled_index = UINT32_MAX;
   std::vector<std::byte> spilled;
+  // The last failed fetch: the readers that waited for it get its error instead of each
+  // fetching again (one upstream deadline per failure, not one per waiting reader).
+  uint64_t failures = 0;
+  uint32_t failed_index = UINT32_MAX;
+  Error failed_error;
 };
 
 namespace {
@@ -383,11 +388,17 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
       case CachedFile::Verified:
         if (!waited) stats_.chunk_hits++;
         return Fill::Cached;
-      case CachedFile::Busy:
+      case CachedFile::Busy: {
         if (!waited) stats_.merged_misses++;
         waited = true;
+        uint64_t failures_before = file.failures;
         file.changed.wait(lock);
+        if (file.state[index] == CachedFile::Absent && file.failures != failures_before &&
+            file.failed_index == index) {
+          return file.failed_error;
+        }
         continue;
+      }
       case CachedFile::Unverified: {
         file.state[index] = CachedFile::Busy;
         lock.unlock();
@@ -414,6 +425,11 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
         auto filled = fetch_chunk(file, index, fetch, uncached, background);
         lock.lock();
         file.state[index] = filled && *filled == Fill::Cached ? CachedFile::Verified : CachedFile::Absent;
+        if (!filled) {
+          file.failures++;
+          file.failed_index = index;
+          file.failed_error = filled.error();
+        }
         file.changed.notify_all();
         return filled;
       }

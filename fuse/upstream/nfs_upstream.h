@@ -6,6 +6,7 @@
 // the next call reconnects by itself after a server restart.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -75,6 +76,9 @@ class NfsUpstream final : public Upstream {
   std::condition_variable returned_;
   std::vector<std::unique_ptr<NfsConnection>> idle_;
   size_t open_connections_ = 0;
+  // After a failed connection attempt: no new attempt before this instant (see lease()).
+  std::chrono::steady_clock::time_point reconnect_after_{};
+  Error last_connect_error_;
 };
 
 }  // namespace lazystore
