@@ -44,10 +44,13 @@ class CachedFile {
   uint32_t spilled_index = UINT32_MAX;
   std::vector<std::byte> spilled;
   // The last failed fetch: the readers that waited for it get its error instead of each
-  // fetching again (one upstream deadline per failure, not one per waiting reader).
+  // fetching again (one upstream deadline per failure, not one per waiting reader); after a
+  // timeout, so do new readers of that chunk for kTimeoutHold (the kernel retries a failed
+  // read-ahead at once: without it, one read() would wait out two deadlines).
   uint64_t failures = 0;
   uint32_t failed_index = UINT32_MAX;
   Error failed_error;
+  std::chrono::steady_clock::time_point failed_at;
 };
 
 namespace {
@@ -57,6 +60,7 @@ constexpr uint64_t kBlock = 4096;
 // Free space left on the cache's disk for everything else there (metadata, the control socket).
 constexpr uint64_t kDiskSlack = 1 << 20;
 constexpr auto kNoRoomLogInterval = std::chrono::seconds(30);
+constexpr auto kTimeoutHold = std::chrono::seconds(1);
 
 uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -462,6 +466,10 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
         continue;
       }
       case CachedFile::Absent: {
+        if (file.failed_index == index && file.failed_error.code == ETIMEDOUT &&
+            std::chrono::steady_clock::now() - file.failed_at < kTimeoutHold) {
+          return file.failed_error;
+        }
         if (file.spilled_index == index) {
           if (background) return Fill::Skipped;
           stats_.chunk_hits++;
@@ -477,6 +485,7 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
           file.failures++;
           file.failed_index = index;
           file.failed_error = filled.error();
+          file.failed_at = std::chrono::steady_clock::now();
         }
         file.changed.notify_all();
         return filled;

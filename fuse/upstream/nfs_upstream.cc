@@ -25,9 +25,9 @@ namespace {
 
 constexpr size_t kMaxRead = 1 << 20;     // libnfs 4.0 fails NFSv4 READs over 1 MiB
 constexpr size_t kOpenFilesPerConnection = 64;
-// After a failed connection attempt, further attempts wait this long (at most the deadline):
-// while the server is unreachable, the many requests a reader makes (the kernel retries a failed
-// read-ahead synchronously, parallel readers) fail at once instead of each waiting out a deadline.
+// After a connection attempt that got no answer within the deadline, further attempts wait this
+// long (at most the deadline): while the server is silent, the many requests readers make fail at
+// once instead of each waiting out a deadline. A refused or reset attempt costs nothing: no hold.
 constexpr double kReconnectHoldSeconds = 1.0;
 
 std::chrono::steady_clock::duration seconds(double s) {
@@ -304,9 +304,11 @@ Result<NfsUpstream::Lease> NfsUpstream::lease() {
   lock.lock();
   if (!connection) {
     open_connections_--;
-    reconnect_after_ = std::chrono::steady_clock::now() +
-                       seconds(std::min(kReconnectHoldSeconds, options_.timeout_seconds));
-    last_connect_error_ = connection.error();
+    if (connection.error().code == ETIMEDOUT) {
+      reconnect_after_ = std::chrono::steady_clock::now() +
+                         seconds(std::min(kReconnectHoldSeconds, options_.timeout_seconds));
+      last_connect_error_ = connection.error();
+    }
     returned_.notify_one();
     return connection.error();
   }

@@ -287,8 +287,7 @@ def main():
     os.environ["LAZYSTORE_BIN"] = os.path.abspath(args.bin)
     fixture = lib.fixture()
     with tempfile.TemporaryDirectory(prefix="lazystore-load-") as work:
-        export = os.path.join(work, "export")
-        lib.copy_store(fixture.store, export)
+        export = fixture.store  # exported read-only as it is
         server = Ganesha.v4(export, os.path.join(work, "ganesha"))
         mnt = os.path.join(work, "mnt")
         os.makedirs(mnt)

@@ -22,7 +22,7 @@ RSS_BOUND_KIB = 512 * 1024  # generous: ~55 MiB were measured with 64 readers fo
 class LoadTest(LazystoreTestCase):
 
     def test_sixty_four_readers_mixed_workload(self):
-        export = self.private_upstream("export")
+        export = self.fixture.store  # exported read-only as it is, nothing changes it
         server = Ganesha.v4(export, os.path.join(self.work, "ganesha"))
         self.addCleanup(server.close)
         daemon = self.mount(server.url(4), {"upstream-timeout": 10})
