@@ -43,10 +43,11 @@ class CachedFile {
   // through it does not fetch it again.
   uint32_t spilled_index = UINT32_MAX;
   std::vector<std::byte> spilled;
-  // The last failed fetch: the readers that waited for it get its error instead of each
-  // fetching again (one upstream deadline per failure, not one per waiting reader); after a
-  // timeout, so do new readers of that chunk for kTimeoutHold (the kernel retries a failed
-  // read-ahead at once: without it, one read() would wait out two deadlines).
+  // The last failed fetch. When it timed out, the readers that waited for it get its error
+  // instead of each fetching again in turn (one deadline per failure, not one per waiting
+  // reader), and so do new readers of that chunk for kTimeoutHold (the kernel retries a failed
+  // read-ahead at once: without it, one read() would wait out two deadlines). A quick failure
+  // (a reset connection) is cheap to retry: waiters fetch again.
   uint64_t failures = 0;
   uint32_t failed_index = UINT32_MAX;
   Error failed_error;
@@ -446,7 +447,7 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
         uint64_t failures_before = file.failures;
         file.changed.wait(lock);
         if (file.state[index] == CachedFile::Absent && file.failures != failures_before &&
-            file.failed_index == index) {
+            file.failed_index == index && file.failed_error.code == ETIMEDOUT) {
           return file.failed_error;
         }
         continue;
