@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,12 +43,25 @@ class CachedFile {
   // through it does not fetch it again.
   uint32_t spilled_index = UINT32_MAX;
   std::vector<std::byte> spilled;
+  // The last failed fetch. When it timed out, the readers that waited for it get its error
+  // instead of each fetching again in turn (one deadline per failure, not one per waiting
+  // reader), and so do new readers of that chunk for kTimeoutHold (the kernel retries a failed
+  // read-ahead at once: without it, one read() would wait out two deadlines). A quick failure
+  // (a reset connection) is cheap to retry: waiters fetch again.
+  uint64_t failures = 0;
+  uint32_t failed_index = UINT32_MAX;
+  Error failed_error;
+  std::chrono::steady_clock::time_point failed_at;
 };
 
 namespace {
 
 constexpr size_t kSlotSize = 24;
 constexpr uint64_t kBlock = 4096;
+// Free space left on the cache's disk for everything else there (metadata, the control socket).
+constexpr uint64_t kDiskSlack = 1 << 20;
+constexpr auto kNoRoomLogInterval = std::chrono::seconds(30);
+constexpr auto kTimeoutHold = std::chrono::seconds(1);
 
 uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -178,6 +192,7 @@ void ChunkCache::evict_locked(std::unordered_map<std::string, Entry>::iterator i
     LOG_WARNING("evicting %s: %s", data_path(it->first).c_str(), std::strerror(errno));
   }
   used_ -= it->second.disk_bytes + it->second.pending_bytes;
+  pending_ -= it->second.pending_bytes;
   lru_.erase(it->second.lru);
   entries_.erase(it);
   stats_.evictions++;
@@ -272,21 +287,61 @@ uint64_t ChunkCache::cached_bytes(const CachedFile& file) const {
   return bytes;
 }
 
-bool ChunkCache::reserve(const std::string& id, uint64_t bytes) {
+uint64_t ChunkCache::disk_free() const {
+  struct statvfs st {};
+  if (::statvfs(options_.directory.c_str(), &st) != 0) return UINT64_MAX;
+  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+bool ChunkCache::reserve(const std::string& id, uint64_t bytes, std::string& why) {
+  uint64_t free_disk = disk_free();
   std::lock_guard lock(mutex_);
   auto self = entries_.find(id);
-  if (self == entries_.end()) return false;
+  if (self == entries_.end()) {
+    why = "the file left the cache";
+    return false;
+  }
+  // The disk may fill before the bound does (a small disk, other files on it): a fill must fit
+  // the disk's free space too, minus what other fills reserved and have not written yet.
+  auto over_bound = [&] { return used_ + bytes > options_.max_bytes; };
+  auto disk_short = [&] {
+    return free_disk != UINT64_MAX && free_disk < pending_ + bytes + kDiskSlack;
+  };
   auto victim = lru_.begin();
-  while (used_ + bytes > options_.max_bytes && victim != lru_.end()) {
+  while ((over_bound() || disk_short()) && victim != lru_.end()) {
     auto it = entries_.find(*victim);
     ++victim;
     if (it->second.pins > 0 || it == self) continue;
+    if (free_disk != UINT64_MAX) free_disk += it->second.disk_bytes;  // unlinked, not open: freed
     evict_locked(it);
   }
-  if (used_ + bytes > options_.max_bytes) return false;
+  if (over_bound()) {
+    why = "the cache is full of open files (" + std::to_string(used_ >> 20) + " MiB of a " +
+          std::to_string(options_.max_bytes >> 20) + " MiB bound)";
+    return false;
+  }
+  if (disk_short()) {
+    why = "the cache disk is full (" + std::to_string(free_disk >> 10) + " KiB free, " +
+          std::to_string(used_ >> 20) + " MiB cached, the rest in open files)";
+    return false;
+  }
   used_ += bytes;
+  pending_ += bytes;
   self->second.pending_bytes += bytes;
   return true;
+}
+
+void ChunkCache::note_uncached(const std::string& why) {
+  stats_.uncached_chunks++;
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(log_mutex_);
+  uncached_since_log_++;
+  if (now < next_no_room_log_) return;
+  LOG_WARNING("content cache %s: %s: serving from the upstream without caching (%llu chunk(s) "
+              "since the last such message)", options_.directory.c_str(), why.c_str(),
+              static_cast<unsigned long long>(uncached_since_log_));
+  uncached_since_log_ = 0;
+  next_no_room_log_ = now + kNoRoomLogInterval;
 }
 
 void ChunkCache::settle(const std::string& id, uint64_t reserved, int fd) {
@@ -296,6 +351,7 @@ void ChunkCache::settle(const std::string& id, uint64_t reserved, int fd) {
   if (it == entries_.end()) return;
   Entry& entry = it->second;
   used_ -= reserved + entry.disk_bytes;
+  pending_ -= reserved;
   entry.pending_bytes -= reserved;
   entry.disk_bytes = measured;
   used_ += measured;
@@ -315,7 +371,8 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint32_t inde
   // Disk blocks this fill may add: its data plus the block holding its slot. Reserved before
   // fetching, so read-ahead never fetches what it could not keep.
   uint64_t reserve_bytes = round_up(length, kBlock) + kBlock;
-  bool room = reserve(file.id, reserve_bytes);
+  std::string no_room;
+  bool room = reserve(file.id, reserve_bytes, no_room);
   if (!room && background) return Fill::Skipped;
   auto unreserve = [&](int fd) {
     if (room) settle(file.id, reserve_bytes, fd);
@@ -336,7 +393,7 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint32_t inde
   }
   uint64_t hash = xxh3_64(std::span<const std::byte>(data));
 
-  Status written = make_error(ENOSPC, "the cache is full of open files");
+  Status written = make_error(ENOSPC, no_room);
   int fd = -1;
   if (room) {
     {
@@ -360,9 +417,10 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint32_t inde
     unreserve(fd);
     if (!written) {
       stats_.cache_write_errors++;
-      LOG_WARNING("cannot write to the cache (%s): serving uncached", written.error().message.c_str());
+      written = make_error(written.error().code, "cannot write to the cache (" + written.error().message + ")");
     }
   }
+  if (!written) note_uncached(written.error().message);
   std::lock_guard lock(file.mutex);
   if (!written) {
     file.spilled_index = index;
@@ -383,11 +441,17 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
       case CachedFile::Verified:
         if (!waited) stats_.chunk_hits++;
         return Fill::Cached;
-      case CachedFile::Busy:
+      case CachedFile::Busy: {
         if (!waited) stats_.merged_misses++;
         waited = true;
+        uint64_t failures_before = file.failures;
         file.changed.wait(lock);
+        if (file.state[index] == CachedFile::Absent && file.failures != failures_before &&
+            file.failed_index == index && file.failed_error.code == ETIMEDOUT) {
+          return file.failed_error;
+        }
         continue;
+      }
       case CachedFile::Unverified: {
         file.state[index] = CachedFile::Busy;
         lock.unlock();
@@ -403,6 +467,10 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
         continue;
       }
       case CachedFile::Absent: {
+        if (file.failed_index == index && file.failed_error.code == ETIMEDOUT &&
+            std::chrono::steady_clock::now() - file.failed_at < kTimeoutHold) {
+          return file.failed_error;
+        }
         if (file.spilled_index == index) {
           if (background) return Fill::Skipped;
           stats_.chunk_hits++;
@@ -414,6 +482,12 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
         auto filled = fetch_chunk(file, index, fetch, uncached, background);
         lock.lock();
         file.state[index] = filled && *filled == Fill::Cached ? CachedFile::Verified : CachedFile::Absent;
+        if (!filled) {
+          file.failures++;
+          file.failed_index = index;
+          file.failed_error = filled.error();
+          file.failed_at = std::chrono::steady_clock::now();
+        }
         file.changed.notify_all();
         return filled;
       }

@@ -15,6 +15,7 @@
 // (the check binds the size). A file with no such slot holds nothing usable and is dropped.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -125,8 +126,13 @@ class ChunkCache {
   Result<Fill> fetch_chunk(CachedFile& file, uint32_t index, const FetchFn& fetch,
                            std::vector<std::byte>& data, bool background);
   bool verify_chunk(CachedFile& file, uint32_t index);
-  // Reserves disk bytes for a fill, evicting unpinned files, least recently used first.
-  bool reserve(const std::string& id, uint64_t bytes);
+  // Reserves disk bytes for a fill, evicting unpinned files, least recently used first, until
+  // the fill fits both the bound and the free space of the cache's disk; false (and why) if not.
+  bool reserve(const std::string& id, uint64_t bytes, std::string& why);
+  // Free bytes of the disk under the cache directory (UINT64_MAX when unknown).
+  uint64_t disk_free() const;
+  // Counts a chunk served without being cached; logs why, at most every kNoRoomLogInterval.
+  void note_uncached(const std::string& why);
   void settle(const std::string& id, uint64_t reserved, int fd);
   void evict_locked(std::unordered_map<std::string, Entry>::iterator it);
   // verify_all() of one file: through its loaded state when pinned, else from the data file.
@@ -139,6 +145,10 @@ class ChunkCache {
   std::unordered_map<std::string, Entry> entries_;
   std::list<std::string> lru_;  // front = least recently used
   uint64_t used_ = 0;
+  uint64_t pending_ = 0;  // the sum of the entries' pending_bytes: reserved, maybe not yet on disk
+  std::mutex log_mutex_;  // guards the two below
+  std::chrono::steady_clock::time_point next_no_room_log_{};
+  uint64_t uncached_since_log_ = 0;
   WorkerPool workers_;
 };
 

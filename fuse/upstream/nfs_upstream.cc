@@ -27,6 +27,17 @@ namespace {
 
 constexpr size_t kMaxRead = 1 << 20;     // libnfs 4.0 fails NFSv4 READs over 1 MiB
 constexpr size_t kOpenFilesPerConnection = 64;
+// After a connection attempt that got no answer within the deadline, further attempts wait this
+// long (at most the deadline): while the server is silent, the many requests readers make fail at
+// once instead of each waiting out a deadline. A refused or reset attempt costs nothing: no hold.
+constexpr double kReconnectHoldSeconds = 1.0;
+
+std::chrono::steady_clock::duration seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+}
+
+// libnfs reports its own RPC timeout as an error text only.
+bool is_timeout_text(const std::string& text) { return text.find("timed out") != std::string::npos; }
 
 // libnfs' last error text; it may be NULL.
 std::string error_text(nfs_context* ctx) {
@@ -60,7 +71,8 @@ class NfsConnection {
     nfs_url* url = nfs_parse_url_dir(c->ctx_, source.url.c_str());
     if (!url) return make_error(EINVAL, source.display + ": " + error_text(c->ctx_));
     std::unique_ptr<nfs_url, decltype(&nfs_destroy_url)> owned(url, &nfs_destroy_url);
-    nfs_set_timeout(c->ctx_, static_cast<int>(timeout_seconds * 1000));
+    // Our own poll loop enforces the deadline; libnfs' per-RPC timer is only a backstop.
+    nfs_set_timeout(c->ctx_, static_cast<int>(timeout_seconds * 1000) + 1000);
     nfs_set_autoreconnect(c->ctx_, 0);  // we reconnect ourselves, within the deadline
     nfs_set_dircache(c->ctx_, 0);       // a path pushed a moment ago must show up
     // NFSv4: each connection is its own client; a shared client id would make the server
@@ -85,7 +97,7 @@ class NfsConnection {
     int rc = c->call([&](nfs_cb cb, void* p) { return nfs_mount_async(c->ctx_, url->server, url->path, cb, p); },
                      [](int, void*) {});
     if (rc != 0) {
-      return make_error(rc == -ETIMEDOUT ? ETIMEDOUT : EIO,
+      return make_error(rc == -ETIMEDOUT || is_timeout_text(c->error()) ? ETIMEDOUT : EIO,
                         "mounting " + where + " over NFSv" + std::to_string(source.version) + ": " + c->error());
     }
     return c;
@@ -200,7 +212,10 @@ class NfsConnection {
     if (int rc = pump([&pending] { return pending.done; }, kNoProgress); rc < 0) {
       return rc == -EIO && pending.done && pending.status >= 0 ? pending.status : rc;
     }
-    if (pending.status < 0) last_error_ = pending.error;
+    if (pending.status < 0) {
+      last_error_ = pending.error;
+      if (is_timeout_text(last_error_)) return -ETIMEDOUT;  // libnfs' own timer, the backstop
+    }
     return pending.status;
   }
 
@@ -339,9 +354,7 @@ NfsUpstream::NfsUpstream(NfsSource source, const UpstreamOptions& options)
 NfsUpstream::~NfsUpstream() = default;
 
 Result<NfsUpstream::Lease> NfsUpstream::lease() {
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                      std::chrono::duration<double>(options_.timeout_seconds));
+  auto deadline = std::chrono::steady_clock::now() + seconds(options_.timeout_seconds);
   std::unique_lock lock(mutex_);
   for (;;) {
     if (!idle_.empty()) {
@@ -355,16 +368,30 @@ Result<NfsUpstream::Lease> NfsUpstream::lease() {
       return make_error(ETIMEDOUT, source_.display + ": every NFS connection stayed busy past the deadline");
     }
   }
+  if (auto now = std::chrono::steady_clock::now(); now < reconnect_after_) {
+    // The last attempt failed a moment ago: the server is most likely still unreachable.
+    if (options_.stats) options_.stats->upstream_connect_failures++;
+    return make_error(last_connect_error_.code, last_connect_error_.message + " (a moment ago; not retried yet)");
+  }
   open_connections_++;
   lock.unlock();
   auto connection = NfsConnection::connect(source_, options_.timeout_seconds);
-  if (options_.stats) (connection ? options_.stats->upstream_connects : options_.stats->upstream_connect_failures)++;
+  if (options_.stats) {
+    (connection ? options_.stats->upstream_connects : options_.stats->upstream_connect_failures)++;
+    if (!connection && connection.error().code == ETIMEDOUT) options_.stats->upstream_timeouts++;
+  }
+  lock.lock();
   if (!connection) {
-    lock.lock();
     open_connections_--;
+    if (connection.error().code == ETIMEDOUT) {
+      reconnect_after_ = std::chrono::steady_clock::now() +
+                         seconds(std::min(kReconnectHoldSeconds, options_.timeout_seconds));
+      last_connect_error_ = connection.error();
+    }
     returned_.notify_one();
     return connection.error();
   }
+  reconnect_after_ = {};
   return Lease(*this, std::move(*connection), false);
 }
 
@@ -374,7 +401,11 @@ Result<T> NfsUpstream::with_connection(Body&& body) {
     auto nfs = lease();
     if (!nfs) return nfs.error();
     Result<T> result = body(*nfs);
-    if (result || !nfs->broken() || !nfs->reused() || attempt > 0) return result;
+    // A pooled connection that died (reset, closed: the server restarted) is retried once on a
+    // new one; a call past its deadline is not, so that the caller's wait stays one deadline.
+    if (result || !nfs->broken() || !nfs->reused() || attempt > 0 || result.error().code == ETIMEDOUT) {
+      return result;
+    }
   }
 }
 

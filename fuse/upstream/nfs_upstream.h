@@ -11,6 +11,7 @@
 // owner strings, which libnfs 4.0 resolves through NSS for every entry it decodes.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -82,6 +83,9 @@ class NfsUpstream final : public Upstream {
   std::condition_variable returned_;
   std::vector<std::unique_ptr<NfsConnection>> idle_;
   size_t open_connections_ = 0;
+  // After a failed connection attempt: no new attempt before this instant (see lease()).
+  std::chrono::steady_clock::time_point reconnect_after_{};
+  Error last_connect_error_;
 };
 
 }  // namespace lazystore
