@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "printable.h"
+
 #include <cstring>
 #include <iterator>
 #include <optional>
@@ -235,22 +237,7 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
   }
 
   // A name for messages: control bytes escaped, bounded.
-  static std::string printable(std::string_view text) {
-    std::string out;
-    for (char c : text.substr(0, 80)) {
-      auto u = static_cast<unsigned char>(c);
-      if (u < 0x20 || u == 0x7f) {
-        static constexpr char kHex[] = "0123456789abcdef";
-        out += "\\x";
-        out += kHex[u >> 4];
-        out += kHex[u & 0xf];
-      } else {
-        out += c;
-      }
-    }
-    if (text.size() > 80) out += "...";
-    return out;
-  }
+  static std::string printable(std::string_view text) { return escape_for_message(text); }
 
   std::string where(const Frame& frame) const {
     std::string path = tree_.nodes.empty() ? std::string() : tree_.path_of(frame.node);
