@@ -25,7 +25,7 @@ sanitize() {
     MESON_SETUP_OPTIONS+=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized)
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=0:allocator_may_return_null=1:handle_sigint=0:handle_sigterm=0:detect_stack_use_after_return=0:print_summary=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-    export LSAN_OPTIONS=${LSAN_OPTIONS:-print_suppressions=0}
+    export LSAN_OPTIONS=${LSAN_OPTIONS:-print_suppressions=0:suppressions=$PWD/tests/lsan.supp}
     # Instrumented code is 2-3x slower: give every test more time.
     TEST_OPTIONS+=(--timeout-multiplier 3)
 }
