@@ -2,7 +2,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "printable.h"
+
 #include <cstring>
+#include <iterator>
+#include <optional>
+#include <vector>
 
 namespace lazystore {
 namespace {
@@ -12,7 +17,7 @@ using Json = nlohmann::json;
 // JSON nesting of a listing: two levels ("entries", the entry) per directory level, plus the top.
 constexpr size_t kMaxJsonDepth = 2 * Tree::kMaxDepth + 8;
 
-// Rejects nesting deeper than `limit` before the JSON parser sees it (no parser recursion risk).
+// Rejects nesting deeper than `limit` before the JSON parser sees it.
 bool nesting_within(std::string_view text, size_t limit) {
   size_t depth = 0;
   bool in_string = false;
@@ -32,109 +37,300 @@ bool nesting_within(std::string_view text, size_t limit) {
   return true;
 }
 
-Error invalid(const std::string& where, const char* what) {
-  return make_error(EINVAL, "NAR listing: " + (where.empty() ? std::string("root") : where) + ": " + what);
+std::optional<NodeType> node_type(std::string_view name) {
+  if (name == "regular") return NodeType::Regular;
+  if (name == "directory") return NodeType::Directory;
+  if (name == "symlink") return NodeType::Symlink;
+  return std::nullopt;
 }
 
-Result<uint64_t> get_u64(const Json& object, const char* key, const std::string& where, bool required) {
-  auto it = object.find(key);
-  if (it == object.end()) {
-    if (required) return invalid(where, (std::string("no ") + key).c_str());
-    return uint64_t{0};
+// Builds the Tree while the JSON is read (SAX): memory is the Tree's, never a JSON document's,
+// whatever the listing holds. Keys may come in any order (Nix writes "type" first, nlohmann-based
+// writers sort keys: "entries" first); entries may come unsorted; both are handled.
+class ListingBuilder final : public nlohmann::json_sax<Json> {
+ public:
+  Result<Tree> finish(bool parsed) {
+    if (error_) return *error_;
+    if (!parsed || !done_) return make_error(EINVAL, "NAR listing: not a JSON object");
+    if (!version_ok_) return make_error(EINVAL, "NAR listing: unsupported version");
+    if (!root_seen_) return make_error(EINVAL, "NAR listing: no root");
+    return std::move(tree_);
   }
-  if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<int64_t>() >= 0)) {
-    return invalid(where, (std::string("invalid ") + key).c_str());
-  }
-  return it->get<uint64_t>();
-}
 
-Status fill(Tree& tree, uint32_t node, const Json& entry, const std::string& where, size_t depth) {
-  if (!entry.is_object()) return invalid(where, "entry is not an object");
-  if (depth > Tree::kMaxDepth) return invalid(where, "too deep");
-  auto type_it = entry.find("type");
-  if (type_it == entry.end() || !type_it->is_string()) return invalid(where, "no type");
-  const std::string& type = type_it->get_ref<const std::string&>();
-  TreeNode& n = tree.nodes[node];
-  if (type == "regular") {
-    if (n.type != NodeType::Regular) return invalid(where, "type does not match");
-    auto size = get_u64(entry, "size", where, true);
-    if (!size) return size.error();
-    auto offset = get_u64(entry, "narOffset", where, false);
-    if (!offset) return offset.error();
+  bool null() override { return scalar("null"); }
+  bool boolean(bool value) override {
+    if (skip_) return true;
+    Frame* f = entry_with_key("executable");
+    if (f == nullptr) return scalar("a boolean");
+    f->executable = value;
+    return true;
+  }
+  bool number_integer(number_integer_t value) override {  // only negative numbers come here
+    if (skip_) return true;
+    if (in_document("version")) return version(false);
+    return scalar(value < 0 ? "a negative number" : "a number");
+  }
+  bool number_unsigned(number_unsigned_t value) override {
+    if (skip_) return true;
+    if (in_document("version")) return version(value == 1);
+    if (Frame* f = entry_with_key("size")) {
+      f->size = value;
+      return true;
+    }
+    if (Frame* f = entry_with_key("narOffset")) {
+      f->nar_offset = value;
+      return true;
+    }
+    return scalar("a number");
+  }
+  bool number_float(number_float_t, const string_t&) override {
+    if (skip_) return true;
+    if (in_document("version")) return version(false);
+    return scalar("a fractional number");
+  }
+  bool string(string_t& value) override {
+    if (skip_) return true;
+    if (Frame* f = entry_with_key("type")) {
+      if (f->type) return fail(where(*f), "type given twice");
+      auto type = node_type(value);
+      if (!type) return fail(where(*f), "unknown type");
+      if (f->has_entries && *type != NodeType::Directory) return fail(where(*f), "entries in a non-directory");
+      f->type = type;
+      return true;
+    }
+    if (Frame* f = entry_with_key("target")) {
+      f->target = std::move(value);
+      return true;
+    }
+    return scalar("a string");
+  }
+  bool binary(binary_t&) override { return scalar("binary data"); }
+
+  bool start_object(std::size_t) override {
+    if (skip_) return ++skip_ < kMaxSkipDepth || fail("", "nested too deeply");
+    if (stack_.empty()) {
+      if (done_) return fail("", "more than one JSON value");
+      stack_.push_back(frame(Kind::Document));
+      return true;
+    }
+    Frame& top = stack_.back();
+    switch (top.kind) {
+      case Kind::Document:
+        if (top.key != "root") return skip_value();
+        if (root_seen_) return fail("", "root given twice");
+        root_seen_ = true;
+        tree_ = Tree::with_root(NodeType::Regular);  // the real type is known at its end
+        stack_.push_back(frame(Kind::Entry, Tree::kRoot));
+        return true;
+      case Kind::Entry: {
+        if (top.key != "entries") return known_key(top.key) ? fail(where(top), "invalid " + top.key) : skip_value();
+        if (top.has_entries) return fail(where(top), "entries given twice");
+        if (top.type && *top.type != NodeType::Directory) return fail(where(top), "entries in a non-directory");
+        top.has_entries = true;
+        tree_.nodes[top.node].type = NodeType::Directory;
+        stack_.push_back(frame(Kind::Entries, top.node));
+        return true;
+      }
+      case Kind::Entries: {
+        auto child = tree_.append_child(top.node, top.key, NodeType::Regular);
+        if (!child) return fail(where(top) + "/" + printable(top.key), child.error().message);
+        stack_.push_back(frame(Kind::Entry, *child));
+        return true;
+      }
+    }
+    return false;
+  }
+
+  bool key(string_t& value) override {
+    if (skip_) return true;
+    Frame& top = stack_.back();
+    top.key = std::move(value);
+    if (top.kind == Kind::Entry && known_key(top.key) && top.key != "entries") {
+      if (!top.seen.insert_if_new(top.key)) return fail(where(top), top.key + " given twice");
+    }
+    return true;
+  }
+
+  bool end_object() override {
+    if (skip_) {
+      --skip_;
+      return true;
+    }
+    Frame top = std::move(stack_.back());
+    stack_.pop_back();
+    switch (top.kind) {
+      case Kind::Document:
+        done_ = true;
+        return true;
+      case Kind::Entries:
+        if (auto st = tree_.sort_children(top.node); !st) return fail(where(top), st.error().message);
+        return true;
+      case Kind::Entry:
+        return finish_entry(top);
+    }
+    return false;
+  }
+
+  bool start_array(std::size_t) override {
+    if (skip_) return ++skip_ < kMaxSkipDepth || fail("", "nested too deeply");
+    if (stack_.empty()) return fail("", "not a JSON object");
+    Frame& top = stack_.back();
+    if (top.kind == Kind::Entries) return fail(where(top) + "/" + printable(top.key), "entry is not an object");
+    if (top.kind == Kind::Entry && known_key(top.key)) return fail(where(top), "invalid " + top.key);
+    if (top.kind == Kind::Document && (top.key == "root" || top.key == "version")) {
+      return fail("", "invalid " + top.key);
+    }
+    return skip_value();
+  }
+  bool end_array() override {
+    if (skip_) --skip_;
+    return true;
+  }
+
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception&) override {
+    return fail("", "not valid JSON (at byte " + std::to_string(position) + ")");
+  }
+
+ private:
+  enum class Kind { Document, Entry, Entries };
+  static constexpr size_t kMaxSkipDepth = 64;  // unknown values: nested at most this deep
+
+  // The keys of an entry seen so far (each at most once).
+  struct SeenKeys {
+    unsigned bits = 0;
+    bool insert_if_new(const std::string& key) {
+      static constexpr const char* kKeys[] = {"type", "size", "narOffset", "executable", "target"};
+      for (unsigned i = 0; i < std::size(kKeys); ++i) {
+        if (key == kKeys[i]) {
+          if (bits & (1u << i)) return false;
+          bits |= 1u << i;
+        }
+      }
+      return true;
+    }
+  };
+
+  struct Frame {
+    Kind kind = Kind::Document;
+    uint32_t node = 0;
+    std::string key;  // the key whose value comes next (Entries: the child's name)
+    // Entry: what it said so far.
+    std::optional<NodeType> type;
+    bool has_entries = false;
+    std::optional<uint64_t> size;
+    uint64_t nar_offset = 0;
     bool executable = false;
-    if (auto it = entry.find("executable"); it != entry.end()) {
-      if (!it->is_boolean()) return invalid(where, "executable is not a boolean");
-      executable = it->get<bool>();
-    }
-    TreeNode& f = tree.nodes[node];
-    f.size = *size;
-    f.nar_offset = *offset;
-    f.executable = executable;
-    return {};
+    std::optional<std::string> target;
+    SeenKeys seen;
+  };
+
+  static Frame frame(Kind kind, uint32_t node = 0) {
+    Frame f;
+    f.kind = kind;
+    f.node = node;
+    return f;
   }
-  if (type == "symlink") {
-    if (n.type != NodeType::Symlink) return invalid(where, "type does not match");
-    auto it = entry.find("target");
-    if (it == entry.end() || !it->is_string()) return invalid(where, "no target");
-    const std::string& target = it->get_ref<const std::string&>();
-    if (target.empty() || target.size() > Tree::kMaxTargetLength ||
-        std::memchr(target.data(), '\0', target.size())) {
-      return invalid(where, "invalid symlink target");
-    }
-    TreeNode& l = tree.nodes[node];
-    l.target = target;
-    l.size = target.size();
-    return {};
+
+  static bool known_key(const std::string& key) {
+    return key == "type" || key == "size" || key == "narOffset" || key == "executable" || key == "target" ||
+           key == "entries";
   }
-  if (type == "directory") {
-    if (n.type != NodeType::Directory) return invalid(where, "type does not match");
-    auto it = entry.find("entries");
-    if (it == entry.end()) return {};
-    if (!it->is_object()) return invalid(where, "entries is not an object");
-    for (const auto& [name, child] : it->items()) {
-      std::string child_where = where.empty() ? name : where + "/" + name;
-      if (!child.is_object()) return invalid(child_where, "entry is not an object");
-      auto child_type = child.find("type");
-      if (child_type == child.end() || !child_type->is_string()) return invalid(child_where, "no type");
-      const std::string& t = child_type->get_ref<const std::string&>();
-      NodeType kind;
-      if (t == "regular") kind = NodeType::Regular;
-      else if (t == "directory") kind = NodeType::Directory;
-      else if (t == "symlink") kind = NodeType::Symlink;
-      else return invalid(child_where, "unknown type");
-      auto added = tree.add_child(node, name, kind);
-      if (!added) return make_error(EINVAL, "NAR listing: " + added.error().message);
-      if (auto st = fill(tree, *added, child, child_where, depth + 1); !st) return st;
-    }
-    return {};
+
+  // A name for messages: control bytes escaped, bounded.
+  static std::string printable(std::string_view text) { return escape_for_message(text); }
+
+  std::string where(const Frame& frame) const {
+    std::string path = tree_.nodes.empty() ? std::string() : tree_.path_of(frame.node);
+    return path.empty() ? "root" : printable(path);
   }
-  return invalid(where, "unknown type");
-}
+
+  bool fail(const std::string& where, const std::string& what) {
+    if (!error_) error_ = make_error(EINVAL, "NAR listing: " + (where.empty() ? std::string() : where + ": ") + what);
+    return false;
+  }
+
+  bool in_document(const char* key) const {
+    return !stack_.empty() && stack_.back().kind == Kind::Document && stack_.back().key == key;
+  }
+  Frame* entry_with_key(const char* key) {
+    if (stack_.empty() || stack_.back().kind != Kind::Entry || stack_.back().key != key) return nullptr;
+    return &stack_.back();
+  }
+  bool version(bool ok) {
+    version_ok_ = ok;
+    return true;
+  }
+  bool skip_value() {
+    skip_ = 1;
+    return true;
+  }
+  // A scalar value where the callbacks above did not want it.
+  bool scalar(const char* what) {
+    if (skip_) return true;
+    if (stack_.empty()) return fail("", "not a JSON object");
+    Frame& top = stack_.back();
+    switch (top.kind) {
+      case Kind::Entries:
+        return fail(where(top) + "/" + printable(top.key), "entry is not an object");
+      case Kind::Entry:
+        if (known_key(top.key)) return fail(where(top), "invalid " + top.key + " (" + what + ")");
+        return true;  // an unknown key: ignored
+      case Kind::Document:
+        if (top.key == "root") return fail("", "no root");
+        if (top.key == "version") return version(false);
+        return true;
+    }
+    return false;
+  }
+
+  bool finish_entry(const Frame& f) {
+    if (!f.type) return fail(where(f), "no type");
+    TreeNode& node = tree_.nodes[f.node];
+    node.type = *f.type;
+    switch (*f.type) {
+      case NodeType::Regular:
+        if (!f.size) return fail(where(f), "no size");
+        node.size = *f.size;
+        node.nar_offset = f.nar_offset;
+        node.executable = f.executable;
+        return true;
+      case NodeType::Symlink:
+        if (!f.target) return fail(where(f), "no target");
+        if (f.target->empty() || f.target->size() > Tree::kMaxTargetLength ||
+            std::memchr(f.target->data(), '\0', f.target->size())) {
+          return fail(where(f), "invalid symlink target");
+        }
+        node.target = *f.target;
+        node.size = f.target->size();
+        return true;
+      case NodeType::Directory:
+        return true;
+    }
+    return false;
+  }
+
+  Tree tree_;
+  std::vector<Frame> stack_;
+  size_t skip_ = 0;
+  bool done_ = false;
+  bool root_seen_ = false;
+  bool version_ok_ = false;
+  std::optional<Error> error_;
+};
 
 }  // namespace
 
 Result<Tree> parse_nar_listing(std::string_view json) {
   if (json.size() > kMaxNarListingBytes) return make_error(EINVAL, "NAR listing: too large");
   if (!nesting_within(json, kMaxJsonDepth)) return make_error(EINVAL, "NAR listing: nested too deeply");
-  Json doc = Json::parse(json.begin(), json.end(), nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object()) return make_error(EINVAL, "NAR listing: not a JSON object");
-  auto version = doc.find("version");
-  if (version == doc.end() || !version->is_number_integer() || version->get<int64_t>() != 1) {
-    return make_error(EINVAL, "NAR listing: unsupported version");
+  ListingBuilder builder;
+  bool parsed = false;
+  try {
+    parsed = Json::sax_parse(json.begin(), json.end(), &builder);
+  } catch (const std::exception& e) {  // the parser reports errors to the builder; this is a backstop
+    return make_error(EINVAL, std::string("NAR listing: ") + e.what());
   }
-  auto root = doc.find("root");
-  if (root == doc.end() || !root->is_object()) return make_error(EINVAL, "NAR listing: no root");
-  auto type = root->find("type");
-  if (type == root->end() || !type->is_string()) return make_error(EINVAL, "NAR listing: root has no type");
-  const std::string& t = type->get_ref<const std::string&>();
-  NodeType kind;
-  if (t == "regular") kind = NodeType::Regular;
-  else if (t == "directory") kind = NodeType::Directory;
-  else if (t == "symlink") kind = NodeType::Symlink;
-  else return make_error(EINVAL, "NAR listing: root has an unknown type");
-  Tree tree = Tree::with_root(kind);
-  if (auto st = fill(tree, Tree::kRoot, *root, "", 0); !st) return st.error();
-  return tree;
+  return builder.finish(parsed);
 }
 
 }  // namespace lazystore

@@ -11,7 +11,8 @@
 
 namespace lazystore {
 
-inline constexpr size_t kMaxNarListingBytes = 512u << 20;
+// A listing larger than this is refused before it is parsed (HTTP: before it is downloaded).
+inline constexpr size_t kMaxNarListingBytes = 64u << 20;
 
 // {"version":1,"root":{"type":"directory","entries":{"name":{"type":"regular","size":N,
 //  "executable":true,"narOffset":N},"l":{"type":"symlink","target":"..."}}}}

@@ -10,7 +10,6 @@
 namespace lazystore {
 namespace {
 
-constexpr size_t kMaxNarInfo = 1 << 20;  // a narinfo is a few hundred bytes; refuse huge input
 constexpr size_t kMaxReferences = 100000;
 constexpr size_t kMaxSigs = 64;
 
@@ -25,7 +24,11 @@ Result<uint64_t> parse_u64(std::string_view key, std::string_view value) {
   uint64_t out = 0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
   if (ec != std::errc() || end != value.data() + value.size() || value.empty()) {
-    return make_error(EINVAL, "narinfo: invalid " + std::string(key) + " '" + std::string(value) + "'");
+    return make_error(EINVAL, "narinfo: invalid " + std::string(key) + " '" +
+                                  std::string(value.substr(0, 100)) + "'");
+  }
+  if (out > kMaxNarSize) {
+    return make_error(EINVAL, "narinfo: " + std::string(key) + " " + std::to_string(out) + " is absurd");
   }
   return out;
 }
@@ -80,7 +83,7 @@ std::string NarInfo::fingerprint() const {
 }
 
 Result<NarInfo> parse_narinfo(std::string_view text) {
-  if (text.size() > kMaxNarInfo) return make_error(EINVAL, "narinfo: too large");
+  if (text.size() > kMaxNarInfoBytes) return make_error(EINVAL, "narinfo: too large");
   NarInfo info;
   bool have_path = false, have_url = false, have_hash = false, have_size = false, have_compression = false;
   while (!text.empty()) {

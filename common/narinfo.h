@@ -13,6 +13,11 @@
 
 namespace lazystore {
 
+// Caps on what a binary cache may hand us (hostile input stays bounded):
+inline constexpr size_t kMaxNarInfoBytes = 1 << 20;  // a narinfo is a few hundred bytes
+// NarSize and FileSize above this are refused: file sizes must fit a signed 64-bit off_t.
+inline constexpr uint64_t kMaxNarSize = uint64_t{1} << 62;
+
 struct NarInfo {
   std::string store_path;     // base name "<hash>-<name>", valid
   std::string url;            // relative to the cache's base URL, e.g. "nar/<filehash>.nar.xz"

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "nix32.h"
+#include "printable.h"
 
 namespace lazystore {
 namespace {
@@ -12,23 +13,8 @@ bool is_name_char(char c) {
          c == '-' || c == '.' || c == '_' || c == '?' || c == '=';
 }
 
-std::string quoted(std::string_view text) {
-  // Hostile names end up in log lines: show at most a prefix, control bytes escaped.
-  std::string out = "'";
-  for (char c : text.substr(0, 80)) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  if (text.size() > 80) out += "...";
-  return out + "'";
-}
+// Hostile names end up in log lines: show at most a prefix, control bytes escaped.
+std::string quoted(std::string_view text) { return "'" + escape_for_message(text) + "'"; }
 
 // Nix's checkName (src/libstore/path.cc): a leading '.' is allowed (Nix 2.4 and later create such
 // paths), but not the names "." and "..", nor a first dash-separated component "." or "..".

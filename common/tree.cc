@@ -162,15 +162,51 @@ Tree Tree::with_root(NodeType type) {
   return tree;
 }
 
-Result<uint32_t> Tree::add_child(uint32_t parent, std::string_view name, NodeType type) {
+namespace {
+
+Status check_new_child(const Tree& tree, uint32_t parent, std::string_view name) {
+  const auto& nodes = tree.nodes;
   if (parent >= nodes.size() || nodes[parent].type != NodeType::Directory) {
     return make_error(ENOTDIR, "add_child: parent " + std::to_string(parent) + " is no directory");
   }
   if (!is_valid_name(name)) return make_error(EINVAL, "add_child: invalid entry name");
-  if (nodes.size() >= kMaxNodes) return make_error(EFBIG, "add_child: too many nodes");
+  if (nodes.size() >= Tree::kMaxNodes) {
+    return make_error(EFBIG, "add_child: more than " + std::to_string(Tree::kMaxNodes) + " entries");
+  }
   size_t depth = 1;
-  for (uint32_t up = parent; up != kRoot && depth <= kMaxDepth; up = nodes[up].parent) ++depth;
-  if (depth > kMaxDepth) return make_error(ELOOP, "add_child: tree too deep");
+  for (uint32_t up = parent; up != Tree::kRoot && depth <= Tree::kMaxDepth; up = nodes[up].parent) ++depth;
+  if (depth > Tree::kMaxDepth) return make_error(ELOOP, "add_child: tree too deep");
+  return {};
+}
+
+}  // namespace
+
+Result<uint32_t> Tree::append_child(uint32_t parent, std::string_view name, NodeType type) {
+  if (auto st = check_new_child(*this, parent, name); !st) return st.error();
+  auto index = static_cast<uint32_t>(nodes.size());
+  nodes[parent].children.push_back(index);  // before emplace_back, which may move it
+  TreeNode& node = nodes.emplace_back();
+  node.type = type;
+  node.name.assign(name);
+  node.parent = parent;
+  return index;
+}
+
+Status Tree::sort_children(uint32_t dir) {
+  if (dir >= nodes.size()) return make_error(EINVAL, "sort_children: no such node");
+  auto& siblings = nodes[dir].children;
+  auto by_name = [this](uint32_t a, uint32_t b) { return nodes[a].name < nodes[b].name; };
+  if (!std::is_sorted(siblings.begin(), siblings.end(), by_name)) {
+    std::sort(siblings.begin(), siblings.end(), by_name);
+  }
+  auto same = std::adjacent_find(siblings.begin(), siblings.end(),
+                                 [this](uint32_t a, uint32_t b) { return nodes[a].name == nodes[b].name; });
+  if (same != siblings.end()) return make_error(EEXIST, "duplicate entry " + nodes[*same].name);
+  return {};
+}
+
+Result<uint32_t> Tree::add_child(uint32_t parent, std::string_view name, NodeType type) {
+  if (auto st = check_new_child(*this, parent, name); !st) return st.error();
   auto& siblings = nodes[parent].children;
   auto at = std::lower_bound(siblings.begin(), siblings.end(), name,
                              [this](uint32_t i, std::string_view n) { return nodes[i].name < n; });

@@ -28,8 +28,9 @@ struct TreeNode {
 class Tree {
  public:
   static constexpr uint32_t kRoot = 0;
-  // Limits that keep a hostile listing bounded.
-  static constexpr size_t kMaxNodes = 4'000'000;
+  // Limits that keep a hostile listing bounded. kMaxNodes is the cap on entries per store path
+  // (the store path itself counts): a tree node takes ~120 bytes, so a tree stays below ~150 MB.
+  static constexpr size_t kMaxNodes = 1'000'000;
   static constexpr size_t kMaxNameLength = 255;
   static constexpr size_t kMaxTargetLength = 4095;
   static constexpr size_t kMaxDepth = 256;
@@ -42,6 +43,11 @@ class Tree {
   // Fails on an invalid name ("", ".", "..", containing '/' or NUL, too long), a duplicate,
   // a non-directory parent, too many nodes, or a child deeper than kMaxDepth (root: depth 0).
   Result<uint32_t> add_child(uint32_t parent, std::string_view name, NodeType type);
+  // The same checks, but the child goes last among its siblings and duplicates are not looked
+  // for: for input in any order (a JSON object), followed by sort_children(parent).
+  Result<uint32_t> append_child(uint32_t parent, std::string_view name, NodeType type);
+  // Sorts the children of `dir` by name; EEXIST when two have the same name.
+  Status sort_children(uint32_t dir);
 
   std::optional<uint32_t> child(uint32_t dir, std::string_view name) const;
   // "a/b/c" relative to the store path root; "" for the root.

@@ -8,6 +8,8 @@ set -euo pipefail
 PACKAGES=(
     # build: compiler, build system, FUSE, hashing, unit tests
     meson ninja-build pkg-config g++ libfuse3-dev fuse3 libxxhash-dev libgtest-dev libgmock-dev
+    # fuzzing and sanitizer builds (tests/fuzz/run_libfuzzer.sh): clang and its libFuzzer runtime
+    clang libclang-rt-14-dev
     # runtime and tests: Nix (throw-away stores), executor sandbox, xattrs, mounts, processes,
     # benchmarks, the daemon's footprint (strace)
     nix-bin bubblewrap attr util-linux bsdutils procps python3 hyperfine psmisc strace

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,8 +48,10 @@ class ServeConnection {
   ByteStream& stream_;
   std::string peer_;
   serve::WireReader reader_;
-  std::vector<std::byte> buffer_;
-  std::vector<std::byte> chunk_;  // read_raw's piece, kept across paths
+  // Not zero-filled: a session that reads little touches (and faults in) little of them.
+  static constexpr size_t kBufferSize = 256 * 1024;
+  std::unique_ptr<std::byte[]> buffer_;
+  std::unique_ptr<std::byte[]> chunk_;  // read_raw's piece, kept across paths
   size_t begin_ = 0;
   size_t end_ = 0;
   uint64_t version_ = 0;

@@ -17,6 +17,19 @@ constexpr size_t kMaxNarInfos = 100000;        // verified narinfos kept in memo
 constexpr size_t kMaxSpools = 16;              // whole NARs kept for reads (anonymous files)
 constexpr uint64_t kMaxSpoolBytes = 8ull << 30;
 
+// A listing must describe the NAR the narinfo names: every file inside it, no sizes beyond it.
+Status fits_nar(const Tree& tree, uint64_t nar_size) {
+  for (const TreeNode& node : tree.nodes) {
+    if (node.type != NodeType::Regular) continue;
+    if (node.size > nar_size || node.nar_offset > nar_size - node.size) {
+      return make_error(EINVAL, "NAR listing: file " + tree.path_of(static_cast<uint32_t>(&node - tree.nodes.data())) +
+                                    " (" + std::to_string(node.size) + " bytes at " + std::to_string(node.nar_offset) +
+                                    ") lies outside the NAR of " + std::to_string(nar_size) + " bytes");
+    }
+  }
+  return {};
+}
+
 bool is_absent_status(long status) { return status == 404 || status == 403 || status == 410; }
 
 void count(std::atomic<uint64_t> Stats::*field, Stats* stats, uint64_t n = 1) {
@@ -70,7 +83,8 @@ Result<std::unique_ptr<HttpUpstream>> HttpUpstream::open(std::string_view source
 Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative,
                                                 std::optional<std::pair<uint64_t, uint64_t>> range,
                                                 const std::function<bool(std::span<const char>)>& on_data,
-                                                const std::function<Status()>& reset, double stall_seconds) {
+                                                const std::function<Status()>& reset, double stall_seconds,
+                                                size_t max_body) {
   size_t first;
   {
     std::lock_guard lock(mutex_);
@@ -94,6 +108,7 @@ Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative,
       request.url = bases_[index] + "/" + relative;
       request.range = range;
       request.on_data = on_data;
+      request.max_body = max_body;
       if (stall_seconds > 0) {
         request.timeout_seconds = 0;
         request.stall_seconds = stall_seconds;
@@ -167,7 +182,7 @@ Result<HttpUpstream::NarInfoPtr> HttpUpstream::narinfo(const StorePath& path) {
     }
   }
   if (auto st = check_cache_info(); !st) return st.error();
-  auto fetched = get(hash + ".narinfo", std::nullopt, nullptr, nullptr);
+  auto fetched = get(hash + ".narinfo", std::nullopt, nullptr, nullptr, 0, kMaxNarInfoBytes);
   if (!fetched) return fetched.error();
   if (fetched->absent) return make_error(ENOENT, path.base_name() + ": not in the binary cache");
   auto info = parse_narinfo(fetched->body);
@@ -214,11 +229,16 @@ Result<Tree> HttpUpstream::list_tree(const StorePath& path) {
   auto info = narinfo(path);
   if (!info) return info.error();
   std::string hash(path.hash_part());
-  auto listing = get(hash + ".ls", std::nullopt, nullptr, nullptr);
+  auto listing = get(hash + ".ls", std::nullopt, nullptr, nullptr, 0, kMaxNarListingBytes);
   if (listing && !listing->absent) {
     auto tree = parse_nar_listing(listing->body);
-    if (tree) return std::move(*tree);
-    LOG_WARNING("%s.ls: %s; fetching the whole NAR instead", hash.c_str(), tree.error().message.c_str());
+    listing->body = std::string();  // a big listing's text is not kept next to its tree
+    if (tree) {
+      if (auto fits = fits_nar(*tree, (*info)->nar_size); fits) return std::move(*tree);
+      else tree = fits.error();
+    }
+    LOG_WARNING("%s.ls (%s): %s; fetching the whole NAR instead", hash.c_str(), path.base_name().c_str(),
+                tree.error().message.c_str());
   } else if (!listing) {
     return listing.error();
   }
@@ -303,7 +323,8 @@ Result<size_t> HttpUpstream::read(const StorePath& path, const Tree& tree, uint3
   auto info = narinfo(path);
   if (!info) return info.error().code == ENOENT ? make_error(EIO, info.error().message) : info.error();
   const NarInfo& ni = **info;
-  if (ni.compression == "none" && file.nar_offset != 0 && file.nar_offset + file.size <= ni.nar_size) {
+  if (ni.compression == "none" && file.nar_offset != 0 && file.size <= ni.nar_size &&
+      file.nar_offset <= ni.nar_size - file.size) {
     // The lazy path: the file's bytes sit at nar_offset in the uncompressed NAR.
     size_t got = 0;
     auto reset = [&]() -> Status {

@@ -55,7 +55,8 @@ class HttpUpstream final : public Upstream {
   // attempt (a streaming consumer starts over); on_data as in HttpRequest.
   Result<Fetched> get(const std::string& relative, std::optional<std::pair<uint64_t, uint64_t>> range,
                       const std::function<bool(std::span<const char>)>& on_data,
-                      const std::function<Status()>& reset, double stall_seconds = 0);
+                      const std::function<Status()>& reset, double stall_seconds = 0,
+                      size_t max_body = HttpRequest{}.max_body);
   Status check_cache_info();
   // The verified narinfo of `path`; ENOENT when absent or refused.
   Result<NarInfoPtr> narinfo(const StorePath& path);

@@ -73,7 +73,10 @@ class ChunkCacheTest : public ::testing::Test {
     size_t expected = std::min<uint64_t>(length, content.size() - std::min<uint64_t>(offset, content.size()));
     auto got = bytes_of(*reply);
     ASSERT_EQ(got.size(), expected);
-    EXPECT_EQ(0, std::memcmp(got.data(), content.data() + offset, expected));
+    // An empty read has a null data(): memcmp(nullptr, …, 0) is undefined (UBSan says so).
+    if (expected > 0) {
+      EXPECT_EQ(0, std::memcmp(got.data(), content.data() + offset, expected));
+    }
   }
 
   std::string data_file_of(std::string_view key) {

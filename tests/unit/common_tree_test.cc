@@ -284,5 +284,21 @@ TEST(Tree, HugeCountsAreRejectedWithoutAllocating) {
   EXPECT_FALSE(Tree::deserialize(with_checksum(bad)));
 }
 
+// Children of any order (a JSON listing): appended, then sorted once; duplicates refused.
+TEST(Tree, AppendThenSortChildren) {
+  Tree tree = Tree::with_root(NodeType::Directory);
+  for (const char* name : {"c", "a", "b"}) ASSERT_TRUE(tree.append_child(Tree::kRoot, name, NodeType::Regular));
+  EXPECT_FALSE(tree.append_child(Tree::kRoot, "x/y", NodeType::Regular));
+  EXPECT_FALSE(tree.append_child(Tree::kRoot, "..", NodeType::Regular));
+  ASSERT_TRUE(tree.sort_children(Tree::kRoot));
+  EXPECT_EQ(tree.nodes[tree.nodes[0].children[0]].name, "a");
+  EXPECT_EQ(tree.nodes[tree.nodes[0].children[2]].name, "c");
+  EXPECT_EQ(tree.resolve("b"), tree.nodes[0].children[1]);
+  ASSERT_TRUE(tree.append_child(Tree::kRoot, "b", NodeType::Regular));
+  auto dup = tree.sort_children(Tree::kRoot);
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().code, EEXIST);
+}
+
 }  // namespace
 }  // namespace lazystore

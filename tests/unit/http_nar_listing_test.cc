@@ -1,6 +1,7 @@
 // The `.ls` NAR listing parser: what Nix writes, and hostile input (bounded, never a crash).
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -102,6 +103,71 @@ TEST(NarListing, ManyEntriesStayCorrect) {
   auto f = tree->resolve("f19999");
   ASSERT_TRUE(f);
   EXPECT_EQ(tree->nodes[*f].nar_offset, 1000u + 19999u * 128u);
+}
+
+// Writers that sort keys (nlohmann-based Nix) put "entries" before "type"; JSON objects may list
+// entries in any order. The tree is the same, children sorted.
+TEST(NarListing, KeysAndEntriesInAnyOrder) {
+  auto tree = parse_nar_listing(
+      R"({"root":{"entries":{"b":{"size":2,"narOffset":300,"type":"regular"},"a":{"entries":{},"type":"directory"},)"
+      R"("c":{"target":"b","type":"symlink"}},"type":"directory"},"version":1})");
+  ASSERT_TRUE(tree) << tree.error().message;
+  ASSERT_EQ(tree->nodes[0].children.size(), 3u);
+  EXPECT_EQ(tree->nodes[tree->nodes[0].children[0]].name, "a");
+  EXPECT_EQ(tree->nodes[tree->nodes[0].children[2]].name, "c");
+  EXPECT_EQ(tree->nodes[*tree->resolve("b")].nar_offset, 300u);
+  EXPECT_EQ(tree->nodes[*tree->resolve("a")].type, NodeType::Directory);
+  EXPECT_EQ(tree->nodes[*tree->resolve("c")].target, "b");
+  // Unknown keys and values (objects, arrays) are ignored, as Nix ignores them.
+  EXPECT_TRUE(parse_nar_listing(R"({"version":1,"x":[{"a":[1,2]}],"root":{"type":"regular","size":1,"y":{"z":[]}}})"));
+}
+
+TEST(NarListing, RefusesDuplicatesAndContradictions) {
+  for (const std::string& text : {
+           // the same entry twice (a DOM parser would silently keep the last one)
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":1},"a":{"type":"regular","size":2}}}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","type":"regular","size":1}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":1,"size":2}})"),
+           std::string(R"({"version":1,"root":{"type":"directory","entries":{},"entries":{}}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":1},"root":{"type":"regular","size":1}})"),
+           // entries under a file or a symlink, before or after its type
+           std::string(R"({"version":1,"root":{"entries":{"a":{"type":"regular","size":1}},"type":"regular","size":1}})"),
+           std::string(R"({"version":1,"root":{"type":"symlink","target":"x","entries":{}}})"),
+           std::string(R"({"version":1,"root":{"entries":{}}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":1.5}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":18446744073709551616}})"),
+           std::string(R"({"version":1.0,"root":{"type":"regular","size":1}})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":1}} {})"),
+           std::string(R"({"version":1,"root":{"type":"regular","size":null}})"),
+           std::string(R"({"version":1,"root":{"type":["regular"],"size":1}})"),
+       }) {
+    auto tree = parse_nar_listing(text);
+    EXPECT_FALSE(tree) << text;
+    if (!tree) {
+      EXPECT_EQ(tree.error().code, EINVAL) << text;
+    }
+  }
+}
+
+// The cap on entries per store path holds for listings: a million entries (plus the store path
+// itself) are refused, with a message that says why, without building a JSON document.
+TEST(NarListing, RefusesMoreEntriesThanTheCap) {
+  auto flat = [](size_t count) {
+    std::string text = R"({"version":1,"root":{"type":"directory","entries":{)";
+    char name[16];
+    for (size_t i = 0; i < count; ++i) {
+      std::snprintf(name, sizeof name, "%07zu", i);
+      if (i) text += ",";
+      text += "\"" + std::string(name) + R"(":{"type":"regular","size":0})";
+    }
+    return text + "}}}";
+  };
+  auto refused = parse_nar_listing(flat(Tree::kMaxNodes));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("entries"), std::string::npos) << refused.error().message;
+  auto accepted = parse_nar_listing(flat(Tree::kMaxNodes - 1));
+  ASSERT_TRUE(accepted) << accepted.error().message;
+  EXPECT_EQ(accepted->nodes.size(), Tree::kMaxNodes);
 }
 
 }  // namespace

@@ -89,6 +89,26 @@ TEST(NarInfo, RefusesInvalidInput) {
   }
 }
 
+// Sizes must fit a signed 64-bit file size: NarSize 2^63 would show as a negative st_size.
+TEST(NarInfo, RefusesAbsurdSizes) {
+  std::string good = data("signed.narinfo");
+  for (const char* size : {"9223372036854775808", "18446744073709551615", "4611686018427387905"}) {
+    std::string text = good;
+    text.replace(text.find("NarSize: 480"), 12, std::string("NarSize: ") + size);
+    auto info = parse_narinfo(text);
+    EXPECT_FALSE(info) << size;
+    std::string file_size = good;
+    file_size.replace(file_size.find("FileSize: 480"), 13, std::string("FileSize: ") + size);
+    EXPECT_FALSE(parse_narinfo(file_size)) << size;
+  }
+  std::string at_cap = good;
+  at_cap.replace(at_cap.find("NarSize: 480"), 12, "NarSize: " + std::to_string(kMaxNarSize));
+  EXPECT_TRUE(parse_narinfo(at_cap));
+  std::string negative = good;
+  negative.replace(negative.find("NarSize: 480"), 12, "NarSize: -1");
+  EXPECT_FALSE(parse_narinfo(negative));
+}
+
 TEST(NarInfo, VerifiesASignatureMadeByNix) {
   auto key = parse_public_key(public_key());
   ASSERT_TRUE(key) << key.error().message;

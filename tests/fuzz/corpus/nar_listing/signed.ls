@@ -1,0 +1,1 @@
+{"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":6,"narOffset":232},"l":{"type":"symlink","target":"a"}}}}
