@@ -133,7 +133,7 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
       }
       case Kind::Entries: {
         auto child = tree_.append_child(top.node, top.key, NodeType::Regular);
-        if (!child) return fail(where(top) + "/" + printable(top.key), child.error().message);
+        if (!child) return fail(where(top) + "/" + printable(top.key), child.error().message, child.error().code);
         stack_.push_back(frame(Kind::Entry, *child));
         return true;
       }
@@ -244,8 +244,8 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     return path.empty() ? "root" : printable(path);
   }
 
-  bool fail(const std::string& where, const std::string& what) {
-    if (!error_) error_ = make_error(EINVAL, "NAR listing: " + (where.empty() ? std::string() : where + ": ") + what);
+  bool fail(const std::string& where, const std::string& what, int code = EINVAL) {
+    if (!error_) error_ = make_error(code, "NAR listing: " + (where.empty() ? std::string() : where + ": ") + what);
     return false;
   }
 

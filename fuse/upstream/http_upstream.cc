@@ -237,6 +237,10 @@ Result<Tree> HttpUpstream::list_tree(const StorePath& path) {
       if (auto fits = fits_nar(*tree, (*info)->nar_size); fits) return std::move(*tree);
       else tree = fits.error();
     }
+    // More entries than a store path may have: its NAR holds as many, and would be refused too.
+    if (tree.error().code == EFBIG) {
+      return make_error(EIO, hash + ".ls (" + path.base_name() + "): " + tree.error().message);
+    }
     LOG_WARNING("%s.ls (%s): %s; fetching the whole NAR instead", hash.c_str(), path.base_name().c_str(),
                 tree.error().message.c_str());
   } else if (!listing) {

@@ -296,7 +296,7 @@ def main():
             lib.drop_page_cache()
             daemon.start()
             catalog = Catalog(export, sorted(fixture.store_paths()))
-            result = run_load(daemon.process.pid, mnt, catalog, args.readers, args.seconds, args.processes)
+            result = run_load(daemon.serving_pid(), mnt, catalog, args.readers, args.seconds, args.processes)
             result["daemon_stats"] = daemon.stats()
             result["entries"] = len(catalog.all)
         finally:

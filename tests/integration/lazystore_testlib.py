@@ -516,6 +516,11 @@ class Daemon:
             children = [int(p) for p in f.read().split()]
         return children[0] if children else None
 
+    def serving_pid(self):
+        """The process that answers requests (and holds the caches): the supervisor's server, or
+        the daemon itself with supervise=false. What RSS figures must be taken of."""
+        return self.server_pid() or self.process.pid
+
     def kill_server(self):
         """SIGKILL of the serving process only (the supervisor starts another); its pid."""
         pid = self.server_pid()

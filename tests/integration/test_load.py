@@ -29,7 +29,7 @@ class LoadTest(LazystoreTestCase):
         # The store paths whose first listing takes seconds, not the 9000-entry /usr/include one.
         names = [self.fixture.paths["misc"], self.fixture.paths["python"]]
         catalog = load.Catalog(export, names)
-        result = load.run_load(daemon.process.pid, daemon.mountpoint, catalog, READERS, SECONDS,
+        result = load.run_load(daemon.serving_pid(), daemon.mountpoint, catalog, READERS, SECONDS,
                                processes=8)
         log(f"LOAD {READERS} readers, {result['seconds']} s: {result['total_ops']} ops "
             f"({result['ops_per_second']}/s) {result['ops']}, errors {result['errors']}, wrong "

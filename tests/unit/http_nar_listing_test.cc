@@ -165,6 +165,7 @@ TEST(NarListing, RefusesMoreEntriesThanTheCap) {
   auto refused = parse_nar_listing(flat(Tree::kMaxNodes));
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("entries"), std::string::npos) << refused.error().message;
+  EXPECT_EQ(refused.error().code, EFBIG);  // the upstream refuses the store path, no NAR fallback
   auto accepted = parse_nar_listing(flat(Tree::kMaxNodes - 1));
   ASSERT_TRUE(accepted) << accepted.error().message;
   EXPECT_EQ(accepted->nodes.size(), Tree::kMaxNodes);
