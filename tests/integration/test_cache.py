@@ -310,7 +310,10 @@ class CacheBoundTest(LazystoreTestCase):
         self.assertEqual(stats["cache_limit"], limit)
         self.assertLessEqual(stats["cache_bytes"], stats["cache_limit"])
         self.assertGreater(stats["evictions"], 0)
-        self.assertLessEqual(worst_data, limit + 256 * 1024,
+        # A sample is not atomic: it walks 256 directories while fills and evictions go on, so a
+        # file counted early may be evicted and replaced by one counted later. One chunk of that
+        # (1 MiB) on top of the bound is the scan, not the cache; the daemon's own count is exact.
+        self.assertLessEqual(worst_data, limit + MiB + 256 * 1024,
                              f"data files used {worst_data} bytes of disk, bound {limit}")
         self.assertLessEqual(worst_total, limit + 4 * MiB,
                              f"data + index files used {worst_total} bytes of disk, bound {limit}")
