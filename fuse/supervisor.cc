@@ -36,6 +36,9 @@ constexpr int kQuickCrashes = 5;
 constexpr auto kYoung = std::chrono::seconds(1);
 constexpr auto kFirstBackoff = std::chrono::milliseconds(250);
 constexpr auto kLongestBackoff = std::chrono::seconds(10);
+// After this many young deaths in a row (about 20 s of backoff), waiting requests would wait for
+// ever: the mount ends instead, and they fail.
+constexpr int kGiveUpAfter = 12;
 
 struct SessionDeleter {
   void operator()(fuse_session* se) const { fuse_session_destroy(se); }
@@ -217,6 +220,13 @@ void Supervisor::on_server_exit(int status) {
   auto now = Clock::now();
   crashed_at_ = now;
   quick_crashes_ = now - serving_since_ < kYoung ? quick_crashes_ + 1 : 0;
+  if (quick_crashes_ >= kGiveUpAfter) {
+    LOG_ERROR("the server of %s %s, the %dth to die within %lld ms of starting in a row: "
+              "ending the mount", options_.mountpoint.c_str(), how.c_str(), quick_crashes_,
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(kYoung).count()));
+    exit_status_ = 1;
+    return;
+  }
   auto delay = Clock::duration::zero();
   if (quick_crashes_ > kQuickCrashes) {
     int doublings = std::min(quick_crashes_ - kQuickCrashes - 1, 6);

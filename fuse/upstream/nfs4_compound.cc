@@ -1,6 +1,7 @@
 #include "nfs4_compound.h"
 
 #include <cerrno>
+#include <cstring>
 
 namespace lazystore {
 
@@ -17,18 +18,32 @@ int nfs4_errno(nfsstat4 status) {
   }
 }
 
+namespace {
+
+// libnfs' XDR decoder aligns the result array to 4 bytes only (UBSan: misaligned nfs_resop4):
+// results are copied out, never read in place. Their pointers lead into the reply, still valid.
+nfs_resop4 result_at(const COMPOUND4res& res, u_int i) {
+  nfs_resop4 result;
+  std::memcpy(&result, reinterpret_cast<const unsigned char*>(res.resarray.resarray_val) + i * sizeof result,
+              sizeof result);
+  return result;
+}
+
+}  // namespace
+
 nfsstat4 nfs4_failed_status(const COMPOUND4res& res) {
   if (res.resarray.resarray_len == 0) return res.status;
   // Every operation's result starts with its nfsstat4 (a common initial sequence of the union).
-  const nfs_resop4& last = res.resarray.resarray_val[res.resarray.resarray_len - 1];
+  nfs_resop4 last = result_at(res, res.resarray.resarray_len - 1);
   return last.nfs_resop4_u.opputfh.status != NFS4_OK ? last.nfs_resop4_u.opputfh.status : res.status;
 }
 
-const nfs_resop4* nfs4_result(const COMPOUND4res& res, nfs_opnum4 op) {
+std::optional<nfs_resop4> nfs4_result(const COMPOUND4res& res, nfs_opnum4 op) {
   for (u_int i = 0; i < res.resarray.resarray_len; ++i) {
-    if (res.resarray.resarray_val[i].resop == op) return &res.resarray.resarray_val[i];
+    nfs_resop4 result = result_at(res, i);
+    if (result.resop == op) return result;
   }
-  return nullptr;
+  return std::nullopt;
 }
 
 nfs_argop4 nfs4_putfh(std::string& bytes) {

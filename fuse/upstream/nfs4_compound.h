@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace lazystore {
@@ -23,8 +24,8 @@ using Nfs4Pump = std::function<int(const std::function<bool()>& done, const size
 int nfs4_errno(nfsstat4 status);
 // The status of the operation that failed in a COMPOUND reply (its last result).
 nfsstat4 nfs4_failed_status(const COMPOUND4res& res);
-// The result of operation `op` in a reply, or nullptr.
-const nfs_resop4* nfs4_result(const COMPOUND4res& res, nfs_opnum4 op);
+// A copy of the result of operation `op` in a reply (its pointers lead into the reply).
+std::optional<nfs_resop4> nfs4_result(const COMPOUND4res& res, nfs_opnum4 op);
 // A PUTFH / LOOKUP argument that points into `bytes` (encoded before the send returns).
 nfs_argop4 nfs4_putfh(std::string& bytes);
 nfs_argop4 nfs4_lookup(std::string& name);

@@ -34,7 +34,7 @@ void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept
     const auto& res = *static_cast<const COMPOUND4res*>(data);
     if (res.status != NFS4_OK) {
       nfsstat4 failed = nfs4_failed_status(res);
-      const nfs_resop4* read = nfs4_result(res, OP_READ);
+      auto read = nfs4_result(res, OP_READ);
       if (read && read->nfs_resop4_u.opread.status != NFS4_OK && refuses_anonymous(failed)) {
         call.result = kNfs4AnonymousReadRefused;
         return;
@@ -43,11 +43,11 @@ void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept
       call.result = -nfs4_errno(failed);
       return;
     }
-    if (const nfs_resop4* getfh = nfs4_result(res, OP_GETFH)) {
+    if (auto getfh = nfs4_result(res, OP_GETFH)) {
       const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
       call.fh->assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
     }
-    const nfs_resop4* read = nfs4_result(res, OP_READ);
+    auto read = nfs4_result(res, OP_READ);
     if (!read) {
       *call.error = "no READ result";
       call.result = -EIO;

@@ -178,8 +178,8 @@ void Walk::handle(const Request& request, int status, void* data) {
     return;
   }
   if (request.kind == Kind::Resolve) {
-    const nfs_resop4* getattr = nfs4_result(res, OP_GETATTR);
-    const nfs_resop4* getfh = nfs4_result(res, OP_GETFH);
+    auto getattr = nfs4_result(res, OP_GETATTR);
+    auto getfh = nfs4_result(res, OP_GETFH);
     if (!getattr || !getfh ||
         !parse_attrs(getattr->nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, &root_)) {
       fail(EIO, root_path_ + ": malformed GETATTR reply");
@@ -188,16 +188,16 @@ void Walk::handle(const Request& request, int status, void* data) {
     const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
     root_fh_.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
   } else if (request.kind == Kind::Readdir) {
-    const nfs_resop4* readdir = nfs4_result(res, OP_READDIR);
+    auto readdir = nfs4_result(res, OP_READDIR);
     if (!readdir) return fail(EIO, "listing " + where(request.dir) + ": no READDIR result");
-    if (const nfs_resop4* getfh = nfs4_result(res, OP_GETFH)) {
+    if (auto getfh = nfs4_result(res, OP_GETFH)) {
       const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
       dirs_[request.dir].fh.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
     }
     if (dirs_[request.dir].fh.empty()) return fail(EIO, "listing " + where(request.dir) + ": no file handle");
     on_readdir(request.dir, readdir->nfs_resop4_u.opreaddir.READDIR4res_u.resok4);
   } else {
-    const nfs_resop4* readlink = nfs4_result(res, OP_READLINK);
+    auto readlink = nfs4_result(res, OP_READLINK);
     if (!readlink) return fail(EIO, "readlink under " + where(request.dir) + ": no READLINK result");
     const linktext4& link = readlink->nfs_resop4_u.opreadlink.READLINK4res_u.resok4.link;
     std::string target(link.utf8string_val, link.utf8string_len);
@@ -210,13 +210,16 @@ void Walk::handle(const Request& request, int status, void* data) {
 }
 
 void Walk::on_readdir(size_t dir_index, const READDIR4resok& ok) {
-  for (const entry4* e = ok.reply.entries; e; e = e->nextentry) {
+  // Entries are copied out: libnfs' decoder aligns them to 4 bytes, their cookie needs 8.
+  entry4 e;
+  for (const entry4* next = ok.reply.entries; next; next = e.nextentry) {
+    std::memcpy(&e, next, sizeof e);
     Dir& dir = dirs_[dir_index];
-    dir.cookie = e->cookie;
-    std::string name(e->name.utf8string_val, e->name.utf8string_len);
+    dir.cookie = e.cookie;
+    std::string name(e.name.utf8string_val, e.name.utf8string_len);
     if (name == "." || name == "..") continue;
     Attrs attrs;
-    if (!parse_attrs(e->attrs, &attrs)) return fail(EIO, where(dir_index, name) + ": malformed attributes");
+    if (!parse_attrs(e.attrs, &attrs)) return fail(EIO, where(dir_index, name) + ": malformed attributes");
     auto type = node_type(attrs.type);
     if (!type) return fail(EIO, where(dir_index, name) + ": not a file, directory or symlink");
     if (++entries_ > Tree::kMaxNodes) return fail(EIO, root_path_ + ": too many entries");
