@@ -2,19 +2,15 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
+#include "http_test_data.h"
 #include "nar_listing.h"
 
 namespace lazystore {
 namespace {
 
 TEST(NarListing, ParsesWhatNixWrites) {
-  std::ifstream in(std::string(HTTP_TEST_DATA) + "/signed.ls", std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto tree = parse_nar_listing(ss.str());
+  auto tree = parse_nar_listing(http_test_data("signed.ls"));
   ASSERT_TRUE(tree) << tree.error().message;
   auto a = tree->resolve("a");
   ASSERT_TRUE(a);

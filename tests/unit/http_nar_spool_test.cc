@@ -2,21 +2,14 @@
 // sha256 NarHash checked before anything is read, corrupt or truncated input refused.
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <sstream>
-
+#include "http_test_data.h"
 #include "narinfo.h"
 #include "upstream/nar_spool.h"
 
 namespace lazystore {
 namespace {
 
-std::string data(const std::string& name) {
-  std::ifstream in(std::string(HTTP_TEST_DATA) + "/" + name, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string data(const std::string& name) { return http_test_data(name); }
 
 NarInfo info() { return parse_narinfo(data("signed.narinfo")).value(); }
 

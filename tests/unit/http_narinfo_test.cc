@@ -2,20 +2,13 @@
 // `nix-store --generate-binary-cache-key` (tests/unit/data/http, signed with `nix store sign`).
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <sstream>
-
+#include "http_test_data.h"
 #include "narinfo.h"
 
 namespace lazystore {
 namespace {
 
-std::string data(const std::string& name) {
-  std::ifstream in(std::string(HTTP_TEST_DATA) + "/" + name, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string data(const std::string& name) { return http_test_data(name); }
 
 std::string public_key() {
   std::string key = data("lazystore-test-1.pub");
