@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fd.h"
+#include "little_endian.h"
 
 namespace lazystore {
 namespace {
@@ -106,9 +107,7 @@ class NarReader {
   Result<uint64_t> read_u64(const char* what) {
     std::array<std::byte, 8> bytes;
     if (auto s = fill(bytes, what); !s) return s.error();
-    uint64_t value = 0;
-    for (size_t i = 0; i < 8; ++i) value |= static_cast<uint64_t>(bytes[i]) << (8 * i);
-    return value;
+    return get_u64_le(bytes.data());
   }
 
   Status check_padding(uint64_t size, const char* what) {
@@ -515,7 +514,7 @@ class NarWriter {
   }
   Status put_u64(uint64_t value) {
     std::array<std::byte, 8> bytes;
-    for (size_t i = 0; i < 8; ++i) bytes[i] = static_cast<std::byte>((value >> (8 * i)) & 0xff);
+    put_u64_le(bytes.data(), value);
     return put(bytes);
   }
   Status put_padding(uint64_t size) {

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "nix32.h"
+#include "openssl_handles.h"
 
 namespace lazystore {
 namespace {
@@ -15,9 +16,6 @@ constexpr size_t kMaxSigs = 64;
 
 struct PkeyDeleter {
   void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
 };
 
 Result<uint64_t> parse_u64(std::string_view key, std::string_view value) {
@@ -239,7 +237,7 @@ bool has_valid_signature(const NarInfo& info, const std::vector<PublicKey>& keys
       if (key.name != name) continue;
       std::unique_ptr<EVP_PKEY, PkeyDeleter> pkey(
           EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, key.key.data(), key.key.size()));
-      std::unique_ptr<EVP_MD_CTX, MdCtxDeleter> ctx(EVP_MD_CTX_new());
+      EvpMdCtx ctx = make_evp_md_ctx();
       if (!pkey || !ctx) continue;
       if (EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, pkey.get()) != 1) continue;
       if (EVP_DigestVerify(ctx.get(), raw->data(), raw->size(),

@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 
+#include "little_endian.h"
+
 namespace lazystore::serve {
 
 namespace {
@@ -13,7 +15,7 @@ constexpr size_t padding(size_t length) { return (8 - length % 8) % 8; }
 
 WireWriter& WireWriter::u64(uint64_t value) {
   std::array<char, 8> bytes{};
-  for (size_t i = 0; i < 8; ++i) bytes[i] = static_cast<char>((value >> (8 * i)) & 0xff);
+  put_u64_le(bytes.data(), value);
   buffer_.append(bytes.data(), bytes.size());
   return *this;
 }
@@ -45,9 +47,7 @@ Status WireReader::read_exact(std::span<std::byte> out) {
 Result<uint64_t> WireReader::u64() {
   std::array<std::byte, 8> bytes{};
   if (auto s = read_exact(bytes); !s) return s.error();
-  uint64_t value = 0;
-  for (size_t i = 0; i < 8; ++i) value |= static_cast<uint64_t>(bytes[i]) << (8 * i);
-  return value;
+  return get_u64_le(bytes.data());
 }
 
 Result<std::string> WireReader::str(size_t max_length) {

@@ -11,6 +11,8 @@
 #include <filesystem>
 
 #include "hash.h"
+#include "io.h"
+#include "little_endian.h"
 #include "log.h"
 
 namespace lazystore {
@@ -71,14 +73,6 @@ uint64_t slot_check(uint64_t index, uint64_t hash, uint64_t size, uint32_t chunk
   return xxh3_64(std::as_bytes(std::span(words)));
 }
 
-void put_u64(std::byte* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<std::byte>(v >> (8 * i));
-}
-uint64_t get_u64(const std::byte* in) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t(std::to_integer<uint8_t>(in[i])) << (8 * i);
-  return v;
-}
 
 // A cleared slot (a chunk that failed verify_all): never valid, yet it still tells the file's
 // size to a later verify_all when it is the last slot.
@@ -86,25 +80,12 @@ uint64_t tombstone_check(uint64_t index, uint64_t size, uint32_t chunk_size) {
   return ~slot_check(index, 0, size, chunk_size);
 }
 
-Status write_all(int fd, const std::byte* data, size_t length, uint64_t offset) {
-  size_t done = 0;
-  while (done < length) {
-    ssize_t n = pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return make_error(errno, std::strerror(errno));
-    }
-    done += static_cast<size_t>(n);
-  }
-  return {};
-}
-
 Status clear_slot(int fd, uint64_t index, uint64_t size, uint32_t chunk_size) {
   std::byte slot[kSlotSize];
-  put_u64(slot, index);
-  put_u64(slot + 8, 0);
-  put_u64(slot + 16, tombstone_check(index, size, chunk_size));
-  return write_all(fd, slot, kSlotSize, size + index * kSlotSize);
+  put_u64_le(slot, index);
+  put_u64_le(slot + 8, 0);
+  put_u64_le(slot + 16, tombstone_check(index, size, chunk_size));
+  return pwrite_all(fd, slot, size + index * kSlotSize);
 }
 
 size_t read_full(int fd, std::byte* data, size_t length, uint64_t offset) {
@@ -210,7 +191,7 @@ Result<std::shared_ptr<CachedFile>> ChunkCache::load(const std::string& id, uint
   size_t got = read_full(fd.get(), slots.data(), slots.size(), size);
   for (uint32_t i = 0; i < file->chunks && (i + 1) * kSlotSize <= got; ++i) {
     const std::byte* slot = slots.data() + size_t{i} * kSlotSize;
-    uint64_t index = get_u64(slot), hash = get_u64(slot + 8), check = get_u64(slot + 16);
+    uint64_t index = get_u64_le(slot), hash = get_u64_le(slot + 8), check = get_u64_le(slot + 16);
     if (index == i && check == slot_check(index, hash, size, options_.chunk_size)) {
       file->state[i] = CachedFile::Unverified;
       file->hashes[i] = hash;
@@ -406,13 +387,13 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint32_t inde
       }
       fd = file.fd.get();
     }
-    written = fd < 0 ? Status(make_error(errno, std::strerror(errno))) : write_all(fd, data.data(), length, offset);
+    written = fd < 0 ? Status(make_error(errno, std::strerror(errno))) : pwrite_all(fd, std::span(data.data(), length), offset);
     if (written) {
       std::byte slot[kSlotSize];
-      put_u64(slot, index);
-      put_u64(slot + 8, hash);
-      put_u64(slot + 16, slot_check(index, hash, file.size, file.chunk_size));
-      written = write_all(fd, slot, kSlotSize, file.size + uint64_t{index} * kSlotSize);
+      put_u64_le(slot, index);
+      put_u64_le(slot + 8, hash);
+      put_u64_le(slot + 16, slot_check(index, hash, file.size, file.chunk_size));
+      written = pwrite_all(fd, slot, file.size + uint64_t{index} * kSlotSize);
     }
     unreserve(fd);
     if (!written) {
@@ -656,7 +637,7 @@ bool ChunkCache::verify_on_disk(const std::string& id, VerifyReport& report) {
     if ((candidate + options_.chunk_size - 1) / options_.chunk_size <= k) break;
     std::byte slot[kSlotSize];
     if (read_full(fd.get(), slot, kSlotSize, candidate + k * kSlotSize) != kSlotSize) break;
-    uint64_t index = get_u64(slot), hash = get_u64(slot + 8), check = get_u64(slot + 16);
+    uint64_t index = get_u64_le(slot), hash = get_u64_le(slot + 8), check = get_u64_le(slot + 16);
     if (index == k && (check == slot_check(index, hash, candidate, options_.chunk_size) ||
                        check == tombstone_check(index, candidate, options_.chunk_size))) {
       size = candidate;
@@ -673,7 +654,7 @@ bool ChunkCache::verify_on_disk(const std::string& id, VerifyReport& report) {
   std::vector<std::byte> data;
   for (uint32_t i = 0; i < file.chunks && (i + 1) * kSlotSize <= got; ++i) {
     const std::byte* slot = slots.data() + size_t{i} * kSlotSize;
-    uint64_t index = get_u64(slot), hash = get_u64(slot + 8), check = get_u64(slot + 16);
+    uint64_t index = get_u64_le(slot), hash = get_u64_le(slot + 8), check = get_u64_le(slot + 16);
     if (index != i || check != slot_check(index, hash, size, options_.chunk_size)) continue;
     size_t chunk = file.chunk_length(i);
     data.resize(chunk);

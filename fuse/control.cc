@@ -13,8 +13,10 @@
 #include <cstdio>
 #include <cstring>
 
-#include "filesystem.h"
+#include "format.h"
+#include "io.h"
 #include "log.h"
+#include "unix_socket.h"
 
 namespace lazystore {
 
@@ -176,20 +178,6 @@ Result<ControlResponse> parse_response(std::string_view line) {
   return response;
 }
 
-std::string human_bytes(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  auto value = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (value >= 1024 && unit + 1 < std::size(units)) {
-    value /= 1024;
-    ++unit;
-  }
-  char buf[32];
-  if (unit == 0) std::snprintf(buf, sizeof buf, "%" PRIu64 " B", bytes);
-  else std::snprintf(buf, sizeof buf, "%.1f %s", value, units[unit]);
-  return buf;
-}
-
 std::string format_stats(const Stats& stats, uint64_t cache_bytes, uint64_t cache_limit,
                          OutputFormat format) {
   auto counters = stats.counters();
@@ -249,12 +237,12 @@ std::string format_stats(const Stats& stats, uint64_t cache_bytes, uint64_t cach
   std::snprintf(line, sizeof line, "%-22s %" PRIu64 " hits, %" PRIu64 " misses (%.1f %% hits)\n", "chunks",
                 hits, misses, hits + misses ? 100.0 * static_cast<double>(hits) / static_cast<double>(hits + misses) : 0.0);
   out += line;
-  std::snprintf(line, sizeof line, "%-22s %s\n", "bytes fetched", human_bytes(stats.upstream_bytes).c_str());
+  std::snprintf(line, sizeof line, "%-22s %s\n", "bytes fetched", format_bytes(stats.upstream_bytes).c_str());
   out += line;
-  std::snprintf(line, sizeof line, "%-22s %s\n", "bytes served", human_bytes(stats.served_bytes).c_str());
+  std::snprintf(line, sizeof line, "%-22s %s\n", "bytes served", format_bytes(stats.served_bytes).c_str());
   out += line;
-  std::snprintf(line, sizeof line, "%-22s %s of %s\n", "cache", human_bytes(cache_bytes).c_str(),
-                human_bytes(cache_limit).c_str());
+  std::snprintf(line, sizeof line, "%-22s %s of %s\n", "cache", format_bytes(cache_bytes).c_str(),
+                format_bytes(cache_limit).c_str());
   out += line;
   for (const auto& l : latencies) {
     std::string label = std::string(l.name == std::string_view("upstream_latency") ? "upstream" : "read") + " latency";
@@ -283,52 +271,29 @@ constexpr size_t kMaxConnections = 32;
 constexpr unsigned kPrefetchThreads = 4;   // per prefetch request
 constexpr size_t kMaxPrefetchJobs = 8;      // prefetch requests running at once
 
-sockaddr_un socket_address(const std::string& path) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  return address;
-}
-
-bool send_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<ControlServer>> ControlServer::open(const std::string& path, ControlContext context) {
-  if (path.empty() || path.size() >= sizeof(sockaddr_un::sun_path)) {
-    return make_error(ENAMETOOLONG, "control socket path '" + path + "' is empty or longer than 107 bytes");
+  if (auto address = unix_socket_address(path); !address) {
+    return make_error(address.error().code, "control socket: " + address.error().message);
   }
-  sockaddr_un address = socket_address(path);
   struct stat st {};
   if (lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) return make_error(EEXIST, "control socket " + path + " exists and is not a socket");
-    Fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+    if (connect_unix_socket(path)) {
       return make_error(EADDRINUSE, "control socket " + path + " is in use by a running lazystore");
     }
     ::unlink(path.c_str());  // left by a daemon that is gone
   }
-  Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!listener) return make_error(errno, std::string("control socket: ") + std::strerror(errno));
   // Created 0600 from the start: no window in which another user could connect.
   mode_t old_mask = ::umask(0177);
-  int bound = ::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof address);
-  int bind_errno = errno;
+  auto listening = listen_unix_socket(path, 16, SOCK_NONBLOCK);
   ::umask(old_mask);
-  if (bound != 0) return make_error(bind_errno, "control socket " + path + ": " + std::strerror(bind_errno));
-  if (::listen(listener.get(), 16) != 0) {
-    int e = errno;
-    ::unlink(path.c_str());
-    return make_error(e, "control socket " + path + ": " + std::strerror(e));
+  if (!listening) {
+    if (listening.error().code != EADDRINUSE) ::unlink(path.c_str());
+    return make_error(listening.error().code, "control socket " + path + ": " + listening.error().message);
   }
+  Fd listener = std::move(*listening);
   std::unique_ptr<ControlServer> server(new ControlServer(path, std::move(listener), std::move(context)));
   server->wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!server->wake_) {
@@ -471,7 +436,7 @@ std::string ControlServer::handle(const std::vector<std::string>& words) {
       if (format == OutputFormat::Json) {
         return ok_response("{\"cache_bytes\":" + std::to_string(used) + ",\"cache_limit\":" + std::to_string(limit) + "}\n");
       }
-      return ok_response(human_bytes(used) + " of " + human_bytes(limit) + " used\n");
+      return ok_response(format_bytes(used) + " of " + format_bytes(limit) + " used\n");
     }
     if (command == "evict") {
       if (!args.empty()) return error_response("evict takes no arguments");
@@ -481,7 +446,7 @@ std::string ControlServer::handle(const std::vector<std::string>& words) {
         return ok_response("{\"files\":" + std::to_string(report.files) + ",\"bytes\":" + std::to_string(report.bytes) +
                            ",\"pinned_files\":" + std::to_string(report.pinned_files) + "}\n");
       }
-      return ok_response("evicted " + std::to_string(report.files) + " files, freed " + human_bytes(report.bytes) +
+      return ok_response("evicted " + std::to_string(report.files) + " files, freed " + format_bytes(report.bytes) +
                          "; " + std::to_string(report.pinned_files) + " open files kept\n");
     }
     if (command == "verify") {
@@ -496,7 +461,7 @@ std::string ControlServer::handle(const std::vector<std::string>& words) {
                            std::to_string(report.bad_chunks) + ",\"dropped_files\":" +
                            std::to_string(report.dropped_files) + ",\"seconds\":" + number(seconds) + "}\n");
       }
-      return ok_response("verified " + std::to_string(report.chunks) + " chunks (" + human_bytes(report.bytes) +
+      return ok_response("verified " + std::to_string(report.chunks) + " chunks (" + format_bytes(report.bytes) +
                          ") in " + std::to_string(report.files) + " files in " + seconds_text(seconds) + ": " +
                          std::to_string(report.bad_chunks) + " bad chunks dropped, " +
                          std::to_string(report.dropped_files) + " unusable files removed\n");
@@ -552,7 +517,7 @@ void ControlServer::prefetch_worker(PrefetchJob& job) {
     size_t i = job.next.fetch_add(1);
     if (i >= job.items.size() || stopping_) break;
     const PrefetchItem& item = job.items[i];
-    auto pinned = context_.cache.pin(Filesystem::file_key(*item.tree, item.node), item.size);
+    auto pinned = context_.cache.pin(item.tree->key_of(item.node), item.size);
     Status filled = pinned ? Status() : Status(pinned.error());
     if (pinned) {
       StoreTreePtr tree = item.tree;
@@ -568,7 +533,7 @@ void ControlServer::prefetch_worker(PrefetchJob& job) {
       job.bytes_done += item.size;
     } else {
       job.failed++;
-      LOG_WARNING("prefetch %s: %s", Filesystem::file_key(*item.tree, item.node).c_str(),
+      LOG_WARNING("prefetch %s: %s", item.tree->key_of(item.node).c_str(),
                   filled.error().message.c_str());
     }
   }
@@ -623,7 +588,7 @@ std::string ControlServer::prefetch(const std::vector<std::string>& paths, bool 
     if (format == OutputFormat::Json) {
       return ok_response("{\"queued_files\":" + std::to_string(files) + ",\"queued_bytes\":" + std::to_string(total) + "}\n");
     }
-    return ok_response("queued " + std::to_string(files) + " files (" + human_bytes(total) + ") for prefetching\n");
+    return ok_response("queued " + std::to_string(files) + " files (" + format_bytes(total) + ") for prefetching\n");
   }
   {
     std::unique_lock lock(raw->mutex);
@@ -635,7 +600,7 @@ std::string ControlServer::prefetch(const std::vector<std::string>& paths, bool 
     return ok_response("{\"files\":" + std::to_string(done_files) + ",\"bytes\":" + std::to_string(done_bytes) +
                        ",\"failed\":" + std::to_string(failed) + ",\"seconds\":" + number(seconds) + "}\n");
   }
-  std::string text = "prefetched " + std::to_string(done_files) + " files (" + human_bytes(done_bytes) + ") in " +
+  std::string text = "prefetched " + std::to_string(done_files) + " files (" + format_bytes(done_bytes) + ") in " +
                      seconds_text(seconds);
   if (failed) text += "; " + std::to_string(failed) + " files failed (see the daemon's log)";
   if (failed) return error_response(text);

@@ -48,8 +48,6 @@ enum class OutputFormat { Text, Json, Prometheus };
 // The stats in each format; cache_bytes/cache_limit come from the cache.
 std::string format_stats(const Stats& stats, uint64_t cache_bytes, uint64_t cache_limit,
                          OutputFormat format);
-// "1.5 MiB"
-std::string human_bytes(uint64_t bytes);
 
 // ---- the server ----
 

@@ -14,6 +14,8 @@
 
 #include "control.h"
 #include "fd.h"
+#include "io.h"
+#include "unix_socket.h"
 
 namespace {
 
@@ -102,14 +104,10 @@ int main(int argc, char* argv[]) {
   request.insert(request.end(), flags.begin(), flags.end());
   request.insert(request.end(), words.begin() + 1, words.end());
 
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (socket_path.size() >= sizeof address.sun_path) return die(2, "socket path too long: " + socket_path);
-  std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return die(3, std::string("socket: ") + std::strerror(errno));
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    int e = errno;
+  if (auto address = unix_socket_address(socket_path); !address) return die(2, address.error().message);
+  auto connected = connect_unix_socket(socket_path);
+  if (!connected) {
+    int e = connected.error().code;
     if (e == ENOENT) {
       return die(3, "no control socket at " + socket_path +
                         ": is lazystore running? (give its cache with --cache DIR or its -o control=PATH with --socket PATH)");
@@ -118,13 +116,9 @@ int main(int argc, char* argv[]) {
     if (e == EACCES) return die(3, "permission denied on " + socket_path + ": lazystore-ctl must run as root");
     return die(3, "cannot connect to " + socket_path + ": " + std::strerror(e));
   }
-  std::string line = encode_request(request);
-  size_t sent = 0;
-  while (sent < line.size()) {
-    ssize_t n = ::send(fd.get(), line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return die(3, "sending the request: " + std::string(std::strerror(errno)));
-    sent += static_cast<size_t>(n);
+  Fd fd = std::move(*connected);
+  if (auto sent = send_all(fd.get(), encode_request(request)); !sent) {
+    return die(3, "sending the request: " + sent.error().message);
   }
   std::string answer;
   char buf[65536];

@@ -70,16 +70,15 @@ std::optional<InodeRef> Filesystem::find_inode(uint64_t ino) {
   if (auto ref = inodes_.find(ino)) return ref;
   auto key = inodes_.restored_key(ino);
   if (!key) return std::nullopt;
-  size_t slash = key->find('/');
-  auto path = StorePath::parse(key->substr(0, slash));
-  if (!path) return std::nullopt;
-  auto tree = metadata_.get(*path);
+  auto parts = parse_node_key(*key);
+  if (!parts) return std::nullopt;
+  auto tree = metadata_.get(parts->path);
   if (!tree) {
     LOG_WARNING("inode of %s from before the restart: %s", key->c_str(), tree.error().message.c_str());
     return std::nullopt;
   }
   std::optional<uint32_t> node = Tree::kRoot;
-  if (slash != std::string::npos) node = (*tree)->tree.resolve(std::string_view(*key).substr(slash + 1));
+  if (!parts->relative.empty()) node = (*tree)->tree.resolve(parts->relative);
   if (!node) return std::nullopt;
   inodes_.adopt(ino, *tree, *node);
   return InodeRef{*tree, *node};
@@ -94,12 +93,6 @@ void Filesystem::init(fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_ATOMIC_O_TRUNC);
-}
-
-std::string Filesystem::file_key(const StoreTree& tree, uint32_t node) {
-  std::string key = tree.path.base_name();
-  if (node != Tree::kRoot) key += "/" + tree.tree.path_of(node);
-  return key;
 }
 
 struct stat Filesystem::attributes(uint64_t ino, const StoreTree& tree, uint32_t node) const {
@@ -329,7 +322,7 @@ Result<std::shared_ptr<Filesystem::FileHandle>> Filesystem::open_file(const Inod
   handle->node = ref.node;
   const TreeNode& node = ref.tree->tree.nodes[ref.node];
   if (node.size > 0) {
-    auto pinned = cache_.pin(file_key(*ref.tree, ref.node), node.size);
+    auto pinned = cache_.pin(ref.tree->key_of(ref.node), node.size);
     if (!pinned) {
       LOG_ERROR("%s", pinned.error().message.c_str());
       return pinned.error();
@@ -390,7 +383,7 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
   FetchFn fetch = fetcher(handle->tree, handle->node);
   auto reply = cache_.read(*handle->file, off, size, fetch);
   if (!reply) {
-    LOG_WARNING("read %s at %llu: %s", file_key(*handle->tree, handle->node).c_str(),
+    LOG_WARNING("read %s at %llu: %s", handle->tree->key_of(handle->node).c_str(),
                 static_cast<unsigned long long>(off), reply.error().message.c_str());
     return reply_error(req, EIO);
   }
@@ -471,7 +464,7 @@ void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
   }
   uint64_t cached = 0;
   if (node.size > 0) {
-    auto pinned = cache_.pin(file_key(*ref->tree, ref->node), node.size);
+    auto pinned = cache_.pin(ref->tree->key_of(ref->node), node.size);
     if (!pinned) return reply_error(req, EIO);
     cached = cache_.cached_bytes(**pinned);
     cache_.release(*pinned);

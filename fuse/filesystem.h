@@ -41,9 +41,6 @@ class Filesystem {
   void access(fuse_req_t req, fuse_ino_t ino, int mask);
   void reply_error(fuse_req_t req, int code);
 
-  // The ChunkCache key of a file: "<store path base name>/<relative path>".
-  static std::string file_key(const StoreTree& tree, uint32_t node);
-
   // The inode table, for a supervised server to attach the mount's inode journal to.
   InodeTable& inodes() { return inodes_; }
 

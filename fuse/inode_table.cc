@@ -6,12 +6,6 @@
 namespace lazystore {
 namespace {
 
-std::string key_of(const StoreTree& tree, uint32_t node) {
-  std::string key = tree.path.base_name();
-  if (node != Tree::kRoot) key += "/" + tree.tree.path_of(node);
-  return key;
-}
-
 uint64_t hash_number(const std::string& key, uint64_t salt) {
   uint64_t h = salt == 0 ? xxh3_64(key) : xxh3_64(key + "\n" + std::to_string(salt));
   return h < 2 ? h + 2 : h;  // 0 is invalid and 1 is the root
@@ -42,7 +36,7 @@ uint64_t InodeTable::number_locked(const std::string& key) {
 
 uint64_t InodeTable::number_of(const StoreTree& tree, uint32_t node) {
   std::lock_guard lock(mutex_);
-  return number_locked(key_of(tree, node));
+  return number_locked(tree.key_of(node));
 }
 
 uint64_t InodeTable::number_of_key(const std::string& key) {
@@ -51,7 +45,7 @@ uint64_t InodeTable::number_of_key(const std::string& key) {
 }
 
 uint64_t InodeTable::acquire(const StoreTreePtr& tree, uint32_t node) {
-  std::string key = key_of(*tree, node);
+  std::string key = tree->key_of(node);
   std::lock_guard lock(mutex_);
   uint64_t ino = number_locked(key);
   Entry& entry = entries_[ino];

@@ -15,6 +15,19 @@
 #include "log.h"
 
 namespace lazystore {
+
+std::string StoreTree::key_of(uint32_t node) const {
+  std::string key = path.base_name();
+  if (node != Tree::kRoot) key += "/" + tree.path_of(node);
+  return key;
+}
+
+std::optional<NodeKey> parse_node_key(std::string_view key) {
+  size_t slash = key.find('/');
+  auto path = StorePath::parse(key.substr(0, slash));
+  if (!path) return std::nullopt;
+  return NodeKey{std::move(*path), slash == std::string_view::npos ? std::string() : std::string(key.substr(slash + 1))};
+}
 namespace {
 
 constexpr size_t kMaxAbsentEntries = 100'000;

@@ -11,6 +11,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -26,7 +27,19 @@ namespace lazystore {
 struct StoreTree {
   StorePath path;
   Tree tree;
+
+  // The daemon-wide key of a node (inode numbers, cache files, logs):
+  // "<store path base name>" for the root, else "<base name>/<relative path>".
+  std::string key_of(uint32_t node) const;
 };
+
+// The two parts of a node key: the store path and the relative path ("" for the root);
+// nullopt when `key` does not start with a valid store path name.
+struct NodeKey {
+  StorePath path;
+  std::string relative;
+};
+std::optional<NodeKey> parse_node_key(std::string_view key);
 using StoreTreePtr = std::shared_ptr<const StoreTree>;
 
 class MetadataCache {

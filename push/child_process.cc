@@ -10,18 +10,11 @@
 #include <array>
 #include <cstring>
 
+#include "io.h"
+
 extern char** environ;
 
 namespace lazystore {
-
-namespace {
-
-Error errno_error(const std::string& what) {
-  int code = errno;
-  return make_error(code, what + ": " + std::strerror(code));
-}
-
-}  // namespace
 
 Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv) {
   if (argv.empty()) return make_error(EINVAL, "empty command");

@@ -19,7 +19,9 @@
 #include <algorithm>
 
 #include "fd.h"
+#include "io.h"
 #include "serve_protocol.h"
+#include "unix_socket.h"
 
 namespace lazystore {
 
@@ -28,23 +30,6 @@ namespace {
 constexpr uint64_t kRequestPush = 1;
 constexpr uint64_t kRequestExit = 2;
 constexpr uint64_t kMaxMessage = 64ull << 20;
-
-Error errno_error(const std::string& what) {
-  int code = errno;
-  return make_error(code, what + ": " + std::strerror(code));
-}
-
-Status write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error("control socket write");
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return {};
-}
 
 NarSource fd_source(int fd) {
   return [fd](std::span<std::byte> buffer) -> Result<size_t> {
@@ -142,19 +127,6 @@ Result<PushOutcome> decode_outcome(const std::string& payload) {
   if (!has_root || !root) return make_error(EPROTO, "bad answer from the master");
   if (*has_root != 0) s.root = *root;
   return outcome;
-}
-
-Result<Fd> connect_socket(const std::string& path) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(address.sun_path)) return make_error(ENAMETOOLONG, "control socket path too long: " + path);
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return errno_error("socket");
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    return errno_error("connect " + path);
-  }
-  return fd;
 }
 
 // Sends the payload's first byte along with our stdout and stderr (SCM_RIGHTS).
@@ -296,20 +268,13 @@ Status start_master(const std::string& socket_path, const PushOptions& options, 
   auto slash = socket_path.rfind('/');
   if (auto s = ensure_private_dir(socket_path.substr(0, slash)); !s) return s;
   std::string temporary = socket_path + "." + std::to_string(::getpid());
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (temporary.size() >= sizeof(address.sun_path)) return make_error(ENAMETOOLONG, "control socket path too long");
-  std::memcpy(address.sun_path, temporary.c_str(), temporary.size() + 1);
-  Fd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!listener) return errno_error("socket");
   ::unlink(temporary.c_str());
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    return errno_error("bind " + temporary);
-  }
+  auto listening = listen_unix_socket(temporary, 16);
+  if (!listening) return listening.error();
+  Fd listener = std::move(*listening);
   ::chmod(temporary.c_str(), 0600);
   struct stat bound{};
   if (::stat(temporary.c_str(), &bound) != 0) return errno_error("stat " + temporary);
-  if (::listen(listener.get(), 16) != 0) return errno_error("listen");
   if (::rename(temporary.c_str(), socket_path.c_str()) != 0) {
     ::unlink(temporary.c_str());
     return errno_error("rename " + temporary);
@@ -365,10 +330,10 @@ std::string control_socket_path(const std::string& control_dir, const PushOption
 
 Result<PushOutcome> push_via_master(const std::string& socket, const PushOptions& options,
                                     const PushRequest& request, int64_t persist_seconds) {
-  auto fd = connect_socket(socket);
+  auto fd = connect_unix_socket(socket);
   if (!fd) {
     if (auto s = start_master(socket, options, persist_seconds); !s) return s.error();
-    fd = connect_socket(socket);
+    fd = connect_unix_socket(socket);
     if (!fd) return fd.error();
   }
   std::string payload = encode_request(request, options.progress);
@@ -381,7 +346,7 @@ Result<PushOutcome> push_via_master(const std::string& socket, const PushOptions
 }
 
 bool stop_master(const std::string& socket) {
-  auto fd = connect_socket(socket);
+  auto fd = connect_unix_socket(socket);
   if (!fd) return false;
   std::string payload = serve::WireWriter().u64(kRequestExit).take();
   if (!send_with_fds(fd->get(), serve::WireWriter().u64(payload.size()).take() + payload)) return false;

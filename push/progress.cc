@@ -6,20 +6,6 @@
 
 namespace lazystore {
 
-std::string format_bytes(uint64_t bytes) {
-  static constexpr std::array<const char*, 5> kUnits{"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (value >= 1024 && unit + 1 < kUnits.size()) {
-    value /= 1024;
-    ++unit;
-  }
-  std::array<char, 32> text{};
-  if (unit == 0) std::snprintf(text.data(), text.size(), "%" PRIu64 " B", bytes);
-  else std::snprintf(text.data(), text.size(), "%.1f %s", value, kUnits[unit]);
-  return text.data();
-}
-
 std::string format_duration(double seconds) {
   auto total = static_cast<uint64_t>(std::max(0.0, seconds) + 0.5);
   std::array<char, 32> text{};

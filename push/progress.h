@@ -7,9 +7,10 @@
 #include <cstdio>
 #include <string>
 
+#include "format.h"
+
 namespace lazystore {
 
-std::string format_bytes(uint64_t bytes);     // "12.3 MiB"
 std::string format_duration(double seconds);  // "1:02" or "1:02:03"
 
 class Progress {

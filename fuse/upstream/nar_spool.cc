@@ -1,6 +1,7 @@
 #include "nar_spool.h"
 
 #include "nar.h"
+#include "openssl_handles.h"
 
 #include <fcntl.h>
 #include <lzma.h>
@@ -138,14 +139,10 @@ Result<std::unique_ptr<Decompressor>> make_decompressor(std::string_view compres
                                  "' is not supported (use none, xz or zstd when publishing the cache)");
 }
 
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-
 }  // namespace
 
 struct NarSpool::Sha256 {
-  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx{EVP_MD_CTX_new()};
+  EvpMdCtx ctx = make_evp_md_ctx();
 };
 
 std::string to_hex(std::span<const uint8_t> bytes) {

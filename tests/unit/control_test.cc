@@ -129,13 +129,6 @@ TEST(StatsCounters, ListEveryCounterOfToJson) {
   EXPECT_EQ(json, "{" + listed) << "a counter of to_json is missing in Stats::counters()";
 }
 
-TEST(HumanBytes, Units) {
-  EXPECT_EQ(human_bytes(0), "0 B");
-  EXPECT_EQ(human_bytes(1023), "1023 B");
-  EXPECT_EQ(human_bytes(1536), "1.5 KiB");
-  EXPECT_EQ(human_bytes(3ull << 30), "3.0 GiB");
-}
-
 class CacheMaintenance : public ::testing::Test {
  protected:
   void SetUp() override {
