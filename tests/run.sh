@@ -5,6 +5,8 @@
 #   tests/run.sh 'fuse unit tests'      extra arguments go to `meson test` (one test, --suite, ...)
 #   tests/run.sh --sanitize [...]       the same with AddressSanitizer + UndefinedBehaviorSanitizer,
 #                                       built into build-sanitize/ (any report fails the test)
+#   tests/run.sh --strict [...]         a skipped test is a failure (always so with CI=true: in CI
+#                                       a skip means an install step is missing)
 #
 # Needs no tty, no standard input and nothing from the caller's environment. Exits non-zero on any
 # failure. Benchmarks (tests/bench/) are not run here.
@@ -51,11 +53,12 @@ configure() {
     fi
 }
 
-# Prints "tests: N passed, N failed, N skipped" from meson's log of the run that just ended.
+# Prints "tests: N passed, N failed, N skipped" from meson's log of the run that just ended;
+# returns 1 when a test was skipped and skips are failures (strict).
 summarize() {
     local log=$BUILD/meson-logs/testlog.json
     [[ -f "$log" ]] || return 0
-    /usr/bin/python3 - "$log" <<'EOF'
+    /usr/bin/python3 - "$log" "${LAZYSTORE_STRICT:-0}" <<'EOF'
 import json, sys
 counts = {"passed": 0, "failed": 0, "skipped": 0}
 with open(sys.argv[1]) as f:
@@ -71,16 +74,25 @@ with open(sys.argv[1]) as f:
         else:
             counts["failed"] += 1
 print("tests: {passed} passed, {failed} failed, {skipped} skipped".format(**counts))
+if counts["skipped"] and sys.argv[2] == "1":
+    print("tests: a skipped test is a failure here (CI=true or --strict)")
+    sys.exit(1)
 EOF
 }
 
 main() {
     cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
     setup_environment
-    if [[ "${1:-}" == --sanitize ]]; then
+    export LAZYSTORE_STRICT=0
+    [[ "${CI:-}" == true ]] && LAZYSTORE_STRICT=1
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+            --sanitize) sanitize ;;
+            --strict) LAZYSTORE_STRICT=1 ;;
+            *) break ;;
+        esac
         shift
-        sanitize
-    fi
+    done
 
     echo "==> packaging/install-deps.sh"
     bash packaging/install-deps.sh </dev/null
@@ -93,7 +105,7 @@ main() {
     rm -f "$BUILD/meson-logs/testlog.json"
     local status=0
     meson test -C "$BUILD" --print-errorlogs --num-processes 2 "${TEST_OPTIONS[@]}" "$@" </dev/null || status=$?
-    summarize
+    summarize || status=1
     return "$status"
 }
 

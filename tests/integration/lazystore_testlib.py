@@ -65,14 +65,34 @@ def require_environment(daemon=True):
     if daemon and (not binary or not os.access(binary, os.X_OK)):
         reasons.append(f"LAZYSTORE_BIN={binary!r} is not an executable")
     if reasons:
-        log("SKIP: " + ", ".join(reasons))
-        sys.exit(77)
+        skip("; ".join(reasons))
+
+
+def strict():
+    """In CI (CI=true) and under `tests/run.sh --strict` a skip is a failure: a missing install step."""
+    return os.environ.get("LAZYSTORE_STRICT") == "1" or os.environ.get("CI") == "true"
+
+
+def skip(reason):
+    """Ends the test file as skipped (exit 77), or as failed (exit 1) when strict()."""
+    if strict():
+        log(f"FAIL: would skip in strict mode (CI): {reason}")
+        sys.exit(1)
+    log(f"SKIP: {reason}")
+    sys.exit(77)
 
 
 def main(daemon=True):
-    """unittest.main for a test file: skip cleanly (77) without root/FUSE/nix/daemon."""
+    """unittest.main for a test file. Without root/FUSE/nix/daemon the file skips (77); a test
+    that skips inside it makes the whole file a skip, never a pass (and a failure when strict())."""
     require_environment(daemon)
-    unittest.main(verbosity=2)
+    program = unittest.main(verbosity=2, exit=False)
+    result = program.result
+    if not result.wasSuccessful():
+        sys.exit(1)
+    if result.skipped:
+        skip(", ".join(f"{test.id()}: {why}" for test, why in result.skipped))
+    sys.exit(0)
 
 
 # ---------------------------------------------------------------------------------------------
