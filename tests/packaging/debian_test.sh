@@ -1,7 +1,8 @@
 #!/bin/bash
 # packaging/debian: `dpkg-buildpackage -us -uc -b` in a copy of the source tree (debian/ copied
 # from packaging/debian), then `dpkg-deb -c`/`-I` checks of the .deb's contents. Bounded: the
-# build gets BUILD_TIMEOUT seconds (default 900; it compiles the whole project).
+# build gets BUILD_TIMEOUT seconds (default 900; it compiles the whole project). With DEB_OUT=DIR
+# the checked .deb is kept there (the container image test builds its image from it).
 set -euo pipefail
 : "${SOURCE_ROOT:?}"
 for tool in dpkg-buildpackage dpkg-deb dh; do
@@ -38,3 +39,4 @@ dpkg-deb -x "$deb" "$work/root"
 "$work/root/usr/sbin/lazystore" --version | grep -q '^lazystore 0.1.0'
 "$work/root/usr/sbin/lazystore-ctl" --help | grep -q prefetch
 echo "ok: $(basename "$deb"): $(wc -l <<<"$contents") entries, binaries, units, man pages"
+if [[ -n ${DEB_OUT:-} ]]; then cp "$deb" "$DEB_OUT/"; fi
