@@ -55,8 +55,11 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
   if (!cache) return fail(cache.error());
 
-  auto control = ControlServer::open(options.control_socket,
-                                    {stats, **cache, **metadata, upstream, options.mountpoint});
+  ControlContext control_context{stats, **cache, **metadata, upstream,
+                                 {.source = options.source, .mountpoint = options.mountpoint,
+                                  .control_socket = options.control_socket},
+                                 options.cache_dir, takeover ? takeover->generation : 1};
+  auto control = ControlServer::open(options.control_socket, std::move(control_context));
   std::unique_ptr<ControlServer> control_server;
   if (control) {
     control_server = std::move(*control);
