@@ -36,7 +36,8 @@ int fail(const Error& error) {
 
 int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv,
           const Takeover* takeover) {
-  Stats stats;
+  Stats local_stats;  // a supervised server counts in the supervisor's memory: it survives us
+  Stats& stats = takeover && takeover->stats ? *takeover->stats : local_stats;
   UpstreamOptions upstream_options;
   upstream_options.timeout_seconds = options.upstream_timeout;
   upstream_options.nfs_version = options.nfs_version;

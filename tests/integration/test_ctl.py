@@ -359,6 +359,47 @@ class FindMountTest(CtlTestCase):
         self.assertEqual(both.returncode, 2, both.stderr)
 
 
+class RestartTest(CtlTestCase):
+    KILLED = (r"^lazystore: error: the server of .* was killed by signal 9",)
+
+    def wait_for_generation(self, daemon, generation, deadline=30.0):
+        end = time.monotonic() + deadline
+        while True:
+            result = self.ctl(daemon, "status", "--json", check=False)
+            if result.returncode == 0 and json.loads(result.stdout)["server"]["generation"] == generation:
+                return json.loads(result.stdout)
+            if time.monotonic() > end:
+                self.fail(f"no server {generation} answering after {deadline} s: {result.stderr}")
+            time.sleep(0.05)  # polling interval, bounded by the deadline
+
+    def test_counters_survive_a_server_restart(self):
+        daemon = self.mount(allowed_stderr=self.KILLED)
+        misc = self.fixture.paths["misc"]
+        read_file(daemon.path(misc, "blobs", "3m-plus.bin"))
+        before = self.stats(daemon)
+        self.assertGreater(before["chunk_misses"], 0)
+        first = daemon.server_pid()
+        daemon.wait_for_server(daemon.kill_server())
+        status = self.wait_for_generation(daemon, 2)
+        after = self.stats(daemon)
+        counters = [m["name"] for m in json.loads(self.ctl(daemon, "counters", "--json").stdout)
+                    if m["kind"] == "counter"]
+        for name in counters:
+            self.assertGreaterEqual(after[name], before[name], name)
+        for name in ("chunk_misses", "upstream_bytes", "served_bytes", "lookups"):
+            self.assertGreater(after[name], 0, name)
+        self.assertEqual(after["server_restarts"], 1)
+        for histogram in ("upstream_latency", "read_latency"):
+            self.assertGreaterEqual(after[histogram]["count"], before[histogram]["count"])
+            self.assertEqual(len(after[histogram]["buckets"]), 32)
+        self.assertNotEqual(status["server"]["pid"], first)
+        self.assertLess(status["started"], status["server"]["started"] + 1)
+        self.assertRegex(self.ctl(daemon, "status").stdout,
+                         r"(?m)^uptime +.* \(server 2 of this mount, pid \d+, up \d+ s; 1 restart\)$")
+        # The xattr (answered by the new server) holds the same kept counters.
+        self.assertGreaterEqual(daemon.stats()["chunk_misses"], before["chunk_misses"])
+
+
 class ProgramsTest(CtlTestCase):
     def test_ctl_links_no_fuse_nfs_curl_or_ssh(self):
         needed = subprocess.run(["readelf", "-d", ctl_bin()], capture_output=True, text=True, check=True).stdout
