@@ -12,6 +12,7 @@
 #include "inode_journal.h"
 #include "log.h"
 #include "metadata_cache.h"
+#include "process_title.h"
 #include "stats.h"
 #include "upstream/metered_upstream.h"
 
@@ -125,6 +126,8 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   }
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
   (*cache)->start_workers(kPrefetchThreads);
+  set_process_title({takeover ? "[server " + std::to_string(takeover->generation) + "]" : "[server]",
+                     options.mountpoint});
   if (control_server) control_server->start();
 
   int status;

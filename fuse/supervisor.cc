@@ -21,6 +21,7 @@
 #include "fd.h"
 #include "inode_journal.h"
 #include "log.h"
+#include "process_title.h"
 #include "server.h"
 #include "session_takeover.h"
 #include "stats.h"
@@ -260,6 +261,7 @@ int Supervisor::run() {
   journal_.reset(*journal);
   init_.emplace(std::move(*page));
   stats_ = SharedStats::create();  // without it (mmap failed) each server counts from zero
+  set_process_title({"[supervisor]", options_.mountpoint});
 
   sigset_t handled;
   sigemptyset(&handled);

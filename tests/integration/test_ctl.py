@@ -399,6 +399,24 @@ class RestartTest(CtlTestCase):
         # The xattr (answered by the new server) holds the same kept counters.
         self.assertGreaterEqual(daemon.stats()["chunk_misses"], before["chunk_misses"])
 
+    def test_ps_tells_the_supervisor_from_the_server(self):
+        daemon = self.mount(allowed_stderr=self.KILLED)
+
+        def title(pid):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return [w.decode() for w in f.read().split(b"\0") if w]
+
+        self.assertEqual(title(daemon.process.pid), [os.environ["LAZYSTORE_BIN"], "[supervisor]", daemon.mountpoint])
+        self.assertEqual(title(daemon.server_pid()), [os.environ["LAZYSTORE_BIN"], "[server 1]", daemon.mountpoint])
+        daemon.wait_for_server(daemon.kill_server())
+        self.wait_for_generation(daemon, 2)
+        self.assertEqual(title(daemon.server_pid()), [os.environ["LAZYSTORE_BIN"], "[server 2]", daemon.mountpoint])
+        ps = subprocess.run(["ps", "-o", "args=", "-p", str(daemon.process.pid)], capture_output=True, text=True)
+        self.assertEqual(ps.stdout.strip(), f"{os.environ['LAZYSTORE_BIN']} [supervisor] {daemon.mountpoint}")
+        daemon.stop()
+        single = self.mount(options={"supervise": "false"}, mountpoint=os.path.join(self.work, "mnt2"))
+        self.assertEqual(title(single.process.pid), [os.environ["LAZYSTORE_BIN"], "[server]", single.mountpoint])
+
 
 class ProgramsTest(CtlTestCase):
     def test_ctl_links_no_fuse_nfs_curl_or_ssh(self):
