@@ -29,6 +29,7 @@ int main(int argc, char* argv[]) {
   }
   if (options->show_version) {
     std::printf("lazystore %s\n", LAZYSTORE_VERSION);
+    std::fflush(stdout);  // before fusermount3, a child writing to the same stdout, says its own
     fuse_lowlevel_version();
     return 0;
   }

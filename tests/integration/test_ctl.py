@@ -419,6 +419,15 @@ class RestartTest(CtlTestCase):
 
 
 class ProgramsTest(CtlTestCase):
+    def test_version_of_every_program(self):
+        version = project_version()
+        build = os.path.dirname(os.path.dirname(os.environ["LAZYSTORE_BIN"]))
+        for program, binary in (("lazystore", os.environ["LAZYSTORE_BIN"]), ("lazystore-ctl", ctl_bin()),
+                                ("lazystore-push", os.path.join(build, "push", "lazystore-push"))):
+            result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(result.stdout.splitlines()[0], f"{program} {version}", program)
+
     def test_ctl_links_no_fuse_nfs_curl_or_ssh(self):
         needed = subprocess.run(["readelf", "-d", ctl_bin()], capture_output=True, text=True, check=True).stdout
         libraries = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", needed)
