@@ -1,5 +1,6 @@
 #include "control.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -19,7 +20,17 @@ namespace {
 
 constexpr size_t kMaxConnections = 32;
 constexpr timeval kClientTimeout{10, 0};  // a stuck client must not hold a thread for ever
+// accept4 failing for want of descriptors or memory: wait before the next try, doubling.
+constexpr std::chrono::milliseconds kFirstBackoff{50};
+constexpr std::chrono::milliseconds kLongestBackoff{1000};
+constexpr auto kWarnEvery = std::chrono::seconds(30);
 constexpr size_t kMaxDrainBytes = 16 << 20;  // of a request past its end, read to close cleanly
+
+bool out_of_resources(int error) {
+  return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+
+Fd open_reserve() { return Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
 
 }  // namespace
 
@@ -53,8 +64,9 @@ Result<std::unique_ptr<ControlServer>> ControlServer::open(const std::string& pa
   if (context.generation > 1) context.stats.server_restarts++;
   std::unique_ptr<ControlServer> server(new ControlServer(path, std::move(*listening), std::move(context)));
   server->wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!server->wake_) {
-    auto error = errno_error("control socket: eventfd");
+  server->reserve_ = open_reserve();
+  if (!server->wake_ || !server->reserve_) {
+    auto error = errno_error("control socket: eventfd or /dev/null");
     ::unlink(path.c_str());
     return error;
   }
@@ -89,6 +101,27 @@ void ControlServer::stop() {
   ::unlink(path_.c_str());
 }
 
+void ControlServer::accept_failed(int error) {
+  // The listener stays readable while a client waits, so returning to poll() at once would
+  // spin. With the spare descriptor given up, that client at least hears why.
+  if (out_of_resources(error) && reserve_) {
+    reserve_.reset();
+    Fd client(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (client) (void)send_all(client.get(), error_line("the daemon is out of file descriptors; try again later"));
+    client.reset();
+    reserve_ = open_reserve();  // may fail while descriptors are short: retried next time
+  }
+  backoff_ = std::clamp(backoff_ * 2, kFirstBackoff, kLongestBackoff);
+  auto now = std::chrono::steady_clock::now();
+  if (now - warned_at_ >= kWarnEvery) {
+    warned_at_ = now;
+    LOG_WARNING("control socket: accept: %s; retrying every %lld ms at most", std::strerror(error),
+                static_cast<long long>(kLongestBackoff.count()));
+  }
+  pollfd wake{wake_.get(), POLLIN, 0};
+  (void)::poll(&wake, 1, static_cast<int>(backoff_.count()));
+}
+
 void ControlServer::accept_loop() {
   while (!stopping_) {
     pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
@@ -98,8 +131,14 @@ void ControlServer::accept_loop() {
       return;
     }
     if (fds[1].revents || stopping_) return;
+    if (!reserve_) reserve_ = open_reserve();
     Fd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!connection) continue;
+    if (!connection) {
+      int error = errno;
+      if (error != EINTR && error != EAGAIN && error != ECONNABORTED) accept_failed(error);
+      continue;
+    }
+    backoff_ = std::chrono::milliseconds(0);
     reap_finished_connections();
     std::lock_guard lock(mutex_);
     if (connections_.size() >= kMaxConnections) {

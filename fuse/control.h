@@ -62,6 +62,8 @@ class ControlServer {
  private:
   ControlServer(std::string path, Fd listener, ControlContext context);
   void accept_loop();
+  // accept4 failed with `error`: waits (backing off) so that a lasting EMFILE does not spin.
+  void accept_failed(int error);
   void serve_connection(Fd connection);
   void handle(const Request& request, const std::function<bool(std::string_view)>& send);
   StatusReport status() const;
@@ -71,11 +73,14 @@ class ControlServer {
   const std::string path_;
   Fd listener_;
   Fd wake_;     // an eventfd that stop() signals
+  Fd reserve_;  // a spare descriptor, given up to answer one client when out of descriptors
   ControlContext context_;
   Prefetcher prefetcher_;
   const int64_t started_;
   std::atomic<bool> stopping_{false};
   std::thread acceptor_;
+  std::chrono::milliseconds backoff_{0};
+  std::chrono::steady_clock::time_point warned_at_{};
 
   struct Connection {
     std::thread thread;

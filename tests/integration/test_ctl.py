@@ -443,6 +443,59 @@ class ProgramsTest(CtlTestCase):
         self.assertIn(markdown, read_file(docs).decode(), "docs/operating.md lists other counters than the table")
 
 
+class DescriptorsTest(CtlTestCase):
+    def test_accept_loop_backs_off_out_of_descriptors(self):
+        daemon = self.mount()
+        pid = daemon.serving_pid()
+        self.ctl(daemon, "stats")
+        sock = os.path.join(daemon.cache, "control.sock")
+        free = 6
+        limit = len(os.listdir(f"/proc/{pid}/fd")) + free
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={limit}:{limit}"], check=True)
+        # Idle clients: the first ones take the daemon's last descriptors (each held until its
+        # 10 s read timeout), the rest wait in the listen backlog and cannot be accepted.
+        clients = []
+        try:
+            for _ in range(free + 20):
+                s = socket.socket(socket.AF_UNIX)
+                s.setblocking(False)
+                try:
+                    s.connect(sock)
+                except BlockingIOError:
+                    pass  # the backlog is full: enough are waiting
+                clients.append(s)
+            deadline = time.monotonic() + 10
+            while len(os.listdir(f"/proc/{pid}/fd")) < limit and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling interval, bounded by the deadline
+            self.assertGreaterEqual(len(os.listdir(f"/proc/{pid}/fd")), limit - 1, "descriptors not exhausted")
+            # While it lasts the accept loop must not spin: a busy loop burns a CPU second a second.
+            ticks = os.sysconf("SC_CLK_TCK")
+            cpu_before, wall_before = cpu_seconds(pid, ticks), time.monotonic()
+            time.sleep(3)  # the measurement window (what is measured is CPU time, not an event)
+            cpu, wall = cpu_seconds(pid, ticks) - cpu_before, time.monotonic() - wall_before
+            log(f"out of descriptors: the daemon used {cpu:.2f} s of CPU in {wall:.1f} s (load {os.getloadavg()[0]:.1f})")
+            self.assertLess(cpu, 0.3, f"the daemon used {cpu:.2f} s of CPU in {wall:.1f} s out of descriptors")
+        finally:
+            for s in clients:
+                s.close()
+        # Descriptors free again: lazystore-ctl is answered (the backoff is at most 1 s).
+        deadline = time.monotonic() + 30
+        while True:
+            result = self.ctl(daemon, "stats", "--json", check=False)
+            if result.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                self.fail(f"lazystore-ctl still fails: {result.stderr}")
+            time.sleep(0.1)  # polling interval, bounded by the deadline
+        self.assertIn("chunk_hits", json.loads(result.stdout))
+
+
+def cpu_seconds(pid, ticks):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
 def project_version():
     top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "meson.build")
     return re.search(r"version\s*:\s*'([^']+)'", read_file(top).decode()).group(1)
