@@ -9,6 +9,7 @@
 #include <cstring>
 #include <new>
 
+#include "control_protocol.h"
 #include "log.h"
 
 namespace lazystore {
@@ -452,7 +453,11 @@ void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
       fuse_reply_err(req, ENODATA);
       return;
     }
-    reply_xattr_value(req, stats_.to_json(cache_.used_bytes(), cache_.limit()), size);
+    reply_xattr_value(req,
+                      stats_json(stats_, cache_.used_bytes(), cache_.limit(),
+                                 {.source = options_.source, .mountpoint = options_.mountpoint,
+                                  .control_socket = options_.control_socket}),
+                      size);
     return;
   }
   auto ref = find_inode(ino);

@@ -12,6 +12,7 @@
 #include "inode_journal.h"
 #include "log.h"
 #include "metadata_cache.h"
+#include "process_title.h"
 #include "stats.h"
 #include "upstream/metered_upstream.h"
 
@@ -36,7 +37,8 @@ int fail(const Error& error) {
 
 int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv,
           const Takeover* takeover) {
-  Stats stats;
+  Stats local_stats;  // a supervised server counts in the supervisor's memory: it survives us
+  Stats& stats = takeover && takeover->stats ? *takeover->stats : local_stats;
   UpstreamOptions upstream_options;
   upstream_options.timeout_seconds = options.upstream_timeout;
   upstream_options.nfs_version = options.nfs_version;
@@ -55,8 +57,11 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
   if (!cache) return fail(cache.error());
 
-  auto control = ControlServer::open(options.control_socket,
-                                    {stats, **cache, **metadata, upstream, options.mountpoint});
+  ControlContext control_context{stats, **cache, **metadata, upstream,
+                                 {.source = options.source, .mountpoint = options.mountpoint,
+                                  .control_socket = options.control_socket},
+                                 options.cache_dir, takeover ? takeover->generation : 1};
+  auto control = ControlServer::open(options.control_socket, std::move(control_context));
   std::unique_ptr<ControlServer> control_server;
   if (control) {
     control_server = std::move(*control);
@@ -121,6 +126,8 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   }
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
   (*cache)->start_workers(kPrefetchThreads);
+  set_process_title({takeover ? "[server " + std::to_string(takeover->generation) + "]" : "[server]",
+                     options.mountpoint});
   if (control_server) control_server->start();
 
   int status;

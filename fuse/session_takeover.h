@@ -16,6 +16,8 @@
 
 namespace lazystore {
 
+struct Stats;
+
 // Lives in a MAP_SHARED page made by the supervisor before it starts any server.
 struct SharedInit {
   std::atomic<uint32_t> length{0};  // 0 until a server has read the kernel's INIT
@@ -29,6 +31,7 @@ struct Takeover {
   uint64_t generation = 1;  // 1 for the first server, +1 for each restart
   SharedInit* init = nullptr;
   int ready_fd = -1;        // one byte is written here once the server is serving
+  Stats* stats = nullptr;   // counters in memory the supervisor shares (SharedStats): they outlive a server
 };
 
 // Before the request loop: answers INIT (reading it from the kernel, or replaying the copy) and,

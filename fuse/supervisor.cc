@@ -21,8 +21,10 @@
 #include "fd.h"
 #include "inode_journal.h"
 #include "log.h"
+#include "process_title.h"
 #include "server.h"
 #include "session_takeover.h"
+#include "stats.h"
 
 namespace lazystore {
 namespace {
@@ -132,6 +134,7 @@ class Supervisor {
   int fuse_fd_ = -1;
   Fd journal_;
   std::optional<SharedInitPage> init_;
+  std::optional<SharedStats> stats_;  // counters of every server of this mount
   sigset_t old_mask_{};
   Fd signals_;
 
@@ -189,6 +192,7 @@ Status Supervisor::start_server() {
     takeover.generation = generation_;
     takeover.init = init_->get();
     takeover.ready_fd = ready_write.release();
+    takeover.stats = stats_ ? stats_->get() : nullptr;
     int status = serve(options_, fuse_argv_, &takeover);
     std::fflush(nullptr);
     _exit(status);
@@ -256,6 +260,8 @@ int Supervisor::run() {
   }
   journal_.reset(*journal);
   init_.emplace(std::move(*page));
+  stats_ = SharedStats::create();  // without it (mmap failed) each server counts from zero
+  set_process_title({"[supervisor]", options_.mountpoint});
 
   sigset_t handled;
   sigemptyset(&handled);

@@ -40,6 +40,7 @@ class MeteredUpstream final : public Upstream {
   Result<T> count(Result<T> result) {
     stats_.upstream_requests++;
     if (!result) stats_.upstream_errors++;
+    stats_.upstream_health.record(result ? 0 : result.error().code);
     return result;
   }
 
