@@ -65,6 +65,10 @@ std::vector<StatsCounter> Stats::counters() const {
       {"http_failovers", "switches to another HTTP base URL", http_failovers},
       {"nar_hash_failures", "whole NARs whose size or sha256 was wrong", nar_hash_failures},
       {"signature_failures", "narinfos refused: unsigned or bad signature", signature_failures},
+      {"nar_downloads", "whole NARs downloaded (no manifest, or compressed)", nar_downloads},
+      {"manifest_paths", "store paths listed from a verified manifest", manifest_paths},
+      {"manifest_failures", "manifests refused: signature, path, NarHash or body", manifest_failures},
+      {"block_hash_failures", "Range-read blocks that did not match their manifest", block_hash_failures},
   };
 }
 
@@ -104,6 +108,10 @@ std::string Stats::to_json(uint64_t cache_bytes, uint64_t cache_limit) const {
   field("http_failovers", http_failovers);
   field("nar_hash_failures", nar_hash_failures);
   field("signature_failures", signature_failures);
+  field("nar_downloads", nar_downloads);
+  field("manifest_paths", manifest_paths);
+  field("manifest_failures", manifest_failures);
+  field("block_hash_failures", block_hash_failures);
   field("cache_bytes", cache_bytes);
   field("cache_limit", cache_limit);
   out += "}";

@@ -79,6 +79,10 @@ struct Stats {
   std::atomic<uint64_t> http_failovers{0};     // switches to another base URL
   std::atomic<uint64_t> nar_hash_failures{0};  // whole NARs whose size or sha256 was wrong
   std::atomic<uint64_t> signature_failures{0};  // narinfos refused: unsigned or bad signature
+  std::atomic<uint64_t> nar_downloads{0};      // whole NARs downloaded (no manifest, or compressed)
+  std::atomic<uint64_t> manifest_paths{0};     // store paths listed from a verified manifest
+  std::atomic<uint64_t> manifest_failures{0};  // manifests refused (signature, path, NarHash, body)
+  std::atomic<uint64_t> block_hash_failures{0};  // Range-read blocks that did not match their manifest
   LatencyHistogram upstream_latency;           // every upstream call
   LatencyHistogram read_latency;               // every FUSE read, cached or not
 
