@@ -301,6 +301,7 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     switch (*f.type) {
       case NodeType::Regular:
         if (!f.size) return fail(where(f), "no size");
+        if (*f.size > kMaxFileSize) return fail(where(f), "absurd size " + std::to_string(*f.size));
         node.size = *f.size;
         node.nar_offset = f.nar_offset;
         node.executable = f.executable;

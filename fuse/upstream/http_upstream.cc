@@ -97,7 +97,8 @@ Status HttpUpstream::start() {
 }
 
 double HttpUpstream::whole_nar_seconds(uint64_t nar_size) const {
-  return options_.timeout_seconds + static_cast<double>(nar_size) / kMinNarBytesPerSecond;
+  // A week at most: NarSize may be up to 2^62, and a deadline must stay a representable time.
+  return std::min(options_.timeout_seconds + static_cast<double>(nar_size) / kMinNarBytesPerSecond, 7 * 86400.0);
 }
 
 bool HttpUpstream::first_time(const std::string& what, const StorePath& path) {
@@ -325,14 +326,11 @@ Result<HttpUpstream::SpoolPtr> HttpUpstream::spool(const StorePath& path, const 
   // Not the NAR the signed narinfo describes: the path is absent, nothing of it is served.
   count(&Stats::nar_hash_failures, options_.stats);
   bool first = first_time("nar", path);
-  if (first) {
-    LOG_WARNING("%s: %s: the path is absent (nothing of it is served)", path.base_name().c_str(),
-                spooled.error().message.c_str());
-  }
+  if (first) LOG_WARNING("%s: the path is absent (nothing of it is served)", spooled.error().message.c_str());
   std::lock_guard lock(mutex_);
   refused_[hash] = Refusal{info.nar_sha256, Clock::now() + kRefusalTime};
   seen_.erase(path.base_name());
-  return make_error(ENOENT, path.base_name() + ": " + spooled.error().message);
+  return make_error(ENOENT, spooled.error().message);
 }
 
 Result<std::unique_ptr<NarSpool>> HttpUpstream::download_nar(const StorePath& path, const NarInfo& info) {

@@ -1,6 +1,7 @@
 #include "nar_spool.h"
 
 #include "nar.h"
+#include "nar_listing.h"
 #include "openssl_handles.h"
 
 #include <fcntl.h>
@@ -139,6 +140,17 @@ Result<std::unique_ptr<Decompressor>> make_decompressor(std::string_view compres
                                  "' is not supported (use none, xz or zstd when publishing the cache)");
 }
 
+// A NAR that really holds a file past the cap is refused like any NAR that cannot be served.
+Status within_file_size_cap(const Tree& tree) {
+  for (uint32_t i = 0; i < tree.nodes.size(); ++i) {
+    if (tree.nodes[i].type == NodeType::Regular && tree.nodes[i].size > kMaxFileSize) {
+      return make_error(EBADMSG, "the NAR's file " + tree.path_of(i) + " is larger than " +
+                                     std::to_string(kMaxFileSize) + " bytes");
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 struct NarSpool::Sha256 {
@@ -273,6 +285,7 @@ Status NarSpool::finish(uint64_t nar_size, std::span<const uint8_t> nar_sha256) 
     return make_error(tree.error().code == EINVAL || tree.error().code == EPROTO ? EBADMSG : EIO,
                       "the NAR is not a valid archive: " + tree.error().message);
   }
+  if (auto sizes = within_file_size_cap(*tree); !sizes) return sizes;
   tree_ = std::move(*tree);
   return {};
 }

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 
+from hostile_cache import HostileCache, file_offsets, nar, nar_directory, nar_file
 from http_server import DripServer, Nginx, self_signed_certificate
 from lazystore_testlib import MiB, LazystoreTestCase, NixStore, cached_bytes, fixture, log, main, \
     read_file, regular_files, run, tree_differences
@@ -595,6 +596,26 @@ class HttpSpoolTest(HttpTestCase):
         os.rename(nar_file + ".away", nar_file)
         # No restart: the very next access downloads it (a failure is not remembered).
         self.assert_same_as_fixture(daemon, [name])
+
+
+class HttpHostileSizeTest(HttpTestCase):
+    """Absurd file sizes are refused where they enter (issue 14.1)."""
+
+    def test_a_hostile_listing_size_is_refused_where_it_enters(self):
+        # require-sigs=false trusts the listing, but not past the cap on file sizes: a size of
+        # 2^62 - 1000 inside a NarSize of 2^62 used to reach the content cache and kill the server.
+        cache = HostileCache(os.path.join(self.work, "hostile"))
+        contents = b"0123456789" * 20
+        good = nar(nar_directory([("f", nar_file(contents))]))
+        offset = file_offsets(good, [contents])[0]
+        ls = ('{"version":1,"root":{"type":"directory","entries":{"f":{"type":"regular","size":%d,'
+              '"narOffset":%d}}}}' % (2**62 - 1000, offset))
+        base = cache.add("huge-listing", good, ls, nar_size=2**62)
+        server = self.serve(cache.root)
+        daemon = self.mount_http(server.url, signed=False, allowed_stderr=UPSTREAM_ERRORS)
+        self.assertErrno(errno.EIO, os.lstat, daemon.path(base, "f"))
+        self.assertIn("absurd size", daemon.stderr())
+        self.assertGreaterEqual(daemon.stats()["errors"], 1)  # the same server answers
 
 
 class HttpTransportTest(HttpTestCase):
