@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 
@@ -45,6 +46,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   upstream_options.trusted_public_keys = options.trusted_public_keys;
   upstream_options.require_sigs = options.require_sigs;
   upstream_options.spool_dir = options.cache_dir + "/http-spool";
+  upstream_options.spool_max_bytes = std::min<uint64_t>(options.cache_size, upstream_options.spool_max_bytes);
   upstream_options.stats = &stats;
   auto made = make_upstream(options.source, upstream_options);
   if (!made) return fail(made.error());
@@ -125,6 +127,10 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
     if (!options.foreground) detach_to_syslog();
   }
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
+  if (auto started = upstream.start(); !started) {
+    if (!takeover) fuse_session_unmount(session.get());
+    return fail(started.error());
+  }
   (*cache)->start_workers(kPrefetchThreads);
   set_process_title({takeover ? "[server " + std::to_string(takeover->generation) + "]" : "[server]",
                      options.mountpoint});

@@ -52,6 +52,10 @@ namespace lazystore {
   X(http_failovers, "switches to another HTTP base URL")                                       \
   X(nar_hash_failures, "whole NARs whose size or sha256 was wrong")                            \
   X(signature_failures, "narinfos refused: unsigned or bad signature")                         \
+  X(nar_downloads, "whole NARs downloaded (no manifest, or compressed)")                      \
+  X(manifest_paths, "store paths listed from a verified manifest")                             \
+  X(manifest_failures, "manifests refused: signature, path, NarHash or body")                  \
+  X(block_hash_failures, "Range-read blocks that did not match their manifest")                \
   X(server_restarts, "servers started after the one before died (supervised mounts)")
 
 // X(name, help): a latency histogram, `lazystore_<name>_seconds` (a summary) in Prometheus.

@@ -35,7 +35,8 @@ struct UpstreamOptions {
   // paths are refused unless require_sigs is false (Nix's default is to require them).
   std::vector<std::string> trusted_public_keys;
   bool require_sigs = true;
-  std::string spool_dir;        // where whole NARs are decompressed and verified (cache dir)
+  std::string spool_dir;        // where whole NARs are decompressed, verified and kept (cache dir)
+  uint64_t spool_max_bytes = 8ull << 30;  // bound on the whole NARs kept there
 };
 
 class Upstream {
@@ -44,6 +45,10 @@ class Upstream {
 
   // For logs and `fsname`, e.g. "file:///srv/nix/store".
   virtual std::string describe() const = 0;
+
+  // Starts the backend's threads, if it has any: called once, after the daemon's last fork and
+  // before the first call below (constructors start no threads).
+  virtual Status start() { return {}; }
 
   // Is the store path present and complete (e.g. no "<name>.lock" sibling on NFS, a .narinfo on
   // HTTP)? false = absent; an Error = could not tell (EIO, ETIMEDOUT, ...).

@@ -23,11 +23,12 @@ echo "dpkg-buildpackage took $((SECONDS - started)) s"
 deb=$(ls "$work"/lazystore_0.1.0_*.deb)
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's#^\./#/#')
 missing=0
-for f in /usr/sbin/lazystore /usr/sbin/lazystore-ctl /usr/bin/lazystore-push \
+for f in /usr/sbin/lazystore /usr/sbin/lazystore-ctl /usr/bin/lazystore-push /usr/bin/lazystore-publish \
          /lib/systemd/system/nix-store.mount /usr/lib/tmpfiles.d/lazystore.conf \
          /usr/lib/lazystore/lazystore-serve /usr/share/lazystore/entrypoint.sh \
          /usr/share/man/man8/lazystore.8.gz /usr/share/man/man8/lazystore-ctl.8.gz \
-         /usr/share/man/man1/lazystore-push.1.gz /usr/share/doc/lazystore/copyright; do
+         /usr/share/man/man1/lazystore-push.1.gz /usr/share/man/man1/lazystore-publish.1.gz \
+         /usr/share/doc/lazystore/copyright; do
   grep -qx "$f" <<<"$contents" || { echo "missing in the .deb: $f"; missing=1; }
 done
 ((missing == 0)) || { echo "$contents"; exit 1; }
