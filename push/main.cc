@@ -8,9 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "log.h"
-#include "master.h"
+#include "outcome_json.h"
+#include "persistent_connection.h"
 #include "push.h"
-#include "serve_protocol.h"
+#include "root_commands.h"
 
 namespace {
 
@@ -28,39 +29,15 @@ constexpr const char* kExitCodes = R"(Exit codes:
   9  GC roots could not be set, listed or deleted
 )";
 
-std::string version_text(uint64_t version) {
-  if (version == 0) return "";
-  return std::to_string(lazystore::serve::version_major(version)) + "." +
-         std::to_string(lazystore::serve::version_minor(version));
-}
-
-int report_push(const lazystore::PushOutcome& outcome, bool json, bool dry_run) {
+int report_push(const lazystore::PushOutcome& outcome, bool json) {
   const auto& s = outcome.summary;
-  if (json) {
-    nlohmann::json j = {
-        {"destination", s.destination},
-        {"requested", s.requested},
-        {"closure_paths", s.closure_paths},
-        {"closure_bytes", s.closure_bytes},
-        {"missing", s.missing},
-        {"missing_bytes", s.missing_bytes},
-        {"copied_paths", s.copied_paths},
-        {"bytes_sent", s.bytes_sent},
-        {"seconds", s.seconds},
-        {"server_version", version_text(s.server_version)},
-        {"root", s.root ? nlohmann::json(*s.root) : nlohmann::json(nullptr)},
-        {"dry_run", dry_run},
-        {"exit_code", static_cast<int>(outcome.code)},
-        {"error", outcome.code == ExitCode::Ok ? nlohmann::json(nullptr) : nlohmann::json(outcome.message)},
-    };
-    std::printf("%s\n", j.dump(2).c_str());
-  }
+  if (json) std::printf("%s\n", nlohmann::json(outcome).dump(2).c_str());
   if (outcome.code != ExitCode::Ok) {
     LOG_ERROR("%s", outcome.message.c_str());
     return static_cast<int>(outcome.code);
   }
   if (json) return 0;
-  if (dry_run) {
+  if (s.dry_run) {
     for (const auto& path : s.missing) std::printf("%s\n", path.c_str());
     std::fprintf(stderr, "would copy %zu of %llu paths (%s) to %s\n", s.missing.size(),
                  static_cast<unsigned long long>(s.closure_paths),
@@ -81,19 +58,8 @@ int report_push(const lazystore::PushOutcome& outcome, bool json, bool dry_run) 
   return 0;
 }
 
-int report_roots(const lazystore::RootsOutcome& outcome, bool json) {
-  if (json) {
-    nlohmann::json roots = nlohmann::json::array();
-    for (const auto& root : outcome.roots) {
-      roots.push_back({{"name", root.name}, {"mtime", root.mtime}, {"paths", root.paths}});
-    }
-    nlohmann::json j = {{"roots", roots},
-                        {"deleted", outcome.removed},
-                        {"exit_code", static_cast<int>(outcome.code)},
-                        {"error", outcome.code == ExitCode::Ok ? nlohmann::json(nullptr)
-                                                               : nlohmann::json(outcome.message)}};
-    std::printf("%s\n", j.dump(2).c_str());
-  }
+int report_roots(const lazystore::RootsOutcome& outcome, bool json, bool roots_delete) {
+  if (json) std::printf("%s\n", nlohmann::json(outcome).dump(2).c_str());
   if (outcome.code != ExitCode::Ok) {
     LOG_ERROR("%s", outcome.message.c_str());
     return static_cast<int>(outcome.code);
@@ -109,7 +75,11 @@ int report_roots(const lazystore::RootsOutcome& outcome, bool json) {
                   return paths;
                 }().c_str());
   }
-  if (outcome.removed) std::fprintf(stderr, "deleted %zu roots\n", outcome.roots.size());
+  if (roots_delete) {
+    for (const auto& name : outcome.deleted) std::fprintf(stderr, "deleted %s\n", name.c_str());
+    std::fprintf(stderr, "deleted %zu of %zu roots listed%s\n", outcome.deleted.size(), outcome.roots.size(),
+                 outcome.deleted.size() < outcome.roots.size() ? " (the others were renewed meanwhile)" : "");
+  }
   return 0;
 }
 
@@ -171,9 +141,9 @@ int main(int argc, char** argv) {
                            "keep the connections open this long (e.g. 10m) in a background master "
                            "that later pushes reuse, like ControlPersist; 0 = off")
       ->envname("LAZYSTORE_PUSH_PERSIST");
-  app.add_option("--control-dir", control_dir, "directory of the --persist master's socket")
+  app.add_option("--control-dir", control_dir, "directory of the persistent connections' sockets")
       ->capture_default_str();
-  app.add_flag("--stop-persist", stop_persist, "stop the --persist master for this destination and exit");
+  app.add_flag("--stop-persist", stop_persist, "stop the persistent connection for this destination and exit");
   app.add_option("--roots-command", push.roots_command, "command run on the server for GC roots")
       ->capture_default_str();
   push_options->add_option("PATH", push.paths, "store paths or symlinks to them (such as result)");
@@ -218,13 +188,13 @@ int main(int argc, char** argv) {
     if (roots.remove && !roots.older_than_seconds && roots.names.empty()) {
       return usage("roots --delete needs --older-than AGE or root NAMEs");
     }
-    return report_roots(lazystore::run_roots(roots), json);
+    return report_roots(lazystore::run_roots(roots), json, roots.remove);
   }
 
   push.ssh = ssh;
   if (stop_persist) {
-    bool stopped = lazystore::stop_master(lazystore::control_socket_path(control_dir, push));
-    std::fprintf(stderr, "%s\n", stopped ? "persistent master stopped" : "no persistent master running");
+    bool stopped = lazystore::stop_persistent_connection(lazystore::control_socket_path(control_dir, push));
+    std::fprintf(stderr, "%s\n", stopped ? "persistent connection stopped" : "no persistent connection running");
     return 0;
   }
   if (push.paths.empty()) return usage("no PATH given (see --help)");
@@ -245,10 +215,10 @@ int main(int argc, char** argv) {
   if (persist_seconds > 0) {
     auto request = lazystore::make_push_request(push);
     if (!request) return usage(request.error().message);
-    auto outcome = lazystore::push_via_master(lazystore::control_socket_path(control_dir, push), push,
+    auto outcome = lazystore::push_over_persistent_connection(lazystore::control_socket_path(control_dir, push), push,
                                               *request, persist_seconds);
-    if (outcome) return report_push(*outcome, json, push.dry_run);
+    if (outcome) return report_push(*outcome, json);
     LOG_WARNING("no persistent connection (%s); pushing directly", outcome.error().message.c_str());
   }
-  return report_push(lazystore::run_push(push), json, push.dry_run);
+  return report_push(lazystore::run_push(push), json);
 }

@@ -8,6 +8,7 @@
 #include "child_process.h"
 #include "closure.h"
 #include "log.h"
+#include "root_commands.h"
 #include "serve_connection.h"
 
 namespace lazystore {
@@ -17,17 +18,6 @@ namespace {
 // How many AddToStoreNar answers may be outstanding: enough to keep the link busy, few enough
 // that the server's 8-byte answers never fill a channel window while we are writing.
 constexpr size_t kMaxOutstanding = 64;
-
-ExitCode ssh_exit_code(const Error& error) {
-  switch (error.code) {
-    case kSshHostKeyRefused:
-      return ExitCode::HostKey;
-    case kSshAuthFailed:
-      return ExitCode::Auth;
-    default:
-      return ExitCode::Connect;
-  }
-}
 
 PushOutcome fail(PushOutcome outcome, ExitCode code, std::string message) {
   outcome.code = code;
@@ -109,24 +99,6 @@ Status send_import_paths(ServeConnection& local, ServeConnection& remote,
   return {};
 }
 
-Status set_root(SshSession& session, const std::string& roots_command, const std::string& root,
-                const std::vector<std::string>& paths) {
-  auto channel = session.exec(roots_add_command(roots_command, root));
-  if (!channel) return channel.error();
-  std::string input;
-  for (const auto& path : paths) input += path + "\n";
-  if (auto s = channel->write_all(input); !s) return s;
-  if (auto s = channel->close_write(); !s) return s;
-  auto status = channel->finish();
-  if (!status) return status.error();
-  if (*status != 0) {
-    std::string tail = channel->stderr_tail();
-    return make_error(EPROTO, "setting GC root '" + root + "' failed" +
-                                  (tail.empty() ? " (exit status " + std::to_string(*status) + ")" : ": " + tail));
-  }
-  return {};
-}
-
 }  // namespace
 
 Result<PushRequest> make_push_request(const PushOptions& options) {
@@ -193,6 +165,7 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
   summary.destination = options_.ssh.destination;
   summary.root = request.root;
   summary.requested = request.paths;
+  summary.dry_run = request.dry_run;
   auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   auto finish_time = [&] { summary.seconds = elapsed(); };
@@ -265,7 +238,9 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
     if (auto s = remote.read_hello(); !s) return remote_failed(ExitCode::Remote, s.error());
     remote_->hello_pending = false;
   }
-  summary.server_version = remote.server_version();
+  summary.protocol = "serve";
+  summary.server_version = std::to_string(serve::version_major(remote.server_version())) + "." +
+                           std::to_string(serve::version_minor(remote.server_version()));
   auto valid = remote.read_path_set();
   if (!valid) return remote_failed(ExitCode::Remote, valid.error());
   LOG_INFO("%.3f s: server (serve protocol %u.%u) has %zu of them", elapsed(),
@@ -328,68 +303,6 @@ PushOutcome run_push(const PushOptions& options) {
   Progress progress(options.progress);
   Pusher pusher(options);
   return pusher.push(*request, progress);
-}
-
-RootsOutcome run_roots(const RootsOptions& options) {
-  RootsOutcome outcome;
-  for (const auto& name : options.names) {
-    if (!is_valid_root_name(name)) {
-      outcome.code = ExitCode::Usage;
-      outcome.message = "bad root name '" + name + "'";
-      return outcome;
-    }
-  }
-  auto session = SshSession::connect(options.ssh);
-  if (!session) {
-    outcome.code = ssh_exit_code(session.error());
-    outcome.message = session.error().message;
-    return outcome;
-  }
-  auto run = [&](const std::string& command, std::string* output) -> Status {
-    auto channel = session->exec(command);
-    if (!channel) return channel.error();
-    if (auto s = channel->close_write(); !s) return s;
-    auto status = channel->finish(output);
-    if (!status) return status.error();
-    if (*status != 0) {
-      std::string tail = channel->stderr_tail();
-      return make_error(EPROTO, "'" + command + "' failed on the server" +
-                                    (tail.empty() ? " (exit status " + std::to_string(*status) + ")" : ": " + tail));
-    }
-    return {};
-  };
-  std::string listing;
-  if (auto s = run(roots_list_command(options.roots_command), &listing); !s) {
-    outcome.code = ExitCode::Roots;
-    outcome.message = s.error().message;
-    return outcome;
-  }
-  auto roots = parse_root_listing(listing);
-  if (!roots) {
-    outcome.code = ExitCode::Roots;
-    outcome.message = roots.error().message;
-    return outcome;
-  }
-  int64_t now = static_cast<int64_t>(std::time(nullptr));
-  for (auto& root : *roots) {
-    if (!options.names.empty() &&
-        std::find(options.names.begin(), options.names.end(), root.name) == options.names.end()) {
-      continue;
-    }
-    if (options.older_than_seconds && now - root.mtime < *options.older_than_seconds) continue;
-    outcome.roots.push_back(std::move(root));
-  }
-  if (options.remove && !outcome.roots.empty()) {
-    std::vector<std::string> names;
-    for (const auto& root : outcome.roots) names.push_back(root.name);
-    if (auto s = run(roots_delete_command(options.roots_command, names), nullptr); !s) {
-      outcome.code = ExitCode::Roots;
-      outcome.message = s.error().message;
-      return outcome;
-    }
-    outcome.removed = true;
-  }
-  return outcome;
 }
 
 }  // namespace lazystore
