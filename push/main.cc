@@ -24,7 +24,7 @@ constexpr const char* kExitCodes = R"(Exit codes:
   4  cannot connect: unknown alias/host, unreachable, unreadable ssh config
   5  host key unknown (see --accept-new-host-key) or changed
   6  authentication failed
-  7  the remote command failed or does not speak the serve protocol
+  7  the remote command failed or speaks neither Nix protocol
   8  transfer broke off; the server is consistent, rerun to send the rest
   9  GC roots could not be set, listed or deleted
 )";
@@ -90,8 +90,9 @@ int main(int argc, char** argv) {
   lazystore::set_log_program("lazystore-push");
 
   CLI::App app{
-      "lazystore-push: copy the closure of store PATHs to a Nix server over SSH (Nix serve "
-      "protocol), sending only what the server lacks, and keep GC roots for them there.",
+      "lazystore-push: copy the closure of store PATHs to a Nix server over SSH (Nix's daemon "
+      "protocol, as ssh-ng:// stores speak it, or its serve protocol), sending only what the server "
+      "lacks, and keep GC roots for them there.",
       "lazystore-push"};
   app.footer(kExitCodes);
   app.set_version_flag("--version", std::string("lazystore-push ") + LAZYSTORE_VERSION);
@@ -126,6 +127,15 @@ int main(int argc, char** argv) {
   push_options->add_flag("-n,--dry-run", push.dry_run, "only print the paths the server lacks");
   push_options->add_option("--from-store", push.from_store, "local store URI (default: Nix's default store)");
   push_options->add_option("--nix-store", push.nix_store, "local nix-store program")->capture_default_str();
+  std::string protocol = "auto";
+  push_options->add_option("--protocol", protocol,
+                           "auto: Nix's daemon protocol (ssh-ng, nix-daemon --stdio), the serve protocol "
+                           "(ssh, nix-store --serve) where the server has no daemon for us; or only one")
+      ->check(CLI::IsMember({"auto", "daemon", "serve"}))
+      ->capture_default_str();
+  push_options->add_option("--daemon-command", push.daemon_command,
+                           "command run on the server for the daemon protocol")
+      ->capture_default_str();
   push_options->add_option("--remote-command", push.remote_command,
                            "command run on the server for the serve protocol")
       ->capture_default_str();
@@ -133,7 +143,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "bar", "lines", "none"}))
       ->capture_default_str();
   push_options->add_flag("--import-paths", push.import_paths,
-                         "send with ImportPaths (for servers older than Nix 2.4) instead of AddToStoreNar");
+                         "send with ImportPaths (servers older than Nix 2.4; implies --protocol serve)");
   std::string persist;
   std::string control_dir = lazystore::default_control_dir();
   bool stop_persist = false;
@@ -192,6 +202,10 @@ int main(int argc, char** argv) {
   }
 
   push.ssh = ssh;
+  push.protocol = protocol == "daemon"  ? lazystore::Protocol::Daemon
+                  : protocol == "serve" ? lazystore::Protocol::Serve
+                                        : lazystore::Protocol::Auto;
+  if (push.import_paths) push.protocol = lazystore::Protocol::Serve;
   if (stop_persist) {
     bool stopped = lazystore::stop_persistent_connection(lazystore::control_socket_path(control_dir, push));
     std::fprintf(stderr, "%s\n", stopped ? "persistent connection stopped" : "no persistent connection running");

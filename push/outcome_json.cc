@@ -78,15 +78,13 @@ void from_json(const nlohmann::json& j, PushOutcome& outcome) {
 void to_json(nlohmann::json& j, const PushRequest& request) {
   j = {{"paths", request.paths},
        {"root", optional_string(request.root)},
-       {"dry_run", request.dry_run},
-       {"import_paths", request.import_paths}};
+       {"dry_run", request.dry_run}};
 }
 
 void from_json(const nlohmann::json& j, PushRequest& request) {
   j.at("paths").get_to(request.paths);
   request.root = get_optional_string(j, "root");
   j.at("dry_run").get_to(request.dry_run);
-  j.at("import_paths").get_to(request.import_paths);
 }
 
 void to_json(nlohmann::json& j, const RootEntry& root) {

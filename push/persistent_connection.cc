@@ -273,7 +273,9 @@ std::string control_socket_path(const std::string& control_dir, const PushOption
                     options.ssh.known_hosts_file.value_or("") + '\n' + options.ssh.user.value_or("") + '\n' +
                     std::to_string(options.ssh.port.value_or(0)) + '\n' + options.ssh.ciphers.value_or("") + '\n' +
                     (options.ssh.accept_new_host_key ? "1" : "0") + '\n' + options.nix_store + '\n' +
-                    options.from_store + '\n' + options.remote_command + '\n' + options.roots_command + '\n' +
+                    options.from_store + '\n' + std::to_string(static_cast<int>(options.protocol)) + '\n' +
+                    options.daemon_command + '\n' + options.remote_command + '\n' + options.roots_command + '\n' +
+                    (options.import_paths ? "1" : "0") + '\n' +
                     std::to_string(options.ssh.connect_timeout_seconds);
   for (const auto& identity : options.ssh.identity_files) key += '\n' + identity;
   std::array<char, 32> name{};

@@ -8,22 +8,29 @@
 #include <string>
 #include <vector>
 
+#include "destination.h"
 #include "exit_code.h"
 #include "progress.h"
 #include "ssh_session.h"
 
 namespace lazystore {
 
+// Which protocol the server is spoken to in: the daemon's (ssh-ng://) where the server runs
+// `nix-daemon --stdio` for us, else the serve protocol (Auto); or only one of them.
+enum class Protocol { Auto, Daemon, Serve };
+
 struct PushOptions {
   std::vector<std::string> paths;  // store paths or symlinks to them
   SshOptions ssh;
   std::string nix_store = "nix-store";  // local program
   std::string from_store;               // local store URI ("" = nix's default)
-  std::string remote_command = "nix-store --serve --write";
+  Protocol protocol = Protocol::Auto;
+  std::string daemon_command = "nix-daemon --stdio";
+  std::string remote_command = "nix-store --serve --write";  // the serve protocol's
   std::string roots_command = "lazystore-roots";
   std::optional<std::string> root;
   bool dry_run = false;
-  bool import_paths = false;  // use the older ImportPaths command instead of AddToStoreNar
+  bool import_paths = false;  // the serve protocol's older ImportPaths instead of AddToStoreNar
   Progress::Mode progress = Progress::Mode::Lines;
 };
 
@@ -56,15 +63,15 @@ struct PushRequest {
   std::vector<std::string> paths;
   std::optional<std::string> root;
   bool dry_run = false;
-  bool import_paths = false;
 };
 
 // Resolves PATH arguments (store paths or symlinks to them) and checks the root name.
 Result<PushRequest> make_push_request(const PushOptions& options);
 
-// Holds the serve connections to the local store and to the server. They are opened by the
-// first push and kept, so a long-lived Pusher (the --persist master) answers a no-op push with
-// one round trip on connections that are already open.
+// Holds the connections to the local store (nix-store --serve, a pipe) and to the server (one
+// SSH session; nix-daemon --stdio or nix-store --serve --write on a channel of it). They are
+// opened by the first push and kept, so a long-lived Pusher (the persistent connection) answers
+// a no-op push with one round trip on connections that are already open.
 class Pusher {
  public:
   explicit Pusher(PushOptions options);
@@ -76,6 +83,7 @@ class Pusher {
 
  private:
   PushOutcome attempt(const PushRequest& request, Progress& progress, bool& retry);
+  Result<std::unique_ptr<Destination>> open_destination(SshSession& session, Protocol protocol);
   void drop_local();
   void drop_remote();
 

@@ -44,7 +44,9 @@ mkdir -p "$HOME"
 unset SSH_AUTH_SOCK BAZEL_NIX_REMOTE
 export NIX_CONF_DIR=$WORK/nixconf
 mkdir -p "$NIX_CONF_DIR"
-printf 'build-users-group =\nsubstituters =\nexperimental-features = nix-command\n' > "$NIX_CONF_DIR/nix.conf"
+# Builds in a store under a root need the sandbox; builders need /bin/sh (and absolute paths).
+printf 'build-users-group =\nsubstituters =\nexperimental-features = nix-command\nsandbox = true\nsandbox-paths = /bin /lib /lib64 /usr\n' \
+  > "$NIX_CONF_DIR/nix.conf"
 
 DEV=$WORK/dev
 SRV=$WORK/srv
@@ -110,8 +112,10 @@ Host nix-server
 CONF
 }
 
-# lazystore-push with the test's ssh config and local store.
-push() { "$PUSH" -F "$WORK/ssh_config" --from-store "$DEV_STORE" "$@"; }
+# lazystore-push with the test's ssh config and local store; PUSH_PROTOCOL=daemon|serve picks a
+# protocol (default: lazystore-push's own choice, auto).
+PUSH_PROTOCOL=${PUSH_PROTOCOL:-}
+push() { "$PUSH" -F "$WORK/ssh_config" --from-store "$DEV_STORE" ${PUSH_PROTOCOL:+--protocol "$PUSH_PROTOCOL"} "$@"; }
 
 # Builds a closure of 10 trees (nix-store --add) and 40 toFile nodes referencing them and each
 # other (nix-instantiate --read-write-mode); prints the top node's store path.

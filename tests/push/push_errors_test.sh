@@ -48,8 +48,10 @@ SSH_AUTH_SOCK="$WORK/agent.sock" "$PUSH" -F "$WORK/agent_config" --from-store "$
   --json "$path" > "$WORK/agent.json" || { cat "$WORK/agent.json"; fail "agent auth failed"; }
 expect_failure 6 "$PUSH" -F "$WORK/agent_config" --from-store "$DEV_STORE" --to via-agent "$path"
 
-step "the forced command refuses anything but the serve protocol and roots (exit 7)"
-expect_failure 7 push --to nix-server --remote-command 'cat /etc/passwd' "$path"
+step "the forced command refuses anything but the Nix protocols and roots (exit 7)"
+expect_failure 7 push --to nix-server --protocol serve --remote-command 'cat /etc/passwd' "$path"
+case "$ERR_LINE" in *"not allowed"*) ;; *) fail "message should carry the server's reason" ;; esac
+expect_failure 7 push --to nix-server --protocol daemon --daemon-command 'cat /etc/passwd' "$path"
 case "$ERR_LINE" in *"not allowed"*) ;; *) fail "message should carry the server's reason" ;; esac
 
 step "bad arguments give exit 2"

@@ -32,11 +32,11 @@ persist --persist 60s --json "$extra" > "$WORK/extra.json"
 srv_store --verify-path "$extra" || fail "extra path does not verify"
 
 step "the server drops the connection: the master reconnects"
-server_pid=$(pgrep -f -- "--store local.root=$SRV --serve --write" | head -n 1)
-[ -n "$server_pid" ] || fail "no server nix-store kept open by the master"
+server_pid=$(pgrep -f -- "nix-daemon --stdio --store local.root=$SRV" | head -n 1)
+[ -n "$server_pid" ] || fail "no server nix-daemon kept open by the master"
 kill "$server_pid"
 gone() { ! kill -0 "$server_pid" 2>/dev/null; }
-wait_until 10 gone || fail "server nix-store did not exit"
+wait_until 10 gone || fail "server nix-daemon did not exit"
 persist --persist 60s --json "$extra" > "$WORK/again.json" || { cat "$WORK/again.json"; fail "push after a dropped connection failed"; }
 [ "$(json_field missing < "$WORK/again.json")" -eq 0 ] || fail "push after reconnect is not a no-op"
 

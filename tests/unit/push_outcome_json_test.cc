@@ -56,7 +56,6 @@ TEST(PushOutcomeJson, RequestRoundTrip) {
   EXPECT_EQ(back->paths, request.paths);
   EXPECT_EQ(back->root, request.root);
   EXPECT_TRUE(back->dry_run);
-  EXPECT_FALSE(back->import_paths);
 }
 
 TEST(PushOutcomeJson, BadDocumentsAreErrors) {
