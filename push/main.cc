@@ -17,6 +17,9 @@ namespace {
 
 using lazystore::ExitCode;
 
+// How long connections stay open after the last push when --persist does not say.
+constexpr const char* kDefaultPersist = "5m";
+
 constexpr const char* kExitCodes = R"(Exit codes:
   0  success (also: nothing to copy, dry run)
   2  usage error, or an argument is not a store path
@@ -148,8 +151,8 @@ int main(int argc, char** argv) {
   std::string control_dir = lazystore::default_control_dir();
   bool stop_persist = false;
   push_options->add_option("--persist", persist,
-                           "keep the connections open this long (e.g. 10m) in a background master "
-                           "that later pushes reuse, like ControlPersist; 0 = off")
+                           "keep the connections open in the background for this long after the last push "
+                           "(like OpenSSH's ControlPersist), for later pushes to reuse; 0 = off (default 5m)")
       ->envname("LAZYSTORE_PUSH_PERSIST");
   app.add_option("--control-dir", control_dir, "directory of the persistent connections' sockets")
       ->capture_default_str();
@@ -207,7 +210,8 @@ int main(int argc, char** argv) {
                                         : lazystore::Protocol::Auto;
   if (push.import_paths) push.protocol = lazystore::Protocol::Serve;
   if (stop_persist) {
-    bool stopped = lazystore::stop_persistent_connection(lazystore::control_socket_path(control_dir, push));
+    auto socket = lazystore::control_socket_path(control_dir, push);
+    bool stopped = socket && lazystore::stop_persistent_connection(*socket);
     std::fprintf(stderr, "%s\n", stopped ? "persistent connection stopped" : "no persistent connection running");
     return 0;
   }
@@ -220,19 +224,23 @@ int main(int argc, char** argv) {
   } else {
     push.progress = lazystore::Progress::Mode::Lines;
   }
-  int64_t persist_seconds = 0;
-  if (!persist.empty()) {
-    auto age = lazystore::parse_age(persist);
-    if (!age) return usage("--persist: " + age.error().message);
-    persist_seconds = *age;
-  }
-  if (persist_seconds > 0) {
+  // Connections are shared across invocations unless --persist 0: the first push leaves them
+  // open in the background, later ones reuse them.
+  bool persist_asked = !persist.empty();
+  auto age = lazystore::parse_age(persist_asked ? persist : kDefaultPersist);
+  if (!age) return usage("--persist: " + age.error().message);
+  if (*age > 0) {
     auto request = lazystore::make_push_request(push);
     if (!request) return usage(request.error().message);
-    auto outcome = lazystore::push_over_persistent_connection(lazystore::control_socket_path(control_dir, push), push,
-                                              *request, persist_seconds);
+    auto socket = lazystore::control_socket_path(control_dir, push);
+    auto outcome = socket ? lazystore::push_over_persistent_connection(*socket, push, *request, *age)
+                          : lazystore::Result<lazystore::PushOutcome>(socket.error());
     if (outcome) return report_push(*outcome, json);
-    LOG_WARNING("no persistent connection (%s); pushing directly", outcome.error().message.c_str());
+    if (persist_asked) {
+      LOG_WARNING("no persistent connection (%s); pushing directly", outcome.error().message.c_str());
+    } else {
+      LOG_INFO("no persistent connection (%s); pushing directly", outcome.error().message.c_str());
+    }
   }
   return report_push(lazystore::run_push(push), json);
 }

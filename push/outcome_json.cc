@@ -42,6 +42,7 @@ void to_json(nlohmann::json& j, const PushSummary& s) {
       {"root", optional_string(s.root)},
       {"dry_run", s.dry_run},
       {"persistent", s.persistent},
+      {"connection_reused", s.connection_reused},
   };
 }
 
@@ -61,6 +62,7 @@ void from_json(const nlohmann::json& j, PushSummary& s) {
   s.root = get_optional_string(j, "root");
   j.at("dry_run").get_to(s.dry_run);
   j.at("persistent").get_to(s.persistent);
+  j.at("connection_reused").get_to(s.connection_reused);
 }
 
 void to_json(nlohmann::json& j, const PushOutcome& outcome) {

@@ -13,12 +13,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <algorithm>
 
 #include "fd.h"
+#include "hash.h"
 #include "io.h"
 #include "outcome_json.h"
 #include "serve_protocol.h"
@@ -131,6 +134,8 @@ Status receive_fds(int fd, char& first, Fd& out, Fd& err) {
 
 // Serves one client; returns false when the connection should end.
 bool serve_client(int client, const PushOptions& options, std::unique_ptr<Pusher>& pusher) {
+  // Only this user's pushes (the socket's directory is private too).
+  if (auto uid = peer_uid(client); !uid || *uid != ::getuid()) return true;
   char first = 0;
   Fd out, err;
   if (!receive_fds(client, first, out, err)) return true;
@@ -262,34 +267,65 @@ Status start_persistent_connection(const std::string& socket_path, const PushOpt
 }  // namespace
 
 std::string default_control_dir() {
+  // $XDG_RUNTIME_DIR only if it is this user's private directory (sudo may pass another's).
   if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime != nullptr && runtime[0] == '/') {
-    return std::string(runtime) + "/lazystore-push";
+    struct stat st{};
+    if (::stat(runtime, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::getuid() && (st.st_mode & 077) == 0) {
+      return std::string(runtime) + "/lazystore-push";
+    }
   }
   return "/tmp/lazystore-push-" + std::to_string(::getuid());
 }
 
-std::string control_socket_path(const std::string& control_dir, const PushOptions& options) {
-  std::string key = options.ssh.destination + '\n' + options.ssh.config_file.value_or("") + '\n' +
-                    options.ssh.known_hosts_file.value_or("") + '\n' + options.ssh.user.value_or("") + '\n' +
-                    std::to_string(options.ssh.port.value_or(0)) + '\n' + options.ssh.ciphers.value_or("") + '\n' +
-                    (options.ssh.accept_new_host_key ? "1" : "0") + '\n' + options.nix_store + '\n' +
-                    options.from_store + '\n' + std::to_string(static_cast<int>(options.protocol)) + '\n' +
-                    options.daemon_command + '\n' + options.remote_command + '\n' + options.roots_command + '\n' +
-                    (options.import_paths ? "1" : "0") + '\n' +
-                    std::to_string(options.ssh.connect_timeout_seconds);
-  for (const auto& identity : options.ssh.identity_files) key += '\n' + identity;
-  std::array<char, 32> name{};
-  std::snprintf(name.data(), name.size(), "%016zx", std::hash<std::string>{}(key));
-  return control_dir + "/" + name.data() + ".sock";
+Result<std::string> control_socket_path(const std::string& control_dir, const PushOptions& options) {
+  // Everything that decides where and how the connection goes, and the files that decide which
+  // host key and identity are accepted: a change to any of them (a removed known_hosts line, a
+  // new Hostname, a rebuilt lazystore-push) means another socket, so a kept connection is only
+  // ever reused for what would have been connected the same way.
+  auto target = resolve_ssh_target(options.ssh);
+  if (!target) return target.error();
+  std::string key = "lazystore-push persistent connection 2\n";
+  for (const std::string& item :
+       {options.ssh.destination, target->host, std::to_string(target->port), target->user, target->known_hosts,
+        options.ssh.ciphers.value_or(""), std::string(options.ssh.accept_new_host_key ? "1" : "0"),
+        std::to_string(options.ssh.connect_timeout_seconds), options.nix_store, options.from_store,
+        std::to_string(static_cast<int>(options.protocol)), options.daemon_command, options.remote_command,
+        options.roots_command, std::string(options.import_paths ? "1" : "0")}) {
+    key += item + '\n';
+  }
+  auto add_content = [&key](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    key += path + '\n' + std::string(std::istreambuf_iterator<char>(in), {}) + '\n';
+  };
+  auto add_identity = [&key](const std::string& path) {
+    struct stat st{};
+    if (::stat(path.c_str(), &st) == 0) {
+      key += path + ' ' + std::to_string(st.st_dev) + ' ' + std::to_string(st.st_ino) + ' ' +
+             std::to_string(st.st_size) + ' ' + std::to_string(st.st_mtim.tv_sec) + '.' +
+             std::to_string(st.st_mtim.tv_nsec) + '\n';
+    } else {
+      key += path + " absent\n";
+    }
+  };
+  for (const auto& file : target->config_files) add_content(file);
+  add_content(target->known_hosts);
+  for (const auto& identity : target->identities) add_identity(identity);
+  add_identity("/proc/self/exe");
+  return control_dir + "/" + xxh3_128_hex(key) + ".sock";
 }
 
 Result<PushOutcome> push_over_persistent_connection(const std::string& socket, const PushOptions& options,
                                     const PushRequest& request, int64_t persist_seconds) {
+  // Nobody else may be able to put a socket there, or reach ours.
+  if (auto s = ensure_private_dir(socket.substr(0, socket.rfind('/'))); !s) return s.error();
   auto fd = connect_unix_socket(socket);
   if (!fd) {
     if (auto s = start_persistent_connection(socket, options, persist_seconds); !s) return s.error();
     fd = connect_unix_socket(socket);
     if (!fd) return fd.error();
+  }
+  if (auto uid = peer_uid(fd->get()); !uid || *uid != ::getuid()) {
+    return make_error(EPERM, socket + " is not served by this user");
   }
   std::string payload = encode_request(request, options.progress);
   if (auto s = send_with_fds(fd->get(), serve::WireWriter().u64(payload.size()).take() + payload); !s) {

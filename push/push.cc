@@ -141,6 +141,7 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
   if (auto s = local.write(serve::encode_query_closure(false, request.paths)); !s) return local_failed(s.error());
 
   Protocol first = options_.protocol == Protocol::Serve ? Protocol::Serve : Protocol::Daemon;
+  summary.connection_reused = remote_ != nullptr;
   if (!remote_) {
     auto session = SshSession::connect(options_.ssh);
     if (!session) return fail(std::move(outcome), ssh_exit_code(session.error()), session.error().message);

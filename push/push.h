@@ -49,7 +49,8 @@ struct PushSummary {
   std::string server_nix_version;  // Nix's version, where the protocol says it ("2.8.0")
   std::optional<std::string> root;
   bool dry_run = false;
-  bool persistent = false;  // went through a persistent connection
+  bool persistent = false;         // went through a persistent connection
+  bool connection_reused = false;  // on a connection to the server that was already open
 };
 
 struct PushOutcome {

@@ -153,11 +153,11 @@ Status apply_ssh_option(SshOptions& options, std::string_view option) {
   return {};
 }
 
-Result<SshSession> SshSession::connect(const SshOptions& options) {
-  SessionHandle session(ssh_new());
-  if (!session) return make_error(ENOMEM, "cannot create an ssh session");
-  ssh_session s = session.get();
+namespace {
 
+// Sets up `s` from the options and the ssh config, as OpenSSH would read them; what was read
+// goes to `config_files`.
+Status configure(ssh_session s, const SshOptions& options, std::vector<std::string>& config_files) {
   // We read the config files ourselves, so -F and $HOME decide which ones (never libssh's guess).
   bool process_config = false;
   ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &process_config);
@@ -167,7 +167,6 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
   std::string ssh_dir = home_directory() + "/.ssh";
   ssh_options_set(s, SSH_OPTIONS_SSH_DIR, ssh_dir.c_str());
 
-  std::string config_description;
   if (options.config_file) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(*options.config_file, ec)) {
@@ -176,7 +175,7 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
     if (ssh_options_parse_config(s, options.config_file->c_str()) != 0) {
       return make_error(EINVAL, "cannot parse ssh config " + *options.config_file + ": " + ssh_get_error(s));
     }
-    config_description = *options.config_file;
+    config_files.push_back(*options.config_file);
   } else {
     for (const std::string& file : {ssh_dir + "/config", std::string("/etc/ssh/ssh_config")}) {
       std::error_code ec;
@@ -184,9 +183,8 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
       if (ssh_options_parse_config(s, file.c_str()) != 0) {
         return make_error(EINVAL, "cannot parse ssh config " + file + ": " + ssh_get_error(s));
       }
-      if (config_description.empty()) config_description = file;
+      config_files.push_back(file);
     }
-    if (config_description.empty()) config_description = ssh_dir + "/config";
   }
 
   // Command-line options win over the config, as in OpenSSH.
@@ -210,6 +208,35 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
       return make_error(EINVAL, "bad cipher list '" + ciphers + "': " + ssh_get_error(s));
     }
   }
+  return {};
+}
+
+}  // namespace
+
+Result<SshTarget> resolve_ssh_target(const SshOptions& options) {
+  SessionHandle session(ssh_new());
+  if (!session) return make_error(ENOMEM, "cannot create an ssh session");
+  SshTarget target;
+  if (auto status = configure(session.get(), options, target.config_files); !status) return status.error();
+  target.host = option_string(session.get(), SSH_OPTIONS_HOST);
+  ssh_options_get_port(session.get(), &target.port);
+  target.user = option_string(session.get(), SSH_OPTIONS_USER);
+  target.known_hosts = option_string(session.get(), SSH_OPTIONS_KNOWNHOSTS);
+  target.identities = options.identity_files;
+  if (std::string first = option_string(session.get(), SSH_OPTIONS_IDENTITY); !first.empty()) {
+    target.identities.push_back(expand_tilde(first));
+  }
+  return target;
+}
+
+Result<SshSession> SshSession::connect(const SshOptions& options) {
+  SessionHandle session(ssh_new());
+  if (!session) return make_error(ENOMEM, "cannot create an ssh session");
+  ssh_session s = session.get();
+  std::vector<std::string> config_files;
+  if (auto status = configure(s, options, config_files); !status) return status.error();
+  std::string config_description =
+      config_files.empty() ? home_directory() + "/.ssh/config" : config_files.front();
 
   std::string host = option_string(s, SSH_OPTIONS_HOST);
   unsigned port = 22;

@@ -62,6 +62,17 @@ class SshChannel final : public ByteStream {
   TailBuffer stderr_;
 };
 
+// Where the ssh config sends a destination, resolved as connect() would (no network).
+struct SshTarget {
+  std::string host;
+  unsigned port = 22;
+  std::string user;
+  std::string known_hosts;               // the file host keys are checked against
+  std::vector<std::string> config_files;  // the ssh config files read
+  std::vector<std::string> identities;    // -i files and the config's first IdentityFile
+};
+Result<SshTarget> resolve_ssh_target(const SshOptions& options);
+
 class SshSession {
  public:
   // Resolves the destination through the ssh config, connects, verifies the host key, authenticates.

@@ -21,6 +21,7 @@ cleanup() {
   local rc=$?
   local hook
   for hook in "${EXTRA_CLEANUP[@]}"; do eval "$hook" || true; done
+  /usr/bin/python3 "$SOURCE_ROOT/tests/push/stop_persistent.py" "$WORK" 2>/dev/null || true
   if [ -n "$SSHD_PID" ]; then
     kill "$SSHD_PID" 2>/dev/null || true
     wait "$SSHD_PID" 2>/dev/null || true
@@ -41,6 +42,11 @@ step() { echo "== $*"; }
 
 export HOME=$WORK/home
 mkdir -p "$HOME"
+# lazystore-push shares connections across invocations by default; the tests push on fresh
+# connections unless they ask for it, and every connection left open is ended on exit.
+export LAZYSTORE_PUSH_PERSIST=0
+export XDG_RUNTIME_DIR=$WORK/run
+mkdir -m 0700 -p "$XDG_RUNTIME_DIR"
 unset SSH_AUTH_SOCK BAZEL_NIX_REMOTE
 export NIX_CONF_DIR=$WORK/nixconf
 mkdir -p "$NIX_CONF_DIR"

@@ -27,6 +27,7 @@ TEST(PushOutcomeJson, RoundTrip) {
   s.root = "ci-main";
   s.dry_run = false;
   s.persistent = true;
+  s.connection_reused = true;
   nlohmann::json j = outcome;
   EXPECT_EQ(j["exit_code"], 8);
   EXPECT_EQ(j["error"], "push incomplete");
