@@ -122,6 +122,10 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   app.add_flag("--accept-new-host-key", push.ssh.accept_new_host_key,
                "trust and record the key of a host not yet in known_hosts (a changed key is always refused)");
+  app.add_option("--io-timeout", push.ssh.io_timeout_seconds,
+                 "fail when the server sends nothing for this many seconds")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_flag("--json", json, "print a JSON summary on stdout instead of progress");
   app.add_flag("-v,--verbose", verbose, "more messages");
 

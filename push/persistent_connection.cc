@@ -288,7 +288,8 @@ Result<std::string> control_socket_path(const std::string& control_dir, const Pu
   for (const std::string& item :
        {options.ssh.destination, target->host, std::to_string(target->port), target->user, target->known_hosts,
         options.ssh.ciphers.value_or(""), std::string(options.ssh.accept_new_host_key ? "1" : "0"),
-        std::to_string(options.ssh.connect_timeout_seconds), options.nix_store, options.from_store,
+        std::to_string(options.ssh.connect_timeout_seconds), std::to_string(options.ssh.io_timeout_seconds),
+        options.nix_store, options.from_store,
         std::to_string(static_cast<int>(options.protocol)), options.daemon_command, options.remote_command,
         options.roots_command, std::string(options.import_paths ? "1" : "0")}) {
     key += item + '\n';

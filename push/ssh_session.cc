@@ -7,6 +7,7 @@
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 
@@ -261,7 +262,7 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
                                                 : ": the server accepted none of the offered keys (ssh-agent, IdentityFile)";
     return make_error(kSshAuthFailed, "authentication to " + where + " failed" + reason);
   }
-  return SshSession(std::move(session), where);
+  return SshSession(std::move(session), where, options.io_timeout_seconds);
 }
 
 Result<SshChannel> SshSession::exec(const std::string& command) {
@@ -274,7 +275,7 @@ Result<SshChannel> SshSession::exec(const std::string& command) {
   if (ssh_channel_request_exec(channel.get(), command.c_str()) != SSH_OK) {
     return make_error(EPROTO, "the server refused to run '" + command + "': " + ssh_get_error(s));
   }
-  return SshChannel(std::move(channel));
+  return SshChannel(std::move(channel), io_timeout_seconds_);
 }
 
 void SshChannel::drain_stderr() {
@@ -288,12 +289,26 @@ void SshChannel::drain_stderr() {
 
 Result<size_t> SshChannel::read_some(std::span<std::byte> buffer) {
   uint32_t count = static_cast<uint32_t>(std::min<size_t>(buffer.size(), 1u << 20));
-  int n = ssh_channel_read(channel_.get(), buffer.data(), count, 0);
-  if (n == SSH_ERROR) {
+  // Waits at most read_timeout_seconds_ for the next byte (libssh's own default waits for ever).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(read_timeout_seconds_);
+  auto lost = [&] {
     return make_error(ECONNRESET, std::string("ssh connection lost: ") +
                                       ssh_get_error(ssh_channel_get_session(channel_.get())));
+  };
+  while (true) {
+    // Bytes waiting on stdout, SSH_EOF once the remote closed it (whatever its stderr holds).
+    int available = ssh_channel_poll_timeout(channel_.get(), 1000, 0);
+    if (available == SSH_ERROR) return lost();
+    if (available == SSH_EOF) return size_t{0};
+    if (available > 0) {
+      int n = ssh_channel_read(channel_.get(), buffer.data(), std::min<uint32_t>(count, static_cast<uint32_t>(available)), 0);
+      if (n == SSH_ERROR) return lost();
+      return static_cast<size_t>(n);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return make_error(ETIMEDOUT, "the server sent nothing for " + std::to_string(read_timeout_seconds_) + " s");
+    }
   }
-  return static_cast<size_t>(n);
 }
 
 Status SshChannel::write_all(std::span<const std::byte> data) {
