@@ -29,15 +29,10 @@ inline constexpr uint64_t kMinServerVersion = 0x120;
 constexpr unsigned version_major(uint64_t version) { return (version >> 8) & 0xff; }
 constexpr unsigned version_minor(uint64_t version) { return version & 0xff; }
 
+// The operations a push uses (Nix 2.8 knows 46).
 enum class Op : uint64_t {
-  IsValidPath = 1,
   AddTempRoot = 11,
-  AddIndirectRoot = 12,
-  SetOptions = 19,
-  QueryPathInfo = 26,
   QueryValidPaths = 31,
-  NarFromPath = 38,
-  AddToStoreNar = 39,
   AddMultipleToStore = 44,
 };
 
