@@ -437,6 +437,7 @@ Result<bool> NfsUpstream::exists(const StorePath& path) {
 }
 
 Result<bool> NfsUpstream::exists_on(Lease& nfs, const StorePath& path) {
+  if (StorePath::is_build_scratch(path.base_name())) return false;
   nfs_stat_64 st{};
   std::string lock = "/" + path.base_name() + ".lock";
   int rc = nfs->lstat(lock, &st);
@@ -467,7 +468,7 @@ Result<std::vector<StorePath>> NfsUpstream::list_store_on(Lease& nfs) {
   };
   std::vector<StorePath> paths;
   for (const auto& e : entries) {
-    if (!StorePath::is_valid(e.name) || has(e.name + ".lock")) continue;
+    if (!StorePath::is_valid(e.name) || has(e.name + ".lock") || StorePath::is_build_scratch(e.name)) continue;
     bool lock_file = S_ISREG(e.mode) && e.size <= 1 && e.name.ends_with(".lock") &&
                      StorePath::is_valid(e.name.substr(0, e.name.size() - 5));
     if (!lock_file) paths.emplace_back(e.name);
