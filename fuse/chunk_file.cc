@@ -1,0 +1,121 @@
+#include "chunk_file.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "hash.h"
+#include "io.h"
+#include "little_endian.h"
+
+namespace lazystore {
+namespace {
+
+constexpr size_t kSlotSize = ChunkLayout::kSlotSize;
+
+struct RawSlot {
+  uint64_t index, hash, check;
+};
+
+// The check binds a slot to its index, the file's size and the chunk size.
+uint64_t slot_check(uint64_t index, uint64_t hash, uint64_t size, uint32_t chunk_size) {
+  uint64_t words[4] = {index, hash, size, chunk_size};
+  return xxh3_64(std::as_bytes(std::span(words)));
+}
+
+// A cleared slot: never valid, yet it still tells the file's size when it is the last slot.
+uint64_t tombstone_check(uint64_t index, uint64_t size, uint32_t chunk_size) {
+  return ~slot_check(index, 0, size, chunk_size);
+}
+
+void encode(std::byte* out, const RawSlot& slot) {
+  put_u64_le(out, slot.index);
+  put_u64_le(out + 8, slot.hash);
+  put_u64_le(out + 16, slot.check);
+}
+
+RawSlot decode(const std::byte* in) { return {get_u64_le(in), get_u64_le(in + 8), get_u64_le(in + 16)}; }
+
+bool is_valid(const RawSlot& slot, uint64_t index, const ChunkLayout& layout) {
+  return slot.index == index && slot.check == slot_check(index, slot.hash, layout.size, layout.chunk_size);
+}
+
+size_t read_full(int fd, std::byte* data, size_t length, uint64_t offset) {
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
+}  // namespace
+
+size_t ChunkLayout::chunk_length(uint64_t index) const {
+  return static_cast<size_t>(std::min<uint64_t>(chunk_size, size - chunk_offset(index)));
+}
+
+std::vector<ChunkSlot> ChunkFile::read_slots() const {
+  std::vector<ChunkSlot> slots;
+  std::vector<std::byte> raw(static_cast<size_t>(layout_.chunks()) * kSlotSize);
+  size_t got = read_full(fd_, raw.data(), raw.size(), layout_.size);
+  for (uint64_t i = 0; (i + 1) * kSlotSize <= got; ++i) {
+    RawSlot slot = decode(raw.data() + i * kSlotSize);
+    if (is_valid(slot, i, layout_)) slots.push_back({i, slot.hash});
+  }
+  return slots;
+}
+
+Status ChunkFile::write_chunk(uint64_t index, std::span<const std::byte> data, uint64_t hash) const {
+  if (auto written = pwrite_all(fd_, data, layout_.chunk_offset(index)); !written) return written;
+  std::byte slot[kSlotSize];
+  encode(slot, {index, hash, slot_check(index, hash, layout_.size, layout_.chunk_size)});
+  return pwrite_all(fd_, slot, layout_.slot_offset(index));
+}
+
+bool ChunkFile::verify_chunk(uint64_t index, uint64_t hash) const {
+  size_t length = layout_.chunk_length(index);
+  std::vector<std::byte> data(length);
+  if (read_full(fd_, data.data(), length, layout_.chunk_offset(index)) != length) return false;
+  return xxh3_64(std::span<const std::byte>(data)) == hash;
+}
+
+Status ChunkFile::clear_slot(uint64_t index) const {
+  std::byte slot[kSlotSize];
+  encode(slot, {index, 0, tombstone_check(index, layout_.size, layout_.chunk_size)});
+  return pwrite_all(fd_, slot, layout_.slot_offset(index));
+}
+
+size_t ChunkFile::read(std::byte* data, size_t length, uint64_t offset) const {
+  return read_full(fd_, data, length, offset);
+}
+
+std::optional<uint64_t> ChunkFile::recover_size(int fd, uint32_t chunk_size) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kSlotSize) return std::nullopt;
+  auto length = static_cast<uint64_t>(st.st_size);
+  // The last slot is the highest one written: its index k says where the content ends.
+  std::byte bytes[kSlotSize];
+  if (read_full(fd, bytes, kSlotSize, length - kSlotSize) != kSlotSize) return std::nullopt;
+  RawSlot slot = decode(bytes);
+  if (slot.index >= length / kSlotSize) return std::nullopt;
+  ChunkLayout layout{length - (slot.index + 1) * kSlotSize, chunk_size};
+  if (slot.index >= layout.chunks()) return std::nullopt;
+  if (!is_valid(slot, slot.index, layout) &&
+      slot.check != tombstone_check(slot.index, layout.size, chunk_size)) {
+    return std::nullopt;
+  }
+  return layout.size;
+}
+
+uint64_t ChunkFile::disk_bytes(int fd) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+}  // namespace lazystore
