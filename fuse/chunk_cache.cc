@@ -10,36 +10,40 @@
 #include "chunk_file.h"
 #include "hash.h"
 #include "log.h"
+#include "tree.h"
 
 namespace lazystore {
 
+// The state of one pinned file. Per-chunk state exists only for chunks that are cached or being
+// filled, so a file's memory follows what the cache holds of it, not the length it claims.
 class CachedFile {
  public:
-  enum State : uint8_t { Absent, Unverified, Verified, Busy };
+  // A chunk with no entry in `chunks` is absent: not cached.
+  enum class State : uint8_t { Unverified, Verified, Busy };
+  struct Chunk {
+    State state = State::Busy;
+    uint64_t hash = 0;  // the xxh3 of its bytes, from its slot (Unverified, Verified)
+  };
+  static constexpr uint64_t kNone = UINT64_MAX;
 
-  CachedFile(std::string id_, uint64_t size_, uint32_t chunk_size_)
-      : id(std::move(id_)), size(size_), chunk_size(chunk_size_), layout{size_, chunk_size_},
-        chunks(static_cast<uint32_t>((size_ + chunk_size_ - 1) / chunk_size_)),
-        state(chunks, Absent), hashes(chunks, 0) {}
+  CachedFile(std::string id_, ChunkLayout layout_) : id(std::move(id_)), layout(layout_) {}
 
-  uint64_t chunk_offset(uint32_t index) const { return layout.chunk_offset(index); }
-  size_t chunk_length(uint32_t index) const { return layout.chunk_length(index); }
   ChunkFile data() const { return ChunkFile(fd.get(), layout); }
+  const Chunk* find(uint64_t index) const {
+    auto it = chunks.find(index);
+    return it == chunks.end() ? nullptr : &it->second;
+  }
 
   const std::string id;
-  const uint64_t size;
-  const uint32_t chunk_size;
   const ChunkLayout layout;
-  const uint32_t chunks;
 
-  mutable std::mutex mutex;  // guards state, hashes, fd creation
+  mutable std::mutex mutex;  // guards everything below
   std::condition_variable changed;
-  std::vector<uint8_t> state;
-  std::vector<uint64_t> hashes;
+  std::unordered_map<uint64_t, Chunk> chunks;
   Fd fd;  // the data file; opened when it exists, created by the first fill
   // The last chunk that had to be served uncached, so that the rest of a sequential read
   // through it does not fetch it again.
-  uint32_t spilled_index = UINT32_MAX;
+  uint64_t spilled_index = kNone;
   std::vector<std::byte> spilled;
   // The last failed fetch. When it timed out, the readers that waited for it get its error
   // instead of each fetching again in turn (one deadline per failure, not one per waiting
@@ -47,7 +51,7 @@ class CachedFile {
   // read-ahead at once: without it, one read() would wait out two deadlines). A quick failure
   // (a reset connection) is cheap to retry: waiters fetch again.
   uint64_t failures = 0;
-  uint32_t failed_index = UINT32_MAX;
+  uint64_t failed_index = kNone;
   Error failed_error;
   std::chrono::steady_clock::time_point failed_at;
 };
@@ -92,7 +96,7 @@ ChunkCache::ChunkCache(ChunkCacheOptions options, DataDirectory directory, Stats
 ChunkCache::~ChunkCache() { workers_.stop(); }
 
 Result<std::shared_ptr<CachedFile>> ChunkCache::load(const std::string& id, uint64_t size) {
-  auto file = std::make_shared<CachedFile>(id, size, options_.chunk_size);
+  auto file = std::make_shared<CachedFile>(id, ChunkLayout{size, options_.chunk_size});
   auto fd = directory_.open_file(id, false);
   if (!fd) {
     if (fd.error().code == ENOENT) return file;
@@ -100,14 +104,14 @@ Result<std::shared_ptr<CachedFile>> ChunkCache::load(const std::string& id, uint
   }
   futimens(fd->get(), nullptr);  // the mtime orders eviction after a restart
   for (const ChunkSlot& slot : ChunkFile(fd->get(), file->layout).read_slots()) {
-    file->state[slot.index] = CachedFile::Unverified;
-    file->hashes[slot.index] = slot.hash;
+    file->chunks.emplace(slot.index, CachedFile::Chunk{CachedFile::State::Unverified, slot.hash});
   }
   file->fd = std::move(*fd);
   return file;
 }
 
 Result<std::shared_ptr<CachedFile>> ChunkCache::pin(std::string_view key, uint64_t size) {
+  if (auto bounded = Tree::check_file_size(size, key); !bounded) return bounded.error();
   std::string id = xxh3_128_hex(key);
   std::unique_lock lock(mutex_);
   // Pinning first keeps the entry from being evicted while it loads.
@@ -141,10 +145,8 @@ void ChunkCache::release(const std::shared_ptr<CachedFile>& file) {
 uint64_t ChunkCache::cached_bytes(const CachedFile& file) const {
   std::lock_guard lock(file.mutex);
   uint64_t bytes = 0;
-  for (uint32_t i = 0; i < file.chunks; ++i) {
-    if (file.state[i] == CachedFile::Unverified || file.state[i] == CachedFile::Verified) {
-      bytes += file.chunk_length(i);
-    }
+  for (const auto& [index, chunk] : file.chunks) {
+    if (chunk.state != CachedFile::State::Busy) bytes += file.layout.chunk_length(index);
   }
   return bytes;
 }
@@ -162,14 +164,10 @@ void ChunkCache::note_uncached(const std::string& why) {
   next_no_room_log_ = now + kNoRoomLogInterval;
 }
 
-bool ChunkCache::verify_chunk(CachedFile& file, uint32_t index) {
-  return file.data().verify_chunk(index, file.hashes[index]);
-}
-
-Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint32_t index, const FetchFn& fetch,
+Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
                                                  std::vector<std::byte>& data, bool background) {
-  size_t length = file.chunk_length(index);
-  uint64_t offset = file.chunk_offset(index);
+  size_t length = file.layout.chunk_length(index);
+  uint64_t offset = file.layout.chunk_offset(index);
   // Disk blocks this fill may add: its data plus the block holding its slot. Reserved before
   // fetching, so read-ahead never fetches what it could not keep.
   uint64_t reserve_bytes = round_up(length, kBlock) + kBlock;
@@ -189,7 +187,7 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint32_t inde
       unreserve(file.fd.get());
       if (!got) return got.error();
       return make_error(EIO, "upstream file is shorter than its listing (" + std::to_string(offset + done) +
-                                 " of " + std::to_string(file.size) + " bytes)");
+                                 " of " + std::to_string(file.layout.size) + " bytes)");
     }
     done += *got;
   }
@@ -220,69 +218,76 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint32_t inde
     file.spilled = data;
     return Fill::Uncached;
   }
-  file.hashes[index] = hash;
+  file.chunks.at(index).hash = hash;
   return Fill::Cached;
 }
 
-Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t index,
+Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t index,
                                                   const FetchFn& fetch,
                                                   std::vector<std::byte>& uncached, bool background) {
+  using State = CachedFile::State;
   std::unique_lock lock(file.mutex);
   bool waited = false;
   for (;;) {
-    switch (file.state[index]) {
-      case CachedFile::Verified:
+    auto it = file.chunks.find(index);
+    if (it == file.chunks.end()) {  // absent
+      if (file.failed_index == index && file.failed_error.code == ETIMEDOUT &&
+          std::chrono::steady_clock::now() - file.failed_at < kTimeoutHold) {
+        return file.failed_error;
+      }
+      if (file.spilled_index == index) {
+        if (background) return Fill::Skipped;
+        stats_.chunk_hits++;
+        uncached = file.spilled;
+        return Fill::Uncached;
+      }
+      file.chunks.emplace(index, CachedFile::Chunk{State::Busy, 0});
+      lock.unlock();
+      auto filled = fetch_chunk(file, index, fetch, uncached, background);
+      lock.lock();
+      if (filled && *filled == Fill::Cached) {
+        file.chunks.at(index).state = State::Verified;
+      } else {
+        file.chunks.erase(index);
+      }
+      if (!filled) {
+        file.failures++;
+        file.failed_index = index;
+        file.failed_error = filled.error();
+        file.failed_at = std::chrono::steady_clock::now();
+      }
+      file.changed.notify_all();
+      return filled;
+    }
+    switch (it->second.state) {
+      case State::Verified:
         if (!waited) stats_.chunk_hits++;
         return Fill::Cached;
-      case CachedFile::Busy: {
+      case State::Busy: {
         if (!waited) stats_.merged_misses++;
         waited = true;
         uint64_t failures_before = file.failures;
         file.changed.wait(lock);
-        if (file.state[index] == CachedFile::Absent && file.failures != failures_before &&
-            file.failed_index == index && file.failed_error.code == ETIMEDOUT) {
+        if (!file.find(index) && file.failures != failures_before && file.failed_index == index &&
+            file.failed_error.code == ETIMEDOUT) {
           return file.failed_error;
         }
         continue;
       }
-      case CachedFile::Unverified: {
-        file.state[index] = CachedFile::Busy;
+      case State::Unverified: {
+        uint64_t hash = it->second.hash;
+        it->second.state = State::Busy;
         lock.unlock();
-        bool good = verify_chunk(file, index);
+        bool good = file.data().verify_chunk(index, hash);
         lock.lock();
-        file.state[index] = good ? CachedFile::Verified : CachedFile::Absent;
+        if (good) file.chunks.at(index).state = State::Verified; else file.chunks.erase(index);
         file.changed.notify_all();
         if (!good) {
           stats_.verify_failures++;
-          LOG_WARNING("cache file %s: chunk %u failed verification, refetching",
-                      directory_.path_of(file.id).c_str(), index);
+          LOG_WARNING("cache file %s: chunk %llu failed verification, refetching",
+                      directory_.path_of(file.id).c_str(), static_cast<unsigned long long>(index));
         }
         continue;
-      }
-      case CachedFile::Absent: {
-        if (file.failed_index == index && file.failed_error.code == ETIMEDOUT &&
-            std::chrono::steady_clock::now() - file.failed_at < kTimeoutHold) {
-          return file.failed_error;
-        }
-        if (file.spilled_index == index) {
-          if (background) return Fill::Skipped;
-          stats_.chunk_hits++;
-          uncached = file.spilled;
-          return Fill::Uncached;
-        }
-        file.state[index] = CachedFile::Busy;
-        lock.unlock();
-        auto filled = fetch_chunk(file, index, fetch, uncached, background);
-        lock.lock();
-        file.state[index] = filled && *filled == Fill::Cached ? CachedFile::Verified : CachedFile::Absent;
-        if (!filled) {
-          file.failures++;
-          file.failed_index = index;
-          file.failed_error = filled.error();
-          file.failed_at = std::chrono::steady_clock::now();
-        }
-        file.changed.notify_all();
-        return filled;
       }
     }
   }
@@ -290,14 +295,14 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint32_t ind
 
 Result<ChunkCache::ReadReply> ChunkCache::read(CachedFile& file, uint64_t offset, size_t length,
                                                const FetchFn& fetch) {
+  const ChunkLayout& layout = file.layout;
   ReadReply reply;
-  if (offset >= file.size || length == 0) return reply;
-  length = static_cast<size_t>(std::min<uint64_t>(length, file.size - offset));
-  auto first = static_cast<uint32_t>(offset / file.chunk_size);
-  auto last = static_cast<uint32_t>((offset + length - 1) / file.chunk_size);
-  std::vector<std::vector<std::byte>> uncached(last - first + 1);
+  if (offset >= layout.size || length == 0) return reply;
+  length = static_cast<size_t>(std::min<uint64_t>(length, layout.size - offset));
+  uint64_t first = layout.chunk_of(offset), last = layout.chunk_of(offset + length - 1);
+  std::vector<std::vector<std::byte>> uncached(static_cast<size_t>(last - first + 1));
   bool all_cached = true;
-  for (uint32_t i = first; i <= last; ++i) {
+  for (uint64_t i = first; i <= last; ++i) {
     auto filled = ensure_chunk(file, i, fetch, uncached[i - first], false);
     if (!filled) return filled.error();
     if (*filled == Fill::Uncached) all_cached = false; else uncached[i - first].clear();
@@ -309,13 +314,13 @@ Result<ChunkCache::ReadReply> ChunkCache::read(CachedFile& file, uint64_t offset
     return reply;
   }
   reply.memory.resize(length);
-  for (uint32_t i = first; i <= last; ++i) {
-    uint64_t begin = std::max<uint64_t>(offset, file.chunk_offset(i));
-    uint64_t end = std::min<uint64_t>(offset + length, file.chunk_offset(i) + file.chunk_length(i));
+  for (uint64_t i = first; i <= last; ++i) {
+    uint64_t begin = std::max<uint64_t>(offset, layout.chunk_offset(i));
+    uint64_t end = std::min<uint64_t>(offset + length, layout.chunk_offset(i) + layout.chunk_length(i));
     std::byte* out = reply.memory.data() + (begin - offset);
     const auto& data = uncached[i - first];
     if (!data.empty()) {
-      std::memcpy(out, data.data() + (begin - file.chunk_offset(i)), end - begin);
+      std::memcpy(out, data.data() + (begin - layout.chunk_offset(i)), end - begin);
     } else if (file.data().read(out, end - begin, begin) != end - begin) {
       return make_error(EIO, "cache file " + directory_.path_of(file.id) + " shrank while being read");
     }
@@ -325,13 +330,13 @@ Result<ChunkCache::ReadReply> ChunkCache::read(CachedFile& file, uint64_t offset
 
 void ChunkCache::prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offset, unsigned chunks,
                           FetchFn fetch) {
-  if (offset >= file->size) return;
-  auto first = static_cast<uint32_t>(offset / file->chunk_size);
-  uint32_t end = std::min<uint32_t>(file->chunks, first + chunks);
-  for (uint32_t i = first; i < end; ++i) {
+  if (offset >= file->layout.size) return;
+  uint64_t first = file->layout.chunk_of(offset);
+  uint64_t end = std::min<uint64_t>(file->layout.chunks(), first + chunks);
+  for (uint64_t i = first; i < end; ++i) {
     {
       std::lock_guard lock(file->mutex);
-      if (file->state[i] != CachedFile::Absent) continue;
+      if (file->find(i)) continue;
     }
     auto pinned = pin_existing(file);
     if (!pinned) return;
@@ -350,7 +355,7 @@ void ChunkCache::prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offs
 
 Status ChunkCache::fill(CachedFile& file, const FetchFn& fetch) {
   std::vector<std::byte> scratch;
-  for (uint32_t i = 0; i < file.chunks; ++i) {
+  for (uint64_t i = 0; i < file.layout.chunks(); ++i) {
     auto filled = ensure_chunk(file, i, fetch, scratch, true);
     if (!filled) return filled.error();
     if (*filled != Fill::Cached) return make_error(ENOSPC, "the content cache has no room left");
@@ -381,25 +386,35 @@ ChunkCache::VerifyReport ChunkCache::verify_all() {
 }
 
 void ChunkCache::verify_loaded(CachedFile& file, VerifyReport& report) {
+  using State = CachedFile::State;
   report.files++;
   std::unique_lock lock(file.mutex);
-  for (uint32_t i = 0; i < file.chunks; ++i) {
-    uint8_t was = file.state[i];
-    if (was != CachedFile::Unverified && was != CachedFile::Verified) continue;
-    file.state[i] = CachedFile::Busy;
+  std::vector<uint64_t> indices;
+  for (const auto& [index, chunk] : file.chunks) {
+    if (chunk.state != State::Busy) indices.push_back(index);
+  }
+  std::sort(indices.begin(), indices.end());
+  for (uint64_t i : indices) {
+    auto it = file.chunks.find(i);
+    if (it == file.chunks.end() || it->second.state == State::Busy) continue;
+    State was = it->second.state;
+    uint64_t hash = it->second.hash;
+    it->second.state = State::Busy;
     lock.unlock();
-    bool good = verify_chunk(file, i);
+    bool good = file.data().verify_chunk(i, hash);
     lock.lock();
     report.chunks++;
-    report.bytes += file.chunk_length(i);
-    if (!good) {
+    report.bytes += file.layout.chunk_length(i);
+    if (good) {
+      file.chunks.at(i).state = was;
+    } else {
       report.bad_chunks++;
       stats_.verify_failures++;
       (void)file.data().clear_slot(i);
-      LOG_WARNING("cache file %s: chunk %u failed verification, dropped",
-                  directory_.path_of(file.id).c_str(), i);
+      file.chunks.erase(i);
+      LOG_WARNING("cache file %s: chunk %llu failed verification, dropped",
+                  directory_.path_of(file.id).c_str(), static_cast<unsigned long long>(i));
     }
-    file.state[i] = good ? was : uint8_t{CachedFile::Absent};
     file.changed.notify_all();
   }
 }

@@ -60,7 +60,8 @@ class ChunkCache {
   void stop_workers() { workers_.stop(); }
 
   // The cache entry of `key` (e.g. "<store path>/<relative path>") of a file of `size` bytes,
-  // pinned (not evictable) until release().
+  // pinned (not evictable) until release(); EFBIG past Tree::kMaxFileSize. Memory per pinned
+  // file follows the chunks cached, not its size.
   Result<std::shared_ptr<CachedFile>> pin(std::string_view key, uint64_t size);
   void release(const std::shared_ptr<CachedFile>& file);
 
@@ -104,11 +105,10 @@ class ChunkCache {
   Result<std::shared_ptr<CachedFile>> load(const std::string& id, uint64_t size);
   // One more pin on a file that is already pinned (for background work on it).
   bool pin_existing(const std::shared_ptr<CachedFile>& file);
-  Result<Fill> ensure_chunk(CachedFile& file, uint32_t index, const FetchFn& fetch,
+  Result<Fill> ensure_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
                             std::vector<std::byte>& uncached, bool background);
-  Result<Fill> fetch_chunk(CachedFile& file, uint32_t index, const FetchFn& fetch,
+  Result<Fill> fetch_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
                            std::vector<std::byte>& data, bool background);
-  bool verify_chunk(CachedFile& file, uint32_t index);
   // Counts a chunk served without being cached; logs why, at most every kNoRoomLogInterval.
   void note_uncached(const std::string& why);
   // verify_all() of one file: through its loaded state when pinned, else from the data file.

@@ -14,6 +14,7 @@ namespace lazystore {
 namespace {
 
 constexpr size_t kSlotSize = ChunkLayout::kSlotSize;
+constexpr uint64_t kSlotBatch = 4096;  // slots read at once
 
 struct RawSlot {
   uint64_t index, hash, check;
@@ -61,11 +62,34 @@ size_t ChunkLayout::chunk_length(uint64_t index) const {
 
 std::vector<ChunkSlot> ChunkFile::read_slots() const {
   std::vector<ChunkSlot> slots;
-  std::vector<std::byte> raw(static_cast<size_t>(layout_.chunks()) * kSlotSize);
-  size_t got = read_full(fd_, raw.data(), raw.size(), layout_.size);
-  for (uint64_t i = 0; (i + 1) * kSlotSize <= got; ++i) {
-    RawSlot slot = decode(raw.data() + i * kSlotSize);
-    if (is_valid(slot, i, layout_)) slots.push_back({i, slot.hash});
+  struct stat st {};
+  if (fstat(fd_, &st) != 0) return slots;
+  const uint64_t chunks = layout_.chunks();
+  const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(st.st_size), layout_.slot_offset(chunks));
+  std::vector<std::byte> batch(kSlotBatch * kSlotSize);
+  uint64_t pos = layout_.size;
+  while (pos < end) {
+    // Slots never written are a hole (zeros, which are no slot): read only where data is, so
+    // the work follows the slots written, not the number of chunks the file's size implies.
+    off_t data = lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0 && errno != EINVAL) break;  // ENXIO: nothing but a hole up to the end
+    uint64_t from = data < 0 ? pos : static_cast<uint64_t>(data);
+    off_t hole = data < 0 ? -1 : lseek(fd_, data, SEEK_HOLE);
+    uint64_t to = std::min<uint64_t>(end, hole < 0 ? end : static_cast<uint64_t>(hole));
+    if (from >= to) break;
+    uint64_t first = (from - layout_.size) / kSlotSize;
+    uint64_t stop = std::min<uint64_t>(chunks, (to - layout_.size + kSlotSize - 1) / kSlotSize);
+    for (uint64_t i = first; i < stop;) {
+      uint64_t n = std::min<uint64_t>(kSlotBatch, stop - i);
+      size_t got = read_full(fd_, batch.data(), static_cast<size_t>(n) * kSlotSize, layout_.slot_offset(i));
+      for (size_t k = 0; (k + 1) * kSlotSize <= got; ++k) {
+        RawSlot slot = decode(batch.data() + k * kSlotSize);
+        if (is_valid(slot, i + k, layout_)) slots.push_back({i + k, slot.hash});
+      }
+      if (got < n * kSlotSize) return slots;
+      i += n;
+    }
+    pos = layout_.slot_offset(stop);
   }
   return slots;
 }

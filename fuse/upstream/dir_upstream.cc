@@ -71,6 +71,10 @@ class TreeWalker {
   static Status describe(TreeNode& node, const struct stat& st, int dir_fd, const std::string& name,
                          const std::string& what) {
     if (S_ISREG(st.st_mode)) {
+      // A sparse file may claim any size: past the largest served, the store path is refused.
+      if (auto bounded = Tree::check_file_size(static_cast<uint64_t>(st.st_size), what); !bounded) {
+        return bounded;
+      }
       node.size = static_cast<uint64_t>(st.st_size);
       node.executable = (st.st_mode & S_IXUSR) != 0;
     } else if (S_ISLNK(st.st_mode)) {
@@ -102,7 +106,7 @@ class TreeWalker {
     }
     auto child = tree_.add_child(parent, name, type);
     if (!child) return child.error();
-    auto described = describe(tree_.nodes[*child], st, dir_fd, name, root_name_ + "/" + name);
+    auto described = describe(tree_.nodes[*child], st, dir_fd, name, root_name_ + "/" + tree_.path_of(*child));
     if (!described) return described.error();
     return *child;
   }

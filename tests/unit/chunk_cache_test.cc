@@ -1,6 +1,8 @@
 // The content cache against real files: fill, verify, corruption, eviction, restart, merging.
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,12 +18,26 @@
 
 #include "chunk_cache.h"
 #include "hash.h"
+#include "tree.h"
 
 namespace lazystore {
 namespace {
 
 namespace fs = std::filesystem;
 constexpr uint32_t kChunk = 64 * 1024;
+
+// The byte at `offset` of a file made of a pattern: any offset, no memory.
+std::byte pattern_at(uint64_t offset) { return static_cast<std::byte>((offset * 0x9e3779b97f4a7c15ull) >> 56); }
+
+// Upstream reads of a file of `size` bytes of the pattern.
+FetchFn pattern_of(uint64_t size) {
+  return [size](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
+    if (offset >= size) return size_t{0};
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - offset));
+    for (size_t i = 0; i < n; ++i) buf[i] = pattern_at(offset + i);
+    return n;
+  };
+}
 
 std::vector<std::byte> random_bytes(size_t n, unsigned seed) {
   std::mt19937_64 rng(seed);
@@ -77,6 +93,16 @@ class ChunkCacheTest : public ::testing::Test {
     if (expected > 0) {
       EXPECT_EQ(0, std::memcmp(got.data(), content.data() + offset, expected));
     }
+  }
+
+  // Reads [offset, offset + length) of a pattern file: the right bytes, whatever the chunk index.
+  void expect_pattern(ChunkCache& cache, CachedFile& file, uint64_t size, uint64_t offset,
+                      size_t length, const FetchFn& fetch) {
+    auto reply = cache.read(file, offset, length, fetch);
+    ASSERT_TRUE(reply.ok()) << offset << ": " << reply.error().message;
+    auto got = bytes_of(*reply);
+    ASSERT_EQ(got.size(), std::min<uint64_t>(length, size - offset)) << offset;
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], pattern_at(offset + i)) << offset + i;
   }
 
   std::string data_file_of(std::string_view key) {
@@ -285,6 +311,66 @@ TEST_F(ChunkCacheTest, AShortUpstreamFileIsAnError) {
   EXPECT_FALSE(reply.ok());
   EXPECT_EQ(cache->cached_bytes(**file), 0u);
   cache->release(*file);
+}
+
+// Offsets of a 4 PiB file whose chunks (64 KiB) lie past 2^32: the last ones, and chunk 2^32.
+const uint64_t kHugeOffsets[] = {0, (uint64_t{1} << 32) * kChunk + 5, Tree::kMaxFileSize - kChunk - 3,
+                                 Tree::kMaxFileSize - 100};
+
+// A file that claims 4 PiB (a sparse file upstream, a hostile listing): per-chunk state for what
+// is read only, the right bytes at chunk indices past 2^32 (here served from memory: the test's
+// disk cannot hold a file that large); past the largest size served, a clean error.
+TEST_F(ChunkCacheTest, AHugeFileKeepsStateForWhatIsReadOnly) {
+  const uint64_t size = Tree::kMaxFileSize;
+  auto cache = open_cache();
+  auto file = cache->pin("p/huge", size);
+  ASSERT_TRUE(file.ok()) << file.error().message;
+  for (uint64_t offset : kHugeOffsets) expect_pattern(*cache, **file, size, offset, 200, pattern_of(size));
+  EXPECT_LE(cache->cached_bytes(**file), 4 * kChunk);
+  cache->release(*file);
+
+  for (uint64_t too_big : {Tree::kMaxFileSize + 1, (uint64_t{1} << 52) + (5 << 20), UINT64_MAX}) {
+    auto refused = cache->pin("p/too-big", too_big);
+    ASSERT_FALSE(refused.ok()) << too_big;
+    EXPECT_EQ(refused.error().code, EFBIG);
+  }
+}
+
+// The same on a disk that holds sparse files of any size (tmpfs): cached, and after a restart
+// loaded from slots written past 2^52 without reading the holes in between.
+TEST_F(ChunkCacheTest, AHugeFileOnASparseDiskIsCachedAndSurvivesARestart) {
+  struct statfs fs_info {};
+  if (statfs("/dev/shm", &fs_info) != 0 || fs_info.f_type != TMPFS_MAGIC) GTEST_SKIP() << "no tmpfs at /dev/shm";
+  char pattern[] = "/dev/shm/lazystore-cache-test-XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  std::string shm = pattern;
+  struct Remove {
+    std::string path;
+    ~Remove() { fs::remove_all(path); }
+  } remove{shm};
+  const uint64_t size = Tree::kMaxFileSize;
+  {
+    auto cache = ChunkCache::open({shm, 1ull << 30, kChunk}, stats_);
+    ASSERT_TRUE(cache.ok());
+    auto file = (*cache)->pin("p/huge", size);
+    ASSERT_TRUE(file.ok());
+    for (uint64_t offset : kHugeOffsets) expect_pattern(**cache, **file, size, offset, 200, pattern_of(size));
+    EXPECT_EQ(stats_.uncached_chunks, 0u);
+    (*cache)->release(*file);
+  }
+  auto cache = ChunkCache::open({shm, 1ull << 30, kChunk}, stats_);
+  ASSERT_TRUE(cache.ok());
+  auto file = (*cache)->pin("p/huge", size);
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ((*cache)->cached_bytes(**file), 4 * kChunk);
+  FetchFn offline = [](uint64_t, std::span<std::byte>) -> Result<size_t> {
+    return make_error(EIO, "upstream is gone");
+  };
+  for (uint64_t offset : kHugeOffsets) expect_pattern(**cache, **file, size, offset, 200, offline);
+  (*cache)->release(*file);
+  auto report = (*cache)->verify_all();
+  EXPECT_EQ(report.chunks, 4u);
+  EXPECT_EQ(report.bad_chunks, 0u);
 }
 
 TEST_F(ChunkCacheTest, StrayFilesAreRemovedAtStart) {

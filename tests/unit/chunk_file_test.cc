@@ -116,5 +116,22 @@ TEST_F(ChunkFileTest, TheSizeComesBackFromTheLastSlotOnly) {
   EXPECT_EQ(ChunkFile::recover_size(fd_.get(), kChunk), std::nullopt);
 }
 
+// A file of 1 TiB in 64 KiB chunks has 2^24 slots; two written, far apart: both found, and only
+// the blocks written are read (the hole between them is skipped, not read as 384 MiB of zeros).
+TEST_F(ChunkFileTest, SlotsFarApartAreReadAcrossTheHoleBetweenThem) {
+  ChunkLayout layout{uint64_t{1} << 40, kChunk};
+  auto chunk = random_bytes(kChunk, 5);
+  ChunkFile file(fd_.get(), layout);
+  const uint64_t last = layout.chunks() - 1;
+  ASSERT_TRUE(file.write_chunk(0, chunk, xxh3_64(std::span<const std::byte>(chunk))));
+  ASSERT_TRUE(file.write_chunk(last, chunk, xxh3_64(std::span<const std::byte>(chunk))));
+  auto slots = file.read_slots();
+  ASSERT_EQ(slots.size(), 2u);
+  EXPECT_EQ(slots[0].index, 0u);
+  EXPECT_EQ(slots[1].index, last);
+  EXPECT_TRUE(file.verify_chunk(last, slots[1].hash));
+  EXPECT_EQ(ChunkFile::recover_size(fd_.get(), kChunk), layout.size);
+}
+
 }  // namespace
 }  // namespace lazystore
