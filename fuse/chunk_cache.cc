@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "chunk_file.h"
 #include "hash.h"
 #include "log.h"
+#include "scope_exit.h"
 #include "tree.h"
 
 namespace lazystore {
@@ -63,6 +65,53 @@ constexpr auto kNoRoomLogInterval = std::chrono::seconds(30);
 constexpr auto kTimeoutHold = std::chrono::seconds(1);
 
 uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
+
+// A chunk one thread marked Busy to fetch or verify it. However that work ends (settled, an
+// error, an exception), the chunk leaves Busy, to what it was unless settled, and the readers
+// waiting for it are woken.
+class BusyChunk {
+ public:
+  using State = CachedFile::State;
+
+  // `lock` holds file.mutex and outlives this.
+  BusyChunk(CachedFile& file, std::unique_lock<std::mutex>& lock, uint64_t index)
+      : file_(file), lock_(lock), index_(index) {
+    auto [it, inserted] = file.chunks.try_emplace(index);
+    if (!inserted) before_ = it->second;
+    it->second.state = State::Busy;
+  }
+  ~BusyChunk() {
+    if (settled_) return;
+    if (!lock_.owns_lock()) lock_.lock();
+    if (before_) file_.chunks[index_] = *before_; else file_.chunks.erase(index_);
+    file_.changed.notify_all();
+  }
+  BusyChunk(const BusyChunk&) = delete;
+  BusyChunk& operator=(const BusyChunk&) = delete;
+
+  // With the lock held: the chunk is `state` now, with the hash it has.
+  void settle(State state) {
+    file_.chunks.at(index_).state = state;
+    end();
+  }
+  // With the lock held: the chunk is absent now.
+  void settle_absent() {
+    file_.chunks.erase(index_);
+    end();
+  }
+
+ private:
+  void end() {
+    settled_ = true;
+    file_.changed.notify_all();
+  }
+
+  CachedFile& file_;
+  std::unique_lock<std::mutex>& lock_;
+  const uint64_t index_;
+  std::optional<CachedFile::Chunk> before_;
+  bool settled_ = false;
+};
 
 }  // namespace
 
@@ -119,12 +168,11 @@ Result<std::shared_ptr<CachedFile>> ChunkCache::pin(std::string_view key, uint64
   if (auto it = loaded_.find(id); it != loaded_.end()) return it->second;
   // Loading reads the slots from disk, outside the lock.
   lock.unlock();
+  ScopeExit unpin([this, &id] { release_id(id); });  // unless loaded: an error, an exception
   auto file = load(id, size);
+  if (!file) return file.error();
+  unpin.release();
   lock.lock();
-  if (!file) {
-    if (budget_.unpin(id) == 0) loaded_.erase(id);
-    return file.error();
-  }
   auto [it, inserted] = loaded_.emplace(id, std::move(*file));
   return it->second;
 }
@@ -136,10 +184,12 @@ bool ChunkCache::pin_existing(const std::shared_ptr<CachedFile>& file) {
   return budget_.pin_if_known(file->id);
 }
 
-void ChunkCache::release(const std::shared_ptr<CachedFile>& file) {
+void ChunkCache::release(const std::shared_ptr<CachedFile>& file) { release_id(file->id); }
+
+void ChunkCache::release_id(const std::string& id) {
   std::lock_guard lock(mutex_);
   // The data file closes once the last user drops the file.
-  if (budget_.unpin(file->id) == 0) loaded_.erase(file->id);
+  if (budget_.unpin(id) == 0) loaded_.erase(id);
 }
 
 uint64_t ChunkCache::cached_bytes(const CachedFile& file) const {
@@ -174,9 +224,14 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint64_t inde
   std::string no_room;
   bool room = budget_.reserve(file.id, reserve_bytes, no_room);
   if (!room && background) return Fill::Skipped;
-  auto unreserve = [&](int fd) {
-    if (room) budget_.settle(file.id, reserve_bytes, fd >= 0 ? ChunkFile::disk_bytes(fd) : 0);
-  };
+  // The reservation ends on every path, an exception included, with what the data file measures.
+  ScopeExit unreserve([&] {
+    if (!room) return;
+    std::unique_lock lock(file.mutex);
+    uint64_t measured = file.fd ? ChunkFile::disk_bytes(file.fd.get()) : 0;
+    lock.unlock();
+    budget_.settle(file.id, reserve_bytes, measured);
+  });
 
   data.resize(length);
   stats_.chunk_misses++;
@@ -184,7 +239,6 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint64_t inde
   while (done < length) {
     auto got = fetch(offset + done, std::span(data).subspan(done));
     if (!got || *got == 0) {
-      unreserve(file.fd.get());
       if (!got) return got.error();
       return make_error(EIO, "upstream file is shorter than its listing (" + std::to_string(offset + done) +
                                  " of " + std::to_string(file.layout.size) + " bytes)");
@@ -205,7 +259,6 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint64_t inde
       fd = file.fd.get();
     }
     if (fd >= 0) written = ChunkFile(fd, file.layout).write_chunk(index, data, hash);
-    unreserve(fd);
     if (!written) {
       stats_.cache_write_errors++;
       written = make_error(written.error().code, "cannot write to the cache (" + written.error().message + ")");
@@ -228,6 +281,7 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t ind
   using State = CachedFile::State;
   std::unique_lock lock(file.mutex);
   bool waited = false;
+  std::chrono::steady_clock::time_point deadline;
   for (;;) {
     auto it = file.chunks.find(index);
     if (it == file.chunks.end()) {  // absent
@@ -241,22 +295,17 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t ind
         uncached = file.spilled;
         return Fill::Uncached;
       }
-      file.chunks.emplace(index, CachedFile::Chunk{State::Busy, 0});
+      BusyChunk busy(file, lock, index);
       lock.unlock();
       auto filled = fetch_chunk(file, index, fetch, uncached, background);
       lock.lock();
-      if (filled && *filled == Fill::Cached) {
-        file.chunks.at(index).state = State::Verified;
-      } else {
-        file.chunks.erase(index);
-      }
+      if (filled && *filled == Fill::Cached) busy.settle(State::Verified); else busy.settle_absent();
       if (!filled) {
         file.failures++;
         file.failed_index = index;
         file.failed_error = filled.error();
         file.failed_at = std::chrono::steady_clock::now();
       }
-      file.changed.notify_all();
       return filled;
     }
     switch (it->second.state) {
@@ -264,24 +313,32 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t ind
         if (!waited) stats_.chunk_hits++;
         return Fill::Cached;
       case State::Busy: {
-        if (!waited) stats_.merged_misses++;
+        if (!waited) {
+          stats_.merged_misses++;
+          deadline = std::chrono::steady_clock::now() + options_.wait_timeout;
+        }
         waited = true;
         uint64_t failures_before = file.failures;
-        file.changed.wait(lock);
-        if (!file.find(index) && file.failures != failures_before && file.failed_index == index &&
+        bool timed_out = file.changed.wait_until(lock, deadline) == std::cv_status::timeout;
+        const CachedFile::Chunk* now = file.find(index);
+        if (!now && file.failures != failures_before && file.failed_index == index &&
             file.failed_error.code == ETIMEDOUT) {
           return file.failed_error;
+        }
+        if (timed_out && now && now->state == State::Busy) {
+          return make_error(ETIMEDOUT, "waited " + std::to_string(options_.wait_timeout.count()) +
+                                           " ms for another fetch of chunk " + std::to_string(index) +
+                                           " of cache file " + directory_.path_of(file.id));
         }
         continue;
       }
       case State::Unverified: {
         uint64_t hash = it->second.hash;
-        it->second.state = State::Busy;
+        BusyChunk busy(file, lock, index);
         lock.unlock();
         bool good = file.data().verify_chunk(index, hash);
         lock.lock();
-        if (good) file.chunks.at(index).state = State::Verified; else file.chunks.erase(index);
-        file.changed.notify_all();
+        if (good) busy.settle(State::Verified); else busy.settle_absent();
         if (!good) {
           stats_.verify_failures++;
           LOG_WARNING("cache file %s: chunk %llu failed verification, refetching",
@@ -338,18 +395,16 @@ void ChunkCache::prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offs
       std::lock_guard lock(file->mutex);
       if (file->find(i)) continue;
     }
-    auto pinned = pin_existing(file);
-    if (!pinned) return;
+    if (!pin_existing(file)) return;
+    ScopeExit unpin_unless_queued([&] { release(file); });
     bool queued = workers_.submit([this, file, i, fetch] {
+      ScopeExit unpin([&] { release(file); });  // also when the fetch throws
       std::vector<std::byte> scratch;
       auto filled = ensure_chunk(*file, i, fetch, scratch, true);
       if (filled && *filled == Fill::Cached) stats_.readahead_chunks++;
-      release(file);
     });
-    if (!queued) {
-      release(file);
-      return;
-    }
+    if (!queued) return;
+    unpin_unless_queued.release();
   }
 }
 
@@ -373,14 +428,14 @@ ChunkCache::VerifyReport ChunkCache::verify_all() {
       if (!budget_.pin_if_known(id)) continue;
       if (auto it = loaded_.find(id); it != loaded_.end()) file = it->second;
     }
+    ScopeExit unpin([this, &id] { release_id(id); });
     bool keep = true;
     if (file) verify_loaded(*file, report); else keep = verify_on_disk(id, report);
     std::lock_guard lock(mutex_);
     if (!keep && !loaded_.contains(id) && budget_.evict_if_only_pin(id)) {
       report.dropped_files++;
-      continue;
+      unpin.release();
     }
-    if (budget_.unpin(id) == 0) loaded_.erase(id);
   }
   return report;
 }
@@ -399,23 +454,22 @@ void ChunkCache::verify_loaded(CachedFile& file, VerifyReport& report) {
     if (it == file.chunks.end() || it->second.state == State::Busy) continue;
     State was = it->second.state;
     uint64_t hash = it->second.hash;
-    it->second.state = State::Busy;
+    BusyChunk busy(file, lock, i);
     lock.unlock();
     bool good = file.data().verify_chunk(i, hash);
     lock.lock();
     report.chunks++;
     report.bytes += file.layout.chunk_length(i);
     if (good) {
-      file.chunks.at(i).state = was;
+      busy.settle(was);
     } else {
       report.bad_chunks++;
       stats_.verify_failures++;
       (void)file.data().clear_slot(i);
-      file.chunks.erase(i);
+      busy.settle_absent();
       LOG_WARNING("cache file %s: chunk %llu failed verification, dropped",
                   directory_.path_of(file.id).c_str(), static_cast<unsigned long long>(i));
     }
-    file.changed.notify_all();
   }
 }
 

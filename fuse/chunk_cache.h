@@ -35,6 +35,8 @@ struct ChunkCacheOptions {
   std::string directory;               // the data files live in DIRECTORY/XX/<id>
   uint64_t max_bytes = 10ull << 30;    // bound on the disk blocks of all data files
   uint32_t chunk_size = 1u << 20;
+  // How long a reader waits for another thread's fetch or verification of the same chunk.
+  std::chrono::milliseconds wait_timeout = std::chrono::minutes(5);
 };
 
 // Fills buf with the upstream file's bytes at offset; returns how many (short only at EOF).
@@ -105,6 +107,7 @@ class ChunkCache {
   Result<std::shared_ptr<CachedFile>> load(const std::string& id, uint64_t size);
   // One more pin on a file that is already pinned (for background work on it).
   bool pin_existing(const std::shared_ptr<CachedFile>& file);
+  void release_id(const std::string& id);
   Result<Fill> ensure_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
                             std::vector<std::byte>& uncached, bool background);
   Result<Fill> fetch_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
@@ -125,7 +128,7 @@ class ChunkCache {
   std::mutex log_mutex_;  // guards the two below
   std::chrono::steady_clock::time_point next_no_room_log_{};
   uint64_t uncached_since_log_ = 0;
-  WorkerPool workers_;
+  WorkerPool workers_{1024, &stats_.task_failures};
 };
 
 }  // namespace lazystore

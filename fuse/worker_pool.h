@@ -1,18 +1,24 @@
 // A fixed set of threads draining a bounded queue of tasks (read-ahead, prefetch).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "log.h"
+
 namespace lazystore {
 
 class WorkerPool {
  public:
-  explicit WorkerPool(size_t max_queued = 1024) : max_queued_(max_queued) {}
+  // `thrown`, when given, counts the tasks that threw.
+  explicit WorkerPool(size_t max_queued = 1024, std::atomic<uint64_t>* thrown = nullptr)
+      : max_queued_(max_queued), thrown_(thrown) {}
   ~WorkerPool() { stop(); }
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -55,11 +61,21 @@ class WorkerPool {
         task = std::move(queue_.front());
         queue_.pop_front();
       }
-      task();
+      // A task that throws is a bug: counted and logged, and the pool goes on.
+      try {
+        task();
+      } catch (const std::exception& e) {
+        if (thrown_) ++*thrown_;
+        LOG_ERROR("a background task failed: %s", e.what());
+      } catch (...) {
+        if (thrown_) ++*thrown_;
+        LOG_ERROR("a background task failed (not a std::exception)");
+      }
     }
   }
 
   const size_t max_queued_;
+  std::atomic<uint64_t>* const thrown_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;

@@ -11,7 +11,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <random>
+#include <stdexcept>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -46,6 +48,21 @@ std::vector<std::byte> random_bytes(size_t n, unsigned seed) {
   return out;
 }
 
+// Runs `body` on a thread; a wait without a deadline would hang the test binary, so one that
+// is not done after 20 s fails the test and ends the binary.
+template <class Body>
+auto within_deadline(Body body) {
+  auto task = std::make_shared<std::packaged_task<decltype(body())()>>(std::move(body));
+  auto result = task->get_future();
+  std::thread([task] { (*task)(); }).detach();
+  if (result.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "still waiting after 20 s: a wait without a deadline";
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  return result.get();
+}
+
 class ChunkCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -55,8 +72,11 @@ class ChunkCacheTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(root_); }
 
-  std::unique_ptr<ChunkCache> open_cache(uint64_t max_bytes = 1ull << 30) {
-    auto cache = ChunkCache::open({root_ + "/data", max_bytes, kChunk}, stats_);
+  std::unique_ptr<ChunkCache> open_cache(uint64_t max_bytes = 1ull << 30,
+                                         std::chrono::milliseconds wait_timeout = std::chrono::seconds(60)) {
+    ChunkCacheOptions options{root_ + "/data", max_bytes, kChunk};
+    options.wait_timeout = wait_timeout;
+    auto cache = ChunkCache::open(options, stats_);
     EXPECT_TRUE(cache.ok()) << (cache.ok() ? "" : cache.error().message);
     return cache.ok() ? std::move(*cache) : nullptr;
   }
@@ -285,6 +305,69 @@ TEST_F(ChunkCacheTest, ConcurrentMissesOfOneChunkFetchOnce) {
   EXPECT_EQ(good, 8);
   EXPECT_EQ(fetches_, 1);
   EXPECT_EQ(stats_.merged_misses, 7u);
+  cache->release(*file);
+}
+
+// A fetch that throws (a bug below the cache, bad_alloc) leaves no chunk Busy and no bytes
+// reserved: the next reader fetches it, nobody waits for ever.
+TEST_F(ChunkCacheTest, AFetchThatThrowsLeavesNothingBehind) {
+  auto content = random_bytes(2 * kChunk, 31);
+  auto cache = open_cache();
+  auto file = cache->pin("p/throws", content.size());
+  ASSERT_TRUE(file.ok());
+  FetchFn throws = [](uint64_t, std::span<std::byte>) -> Result<size_t> {
+    throw std::runtime_error("a bug below the cache");
+  };
+  uint64_t used = cache->used_bytes();
+  EXPECT_THROW((void)cache->read(**file, 0, 100, throws), std::runtime_error);
+  EXPECT_EQ(cache->used_bytes(), used) << "the reservation of the failed fill stayed";
+  within_deadline([&] { expect_read(*cache, **file, content, 0, content.size()); return 0; });
+  EXPECT_EQ(cache->cached_bytes(**file), content.size());
+
+  // The same in the background: the worker counts it, the pin is released, the pool goes on.
+  cache->start_workers(1);
+  auto other = cache->pin("p/throws-in-the-background", content.size());
+  ASSERT_TRUE(other.ok());
+  cache->prefetch(*other, 0, 2, throws);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (stats_.task_failures < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(stats_.task_failures, 2u);
+  cache->stop_workers();
+  cache->release(*other);
+  cache->release(*file);
+  auto report = cache->evict_all();
+  EXPECT_EQ(report.pinned_files, 0u) << "a pin of a task that threw stayed";
+}
+
+// A reader that merges into another's fetch waits at most wait_timeout for it, then fails with
+// ETIMEDOUT; the fetch itself goes on and its chunk is served afterwards.
+TEST_F(ChunkCacheTest, AWaitForAnotherFetchHasADeadline) {
+  auto content = random_bytes(kChunk, 32);
+  auto cache = open_cache(1ull << 30, std::chrono::milliseconds(200));
+  auto file = cache->pin("p/stuck", content.size());
+  ASSERT_TRUE(file.ok());
+  std::promise<void> started, go_on;
+  auto go_on_future = go_on.get_future().share();
+  FetchFn held = [&, go_on_future](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
+    started.set_value();
+    go_on_future.wait();  // until the test lets it go on
+    return fetch_from(content)(offset, buf);
+  };
+  auto first = std::async(std::launch::async, [&] { return cache->read(**file, 0, content.size(), held); });
+  started.get_future().wait();
+  auto waited = within_deadline([&] { return cache->read(**file, 0, content.size(), fetch_from(content)); });
+  ASSERT_FALSE(waited.ok());
+  EXPECT_EQ(waited.error().code, ETIMEDOUT) << waited.error().message;
+  EXPECT_EQ(stats_.merged_misses, 1u);
+  go_on.set_value();
+  auto reply = first.get();
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  EXPECT_EQ(bytes_of(*reply), content);
+  int before = fetches_;
+  expect_read(*cache, **file, content, 0, content.size());
+  EXPECT_EQ(fetches_, before);
   cache->release(*file);
 }
 
