@@ -124,6 +124,15 @@ void CacheBudget::settle(const std::string& id, uint64_t reserved, uint64_t meas
   used_ += measured;
 }
 
+void CacheBudget::cancel(const std::string& id, uint64_t reserved) {
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  used_ -= reserved;
+  pending_ -= reserved;
+  it->second.pending_bytes -= reserved;
+}
+
 CacheBudget::EvictReport CacheBudget::evict_all() {
   EvictReport report;
   std::lock_guard lock(mutex_);

@@ -49,6 +49,8 @@ class CacheBudget {
   bool reserve(const std::string& id, uint64_t bytes, std::string& why);
   // Ends a reservation: `id` now measures `measured` disk bytes.
   void settle(const std::string& id, uint64_t reserved, uint64_t measured);
+  // Ends a reservation that wrote nothing.
+  void cancel(const std::string& id, uint64_t reserved);
 
   struct EvictReport {
     uint64_t files = 0;

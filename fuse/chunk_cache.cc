@@ -10,6 +10,7 @@
 
 #include "chunk_file.h"
 #include "hash.h"
+#include "io.h"
 #include "log.h"
 #include "scope_exit.h"
 #include "tree.h"
@@ -28,9 +29,8 @@ class CachedFile {
   };
   static constexpr uint64_t kNone = UINT64_MAX;
 
-  CachedFile(std::string id_, ChunkLayout layout_) : id(std::move(id_)), layout(layout_) {}
-
-  ChunkFile data() const { return ChunkFile(fd.get(), layout); }
+  CachedFile(std::string id_, ChunkLayout layout_, std::shared_ptr<DescriptorPool> pool)
+      : id(std::move(id_)), layout(layout_), slot(std::move(pool)) {}
   const Chunk* find(uint64_t index) const {
     auto it = chunks.find(index);
     return it == chunks.end() ? nullptr : &it->second;
@@ -38,11 +38,16 @@ class CachedFile {
 
   const std::string id;
   const ChunkLayout layout;
+  // The data file's descriptor, when it exists (the first fill creates it): open while in use
+  // or recently used, else reopened on demand (ChunkCache::descriptor).
+  DescriptorPool::Slot slot;
 
   mutable std::mutex mutex;  // guards everything below
   std::condition_variable changed;
   std::unordered_map<uint64_t, Chunk> chunks;
-  Fd fd;  // the data file; opened when it exists, created by the first fill
+  // The data file the chunks are in (device, inode): a reopen that finds another file finds
+  // the chunks gone (the file was removed or replaced outside lazystore).
+  std::optional<std::pair<dev_t, ino_t>> identity;
   // The last chunk that had to be served uncached, so that the rest of a sequential read
   // through it does not fetch it again.
   uint64_t spilled_index = kNone;
@@ -125,9 +130,10 @@ Result<std::unique_ptr<ChunkCache>> ChunkCache::open(const ChunkCacheOptions& op
   existing.reserve(found->size());
   for (const auto& f : *found) existing.push_back({f.id, f.bytes});
   cache->budget_.add_existing(existing);
-  LOG_INFO("content cache %s: %zu files, %llu bytes of %llu", options.directory.c_str(),
-           cache->budget_.files(), static_cast<unsigned long long>(cache->budget_.used()),
-           static_cast<unsigned long long>(options.max_bytes));
+  LOG_INFO("content cache %s: %zu files, %llu bytes of %llu; up to %zu data files kept open",
+           options.directory.c_str(), cache->budget_.files(),
+           static_cast<unsigned long long>(cache->budget_.used()),
+           static_cast<unsigned long long>(options.max_bytes), cache->descriptors_->capacity());
   return cache;
 }
 
@@ -135,6 +141,9 @@ ChunkCache::ChunkCache(ChunkCacheOptions options, DataDirectory directory, Stats
     : options_(std::move(options)),
       directory_(std::move(directory)),
       stats_(stats),
+      descriptors_(DescriptorPool::make(
+          options_.descriptors > 0 ? options_.descriptors : DescriptorPool::default_capacity(),
+          &stats.cache_reopens)),
       budget_(options_.max_bytes, stats, [this](const std::string& id) {
                 if (auto removed = directory_.remove(id); !removed) {
                   LOG_WARNING("evicting: %s", removed.error().message.c_str());
@@ -145,18 +154,48 @@ ChunkCache::ChunkCache(ChunkCacheOptions options, DataDirectory directory, Stats
 ChunkCache::~ChunkCache() { workers_.stop(); }
 
 Result<std::shared_ptr<CachedFile>> ChunkCache::load(const std::string& id, uint64_t size) {
-  auto file = std::make_shared<CachedFile>(id, ChunkLayout{size, options_.chunk_size});
+  auto file = std::make_shared<CachedFile>(id, ChunkLayout{size, options_.chunk_size}, descriptors_);
   auto fd = directory_.open_file(id, false);
   if (!fd) {
     if (fd.error().code == ENOENT) return file;
     return fd.error();
   }
+  struct stat st {};
+  if (fstat(fd->get(), &st) != 0) return errno_error("cache file " + directory_.path_of(id));
   futimens(fd->get(), nullptr);  // the mtime orders eviction after a restart
   for (const ChunkSlot& slot : ChunkFile(fd->get(), file->layout).read_slots()) {
     file->chunks.emplace(slot.index, CachedFile::Chunk{CachedFile::State::Unverified, slot.hash});
   }
-  file->fd = std::move(*fd);
+  file->identity = {st.st_dev, st.st_ino};
+  descriptors_->adopt(file->slot, std::move(*fd));
   return file;
+}
+
+Result<DescriptorPool::Lease> ChunkCache::descriptor(CachedFile& file, bool create) {
+  return descriptors_->acquire(file.slot, [&]() -> Result<Fd> {
+    auto fd = directory_.open_file(file.id, create);
+    std::optional<std::pair<dev_t, ino_t>> identity;
+    if (fd) {
+      struct stat st {};
+      if (fstat(fd->get(), &st) != 0) return errno_error("cache file " + directory_.path_of(file.id));
+      identity.emplace(st.st_dev, st.st_ino);
+    } else if (fd.error().code != ENOENT) {
+      return fd.error();
+    }
+    std::lock_guard lock(file.mutex);
+    if (file.identity && file.identity != identity) {
+      // Removed or replaced outside lazystore: what it held is gone. Chunks being filled now
+      // go to the new file.
+      size_t lost = std::erase_if(file.chunks, [](const auto& entry) {
+        return entry.second.state != CachedFile::State::Busy;
+      });
+      LOG_WARNING("cache file %s was %s outside lazystore: %zu chunk(s) fetched again",
+                  directory_.path_of(file.id).c_str(), identity ? "replaced" : "removed", lost);
+    }
+    file.identity = identity;
+    if (!fd) return fd.error();
+    return std::move(*fd);
+  });
 }
 
 Result<std::shared_ptr<CachedFile>> ChunkCache::pin(std::string_view key, uint64_t size) {
@@ -224,13 +263,10 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint64_t inde
   std::string no_room;
   bool room = budget_.reserve(file.id, reserve_bytes, no_room);
   if (!room && background) return Fill::Skipped;
-  // The reservation ends on every path, an exception included, with what the data file measures.
+  // The reservation ends on every path, an exception included: measured once written, else
+  // given back.
   ScopeExit unreserve([&] {
-    if (!room) return;
-    std::unique_lock lock(file.mutex);
-    uint64_t measured = file.fd ? ChunkFile::disk_bytes(file.fd.get()) : 0;
-    lock.unlock();
-    budget_.settle(file.id, reserve_bytes, measured);
+    if (room) budget_.cancel(file.id, reserve_bytes);
   });
 
   data.resize(length);
@@ -248,17 +284,15 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint64_t inde
   uint64_t hash = xxh3_64(std::span<const std::byte>(data));
 
   Status written = make_error(ENOSPC, no_room);
-  int fd = -1;
   if (room) {
-    {
-      std::lock_guard lock(file.mutex);
-      if (!file.fd) {
-        auto created = directory_.open_file(file.id, true);
-        if (created) file.fd = std::move(*created); else written = created.error();
-      }
-      fd = file.fd.get();
+    auto lease = descriptor(file, true);
+    if (lease) {
+      written = ChunkFile((*lease)->get(), file.layout).write_chunk(index, data, hash);
+      unreserve.release();
+      budget_.settle(file.id, reserve_bytes, ChunkFile::disk_bytes((*lease)->get()));
+    } else {
+      written = lease.error();
     }
-    if (fd >= 0) written = ChunkFile(fd, file.layout).write_chunk(index, data, hash);
     if (!written) {
       stats_.cache_write_errors++;
       written = make_error(written.error().code, "cannot write to the cache (" + written.error().message + ")");
@@ -336,7 +370,8 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t ind
         uint64_t hash = it->second.hash;
         BusyChunk busy(file, lock, index);
         lock.unlock();
-        bool good = file.data().verify_chunk(index, hash);
+        auto lease = descriptor(file, false);
+        bool good = lease && ChunkFile((*lease)->get(), file.layout).verify_chunk(index, hash);
         lock.lock();
         if (good) busy.settle(State::Verified); else busy.settle_absent();
         if (!good) {
@@ -353,36 +388,65 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t ind
 Result<ChunkCache::ReadReply> ChunkCache::read(CachedFile& file, uint64_t offset, size_t length,
                                                const FetchFn& fetch) {
   const ChunkLayout& layout = file.layout;
-  ReadReply reply;
-  if (offset >= layout.size || length == 0) return reply;
+  if (offset >= layout.size || length == 0) return ReadReply{};
   length = static_cast<size_t>(std::min<uint64_t>(length, layout.size - offset));
   uint64_t first = layout.chunk_of(offset), last = layout.chunk_of(offset + length - 1);
-  std::vector<std::vector<std::byte>> uncached(static_cast<size_t>(last - first + 1));
-  bool all_cached = true;
-  for (uint64_t i = first; i <= last; ++i) {
-    auto filled = ensure_chunk(file, i, fetch, uncached[i - first], false);
-    if (!filled) return filled.error();
-    if (*filled == Fill::Uncached) all_cached = false; else uncached[i - first].clear();
-  }
-  if (all_cached) {
-    reply.fd = file.fd.get();
-    reply.fd_offset = offset;
-    reply.length = length;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    // Leased first: the chunks found or filled below are in the file this descriptor reads.
+    DescriptorPool::Lease lease;
+    if (auto early = descriptor(file, false)) {
+      lease = *early;
+    } else if (early.error().code != ENOENT) {  // ENOENT: no data file yet, a fill creates it
+      return early.error();
+    }
+    std::vector<std::vector<std::byte>> uncached(static_cast<size_t>(last - first + 1));
+    bool all_cached = true, any_cached = false;
+    for (uint64_t i = first; i <= last; ++i) {
+      auto filled = ensure_chunk(file, i, fetch, uncached[i - first], false);
+      if (!filled) return filled.error();
+      if (*filled == Fill::Uncached) {
+        all_cached = false;
+      } else {
+        any_cached = true;
+        uncached[i - first].clear();
+      }
+    }
+    if (any_cached && !lease) {
+      // The data file was created by a fill above: lease it now, and make sure it still holds
+      // those chunks (it could have been replaced in between).
+      auto late = descriptor(file, false);
+      if (!late) return late.error();
+      lease = *late;
+      std::lock_guard lock(file.mutex);
+      bool kept = true;
+      for (uint64_t i = first; i <= last && kept; ++i) {
+        if (uncached[i - first].empty()) kept = file.find(i) != nullptr;
+      }
+      if (!kept) continue;
+    }
+    ReadReply reply;
+    if (all_cached) {
+      reply.fd = lease->get();
+      reply.fd_offset = offset;
+      reply.length = length;
+      reply.lease = std::move(lease);
+      return reply;
+    }
+    reply.memory.resize(length);
+    for (uint64_t i = first; i <= last; ++i) {
+      uint64_t begin = std::max<uint64_t>(offset, layout.chunk_offset(i));
+      uint64_t end = std::min<uint64_t>(offset + length, layout.chunk_offset(i) + layout.chunk_length(i));
+      std::byte* out = reply.memory.data() + (begin - offset);
+      const auto& data = uncached[i - first];
+      if (!data.empty()) {
+        std::memcpy(out, data.data() + (begin - layout.chunk_offset(i)), end - begin);
+      } else if (ChunkFile(lease->get(), layout).read(out, end - begin, begin) != end - begin) {
+        return make_error(EIO, "cache file " + directory_.path_of(file.id) + " shrank while being read");
+      }
+    }
     return reply;
   }
-  reply.memory.resize(length);
-  for (uint64_t i = first; i <= last; ++i) {
-    uint64_t begin = std::max<uint64_t>(offset, layout.chunk_offset(i));
-    uint64_t end = std::min<uint64_t>(offset + length, layout.chunk_offset(i) + layout.chunk_length(i));
-    std::byte* out = reply.memory.data() + (begin - offset);
-    const auto& data = uncached[i - first];
-    if (!data.empty()) {
-      std::memcpy(out, data.data() + (begin - layout.chunk_offset(i)), end - begin);
-    } else if (file.data().read(out, end - begin, begin) != end - begin) {
-      return make_error(EIO, "cache file " + directory_.path_of(file.id) + " shrank while being read");
-    }
-  }
-  return reply;
+  return make_error(EIO, "cache file " + directory_.path_of(file.id) + " keeps being replaced");
 }
 
 void ChunkCache::prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offset, unsigned chunks,
@@ -456,7 +520,9 @@ void ChunkCache::verify_loaded(CachedFile& file, VerifyReport& report) {
     uint64_t hash = it->second.hash;
     BusyChunk busy(file, lock, i);
     lock.unlock();
-    bool good = file.data().verify_chunk(i, hash);
+    auto lease = descriptor(file, false);
+    bool good = lease && ChunkFile((*lease)->get(), file.layout).verify_chunk(i, hash);
+    if (!good && lease) (void)ChunkFile((*lease)->get(), file.layout).clear_slot(i);
     lock.lock();
     report.chunks++;
     report.bytes += file.layout.chunk_length(i);
@@ -465,7 +531,6 @@ void ChunkCache::verify_loaded(CachedFile& file, VerifyReport& report) {
     } else {
       report.bad_chunks++;
       stats_.verify_failures++;
-      (void)file.data().clear_slot(i);
       busy.settle_absent();
       LOG_WARNING("cache file %s: chunk %llu failed verification, dropped",
                   directory_.path_of(file.id).c_str(), static_cast<unsigned long long>(i));

@@ -24,6 +24,7 @@
 
 #include "cache_budget.h"
 #include "data_directory.h"
+#include "descriptor_pool.h"
 #include "fd.h"
 #include "result.h"
 #include "stats.h"
@@ -37,6 +38,8 @@ struct ChunkCacheOptions {
   uint32_t chunk_size = 1u << 20;
   // How long a reader waits for another thread's fetch or verification of the same chunk.
   std::chrono::milliseconds wait_timeout = std::chrono::minutes(5);
+  // Data files kept open at most, besides those in use; 0: a quarter of RLIMIT_NOFILE.
+  size_t descriptors = 0;
 };
 
 // Fills buf with the upstream file's bytes at offset; returns how many (short only at EOF).
@@ -51,6 +54,7 @@ class ChunkCache {
     uint64_t fd_offset = 0;
     size_t length = 0;
     std::vector<std::byte> memory;  // answer these bytes (the cache could not keep them)
+    DescriptorPool::Lease lease;    // keeps fd open while the reply lives
   };
 
   static Result<std::unique_ptr<ChunkCache>> open(const ChunkCacheOptions& options, Stats& stats);
@@ -108,6 +112,9 @@ class ChunkCache {
   // One more pin on a file that is already pinned (for background work on it).
   bool pin_existing(const std::shared_ptr<CachedFile>& file);
   void release_id(const std::string& id);
+  // The data file's descriptor (reopened when the pool closed it; created with `create`).
+  // Never called with file.mutex held.
+  Result<DescriptorPool::Lease> descriptor(CachedFile& file, bool create);
   Result<Fill> ensure_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
                             std::vector<std::byte>& uncached, bool background);
   Result<Fill> fetch_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
@@ -121,6 +128,7 @@ class ChunkCache {
   const ChunkCacheOptions options_;
   const DataDirectory directory_;
   Stats& stats_;
+  const std::shared_ptr<DescriptorPool> descriptors_;
   CacheBudget budget_;
   mutable std::mutex mutex_;  // guards loaded_
   // The state of every pinned file, shared by all who pin it.

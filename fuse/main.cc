@@ -1,6 +1,7 @@
 // lazystore SOURCE MOUNTPOINT [-o opts] [-f] [-d] [-s]: options → supervisor (or not) → serve.
 #include <cstdio>
 
+#include "fd_limit.h"
 #include "log.h"
 #include "options.h"
 #include "server.h"
@@ -8,6 +9,7 @@
 
 int main(int argc, char* argv[]) {
   using namespace lazystore;
+  raise_fd_limit();  // systemd's default soft limit (1024) is far below what open files need
   set_log_program("lazystore");
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
   struct ArgsOwner {

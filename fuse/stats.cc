@@ -57,6 +57,7 @@ std::vector<StatsCounter> Stats::counters() const {
       {"cache_write_errors", "writes to the content cache that failed", cache_write_errors},
       {"uncached_chunks", "chunks served without being cached (no room in the cache or on its disk)", uncached_chunks},
       {"task_failures", "background tasks (read-ahead) that threw; counted and dropped", task_failures},
+      {"cache_reopens", "cache data files reopened after their descriptor was closed to stay within the bound", cache_reopens},
       {"metadata_hits", "store path trees found in the metadata cache", metadata_hits},
       {"metadata_misses", "store path trees fetched from the upstream", metadata_misses},
       {"errors", "operations answered with an error other than ENOENT", errors},
@@ -97,6 +98,7 @@ std::string Stats::to_json(uint64_t cache_bytes, uint64_t cache_limit) const {
   field("cache_write_errors", cache_write_errors);
   field("uncached_chunks", uncached_chunks);
   field("task_failures", task_failures);
+  field("cache_reopens", cache_reopens);
   field("metadata_hits", metadata_hits);
   field("metadata_misses", metadata_misses);
   field("errors", errors);

@@ -70,6 +70,7 @@ struct Stats {
   std::atomic<uint64_t> cache_write_errors{0};  // e.g. a full disk; data was served uncached
   std::atomic<uint64_t> uncached_chunks{0};  // answered from memory: no room in the cache or on its disk
   std::atomic<uint64_t> task_failures{0};    // background tasks (read-ahead) that threw
+  std::atomic<uint64_t> cache_reopens{0};    // data files reopened: their descriptor was closed to stay within the bound
   std::atomic<uint64_t> metadata_hits{0};
   std::atomic<uint64_t> metadata_misses{0};
   std::atomic<uint64_t> errors{0};             // operations answered with an error other than ENOENT

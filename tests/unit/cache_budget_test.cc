@@ -42,6 +42,23 @@ TEST_F(CacheBudgetTest, AReservationEvictsLeastRecentlyUsedButNeverAPinnedFile) 
   EXPECT_EQ(stats_.evictions, 2u);
 }
 
+TEST_F(CacheBudgetTest, ACancelledReservationGivesItsBytesBack) {
+  auto budget = make(1000);
+  budget->add_existing({{"a", 100}});
+  budget->pin("a");
+  std::string why;
+  ASSERT_TRUE(budget->reserve("a", 300, why));
+  EXPECT_EQ(budget->used(), 400u);
+  budget->cancel("a", 300);
+  EXPECT_EQ(budget->used(), 100u);  // the file's own bytes stay
+  // A full disk sees the reservation as taken, and free again after the cancel.
+  disk_free_ = (1 << 20) + 350;
+  ASSERT_TRUE(budget->reserve("a", 300, why)) << why;
+  EXPECT_FALSE(budget->reserve("a", 100, why));
+  budget->cancel("a", 300);
+  EXPECT_TRUE(budget->reserve("a", 100, why)) << why;
+}
+
 TEST_F(CacheBudgetTest, NoRoomWhenEverythingIsPinnedOrTheDiskIsFull) {
   auto budget = make(200);
   budget->add_existing({{"a", 150}});

@@ -1,6 +1,7 @@
 // The content cache against real files: fill, verify, corruption, eviction, restart, merging.
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -369,6 +370,64 @@ TEST_F(ChunkCacheTest, AWaitForAnotherFetchHasADeadline) {
   expect_read(*cache, **file, content, 0, content.size());
   EXPECT_EQ(fetches_, before);
   cache->release(*file);
+}
+
+// Under a descriptor limit of 64, 300 files pinned at once (open files of a build) are filled and
+// read again in turn: the cache keeps a bounded pool of data file descriptors and reopens them.
+TEST_F(ChunkCacheTest, ManyPinnedFilesUnderALowDescriptorLimit) {
+  struct rlimit before {};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &before), 0);
+  struct rlimit low = before;
+  low.rlim_cur = 64;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  struct Restore {
+    struct rlimit limit;
+    ~Restore() { setrlimit(RLIMIT_NOFILE, &limit); }
+  } restore{before};
+
+  auto content = random_bytes(3 * kChunk, 33);
+  auto cache = open_cache();
+  std::vector<std::shared_ptr<CachedFile>> files;
+  for (int i = 0; i < 300; ++i) {
+    auto file = cache->pin("p/many/" + std::to_string(i), content.size());
+    ASSERT_TRUE(file.ok()) << i << ": " << file.error().message;
+    files.push_back(*file);
+    expect_read(*cache, *files.back(), content, kChunk, 100);
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (auto& file : files) expect_read(*cache, *file, content, 0, content.size());
+  }
+  EXPECT_EQ(stats_.uncached_chunks, 0u);
+  EXPECT_GT(stats_.cache_reopens, 0u);
+  for (auto& file : files) cache->release(file);
+}
+
+// With one descriptor kept open, a pinned file's descriptor is closed when another is used; its
+// data file removed meanwhile (by hand, another program) is noticed on reopen: refetched, never
+// read as zeros from a file created in its place.
+TEST_F(ChunkCacheTest, ADataFileRemovedWhileItsDescriptorIsClosedIsRefetched) {
+  ChunkCacheOptions options{root_ + "/data", 1ull << 30, kChunk};
+  options.descriptors = 1;
+  auto cache = ChunkCache::open(options, stats_);
+  ASSERT_TRUE(cache.ok());
+  auto a = random_bytes(2 * kChunk, 34), b = random_bytes(2 * kChunk, 35);
+  auto file_a = (*cache)->pin("p/a", a.size());
+  auto file_b = (*cache)->pin("p/b", b.size());
+  ASSERT_TRUE(file_a.ok() && file_b.ok());
+  expect_read(**cache, **file_a, a, 0, a.size());
+  expect_read(**cache, **file_b, b, 0, b.size());  // a's descriptor is closed now
+  ASSERT_TRUE(fs::remove(data_file_of("p/a")));
+  fetched_bytes_ = 0;
+  expect_read(**cache, **file_a, a, 0, a.size());
+  EXPECT_EQ(fetched_bytes_, a.size());
+  EXPECT_GT(stats_.cache_reopens, 0u);
+  // And kept: served from the new data file.
+  expect_read(**cache, **file_b, b, 0, b.size());
+  fetched_bytes_ = 0;
+  expect_read(**cache, **file_a, a, 0, a.size());
+  EXPECT_EQ(fetched_bytes_, 0u);
+  (*cache)->release(*file_b);
+  (*cache)->release(*file_a);
 }
 
 TEST_F(ChunkCacheTest, PrefetchFillsTheNextChunksInTheBackground) {
