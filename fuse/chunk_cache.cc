@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <unordered_set>
 
 #include "chunk_file.h"
 #include "hash.h"
@@ -48,6 +49,8 @@ class CachedFile {
   // The data file the chunks are in (device, inode): a reopen that finds another file finds
   // the chunks gone (the file was removed or replaced outside lazystore).
   std::optional<std::pair<dev_t, ino_t>> identity;
+  // Chunks with a background fill queued: read-ahead asks for each one once.
+  std::unordered_set<uint64_t> queued;
   // The last chunk that had to be served uncached, so that the rest of a sequential read
   // through it does not fetch it again.
   uint64_t spilled_index = kNone;
@@ -116,6 +119,27 @@ class BusyChunk {
   const uint64_t index_;
   std::optional<CachedFile::Chunk> before_;
   bool settled_ = false;
+};
+
+// A chunk queued for a background fill, and the pin on its file: both end with the task, run
+// or dropped unrun by a stopping pool.
+class QueuedFill {
+ public:
+  QueuedFill(ChunkCache& cache, std::shared_ptr<CachedFile> file, uint64_t index)
+      : cache(cache), file(std::move(file)), index(index) {}
+  ~QueuedFill() {
+    {
+      std::lock_guard lock(file->mutex);
+      file->queued.erase(index);
+    }
+    cache.release(file);
+  }
+  QueuedFill(const QueuedFill&) = delete;
+  QueuedFill& operator=(const QueuedFill&) = delete;
+
+  ChunkCache& cache;
+  const std::shared_ptr<CachedFile> file;
+  const uint64_t index;
 };
 
 }  // namespace
@@ -457,18 +481,23 @@ void ChunkCache::prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offs
   for (uint64_t i = first; i < end; ++i) {
     {
       std::lock_guard lock(file->mutex);
-      if (file->find(i)) continue;
+      if (file->find(i) || !file->queued.insert(i).second) continue;
     }
+    ScopeExit unmark([&] {
+      std::lock_guard lock(file->mutex);
+      file->queued.erase(i);
+    });
     if (!pin_existing(file)) return;
-    ScopeExit unpin_unless_queued([&] { release(file); });
-    bool queued = workers_.submit([this, file, i, fetch] {
-      ScopeExit unpin([&] { release(file); });  // also when the fetch throws
+    ScopeExit unpin([&] { release(file); });
+    auto queued = std::make_shared<QueuedFill>(*this, file, i);
+    unpin.release();
+    unmark.release();  // both are the QueuedFill's now
+    bool taken = workers_.submit([this, queued, fetch] {
       std::vector<std::byte> scratch;
-      auto filled = ensure_chunk(*file, i, fetch, scratch, true);
+      auto filled = ensure_chunk(*queued->file, queued->index, fetch, scratch, true);
       if (filled && *filled == Fill::Cached) stats_.readahead_chunks++;
     });
-    if (!queued) return;
-    unpin_unless_queued.release();
+    if (!taken) return;
   }
 }
 

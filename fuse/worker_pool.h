@@ -1,4 +1,5 @@
-// A fixed set of threads draining a bounded queue of tasks (read-ahead, prefetch).
+// A fixed set of threads draining a bounded queue of tasks (read-ahead). A task that needs
+// something undone when it is dropped unrun holds it in what it captures.
 #pragma once
 
 #include <atomic>
@@ -39,13 +40,18 @@ class WorkerPool {
     return true;
   }
 
-  // Finishes the tasks already queued, then joins the threads.
+  // Drops the tasks not started yet (read-ahead is worth nothing at shutdown, and each one
+  // waiting on a dead upstream would hold the stop for its deadline), lets the running ones
+  // finish, and joins the threads.
   void stop() {
+    std::deque<std::function<void()>> dropped;
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
+      dropped.swap(queue_);
       cv_.notify_all();
     }
+    dropped.clear();  // outside the lock: what a task holds may take other locks as it goes
     for (auto& t : threads_) t.join();
     threads_.clear();
   }

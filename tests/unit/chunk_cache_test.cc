@@ -445,6 +445,38 @@ TEST_F(ChunkCacheTest, PrefetchFillsTheNextChunksInTheBackground) {
   cache->release(*file);
 }
 
+// Stopping the workers drops the fills still queued, and the pins they held go with them.
+TEST_F(ChunkCacheTest, StoppingDropsQueuedFillsAndTheirPins) {
+  auto content = random_bytes(4 * kChunk, 41);
+  auto cache = open_cache();
+  cache->start_workers(1);
+  auto held_file = cache->pin("p/held", content.size());
+  auto queued_file = cache->pin("p/queued", content.size());
+  ASSERT_TRUE(held_file.ok() && queued_file.ok());
+  std::promise<void> started, go_on;
+  auto go_on_future = go_on.get_future().share();
+  FetchFn held = [&, go_on_future](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
+    started.set_value();
+    go_on_future.wait();
+    return fetch_from(content)(offset, buf);
+  };
+  cache->prefetch(*held_file, 0, 1, held);
+  started.get_future().wait();  // the one worker is busy with it
+  cache->prefetch(*queued_file, 0, 3, fetch_from(content));
+  cache->prefetch(*queued_file, 0, 3, fetch_from(content));  // queued once, not twice
+  cache->release(*queued_file);  // now only its queued fills pin it
+  std::thread stopper([&] { cache->stop_workers(); });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (cache->evict_all().pinned_files > 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(cache->evict_all().pinned_files, 1u) << "queued fills still pin their file";
+  go_on.set_value();
+  stopper.join();
+  EXPECT_EQ(fetches_, 1);
+  cache->release(*held_file);
+}
+
 TEST_F(ChunkCacheTest, AShortUpstreamFileIsAnError) {
   auto content = random_bytes(kChunk / 2, 50);
   auto cache = open_cache();
