@@ -1,6 +1,7 @@
 // The directory of the content cache's data files: DIR/XX/<id>, where <id> is 32 lowercase hex
 // digits (the xxh3-128 of a file's key) and XX its first two. Anything else found there is a
-// stray and is removed at start.
+// stray and is removed at start. No link in it is ever followed: every path is opened beneath
+// the directory's descriptor with openat2(RESOLVE_NO_SYMLINKS), a link is removed as a link.
 #pragma once
 
 #include <sys/types.h>
@@ -17,7 +18,7 @@ namespace lazystore {
 
 class DataDirectory {
  public:
-  // Creates the directory when it is missing.
+  // Creates the directory when it is missing; refuses one that is a symlink.
   static Result<DataDirectory> open(const std::string& path);
 
   const std::string& path() const { return path_; }
@@ -42,8 +43,9 @@ class DataDirectory {
   static bool is_id(std::string_view name);
 
  private:
-  explicit DataDirectory(std::string path) : path_(std::move(path)) {}
+  DataDirectory(std::string path, Fd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
   std::string path_;
+  Fd fd_;
 };
 
 }  // namespace lazystore

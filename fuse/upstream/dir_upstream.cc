@@ -2,15 +2,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <memory>
+
+#include "open_beneath.h"
 
 namespace lazystore {
 namespace {
@@ -140,12 +140,9 @@ bool DirUpstream::is_lock_file(int root, const std::string& name) {
 }
 
 Result<Fd> DirUpstream::open_beneath(const Fd& root, const std::string& relative, int flags) const {
-  open_how how{};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long fd = syscall(SYS_openat2, root.get(), relative.c_str(), &how, sizeof how);
-  if (fd < 0) return errno_error(errno, directory_ + "/" + relative);
-  return Fd(static_cast<int>(fd));
+  auto fd = lazystore::open_beneath(root.get(), relative, flags);
+  if (!fd) return errno_error(fd.error().code, directory_ + "/" + relative);
+  return fd;
 }
 
 Result<bool> DirUpstream::exists(const StorePath& path) {

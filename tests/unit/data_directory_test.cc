@@ -81,5 +81,37 @@ TEST_F(DataDirectoryTest, TheScanListsOldestFirstAndRemovesStrays) {
   EXPECT_FALSE(fs::exists(root_ + "/data/00/" + kOld.substr(0, 31) + "0"));
 }
 
+// Links in the data directory are removed as links: what they point to, outside the cache, stays.
+TEST_F(DataDirectoryTest, TheScanFollowsNoLink) {
+  std::string outside = root_ + "/outside";
+  fs::create_directories(outside);
+  std::ofstream(outside + "/precious") << "not the cache's";
+  std::ofstream(outside + "/" + kOld) << "not the cache's either";
+  auto dir = DataDirectory::open(root_ + "/data");
+  ASSERT_TRUE(dir);
+  fs::create_directory_symlink(outside, root_ + "/data/ab");          // a linked subdirectory
+  fs::create_directory_symlink(outside, root_ + "/data/elsewhere");
+  fs::create_directories(root_ + "/data/00");
+  fs::create_symlink(outside + "/" + kOld, dir->path_of(kOld));        // a linked data file
+  fs::create_directories(root_ + "/data/0f/deep");
+  fs::create_directory_symlink(outside, root_ + "/data/0f/deep/link");  // a link in a stray tree
+
+  auto found = dir->scan();
+  ASSERT_TRUE(found) << found.error().message;
+  EXPECT_TRUE(found->empty());
+  for (const char* gone : {"/data/ab", "/data/elsewhere", "/data/00/" , "/data/0f/deep"}) {
+    std::string path = root_ + gone + (std::string(gone) == "/data/00/" ? kOld : "");
+    EXPECT_FALSE(fs::exists(fs::symlink_status(path))) << path;
+  }
+  EXPECT_TRUE(fs::exists(outside + "/precious"));
+  EXPECT_TRUE(fs::exists(outside + "/" + kOld));
+  // Opening never goes through a link either.
+  fs::create_directory_symlink(outside, root_ + "/data/11");
+  auto linked = dir->open_file("11" + kOld.substr(2), true);
+  ASSERT_FALSE(linked);
+  EXPECT_EQ(linked.error().code, ELOOP);
+  EXPECT_FALSE(fs::exists(outside + "/11" + kOld.substr(2)));
+}
+
 }  // namespace
 }  // namespace lazystore
