@@ -291,7 +291,12 @@ TEST_F(ChunkCacheTest, ConcurrentMissesOfOneChunkFetchOnce) {
   auto cache = open_cache();
   auto file = cache->pin("p/shared", content.size());
   FetchFn slow = [&](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // keep the fetch in flight
+    // In flight until the seven other readers wait for it (each counts a merged miss under the
+    // lock it then waits on): an event, not a time window.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (stats_.merged_misses < 7 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     return fetch_from(content)(offset, buf);
   };
   std::vector<std::thread> readers;
