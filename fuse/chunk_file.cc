@@ -1,5 +1,6 @@
 #include "chunk_file.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,10 +96,20 @@ std::vector<ChunkSlot> ChunkFile::read_slots() const {
 }
 
 Status ChunkFile::write_chunk(uint64_t index, std::span<const std::byte> data, uint64_t hash) const {
-  if (auto written = pwrite_all(fd_, data, layout_.chunk_offset(index)); !written) return written;
-  std::byte slot[kSlotSize];
-  encode(slot, {index, hash, slot_check(index, hash, layout_.size, layout_.chunk_size)});
-  return pwrite_all(fd_, slot, layout_.slot_offset(index));
+  uint64_t offset = layout_.chunk_offset(index);
+  Status written = pwrite_all(fd_, data, offset);
+  if (written) {
+    std::byte slot[kSlotSize];
+    encode(slot, {index, hash, slot_check(index, hash, layout_.size, layout_.chunk_size)});
+    written = pwrite_all(fd_, slot, layout_.slot_offset(index));
+  }
+  // Bytes without their slot are no chunk (a full disk; a slot past the largest file the file
+  // system allows): their blocks are given back.
+  if (!written) {
+    (void)fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(data.size()));
+  }
+  return written;
 }
 
 bool ChunkFile::verify_chunk(uint64_t index, uint64_t hash) const {

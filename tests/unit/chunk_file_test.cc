@@ -133,5 +133,17 @@ TEST_F(ChunkFileTest, SlotsFarApartAreReadAcrossTheHoleBetweenThem) {
   EXPECT_EQ(ChunkFile::recover_size(fd_.get(), kChunk), layout.size);
 }
 
+// A chunk whose slot cannot be written (here: past the largest file the test's file system
+// allows, where it has such a limit) leaves no blocks behind.
+TEST_F(ChunkFileTest, ChunkBytesWithoutTheirSlotGiveTheirBlocksBack) {
+  ChunkLayout layout{uint64_t{1} << 52, kChunk};
+  auto chunk = random_bytes(kChunk, 6);
+  auto written = ChunkFile(fd_.get(), layout).write_chunk(0, chunk, xxh3_64(std::span<const std::byte>(chunk)));
+  if (written) GTEST_SKIP() << "this file system holds a 4 PiB file";
+  EXPECT_EQ(written.error().code, EFBIG);
+  EXPECT_EQ(ChunkFile::disk_bytes(fd_.get()), 0u);
+  EXPECT_TRUE(ChunkFile(fd_.get(), layout).read_slots().empty());
+}
+
 }  // namespace
 }  // namespace lazystore
