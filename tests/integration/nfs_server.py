@@ -32,6 +32,11 @@ def wait_until(predicate, deadline_seconds, what):
         time.sleep(0.05)  # polling interval, bounded by the deadline
 
 
+# Shell: lazily unmounts, in the current mount namespace, every FUSE mount it holds.
+DETACH_FUSE_MOUNTS = ("awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") { if ($(i + 1) ~ /^fuse/) print $5; break }}' "
+                      "/proc/self/mountinfo | while read -r m; do umount -l \"$m\"; done; ")
+
+
 class Ganesha:
     def __init__(self, export_dir, work, protocols, netns=None):
         self.export_dir = export_dir
@@ -88,8 +93,11 @@ LOG {{ Default_Log_Level = WARN; }}
             subprocess.run(server.netns_argv(["ip", "link", "set", "lo", "up"]), check=True)
             # rpcbind keeps its lock and socket in /run: a private /run keeps it apart from any
             # rpcbind of the host; ganesha then registers with it over the namespace's loopback.
+            # The new mount namespace copies every mount there is, FUSE mounts of other tests
+            # too, and a copy keeps its FUSE connection (and daemon) alive after the test's own
+            # unmount: the copies are detached at once.
             server.rpcbind = subprocess.Popen(
-                server.netns_argv(["unshare", "--mount", "sh", "-c",
+                server.netns_argv(["unshare", "--mount", "sh", "-c", DETACH_FUSE_MOUNTS +
                                    "mount -t tmpfs tmpfs /run && exec rpcbind -f"]),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_until(lambda: server._listening(111), START_DEADLINE, "rpcbind listening")
