@@ -2,14 +2,12 @@
 // mount.fuse3 uses, so /etc/fstab type fuse.lazystore works.
 #pragma once
 
-#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 14)
-#include <fuse_lowlevel.h>
-
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "fuse_version.h"
 #include "log.h"
 #include "result.h"
 

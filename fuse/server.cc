@@ -9,6 +9,7 @@
 #include "chunk_cache.h"
 #include "control.h"
 #include "filesystem.h"
+#include "fuse_version.h"
 #include "inode_journal.h"
 #include "log.h"
 #include "metadata_cache.h"

@@ -19,6 +19,7 @@
 #include <optional>
 
 #include "fd.h"
+#include "fuse_version.h"
 #include "inode_journal.h"
 #include "log.h"
 #include "server.h"
