@@ -1,7 +1,9 @@
 // lazystore SOURCE MOUNTPOINT [-o opts] [-f] [-d] [-s]: options → supervisor (or not) → serve.
 #include <cstdio>
 
+#include "fuse_version.h"
 #include "log.h"
+#include "option_table.h"
 #include "options.h"
 #include "server.h"
 #include "supervisor.h"
@@ -20,12 +22,21 @@ int main(int argc, char* argv[]) {
     LOG_ERROR("%s", options.error().message.c_str());
     return 2;
   }
-  if (options->show_help) {
-    print_usage(argv[0]);
-    std::printf("\nFUSE options:\n");
-    std::fflush(stdout);
-    fuse_lowlevel_help();
-    return 0;
+  switch (options->help) {
+    case MountOptions::Help::None:
+      break;
+    case MountOptions::Help::Text:
+      std::fputs(usage_text(argv[0]).c_str(), stdout);
+      std::printf("\nFUSE options:\n");
+      std::fflush(stdout);
+      fuse_lowlevel_help();
+      return 0;
+    case MountOptions::Help::Markdown:
+      std::fputs(options_markdown().c_str(), stdout);
+      return 0;
+    case MountOptions::Help::Man:
+      std::fputs(options_man().c_str(), stdout);
+      return 0;
   }
   if (options->show_version) {
     std::printf("lazystore %s\n", LAZYSTORE_VERSION);
