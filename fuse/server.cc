@@ -8,6 +8,7 @@
 #include "cache_directory.h"
 #include "chunk_cache.h"
 #include "control.h"
+#include "daemonize.h"
 #include "filesystem.h"
 #include "fuse_version.h"
 #include "inode_journal.h"
@@ -97,12 +98,19 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   if (fuse_session_mount(session.get(), mount_target.c_str()) != 0) {
     return fail(make_error(EIO, "cannot mount on " + options.mountpoint));
   }
+  Fd report;  // unsupervised in the background: to the process that waits for the mount
   if (!takeover) {
     LOG_INFO("serving %s at %s (cache %s, %llu bytes)", upstream.describe().c_str(),
              options.mountpoint.c_str(), options.cache_dir.c_str(),
              static_cast<unsigned long long>(options.cache_size));
-    fuse_daemonize(options.foreground ? 1 : 0);
-    if (!options.foreground) set_log_to_syslog(true);  // stderr is /dev/null from here on
+    if (!options.foreground) {
+      auto daemon = daemonize();
+      if (!daemon) {
+        fuse_session_unmount(session.get());
+        return fail(daemon.error());
+      }
+      report = std::move(*daemon);
+    }
   } else {
     if (auto started = start_session(session.get(), takeover->fuse_fd, *takeover->init,
                                      takeover->generation > 1);
@@ -113,16 +121,21 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
              upstream.describe().c_str(), options.mountpoint.c_str(), options.cache_dir.c_str(),
              static_cast<unsigned long long>(options.cache_size),
              static_cast<unsigned long long>(takeover->generation));
-    if (takeover->ready_fd >= 0) {
-      char ready = 1;
-      (void)!write(takeover->ready_fd, &ready, 1);
-      close(takeover->ready_fd);
-    }
-    if (!options.foreground) detach_to_syslog();
   }
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
+  if (auto started = upstream.start(); !started) {
+    if (!takeover) fuse_session_unmount(session.get());
+    return fail(started.error());
+  }
   (*cache)->start_workers(kPrefetchThreads);
   if (control_server) control_server->start();
+  if (takeover && takeover->ready_fd >= 0) {
+    char ready = 1;
+    (void)!write(takeover->ready_fd, &ready, 1);
+    close(takeover->ready_fd);
+  }
+  report_status(report, 0);
+  if (!options.foreground) detach_to_syslog();
 
   int status;
   if (options.single_thread) {

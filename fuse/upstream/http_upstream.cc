@@ -73,11 +73,15 @@ Result<std::unique_ptr<HttpUpstream>> HttpUpstream::open(std::string_view source
     return make_error(EINVAL, "an HTTP SOURCE needs -o trusted-public-keys=NAME:KEY (signatures are "
                               "required, as in Nix), or -o require-sigs=false for an unsigned cache");
   }
-  std::unique_ptr<HttpUpstream> upstream(new HttpUpstream(std::string(source), std::move(bases), options, std::move(keys)));
-  auto worker = CurlWorker::start(options.connections);
+  return std::unique_ptr<HttpUpstream>(new HttpUpstream(std::string(source), std::move(bases), options, std::move(keys)));
+}
+
+Status HttpUpstream::start() {
+  if (worker_) return {};
+  auto worker = CurlWorker::start(options_.connections);
   if (!worker) return worker.error();
-  upstream->worker_ = std::move(*worker);
-  return upstream;
+  worker_ = std::move(*worker);
+  return {};
 }
 
 Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative,
@@ -116,6 +120,7 @@ Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative,
         request.timeout_seconds = options_.timeout_seconds;
       }
       count(&Stats::http_requests, options_.stats);
+      if (!worker_) return make_error(EIO, "internal error: the HTTP upstream was not started");
       HttpResponse response = worker_->perform(std::move(request));
       count(&Stats::http_bytes, options_.stats, response.bytes);
       bool answered = response.status >= 200 && response.status < 300;

@@ -11,6 +11,7 @@ class MeteredUpstream final : public Upstream {
   MeteredUpstream(std::unique_ptr<Upstream> inner, Stats& stats) : inner_(std::move(inner)), stats_(stats) {}
 
   std::string describe() const override { return inner_->describe(); }
+  Status start() override { return inner_->start(); }
   Result<bool> exists(const StorePath& path) override {
     LatencyTimer timer(stats_.upstream_latency);
     return count(inner_->exists(path));

@@ -45,6 +45,11 @@ class Upstream {
   // For logs and `fsname`, e.g. "file:///srv/nix/store".
   virtual std::string describe() const = 0;
 
+  // Starts what the backend runs in the background (the HTTP upstream's curl worker thread).
+  // Called once, after the last fork of the process (a fork keeps only the calling thread),
+  // before any other call. Opening a backend (make_upstream) starts no thread.
+  virtual Status start() { return {}; }
+
   // Is the store path present and complete (e.g. no "<name>.lock" sibling on NFS, a .narinfo on
   // HTTP)? false = absent; an Error = could not tell (EIO, ETIMEDOUT, ...).
   virtual Result<bool> exists(const StorePath& path) = 0;

@@ -408,6 +408,31 @@ def is_lazystore_mounted(mountpoint):
     return entry is not None and entry["fstype"].startswith("fuse")
 
 
+def daemon_processes(mountpoint):
+    """Pids of the running lazystore processes (LAZYSTORE_BIN) whose arguments name mountpoint:
+    a daemonized mount's supervisor and server, or its one unsupervised process."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and argv and argv[0] == os.environ["LAZYSTORE_BIN"].encode() and \
+                mountpoint.encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def parent_pid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 # Lines a daemon may print on stderr: its own log lines below level error.
 _ALLOWED_LINE = re.compile(r"^lazystore: (warning|info|debug): ")
 # Always a failure, whatever a test allows.

@@ -13,8 +13,8 @@ import subprocess
 import threading
 import time
 
-from lazystore_testlib import MiB, LazystoreTestCase, is_lazystore_mounted, main, read_file, \
-    regular_files, tree_differences
+from lazystore_testlib import MiB, LazystoreTestCase, daemon_processes, is_lazystore_mounted, main, \
+    parent_pid, read_file, regular_files, tree_differences
 from nfs_server import Ganesha
 
 KILLS = int(os.environ.get("LAZYSTORE_SERVER_KILLS", "20"))
@@ -196,24 +196,11 @@ class SupervisorTest(LazystoreTestCase):
 
     @staticmethod
     def processes_of(mountpoint):
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0] == os.environ["LAZYSTORE_BIN"].encode() and \
-                    mountpoint.encode() in argv:
-                found.append(int(entry))
-        return found
+        return daemon_processes(mountpoint)
 
     @staticmethod
     def parent_of(pid):
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
+        return parent_pid(pid)
 
 
 if __name__ == "__main__":
