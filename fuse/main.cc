@@ -1,4 +1,5 @@
 // lazystore SOURCE MOUNTPOINT [-o opts] [-f] [-d] [-s]: options → supervisor (or not) → serve.
+#include <cstdarg>
 #include <cstdio>
 
 #include "fuse_version.h"
@@ -8,9 +9,26 @@
 #include "server.h"
 #include "supervisor.h"
 
+namespace {
+
+// libfuse's own messages ("fuse: bad mount point …") go where lazystore's lines go.
+void forward_fuse_log(fuse_log_level level, const char* format, va_list args) {
+  using lazystore::LogLevel;
+  char text[1024];
+  std::vsnprintf(text, sizeof text, format, args);
+  LogLevel ours = level <= FUSE_LOG_ERR       ? LogLevel::Error
+                  : level == FUSE_LOG_WARNING ? LogLevel::Warning
+                  : level == FUSE_LOG_DEBUG   ? LogLevel::Debug
+                                              : LogLevel::Info;
+  LZ_LOG(ours, "%s", text);
+}
+
+}  // namespace
+
 int main(int argc, char* argv[]) {
   using namespace lazystore;
   set_log_program("lazystore");
+  fuse_set_log_func(forward_fuse_log);
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
   struct ArgsOwner {
     fuse_args& args;
@@ -44,6 +62,12 @@ int main(int argc, char* argv[]) {
     return 0;
   }
   set_log_level(options->log_level);
+  if (!options->log_file.empty()) {
+    if (auto opened = set_log_file(options->log_file); !opened) {
+      LOG_ERROR("%s", opened.error().message.c_str());
+      return 1;
+    }
+  }
   std::vector<std::string> fuse_argv = FuseArgs::save(args);
   if (options->supervise) return supervise(*options, fuse_argv);
   return serve(*options, fuse_argv, nullptr);

@@ -111,6 +111,9 @@ const OptionSpec kOptions[] = {
        if (!parse_log_level(v, o.log_level)) return invalid("log-level", v, "must be error, warning, info or debug");
        return {};
      }},
+    {"log", "FILE", "none",
+     "also append every log line, with time and process id, to FILE, an absolute path",
+     [](std::string_view v, MountOptions& o) { return absolute_path("log", v, o.log_file); }},
     {"control", "PATH", "CACHE/control.sock", "the unix socket of lazystore-ctl, mode 0600: root only",
      [](std::string_view v, MountOptions& o) -> Status {
        o.control_socket_given = true;
@@ -240,7 +243,8 @@ std::string usage_text(std::string_view program) {
          "\n";
   for (const FlagSpec& flag : kFlags) append_help_line(out, "    " + std::string(flag.flag), flag.help);
   out += "\n"
-         "Logs: in the foreground to stderr, in the background to syslog.\n"
+         "Logs: in the foreground to stderr; in the background to syslog when /dev/log is there, else\n"
+         "to the stderr lazystore was started with; with -o log=FILE to FILE (in the background only).\n"
          "\n"
          "Extended attributes:\n";
   for (const XattrSpec& xattr : kXattrs) append_help_line(out, "    " + std::string(xattr.name), xattr.help);

@@ -135,7 +135,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
     close(takeover->ready_fd);
   }
   report_status(report, 0);
-  if (!options.foreground) detach_to_syslog();
+  if (!options.foreground) detach_logging();
 
   int status;
   if (options.single_thread) {

@@ -261,7 +261,7 @@ int Supervisor::run() {
         if (!ever_served_) {
           ever_served_ = true;
           report_status(report_, 0);
-          if (!options_.foreground) detach_to_syslog();
+          if (!options_.foreground) detach_logging();
         } else {
           auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - crashed_at_);
           LOG_WARNING("server %llu of %s serves again, %lld ms after the crash",

@@ -5,6 +5,8 @@ nginx serving a binary cache made by `nix copy`):
 - daemon mode (no -f), supervised and with supervise=false, for every upstream: the first
   `stat` answers within a deadline and SIGTERM ends the daemon and its mount (no thread may
   start before the daemon forks);
+- logs of a daemon in the background: syslog when /dev/log answers, else the stderr it was
+  started with (a `bwrap` view without /dev/log, as in most containers), and -o log=FILE;
 - permissions answered from the mode (access(2) without default_permissions).
 """
 
@@ -12,8 +14,10 @@ import atexit
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 from http_server import Nginx
@@ -153,6 +157,109 @@ class DaemonModeTest(LazystoreTestCase):
         self.addCleanup(server.stop)
         self.check_daemon_mode(server.url, {"require-sigs": "false", "upstream-timeout": 10},
                                self.fixture.paths["single_file"])
+
+
+class LogsTest(LazystoreTestCase):
+    """Lines a daemon logs after it went to the background (here: when the mount ends)."""
+
+    ENDED = {"true": "lazystore: info: the server ended the mount of ",
+             "false": "lazystore: info: unmounted "}
+
+    def run_in_view(self, supervise, dev_log=None, options=None):
+        """Mounts in the background inside `bwrap` with a fresh /dev (no /dev/log unless
+        `dev_log`, a socket bound there), stats a file, unmounts, waits for the daemon to end.
+        Returns (mountpoint, the stderr lazystore was started with)."""
+        mountpoint = os.path.join(self.work, f"view-{supervise}-mnt")
+        cache = os.path.join(self.work, f"view-{supervise}-cache")
+        stderr_path = os.path.join(self.work, f"view-{supervise}.stderr")
+        os.makedirs(mountpoint)
+        opts = {"cache": cache, "log-level": "info", "supervise": supervise}
+        opts.update(options or {})
+        script = ('"$0" "$1" "$2" -o "$3" 2>>"$4" && stat "$2/$5" >/dev/null && '
+                  'fusermount3 -u "$2"')
+        argv = ["bwrap", "--dev-bind", "/", "/", "--dev", "/dev", "--dev-bind", "/dev/fuse", "/dev/fuse"]
+        if dev_log:
+            argv += ["--bind", dev_log, "/dev/log"]
+        argv += ["sh", "-c", script, os.environ["LAZYSTORE_BIN"], self.fixture.store, mountpoint,
+                 ",".join(f"{k}={v}" for k, v in opts.items()), stderr_path,
+                 self.fixture.paths["single_file"]]
+        self.addCleanup(self.kill_daemons, mountpoint)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        stderr = read_file(stderr_path).decode(errors="replace") if os.path.exists(stderr_path) else ""
+        self.assertEqual(done.returncode, 0, done.stderr + stderr)
+        end = time.monotonic() + STOP_DEADLINE
+        while daemon_processes(mountpoint) and time.monotonic() < end:
+            time.sleep(0.05)  # polling interval, bounded by the deadline
+        self.assertEqual(daemon_processes(mountpoint), [], "the daemon did not end with its mount")
+        return mountpoint, read_file(stderr_path).decode(errors="replace")
+
+    @staticmethod
+    def kill_daemons(mountpoint):
+        for pid in daemon_processes(mountpoint):
+            os.kill(pid, signal.SIGKILL)
+
+    def test_without_dev_log_the_background_daemon_logs_to_its_stderr(self):
+        for supervise in ("true", "false"):
+            with self.subTest(supervise=supervise):
+                mountpoint, stderr = self.run_in_view(supervise)
+                self.assertIn(self.ENDED[supervise] + mountpoint, stderr)
+                self.assertNotIn(": error:", stderr)
+
+    def test_with_dev_log_the_background_daemon_logs_to_syslog(self):
+        path = os.path.join(self.work, "dev-log")
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(path)
+        receiver.settimeout(0.2)
+        messages, stop = [], threading.Event()
+
+        def receive():
+            while not stop.is_set():
+                try:
+                    messages.append(receiver.recv(65536).decode(errors="replace"))
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+
+        thread = threading.Thread(target=receive)
+        thread.start()
+        try:
+            mountpoint, stderr = self.run_in_view("true", dev_log=path)
+            end = time.monotonic() + 10
+            while not any("the server ended the mount of " + mountpoint in m for m in messages) \
+                    and time.monotonic() < end:
+                time.sleep(0.05)  # polling interval, bounded by the deadline
+        finally:
+            stop.set()
+            thread.join(10)
+        ended = [m for m in messages if "the server ended the mount of " + mountpoint in m]
+        self.assertTrue(ended, f"no syslog message about the end of the mount: {messages[-5:]}")
+        self.assertIn("lazystore[", ended[0])
+        self.assertNotIn("the server ended the mount", stderr)  # syslog took the line over
+
+    def test_log_file(self):
+        log_path = os.path.join(self.work, "daemon.log")
+        for supervise in ("true", "false"):
+            with self.subTest(supervise=supervise):
+                mount = BackgroundMount(self, self.fixture.store,
+                                        {"supervise": supervise, "log": log_path}, name=f"log-{supervise}")
+                mount.start()
+                self.assertEqual(mount.returncode, 0, mount.stderr())
+                os.stat(os.path.join(mount.mountpoint, self.fixture.paths["single_file"]))
+                subprocess.run(["fusermount3", "-u", mount.mountpoint], check=True)
+                self.assertTrue(mount.wait_gone())
+                text = read_file(log_path).decode()
+                ended = self.ENDED[supervise].replace("lazystore: ", "") + mount.mountpoint
+                self.assertRegex(text, r"\d{4}-\d\d-\d\dT[0-9:.]+Z lazystore\[\d+\]: " + ended)
+                self.assertIn("info: serving ", text)  # from before the daemon detached too
+                self.assertNotIn(ended, mount.stderr())  # in the background: the file only
+        with self.subTest(foreground=True):  # -f: stderr and the file
+            daemon = self.mount(options={"log": log_path}, mountpoint=os.path.join(self.work, "fg-mnt"),
+                                cache=os.path.join(self.work, "fg-cache"))
+            daemon.stop()
+            self.assertIn("lazystore: info: serving ", daemon.stderr())
+            self.assertEqual(read_file(log_path).decode().count("info: serving "), 3)
 
 
 class AccessTest(LazystoreTestCase):

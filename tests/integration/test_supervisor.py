@@ -145,11 +145,14 @@ class SupervisorTest(LazystoreTestCase):
         cache = os.path.join(self.work, "cache")
         os.makedirs(mountpoint)
         argv = [os.environ["LAZYSTORE_BIN"], self.fixture.store, mountpoint, "-o", f"cache={cache}"]
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60)
+        # A file, not a pipe: without /dev/log the daemon keeps logging to the stderr it was
+        # started with, and a pipe would not end before the mount does.
+        stderr_path = os.path.join(self.work, "daemon.stderr")
+        with open(stderr_path, "w") as err:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=60)
         self.addCleanup(subprocess.run, ["fusermount3", "-u", "-z", mountpoint],
                         stderr=subprocess.DEVNULL)
-        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.returncode, 0, read_file(stderr_path).decode(errors="replace"))
         self.assertTrue(is_lazystore_mounted(mountpoint))
         processes = self.processes_of(mountpoint)
         self.assertEqual(len(processes), 2, processes)  # the supervisor and its server
