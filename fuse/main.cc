@@ -1,12 +1,15 @@
-// lazystore SOURCE MOUNTPOINT [-o opts] [-f] [-d] [-s]: options → supervisor (or not) → serve.
+// lazystore SOURCE MOUNTPOINT [-o opts] [-f] [-d] [-s]: options → checks of MOUNTPOINT and
+// SOURCE → supervisor (or not) → serve.
 #include <cstdarg>
 #include <cstdio>
 
 #include "fuse_version.h"
 #include "log.h"
+#include "mountpoint_check.h"
 #include "option_table.h"
 #include "options.h"
 #include "server.h"
+#include "source_probe.h"
 #include "supervisor.h"
 
 namespace {
@@ -67,6 +70,14 @@ int main(int argc, char* argv[]) {
       LOG_ERROR("%s", opened.error().message.c_str());
       return 1;
     }
+  }
+  if (auto usable = check_mountpoint(options->mountpoint); !usable) {
+    LOG_ERROR("%s", usable.error().message.c_str());
+    return 1;
+  }
+  if (auto probed = probe_source(*options); !probed) {
+    LOG_ERROR("cannot mount %s: %s", options->source.c_str(), probed.error().message.c_str());
+    return 1;
   }
   std::vector<std::string> fuse_argv = FuseArgs::save(args);
   if (options->supervise) return supervise(*options, fuse_argv);

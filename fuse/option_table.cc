@@ -237,6 +237,12 @@ std::string usage_text(std::string_view program) {
                     "                             a Nix binary cache; further URLs are fail-over mirrors\n"
                     "    file:///DIR or /DIR      a directory laid out like /nix/store\n"
                     "\n"
+                    "Before mounting, SOURCE must answer one request (within upstream-timeout): a missing\n"
+                    "directory, an NFS server that refuses or a host name that does not resolve, a binary cache\n"
+                    "that does not answer fail the mount with the cause (exit status 1). When the cache already\n"
+                    "holds store paths, the mount starts anyway, offline (a warning says so), and serves them\n"
+                    "until SOURCE answers. MOUNTPOINT must be a directory and not a lazystore mount already.\n"
+                    "\n"
                     "Options (-o NAME=VALUE, comma-separated):\n";
   for (const OptionSpec& option : kOptions) append_help_line(out, "    -o " + option_text(option), with_default(option));
   out += "    The mount is always ro,nosuid,nodev (rw, suid and dev are ignored).\n"

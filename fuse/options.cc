@@ -112,6 +112,16 @@ Result<uint64_t> parse_size(std::string_view text) {
   return value << shift;
 }
 
+UpstreamOptions upstream_options(const MountOptions& options) {
+  UpstreamOptions out;
+  out.timeout_seconds = options.upstream_timeout;
+  out.nfs_version = options.nfs_version;
+  out.trusted_public_keys = options.trusted_public_keys;
+  out.require_sigs = options.require_sigs;
+  out.spool_dir = options.cache_dir + "/http-spool";
+  return out;
+}
+
 FuseArgs::FuseArgs(const std::vector<std::string>& argv) {
   for (const std::string& arg : argv) {
     if (fuse_opt_add_arg(&args_, arg.c_str()) != 0) throw std::bad_alloc();

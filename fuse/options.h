@@ -10,6 +10,7 @@
 #include "fuse_version.h"
 #include "log.h"
 #include "result.h"
+#include "upstream/upstream.h"
 
 namespace lazystore {
 
@@ -58,6 +59,9 @@ class FuseArgs {
  private:
   fuse_args args_ = FUSE_ARGS_INIT(0, nullptr);
 };
+
+// What the upstream backend gets of the options (its `stats` pointer is the caller's to set).
+UpstreamOptions upstream_options(const MountOptions& options);
 
 // "10G", "512M", "64K", "4096" → bytes (powers of 1024).
 Result<uint64_t> parse_size(std::string_view text);

@@ -39,14 +39,9 @@ int fail(const Error& error) {
 int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv,
           const Takeover* takeover) {
   Stats stats;
-  UpstreamOptions upstream_options;
-  upstream_options.timeout_seconds = options.upstream_timeout;
-  upstream_options.nfs_version = options.nfs_version;
-  upstream_options.trusted_public_keys = options.trusted_public_keys;
-  upstream_options.require_sigs = options.require_sigs;
-  upstream_options.spool_dir = options.cache_dir + "/http-spool";
-  upstream_options.stats = &stats;
-  auto made = make_upstream(options.source, upstream_options);
+  UpstreamOptions for_upstream = upstream_options(options);
+  for_upstream.stats = &stats;
+  auto made = make_upstream(options.source, for_upstream);
   if (!made) return fail(made.error());
   MeteredUpstream upstream(std::move(*made), stats);
 

@@ -2,6 +2,12 @@
 """Mounting as an operator meets it, each case against real servers (a directory, nfs-ganesha,
 nginx serving a binary cache made by `nix copy`):
 
+- a wrong SOURCE (a missing directory, a refused NFS port, a host name that does not resolve,
+  a wrong export, an HTTP server that does not answer or is no binary cache) fails the mount:
+  exit status 1, one error line with the cause, nothing mounted, no process left;
+- with store paths in the cache, a SOURCE that does not answer starts the mount offline;
+- a regular file or a lazystore mount as MOUNTPOINT is refused with a clear line;
+
 - daemon mode (no -f), supervised and with supervise=false, for every upstream: the first
   `stat` answers within a deadline and SIGTERM ends the daemon and its mount (no thread may
   start before the daemon forks);
@@ -20,10 +26,10 @@ import tempfile
 import threading
 import time
 
-from http_server import Nginx
+from http_server import Nginx, SilentServer
 from lazystore_testlib import LazystoreTestCase, NixStore, daemon_processes, fixture, \
     is_lazystore_mounted, main, parent_pid, read_file, run
-from nfs_server import Ganesha
+from nfs_server import Ganesha, free_port
 
 STAT_DEADLINE = 20.0   # the first stat of a fresh mount; it hung for ever before
 STOP_DEADLINE = 30.0
@@ -63,6 +69,7 @@ class BackgroundMount:
         self.argv = [os.environ["LAZYSTORE_BIN"], source, self.mountpoint, "-o",
                      ",".join(k if v is None else f"{k}={v}" for k, v in opts.items())]
         self.returncode = None
+        self.others = set()  # processes of another mount at the same mount point: not ours
         test.addCleanup(self.close)
 
     def start(self, timeout=90):
@@ -79,7 +86,7 @@ class BackgroundMount:
             return ""
 
     def processes(self):
-        return daemon_processes(self.mountpoint)
+        return [pid for pid in daemon_processes(self.mountpoint) if pid not in self.others]
 
     def top_process(self):
         """The supervisor (or the one unsupervised process)."""
@@ -114,10 +121,133 @@ class BackgroundMount:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        while is_lazystore_mounted(self.mountpoint):
+        while not self.others and is_lazystore_mounted(self.mountpoint):
             if subprocess.run(["fusermount3", "-u", "-z", self.mountpoint],
                               stderr=subprocess.DEVNULL).returncode != 0:
                 break
+
+
+class RefusedMountTestCase(LazystoreTestCase):
+
+    def assert_refused(self, source, options, cause, modes=("background", "foreground"),
+                       mountpoint=None):
+        """`lazystore SOURCE MNT` (with -f and without) exits 1 with one error line matching
+        `cause`, mounts nothing and leaves no process."""
+        for mode in modes:
+            with self.subTest(mode=mode):
+                mount = BackgroundMount(self, source, dict({"upstream-timeout": 1}, **options),
+                                        name=f"refused-{mode}")
+                if mountpoint:
+                    mount.argv[2] = mount.mountpoint = mountpoint
+                    mount.others = set(daemon_processes(mountpoint))
+                if mode == "foreground":
+                    mount.argv.append("-f")
+                started = time.monotonic()
+                mount.start()
+                seconds = time.monotonic() - started
+                errors = [line for line in mount.stderr().splitlines() if ": error: " in line]
+                self.assertEqual(mount.returncode, 1, mount.stderr())
+                self.assertEqual(len(errors), 1, mount.stderr())
+                self.assertRegex(errors[0], cause)
+                self.assertFalse(mountpoint is None and is_lazystore_mounted(mount.mountpoint))
+                self.assertEqual(mount.processes(), [])
+                self.assertLess(seconds, 30, "refusing took too long")
+        return errors[0]
+
+
+class WrongSourceTest(RefusedMountTestCase):
+
+    def test_missing_directory(self):
+        missing = os.path.join(self.work, "does-not-exist")
+        line = self.assert_refused(f"file://{missing}", {}, r"^lazystore: error: cannot mount file://")
+        self.assertIn(f"upstream directory {missing}: No such file or directory", line)
+
+    def test_refused_nfs_port(self):
+        port = free_port()
+        self.assert_refused(f"nfs://127.0.0.1/store?version=4&nfsport={port}", {},
+                            r"cannot mount nfs://127\.0\.0\.1/store.*: Connection refused$")
+
+    def test_host_name_that_does_not_resolve(self):
+        self.assert_refused("nix-servr.invalid:/nix/store", {},
+                            r"cannot mount nix-servr\.invalid:/nix/store: .*nix-servr\.invalid")
+
+    def test_wrong_nfs_export(self):
+        server = Ganesha.v4(self.private_upstream("export"), os.path.join(self.work, "ganesha"))
+        self.addCleanup(server.close)
+        self.assert_refused(f"nfs://127.0.0.1/no-such-export?version=4&nfsport={server.port}", {},
+                            r"cannot mount nfs://127\.0\.0\.1/no-such-export")
+
+    def test_http_server_that_does_not_answer(self):
+        silent = SilentServer()
+        self.addCleanup(silent.close)
+        self.assert_refused(silent.url, {"require-sigs": "false"},
+                            rf"cannot mount {silent.url}: {silent.url}/nix-cache-info: .*[Tt]imed out")
+
+    def test_http_server_that_is_no_binary_cache(self):
+        empty = os.path.join(self.work, "empty-site")
+        os.makedirs(empty)
+        server = Nginx(empty, os.path.join(self.work, "nginx")).start()
+        self.addCleanup(server.stop)
+        self.assert_refused(server.url, {"require-sigs": "false"}, r"has no nix-cache-info: not a Nix binary cache")
+
+
+class OfflineStartTest(LazystoreTestCase):
+    """The persistent cache is for this: a restart while SOURCE is down still serves it."""
+
+    def fill_cache(self, source, cache, mountpoint):
+        daemon = self.mount(source=source, cache=cache, mountpoint=mountpoint, options={"upstream-timeout": 2})
+        single, misc = self.fixture.paths["single_file"], self.fixture.paths["misc"]
+        expected = {single: read_file(daemon.path(single)),
+                    f"{misc}/bin/hello": read_file(daemon.path(misc, "bin", "hello"))}
+        daemon.stop()
+        return expected
+
+    def check_offline(self, source, cache, expected):
+        mount = BackgroundMount(self, source, {"upstream-timeout": 1}, name="offline")
+        mount.cache = cache
+        mount.argv[4] = mount.argv[4].replace(f"cache={os.path.join(self.work, 'offline-cache')}", f"cache={cache}")
+        mount.start()
+        self.assertEqual(mount.returncode, 0, mount.stderr())
+        self.assertRegex(mount.stderr(), r"lazystore: warning: .* does not answer \(.*\): starting offline, "
+                                         r"serving the 2 store paths cached in ")
+        for rel, data in expected.items():
+            self.assertEqual(read_file(os.path.join(mount.mountpoint, rel)), data)
+        self.assertNotIn(": error:", mount.stderr())
+        subprocess.run(["fusermount3", "-u", mount.mountpoint], check=True)
+        self.assertTrue(mount.wait_gone())
+
+    def test_missing_directory_with_a_filled_cache(self):
+        upstream = self.private_upstream()
+        cache = os.path.join(self.work, "cache")
+        expected = self.fill_cache(upstream, cache, os.path.join(self.work, "mnt"))
+        os.rename(upstream, upstream + ".gone")
+        self.check_offline(f"file://{upstream}", cache, expected)
+
+    def test_stopped_nfs_server_with_a_filled_cache(self):
+        server = Ganesha.v4(self.private_upstream("export"), os.path.join(self.work, "ganesha"))
+        self.addCleanup(server.close)
+        cache = os.path.join(self.work, "cache")
+        expected = self.fill_cache(server.url(4), cache, os.path.join(self.work, "mnt"))
+        server.kill()
+        self.check_offline(server.url(4), cache, expected)
+
+
+class MountpointTest(RefusedMountTestCase):
+
+    def test_regular_file(self):
+        target = os.path.join(self.work, "a-file")
+        with open(target, "w") as f:
+            f.write("not a directory\n")
+        self.assert_refused(self.fixture.store, {}, r"mount point .*/a-file is a regular file", mountpoint=target)
+        self.assertEqual(read_file(target), b"not a directory\n")
+
+    def test_already_a_lazystore_mount(self):
+        daemon = self.mount()
+        self.assert_refused(self.fixture.store, {}, rf"{daemon.mountpoint} is already a lazystore mount "
+                                                    rf"\(of .*\); unmount it first: fusermount3 -u ",
+                            mountpoint=daemon.mountpoint)
+        single = self.fixture.paths["single_file"]
+        self.assertEqual(read_file(daemon.path(single)), read_file(os.path.join(self.fixture.store, single)))
 
 
 class DaemonModeTest(LazystoreTestCase):
