@@ -2,6 +2,7 @@
 // SOURCE → supervisor (or not) → serve.
 #include <cstdarg>
 #include <cstdio>
+#include <string_view>
 
 #include "fuse_version.h"
 #include "log.h"
@@ -11,6 +12,7 @@
 #include "server.h"
 #include "source_probe.h"
 #include "supervisor.h"
+#include "unmount_guard.h"
 
 namespace {
 
@@ -30,6 +32,7 @@ void forward_fuse_log(fuse_log_level level, const char* format, va_list args) {
 
 int main(int argc, char* argv[]) {
   using namespace lazystore;
+  if (argc > 1 && std::string_view(argv[1]) == kUnmountGuardFlag) return run_unmount_guard(argc, argv);
   set_log_program("lazystore");
   fuse_set_log_func(forward_fuse_log);
   fuse_args args = FUSE_ARGS_INIT(argc, argv);

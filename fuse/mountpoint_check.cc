@@ -1,5 +1,6 @@
 #include "mountpoint_check.h"
 
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -12,11 +13,15 @@
 #include <thread>
 #include <vector>
 
+#include "log.h"
+
 namespace lazystore {
 namespace {
 
 // A FUSE mount answers stat through its daemon, which may hang: the check does not wait longer.
 constexpr auto kStatDeadline = std::chrono::seconds(5);
+// Dead lazystore mounts stacked at one mount point that are cleared before giving up.
+constexpr int kMaxDeadMounts = 8;
 
 // mountinfo escapes space, tab, newline and backslash as \ooo.
 std::string unescape(std::string_view field) {
@@ -56,6 +61,33 @@ std::optional<StatAnswer> stat_within(const std::string& path, std::chrono::seco
   return future.get();
 }
 
+
+// stat(2) of the mount point; a FUSE mount's on its own thread with a deadline (its daemon
+// answers, and may hang). nullopt: no answer.
+std::optional<StatAnswer> stat_mountpoint(const std::string& mountpoint, const std::optional<MountEntry>& entry) {
+  if (entry && entry->fstype.starts_with("fuse")) return stat_within(mountpoint, kStatDeadline);
+  StatAnswer answer;
+  if (::stat(mountpoint.c_str(), &answer.st) != 0) answer.error = errno;
+  return answer;
+}
+
+// What a mount point that answered stat (other than ENOTCONN) allows.
+Status judge(const std::string& mountpoint, const std::optional<MountEntry>& entry, const StatAnswer& answer) {
+  if (answer.error == ENOENT) return make_error(ENOENT, "mount point " + mountpoint + " does not exist");
+  if (answer.error != 0) {
+    return make_error(answer.error, "mount point " + mountpoint + ": " + std::strerror(answer.error));
+  }
+  if (S_ISREG(answer.st.st_mode)) {
+    return make_error(ENOTDIR, "mount point " + mountpoint + " is a regular file: the store mounts on a directory");
+  }
+  if (!S_ISDIR(answer.st.st_mode)) return make_error(ENOTDIR, "mount point " + mountpoint + " is not a directory");
+  if (entry && entry->fstype == "fuse.lazystore") {
+    return make_error(EBUSY, mountpoint + " is already a lazystore mount (of " + entry->source +
+                                 "); unmount it first: fusermount3 -u " + mountpoint);
+  }
+  return {};
+}
+
 }  // namespace
 
 std::optional<MountEntry> mount_at(const std::string& path) {
@@ -70,39 +102,34 @@ std::optional<MountEntry> mount_at(const std::string& path) {
     size_t separator = 6;
     while (separator < parts.size() && parts[separator] != "-") ++separator;
     if (separator + 2 >= parts.size()) continue;
-    found = MountEntry{parts[separator + 1], unescape(parts[separator + 2])};  // the last is on top
+    found = MountEntry{parts[separator + 1], unescape(parts[separator + 2]), parts[0], parts[2]};  // last: on top
   }
   return found;
 }
 
 Status check_mountpoint(const std::string& mountpoint) {
-  auto entry = mount_at(mountpoint);
-  StatAnswer answer;
-  if (entry && entry->fstype.starts_with("fuse")) {
-    auto answered = stat_within(mountpoint, kStatDeadline);
-    if (!answered) {
+  for (int cleared = 0;; ++cleared) {
+    auto entry = mount_at(mountpoint);
+    auto answer = stat_mountpoint(mountpoint, entry);
+    if (!answer) {
       return make_error(EBUSY, mountpoint + " is a FUSE mount (" + entry->fstype + " of " + entry->source +
                                    ") that does not answer: not mounting over it");
     }
-    answer = *answered;
-  } else if (::stat(mountpoint.c_str(), &answer.st) != 0) {
-    answer.error = errno;
+    if (answer->error != ENOTCONN) return judge(mountpoint, entry, *answer);
+    // A dead FUSE mount: its daemon is gone and nothing can answer through it again.
+    std::string what = entry ? entry->fstype + " of " + entry->source : "FUSE";
+    if (!entry || entry->fstype != "fuse.lazystore" || cleared >= kMaxDeadMounts) {
+      return make_error(ENOTCONN, mountpoint + " is a dead FUSE mount (" + what + ": " + std::strerror(ENOTCONN) +
+                                      "): its daemon is gone; clear it with: fusermount3 -u " + mountpoint);
+    }
+    // One of ours whose unmount guard was killed too (or is just unmounting it: EINVAL).
+    if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0 && errno != EINVAL) {
+      return make_error(errno, mountpoint + " is a dead lazystore mount (of " + entry->source +
+                                   ") and unmounting it failed: " + std::strerror(errno));
+    }
+    LOG_WARNING("%s was a dead lazystore mount (of %s; its daemon was killed): unmounted it",
+                mountpoint.c_str(), entry->source.c_str());
   }
-  if (answer.error == ENOENT) return make_error(ENOENT, "mount point " + mountpoint + " does not exist");
-  if (answer.error != 0) {
-    return make_error(answer.error, "mount point " + mountpoint + ": " + std::strerror(answer.error));
-  }
-  if (S_ISREG(answer.st.st_mode)) {
-    return make_error(ENOTDIR, "mount point " + mountpoint + " is a regular file: the store mounts on a directory");
-  }
-  if (!S_ISDIR(answer.st.st_mode)) {
-    return make_error(ENOTDIR, "mount point " + mountpoint + " is not a directory");
-  }
-  if (entry && entry->fstype == "fuse.lazystore") {
-    return make_error(EBUSY, mountpoint + " is already a lazystore mount (of " + entry->source +
-                                 "); unmount it first: fusermount3 -u " + mountpoint);
-  }
-  return {};
 }
 
 }  // namespace lazystore

@@ -241,11 +241,13 @@ std::string usage_text(std::string_view program) {
                     "directory, an NFS server that refuses or a host name that does not resolve, a binary cache\n"
                     "that does not answer fail the mount with the cause (exit status 1). When the cache already\n"
                     "holds store paths, the mount starts anyway, offline (a warning says so), and serves them\n"
-                    "until SOURCE answers. MOUNTPOINT must be a directory and not a lazystore mount already.\n"
+                    "until SOURCE answers. MOUNTPOINT must be a directory and not a lazystore mount already;\n"
+                    "a dead lazystore mount there is cleared first, any other dead FUSE mount refused.\n"
                     "\n"
                     "Options (-o NAME=VALUE, comma-separated):\n";
   for (const OptionSpec& option : kOptions) append_help_line(out, "    -o " + option_text(option), with_default(option));
-  out += "    The mount is always ro,nosuid,nodev (rw, suid and dev are ignored).\n"
+  out += "    The mount is always ro,nosuid,nodev (rw, suid and dev are ignored), and it goes away with\n"
+         "    its daemon, also after a kill -9 (a small lazystore-unmount-guard process sees to it).\n"
          "\n";
   for (const FlagSpec& flag : kFlags) append_help_line(out, "    " + std::string(flag.flag), flag.help);
   out += "\n"

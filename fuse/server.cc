@@ -15,6 +15,7 @@
 #include "log.h"
 #include "metadata_cache.h"
 #include "stats.h"
+#include "unmount_guard.h"
 #include "upstream/metered_upstream.h"
 
 namespace lazystore {
@@ -94,7 +95,14 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
     return fail(make_error(EIO, "cannot mount on " + options.mountpoint));
   }
   Fd report;  // unsupervised in the background: to the process that waits for the mount
+  Fd guard;   // unsupervised: the mount goes when this process does (unmount_guard.h)
   if (!takeover) {
+    auto started = start_unmount_guard(options.mountpoint, options.log_file);
+    if (!started) {
+      fuse_session_unmount(session.get());
+      return fail(started.error());
+    }
+    guard = std::move(*started);
     LOG_INFO("serving %s at %s (cache %s, %llu bytes)", upstream.describe().c_str(),
              options.mountpoint.c_str(), options.cache_dir.c_str(),
              static_cast<unsigned long long>(options.cache_size));

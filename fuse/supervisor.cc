@@ -25,6 +25,7 @@
 #include "log.h"
 #include "server.h"
 #include "session_takeover.h"
+#include "unmount_guard.h"
 
 namespace lazystore {
 namespace {
@@ -94,6 +95,7 @@ class Supervisor {
   Fd report_;  // to the process that waits for the daemon to be up; closed after one byte
   std::unique_ptr<fuse_session, SessionDeleter> mount_session_;
   int fuse_fd_ = -1;
+  Fd guard_;  // while open, the unmount guard waits (unmount_guard.h); only this process holds it
   Fd journal_;
   std::optional<SharedInitPage> init_;
   sigset_t old_mask_{};
@@ -121,6 +123,12 @@ Status Supervisor::mount() {
     return make_error(EIO, "cannot mount on " + options_.mountpoint);
   }
   fuse_fd_ = fuse_session_fd(mount_session_.get());
+  auto guard = start_unmount_guard(options_.mountpoint, options_.log_file);
+  if (!guard) {
+    unmount();
+    return guard.error();
+  }
+  guard_ = std::move(*guard);
   return {};
 }
 
@@ -148,6 +156,7 @@ Status Supervisor::start_server() {
     ready_read.reset();
     report_.reset();
     signals_.reset();
+    guard_.reset();
     Takeover takeover;
     takeover.fuse_fd = fuse_fd_;
     takeover.journal_fd = journal_.get();

@@ -14,6 +14,7 @@ default $MESON_BUILD_ROOT/tests/fixture-store, else /tmp/lazystore-fixture-store
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -408,9 +409,10 @@ def is_lazystore_mounted(mountpoint):
     return entry is not None and entry["fstype"].startswith("fuse")
 
 
-def daemon_processes(mountpoint):
-    """Pids of the running lazystore processes (LAZYSTORE_BIN) whose arguments name mountpoint:
-    a daemonized mount's supervisor and server, or its one unsupervised process."""
+def daemon_processes(mountpoint, cache=None):
+    """Pids of the running lazystore processes (LAZYSTORE_BIN) whose arguments name mountpoint
+    (and `cache=CACHE`, if given): a daemonized mount's supervisor and server, or its one
+    unsupervised process."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -423,9 +425,25 @@ def daemon_processes(mountpoint):
         except OSError:
             continue
         if state != "Z" and argv and argv[0] == os.environ["LAZYSTORE_BIN"].encode() and \
-                mountpoint.encode() in argv:
+                mountpoint.encode() in argv and \
+                (cache is None or any(f"cache={cache}".encode() in arg.split(b",") for arg in argv)):
             found.append(int(entry))
     return found
+
+
+def dead_fuse_mount(mountpoint, fstype="fuse.lazystore", source="dead-daemon"):
+    """Leaves a dead FUSE mount at mountpoint, as a daemon killed together with its fusermount3
+    does: mount(2) on a fresh /dev/fuse, then close it (stat then answers ENOTCONN)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        options = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
+        if libc.mount(source.encode(), mountpoint.encode(), fstype.encode(), 0, options) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"mount {fstype} on {mountpoint}: {os.strerror(code)}")
+    finally:
+        os.close(fd)
 
 
 def parent_pid(pid):
@@ -438,6 +456,9 @@ _ALLOWED_LINE = re.compile(r"^lazystore: (warning|info|debug): ")
 # Always a failure, whatever a test allows.
 _FATAL_LINE = re.compile(r"Sanitizer|runtime error:|Traceback|terminate called|Assertion .* failed"
                          r"|Segmentation fault|core dumped|stack-use|heap-use|double free")
+
+
+_stderr_serial = itertools.count(1)
 
 
 class DaemonError(AssertionError):
@@ -476,7 +497,9 @@ class Daemon:
         if is_lazystore_mounted(self.mountpoint):
             raise DaemonError(f"{self.mountpoint} is already a mount point")
         self.generation += 1
-        self.stderr_path = f"{self.cache}.stderr.{self.generation}"
+        # Unique per start, also across Daemon objects on one cache: a process of an earlier
+        # start (its unmount guard) may still write to its own file.
+        self.stderr_path = f"{self.cache}.stderr.{next(_stderr_serial)}.{self.generation}"
         with open(self.stderr_path, "wb") as err, open(os.devnull, "rb") as null:
             self.process = subprocess.Popen(self.argv(), stdin=null, stdout=err, stderr=err,
                                             close_fds=True)

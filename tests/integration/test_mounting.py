@@ -7,6 +7,9 @@ nginx serving a binary cache made by `nix copy`):
   exit status 1, one error line with the cause, nothing mounted, no process left;
 - with store paths in the cache, a SOURCE that does not answer starts the mount offline;
 - a regular file or a lazystore mount as MOUNTPOINT is refused with a clear line;
+- no dead mount: kill -9 of the supervisor (or of every lazystore process) removes the mount
+  (auto_unmount) and a remount works; a dead lazystore mount left at MOUNTPOINT is cleared, any
+  other dead FUSE mount is refused with the command that clears it;
 
 - daemon mode (no -f), supervised and with supervise=false, for every upstream: the first
   `stat` answers within a deadline and SIGTERM ends the daemon and its mount (no thread may
@@ -27,8 +30,8 @@ import threading
 import time
 
 from http_server import Nginx, SilentServer
-from lazystore_testlib import LazystoreTestCase, NixStore, daemon_processes, fixture, \
-    is_lazystore_mounted, main, parent_pid, read_file, run
+from lazystore_testlib import LazystoreTestCase, NixStore, daemon_processes, dead_fuse_mount, fixture, \
+    is_lazystore_mounted, main, mountinfo_entry, parent_pid, read_file, run
 from nfs_server import Ganesha, free_port
 
 STAT_DEADLINE = 20.0   # the first stat of a fresh mount; it hung for ever before
@@ -69,7 +72,7 @@ class BackgroundMount:
         self.argv = [os.environ["LAZYSTORE_BIN"], source, self.mountpoint, "-o",
                      ",".join(k if v is None else f"{k}={v}" for k, v in opts.items())]
         self.returncode = None
-        self.others = set()  # processes of another mount at the same mount point: not ours
+        self.foreign_mount = False  # another mount is at the mount point: close() leaves it
         test.addCleanup(self.close)
 
     def start(self, timeout=90):
@@ -86,7 +89,7 @@ class BackgroundMount:
             return ""
 
     def processes(self):
-        return [pid for pid in daemon_processes(self.mountpoint) if pid not in self.others]
+        return daemon_processes(self.mountpoint, self.cache)
 
     def top_process(self):
         """The supervisor (or the one unsupervised process)."""
@@ -121,7 +124,7 @@ class BackgroundMount:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        while not self.others and is_lazystore_mounted(self.mountpoint):
+        while not self.foreign_mount and is_lazystore_mounted(self.mountpoint):
             if subprocess.run(["fusermount3", "-u", "-z", self.mountpoint],
                               stderr=subprocess.DEVNULL).returncode != 0:
                 break
@@ -139,7 +142,7 @@ class RefusedMountTestCase(LazystoreTestCase):
                                         name=f"refused-{mode}")
                 if mountpoint:
                     mount.argv[2] = mount.mountpoint = mountpoint
-                    mount.others = set(daemon_processes(mountpoint))
+                    mount.foreign_mount = True
                 if mode == "foreground":
                     mount.argv.append("-f")
                 started = time.monotonic()
@@ -248,6 +251,92 @@ class MountpointTest(RefusedMountTestCase):
                             mountpoint=daemon.mountpoint)
         single = self.fixture.paths["single_file"]
         self.assertEqual(read_file(daemon.path(single)), read_file(os.path.join(self.fixture.store, single)))
+
+
+class DeadMountTest(RefusedMountTestCase):
+    """`Transport endpoint is not connected` at the mount point was what a kill -9 left."""
+
+    CLEAN_DEADLINE = 15.0
+
+    def mount_in_background(self, options=None, name="bg"):
+        mount = BackgroundMount(self, self.fixture.store, options or {}, name=name)
+        mount.start()
+        self.assertEqual(mount.returncode, 0, mount.stderr())
+        single = self.fixture.paths["single_file"]
+        self.assertEqual(read_file(os.path.join(mount.mountpoint, single)),
+                         read_file(os.path.join(self.fixture.store, single)))
+        return mount
+
+    def assert_clean_and_remountable(self, mount):
+        self.assertTrue(mount.wait_gone(self.CLEAN_DEADLINE),
+                        f"still mounted or running {self.CLEAN_DEADLINE} s after the kill: "
+                        f"{mountinfo_entry(mount.mountpoint)}, {mount.processes()}")
+        os.listdir(mount.mountpoint)  # the directory itself again, not ENOTCONN
+        mount.start()  # same mount point, same cache (and its control socket, left behind)
+        self.assertEqual(mount.returncode, 0, mount.stderr())
+        single = self.fixture.paths["single_file"]
+        self.assertEqual(read_file(os.path.join(mount.mountpoint, single)),
+                         read_file(os.path.join(self.fixture.store, single)))
+        stats = subprocess.run([os.environ["LAZYSTORE_CTL_BIN"], "--cache", mount.cache, "stats", "--json"],
+                               capture_output=True, text=True, timeout=30)
+        self.assertEqual(stats.returncode, 0, stats.stderr)
+        subprocess.run(["fusermount3", "-u", mount.mountpoint], check=True)
+        self.assertTrue(mount.wait_gone())
+
+    def test_kill_9_of_the_supervisor(self):
+        mount = self.mount_in_background()
+        supervisor = mount.top_process()
+        server = [pid for pid in mount.processes() if pid != supervisor][0]
+        # A crash of the server alone must not end the mount: the supervisor starts another.
+        os.kill(server, signal.SIGKILL)
+        end = time.monotonic() + 30
+        while (not mount.processes() or server in mount.processes() or len(mount.processes()) < 2) \
+                and time.monotonic() < end:
+            time.sleep(0.05)  # polling interval, bounded by the deadline
+        self.assertTrue(is_lazystore_mounted(mount.mountpoint))
+        os.listdir(os.path.join(mount.mountpoint, self.fixture.paths["misc"]))
+        os.kill(supervisor, signal.SIGKILL)
+        self.assert_clean_and_remountable(mount)
+
+    def test_kill_9_of_every_lazystore_process(self):
+        mount = self.mount_in_background()
+        for pid in mount.processes():
+            os.kill(pid, signal.SIGKILL)
+        self.assert_clean_and_remountable(mount)
+
+    def test_kill_9_of_an_unsupervised_daemon(self):
+        mount = self.mount_in_background({"supervise": "false"})
+        os.kill(mount.top_process(), signal.SIGKILL)
+        self.assert_clean_and_remountable(mount)
+
+    def test_a_dead_lazystore_mount_is_cleared(self):
+        mount = BackgroundMount(self, self.fixture.store, {}, name="dead")
+        dead_fuse_mount(mount.mountpoint, "fuse.lazystore")
+        self.addCleanup(subprocess.run, ["fusermount3", "-u", "-z", mount.mountpoint], stderr=subprocess.DEVNULL)
+        self.assertErrno(107, os.stat, mount.mountpoint)  # ENOTCONN
+        mount.start()
+        self.assertEqual(mount.returncode, 0, mount.stderr())
+        self.assertIn(f"lazystore: warning: {mount.mountpoint} was a dead lazystore mount (of dead-daemon; "
+                      f"its daemon was killed): unmounted it", mount.stderr())
+        single = self.fixture.paths["single_file"]
+        self.assertEqual(read_file(os.path.join(mount.mountpoint, single)),
+                         read_file(os.path.join(self.fixture.store, single)))
+
+    def test_another_dead_fuse_mount_is_refused_with_the_way_to_clear_it(self):
+        mountpoint = os.path.join(self.work, "other")
+        os.makedirs(mountpoint)
+        dead_fuse_mount(mountpoint, "fuse.sshfs", "user@host:/dir")
+        self.addCleanup(subprocess.run, ["fusermount3", "-u", "-z", mountpoint], stderr=subprocess.DEVNULL)
+        line = self.assert_refused(self.fixture.store, {},
+                                   rf"{mountpoint} is a dead FUSE mount \(fuse\.sshfs of user@host:/dir: "
+                                   rf"Transport endpoint is not connected\): its daemon is gone; "
+                                   rf"clear it with: fusermount3 -u {mountpoint}$", mountpoint=mountpoint)
+        subprocess.run(line.split("clear it with: ", 1)[1].split(), check=True)  # what it says works
+        mount = BackgroundMount(self, self.fixture.store, {}, name="after")
+        mount.argv[2] = mount.mountpoint = mountpoint
+        mount.start()
+        self.assertEqual(mount.returncode, 0, mount.stderr())
+        self.assertIn(self.fixture.paths["single_file"], os.listdir(mountpoint))
 
 
 class DaemonModeTest(LazystoreTestCase):

@@ -1,0 +1,95 @@
+#include "unmount_guard.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "daemonize.h"
+#include "log.h"
+#include "mountpoint_check.h"
+
+namespace lazystore {
+namespace {
+
+constexpr int kPipeFd = 3;
+
+}  // namespace
+
+Result<Fd> start_unmount_guard(const std::string& mountpoint, const std::string& log_file) {
+  auto mount = mount_at(mountpoint);
+  if (!mount || mount->fstype != "fuse.lazystore") {
+    return make_error(EIO, "the new mount is not in /proc/self/mountinfo at " + mountpoint);
+  }
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return make_error(errno, std::string("pipe: ") + std::strerror(errno));
+  Fd read_end(fds[0]);
+  Fd write_end(fds[1]);
+  std::vector<std::string> args = {"lazystore-unmount-guard", std::string(kUnmountGuardFlag), mountpoint,
+                                   mount->id, mount->device};
+  if (!log_file.empty()) args.push_back(log_file);
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  require_single_thread("starting the unmount guard");
+  // Forked twice: the guard is no child of the supervisor, whose children are its servers.
+  pid_t pid = fork();
+  if (pid < 0) return make_error(errno, std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    if (fork() != 0) _exit(0);
+    // Only stdin/stdout/stderr and the pipe go along: a /dev/fuse descriptor kept here would
+    // keep a dead daemon's mount answering nothing instead of ending.
+    if (dup2(read_end.get(), kPipeFd) != kPipeFd) _exit(127);
+    close_range(kPipeFd + 1, ~0U, 0);
+    execv("/proc/self/exe", argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return write_end;
+}
+
+int run_unmount_guard(int argc, char* argv[]) {
+  set_log_program("lazystore");
+  if (argc < 5) {
+    LOG_ERROR("usage: lazystore --unmount-guard MOUNTPOINT ID DEVICE [LOGFILE] (internal)");
+    return 2;
+  }
+  std::string mountpoint = argv[2];
+  std::string id = argv[3];
+  std::string device = argv[4];
+  if (argc > 5) (void)set_log_file(argv[5]);
+  prctl(PR_SET_NAME, "lazystore-guard");
+  // Only the end of the pipe ends the guard: a kill of the process group (Ctrl-C, SIGTERM to
+  // the session) reaches the supervisor, which unmounts by itself.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) signal(sig, SIG_IGN);
+  setsid();
+  if (chdir("/") != 0) LOG_WARNING("chdir /: %s", std::strerror(errno));
+  detach_logging();
+  char byte;
+  ssize_t n;
+  do {
+    n = read(kPipeFd, &byte, 1);
+  } while (n > 0 || (n < 0 && errno == EINTR));
+  auto ours = [&] {
+    auto mount = mount_at(mountpoint);
+    return mount && mount->id == id && mount->device == device;
+  };
+  if (!ours()) return 0;  // unmounted already: the normal end
+  if (umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
+    if (!ours()) return 0;  // someone else unmounted it meanwhile
+    LOG_ERROR("the daemon of %s is gone, and unmounting it failed: %s", mountpoint.c_str(), std::strerror(errno));
+    return 1;
+  }
+  LOG_WARNING("the daemon of %s is gone (killed): unmounted it", mountpoint.c_str());
+  return 0;
+}
+
+}  // namespace lazystore
