@@ -3,8 +3,9 @@
 - `fixture()` builds, once per build directory, a real Nix store with Debian's nix-bin
   (`nix-store --store local?root=DIR --add`), guarded by a file lock and a completion marker.
 - `Daemon` runs `lazystore SOURCE MNT -f` with stderr captured to a file, waits for the mount in
-  /proc/self/mountinfo (deadline, never a bare sleep), unmounts with `fusermount3 -u`, and fails
-  on unexpected stderr lines (level "error", sanitizer reports, tracebacks, foreign lines).
+  /proc/self/mountinfo and for its first answer (deadline, never a bare sleep), unmounts with
+  `fusermount3 -u`, and fails on unexpected stderr lines (level "error", sanitizer reports,
+  tracebacks, foreign lines).
 - `LazystoreTestCase` gives each test a private work directory and unmounts whatever it mounted.
 
 Environment: LAZYSTORE_BIN (the daemon), LAZYSTORE_FIXTURE_DIR (where the fixture store is cached;
@@ -25,6 +26,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -461,6 +463,13 @@ _FATAL_LINE = re.compile(r"Sanitizer|runtime error:|Traceback|terminate called|A
 _stderr_serial = itertools.count(1)
 
 
+def _stat_quietly(path):
+    try:
+        os.stat(path)
+    except OSError:
+        pass  # the daemon failed: Daemon.start reports it from its exit
+
+
 class DaemonError(AssertionError):
     pass
 
@@ -513,6 +522,14 @@ class Daemon:
                 self.kill()
                 raise DaemonError(f"not mounted after {self.START_DEADLINE} s:\n{self.stderr()}")
             time.sleep(0.01)  # polling interval, bounded by the deadline above
+        # A supervised mount exists before its server does: the first stat waits for the server
+        # to answer, and then its control socket listens too (it is opened before it serves).
+        answered = threading.Thread(target=_stat_quietly, args=(self.mountpoint,), daemon=True)
+        answered.start()
+        answered.join(max(0.0, deadline - time.monotonic()))
+        if answered.is_alive():
+            self.kill()
+            raise DaemonError(f"mounted, but not answering after {self.START_DEADLINE} s:\n{self.stderr()}")
         return self
 
     def stderr(self):
