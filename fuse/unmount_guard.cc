@@ -1,6 +1,7 @@
 #include "unmount_guard.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -18,7 +19,8 @@
 namespace lazystore {
 namespace {
 
-constexpr int kPipeFd = 3;
+constexpr int kPipeFd = 3;         // the guard's end of the pipe, in the guard
+constexpr int kExecDeadlineMs = 10000;
 
 }  // namespace
 
@@ -37,21 +39,41 @@ Result<Fd> start_unmount_guard(const std::string& mountpoint, const std::string&
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
+  // Ends (EOF) when the guard has exec'd; carries errno when the exec failed.
+  if (pipe2(fds, O_CLOEXEC) != 0) return make_error(errno, std::string("pipe: ") + std::strerror(errno));
+  Fd exec_read(fds[0]);
+  Fd exec_write(fds[1]);
   require_single_thread("starting the unmount guard");
   // Forked twice: the guard is no child of the supervisor, whose children are its servers.
   pid_t pid = fork();
   if (pid < 0) return make_error(errno, std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
     if (fork() != 0) _exit(0);
-    // Only stdin/stdout/stderr and the pipe go along: a /dev/fuse descriptor kept here would
+    // Only stdin/stdout/stderr and the pipes go along: a /dev/fuse descriptor kept here would
     // keep a dead daemon's mount answering nothing instead of ending.
-    if (dup2(read_end.get(), kPipeFd) != kPipeFd) _exit(127);
-    close_range(kPipeFd + 1, ~0U, 0);
+    int read_fd = read_end.get();
+    int exec_fd = exec_write.get();
+    if (exec_fd == kPipeFd) exec_fd = fcntl(exec_fd, F_DUPFD_CLOEXEC, kPipeFd + 1);
+    if (read_fd != kPipeFd && dup2(read_fd, kPipeFd) != kPipeFd) _exit(127);
+    fcntl(kPipeFd, F_SETFD, 0);  // dup2 onto itself would keep FD_CLOEXEC
+    if (exec_fd != kPipeFd + 1 && dup3(exec_fd, kPipeFd + 1, O_CLOEXEC) != kPipeFd + 1) _exit(127);
+    close_range(kPipeFd + 2, ~0U, 0);
     execv("/proc/self/exe", argv.data());
+    int error = errno;
+    (void)!write(kPipeFd + 1, &error, sizeof error);
     _exit(127);
   }
+  exec_write.reset();
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  // Mounted only once the guard runs: a kill right after the start must find it armed.
+  pollfd ready{exec_read.get(), POLLIN, 0};
+  int error = 0;
+  if (poll(&ready, 1, kExecDeadlineMs) != 1) {
+    LOG_WARNING("the unmount guard of %s did not start within %d ms", mountpoint.c_str(), kExecDeadlineMs);
+  } else if (read(exec_read.get(), &error, sizeof error) == static_cast<ssize_t>(sizeof error)) {
+    return make_error(error, std::string("starting the unmount guard: ") + std::strerror(error));
   }
   return write_end;
 }

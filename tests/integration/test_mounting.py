@@ -258,10 +258,26 @@ class DeadMountTest(RefusedMountTestCase):
 
     CLEAN_DEADLINE = 15.0
 
+    @staticmethod
+    def guards(mountpoint):
+        found = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv[0] == b"lazystore-unmount-guard" and mountpoint.encode() in argv:
+                found.append(int(entry))
+        return found
+
     def mount_in_background(self, options=None, name="bg"):
         mount = BackgroundMount(self, self.fixture.store, options or {}, name=name)
         mount.start()
         self.assertEqual(mount.returncode, 0, mount.stderr())
+        # Armed by the time the command returns: a kill right away must find it running.
+        self.assertEqual(len(self.guards(mount.mountpoint)), 1)
+        self.assertNotIn(parent_pid(self.guards(mount.mountpoint)[0]), mount.processes())
         single = self.fixture.paths["single_file"]
         self.assertEqual(read_file(os.path.join(mount.mountpoint, single)),
                          read_file(os.path.join(self.fixture.store, single)))
