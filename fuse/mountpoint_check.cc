@@ -1,5 +1,6 @@
 #include "mountpoint_check.h"
 
+#include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 
@@ -19,7 +20,7 @@ namespace lazystore {
 namespace {
 
 // A FUSE mount answers stat through its daemon, which may hang: the check does not wait longer.
-constexpr auto kStatDeadline = std::chrono::seconds(5);
+constexpr auto kStatDeadline = std::chrono::milliseconds(5000);
 // Dead lazystore mounts stacked at one mount point that are cleared before giving up.
 constexpr int kMaxDeadMounts = 8;
 
@@ -38,19 +39,45 @@ std::string unescape(std::string_view field) {
   return out;
 }
 
-struct StatAnswer {
-  int error = 0;  // errno of stat(2), 0 on success
+// A FUSE mount's daemon answers (and may hang): asked with a deadline. Others: plain stat(2).
+std::optional<PathAnswer> ask_mountpoint(const std::string& mountpoint, const std::optional<MountEntry>& entry) {
+  if (entry && entry->fstype.starts_with("fuse")) return ask_path(mountpoint, kStatDeadline);
+  PathAnswer answer;
   struct stat st {};
-};
+  if (::stat(mountpoint.c_str(), &st) != 0) answer.error = errno;
+  answer.mode = st.st_mode;
+  return answer;
+}
 
-// stat(2) on its own thread, waited for at most `deadline`; nullopt when it did not answer
-// (the thread is then left behind: the caller refuses the mount and the process exits).
-std::optional<StatAnswer> stat_within(const std::string& path, std::chrono::seconds deadline) {
-  auto answer = std::make_shared<std::promise<StatAnswer>>();
-  std::future<StatAnswer> future = answer->get_future();
+// What a mount point that answered stat (other than ENOTCONN) allows.
+Status judge(const std::string& mountpoint, const std::optional<MountEntry>& entry, const PathAnswer& answer) {
+  if (answer.error == ENOENT) return make_error(ENOENT, "mount point " + mountpoint + " does not exist");
+  if (answer.error != 0) {
+    return make_error(answer.error, "mount point " + mountpoint + ": " + std::strerror(answer.error));
+  }
+  if (S_ISREG(answer.mode)) {
+    return make_error(ENOTDIR, "mount point " + mountpoint + " is a regular file: the store mounts on a directory");
+  }
+  if (!S_ISDIR(answer.mode)) return make_error(ENOTDIR, "mount point " + mountpoint + " is not a directory");
+  if (entry && entry->fstype == "fuse.lazystore") {
+    return make_error(EBUSY, mountpoint + " is already a lazystore mount (of " + entry->source +
+                                 "); unmount it first: fusermount3 -u " + mountpoint);
+  }
+  return {};
+}
+
+}  // namespace
+
+std::optional<PathAnswer> ask_path(const std::string& path, std::chrono::milliseconds deadline) {
+  auto answer = std::make_shared<std::promise<PathAnswer>>();
+  std::future<PathAnswer> future = answer->get_future();
   std::thread worker([answer, path] {
-    StatAnswer out;
-    if (::stat(path.c_str(), &out.st) != 0) out.error = errno;
+    PathAnswer out;
+    struct statx st {};
+    if (::statx(AT_FDCWD, path.c_str(), AT_STATX_FORCE_SYNC, STATX_TYPE | STATX_MODE, &st) != 0) {
+      out.error = errno;
+    }
+    out.mode = st.stx_mode;
     answer->set_value(out);
   });
   if (future.wait_for(deadline) != std::future_status::ready) {
@@ -60,35 +87,6 @@ std::optional<StatAnswer> stat_within(const std::string& path, std::chrono::seco
   worker.join();
   return future.get();
 }
-
-
-// stat(2) of the mount point; a FUSE mount's on its own thread with a deadline (its daemon
-// answers, and may hang). nullopt: no answer.
-std::optional<StatAnswer> stat_mountpoint(const std::string& mountpoint, const std::optional<MountEntry>& entry) {
-  if (entry && entry->fstype.starts_with("fuse")) return stat_within(mountpoint, kStatDeadline);
-  StatAnswer answer;
-  if (::stat(mountpoint.c_str(), &answer.st) != 0) answer.error = errno;
-  return answer;
-}
-
-// What a mount point that answered stat (other than ENOTCONN) allows.
-Status judge(const std::string& mountpoint, const std::optional<MountEntry>& entry, const StatAnswer& answer) {
-  if (answer.error == ENOENT) return make_error(ENOENT, "mount point " + mountpoint + " does not exist");
-  if (answer.error != 0) {
-    return make_error(answer.error, "mount point " + mountpoint + ": " + std::strerror(answer.error));
-  }
-  if (S_ISREG(answer.st.st_mode)) {
-    return make_error(ENOTDIR, "mount point " + mountpoint + " is a regular file: the store mounts on a directory");
-  }
-  if (!S_ISDIR(answer.st.st_mode)) return make_error(ENOTDIR, "mount point " + mountpoint + " is not a directory");
-  if (entry && entry->fstype == "fuse.lazystore") {
-    return make_error(EBUSY, mountpoint + " is already a lazystore mount (of " + entry->source +
-                                 "); unmount it first: fusermount3 -u " + mountpoint);
-  }
-  return {};
-}
-
-}  // namespace
 
 std::optional<MountEntry> mount_at(const std::string& path) {
   std::ifstream mountinfo("/proc/self/mountinfo");
@@ -110,7 +108,7 @@ std::optional<MountEntry> mount_at(const std::string& path) {
 Status check_mountpoint(const std::string& mountpoint) {
   for (int cleared = 0;; ++cleared) {
     auto entry = mount_at(mountpoint);
-    auto answer = stat_mountpoint(mountpoint, entry);
+    auto answer = ask_mountpoint(mountpoint, entry);
     if (!answer) {
       return make_error(EBUSY, mountpoint + " is a FUSE mount (" + entry->fstype + " of " + entry->source +
                                    ") that does not answer: not mounting over it");

@@ -6,6 +6,9 @@
 // command that clears it.
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -21,6 +24,15 @@ struct MountEntry {
   std::string device;  // other, while it is mounted
 };
 std::optional<MountEntry> mount_at(const std::string& path);
+
+// statx(2) of `path` with AT_STATX_FORCE_SYNC, so that a FUSE mount's daemon is asked (the kernel
+// would answer from cached attributes even for a dead mount), on its own thread, waited for at
+// most `deadline`. nullopt: no answer in time (the thread is left behind; the caller gives up).
+struct PathAnswer {
+  int error = 0;  // errno, 0 on success; ENOTCONN: a FUSE mount whose daemon is gone
+  mode_t mode = 0;
+};
+std::optional<PathAnswer> ask_path(const std::string& path, std::chrono::milliseconds deadline);
 
 Status check_mountpoint(const std::string& mountpoint);
 

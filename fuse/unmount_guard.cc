@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "daemonize.h"
@@ -21,6 +23,9 @@ namespace {
 
 constexpr int kPipeFd = 3;         // the guard's end of the pipe, in the guard
 constexpr int kExecDeadlineMs = 10000;
+// How long a mount whose daemon just died may still answer before the guard takes it for
+// another, live one.
+constexpr auto kDeathDeadline = std::chrono::seconds(5);
 
 }  // namespace
 
@@ -100,13 +105,21 @@ int run_unmount_guard(int argc, char* argv[]) {
   do {
     n = read(kPipeFd, &byte, 1);
   } while (n > 0 || (n < 0 && errno == EINTR));
-  auto ours = [&] {
+  // Mount IDs and anonymous device numbers are reused once a mount is gone: a mount with ours
+  // may be a later one, which answers. Ours is dead (ENOTCONN) within a moment: the daemon's
+  // last /dev/fuse descriptor closes as it exits.
+  auto deadline = std::chrono::steady_clock::now() + kDeathDeadline;
+  for (;;) {
     auto mount = mount_at(mountpoint);
-    return mount && mount->id == id && mount->device == device;
-  };
-  if (!ours()) return 0;  // unmounted already: the normal end
+    if (!mount || mount->id != id || mount->device != device) return 0;  // unmounted: the normal end
+    auto answer = ask_path(mountpoint, std::chrono::duration_cast<std::chrono::milliseconds>(kDeathDeadline));
+    if (answer && answer->error == ENOTCONN) break;
+    if (!answer || std::chrono::steady_clock::now() >= deadline) return 0;  // alive: not ours
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling, bounded by the deadline
+  }
   if (umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
-    if (!ours()) return 0;  // someone else unmounted it meanwhile
+    auto mount = mount_at(mountpoint);
+    if (!mount || mount->id != id || mount->device != device) return 0;  // unmounted meanwhile
     LOG_ERROR("the daemon of %s is gone, and unmounting it failed: %s", mountpoint.c_str(), std::strerror(errno));
     return 1;
   }

@@ -4,9 +4,11 @@
 // Right after mounting, the mounting process starts a small guard process (`lazystore-unmount-
 // guard`, the same binary) that holds the read end of a pipe whose write end only the mounting
 // process (the supervisor, or an unsupervised server) keeps. When that process is gone in any
-// way, the pipe ends, and the guard unmounts the mount it was started for — identified by its
-// mount ID and device, so never a later mount at the same place — unless it is gone already
-// (a normal unmount). A crashed server does not end the mount: the supervisor holds the pipe.
+// way, the pipe ends, and the guard unmounts the mount it was started for — the mount at that
+// place with its mount ID and device whose root answers ENOTCONN (the daemon is gone); a later
+// mount that was given the same ID and device answers, and is left alone — unless it is gone
+// already (a normal unmount). A crashed server does not end the mount: the supervisor holds
+// the pipe.
 //
 // libfuse's auto_unmount (fusermount3's watchdog) is not used: it unmounts only when opening the
 // mount point answers ENOTCONN, which races with the dying daemon's last close of /dev/fuse and

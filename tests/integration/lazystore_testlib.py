@@ -402,7 +402,8 @@ def mountinfo_entry(mountpoint):
             if point == mountpoint:
                 sep = fields.index("-")
                 found = {"options": fields[5].split(","), "fstype": fields[sep + 1],
-                         "source": fields[sep + 2], "super_options": fields[sep + 3].split(",")}
+                         "source": fields[sep + 2], "super_options": fields[sep + 3].split(","),
+                         "id": fields[0], "device": fields[2]}
     return found  # the last one: the mount on top
 
 

@@ -259,6 +259,21 @@ class DeadMountTest(RefusedMountTestCase):
     CLEAN_DEADLINE = 15.0
 
     @staticmethod
+    def running(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    @staticmethod
+    def continue_process(pid):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
     def guards(mountpoint):
         found = []
         for entry in filter(str.isdigit, os.listdir("/proc")):
@@ -324,6 +339,48 @@ class DeadMountTest(RefusedMountTestCase):
         mount = self.mount_in_background({"supervise": "false"})
         os.kill(mount.top_process(), signal.SIGKILL)
         self.assert_clean_and_remountable(mount)
+
+    def test_kill_9_of_the_daemon_and_its_guard_then_a_remount_clears_it(self):
+        mount = self.mount_in_background()
+        os.stat(mount.mountpoint)  # the kernel now holds the root's attributes for a second
+        for pid in self.guards(mount.mountpoint) + mount.processes():
+            os.kill(pid, signal.SIGKILL)
+        end = time.monotonic() + STOP_DEADLINE
+        while (mount.processes() or self.guards(mount.mountpoint)) and time.monotonic() < end:
+            time.sleep(0.01)  # polling interval, bounded by the deadline
+        self.assertTrue(is_lazystore_mounted(mount.mountpoint))  # dead, and nobody to clear it
+        mount.start()  # at once: the cached attributes must not make it look alive
+        self.assertEqual(mount.returncode, 0, mount.stderr())
+        self.assertIn(f"lazystore: warning: {mount.mountpoint} was a dead lazystore mount", mount.stderr())
+        self.assertIn(self.fixture.paths["single_file"], os.listdir(mount.mountpoint))
+
+    def test_the_guard_of_an_earlier_mount_leaves_a_later_one_alone(self):
+        """Mount IDs and device numbers are reused: a guard that wakes up late (here: stopped
+        until the next mount is up) must not take a later mount that got its ID and device."""
+        for attempt in range(5):
+            first = self.mount_in_background(name=f"first-{attempt}")
+            entry = mountinfo_entry(first.mountpoint)
+            guard = self.guards(first.mountpoint)[0]
+            os.kill(guard, signal.SIGSTOP)
+            self.addCleanup(self.continue_process, guard)
+            subprocess.run(["fusermount3", "-u", first.mountpoint], check=True)
+            self.assertTrue(first.wait_gone())
+            later = BackgroundMount(self, self.fixture.store, {}, name=f"later-{attempt}")
+            later.argv[2] = later.mountpoint = first.mountpoint
+            later.start()
+            self.assertEqual(later.returncode, 0, later.stderr())
+            same = mountinfo_entry(later.mountpoint)["device"] == entry["device"]
+            os.kill(guard, signal.SIGCONT)
+            end = time.monotonic() + 30
+            while self.running(guard) and time.monotonic() < end:
+                time.sleep(0.05)  # polling interval, bounded by the deadline: the guard decides
+            self.assertTrue(is_lazystore_mounted(later.mountpoint), "the earlier guard unmounted a later mount")
+            self.assertIn(self.fixture.paths["single_file"], os.listdir(later.mountpoint))
+            subprocess.run(["fusermount3", "-u", later.mountpoint], check=True)
+            self.assertTrue(later.wait_gone())
+            if same:
+                return
+        self.fail("no later mount got the earlier one's device number in 5 attempts")
 
     def test_a_dead_lazystore_mount_is_cleared(self):
         mount = BackgroundMount(self, self.fixture.store, {}, name="dead")
