@@ -487,8 +487,15 @@ void Filesystem::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   reply_xattr_value(req, names, size);
 }
 
-void Filesystem::access(fuse_req_t req, fuse_ino_t /*ino*/, int mask) {
-  fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+// Without default_permissions the kernel asks here for access(2) (`test -x`, shutil.which):
+// the answer must follow the mode that getattr reports.
+void Filesystem::access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  if (mask & W_OK) return (void)fuse_reply_err(req, EROFS);
+  if (!(mask & X_OK) || ino == InodeTable::kRootInode) return (void)fuse_reply_err(req, 0);
+  auto ref = find_inode(ino);
+  if (!ref) return reply_error(req, ESTALE);
+  struct stat st = attributes(ino, *ref->tree, ref->node);
+  fuse_reply_err(req, (st.st_mode & 0111) ? 0 : EACCES);
 }
 
 const fuse_lowlevel_ops& Filesystem::operations() {

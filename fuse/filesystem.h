@@ -3,12 +3,12 @@
 // on every path and no exception leaves it.
 #pragma once
 
-#include "options.h"
-
 #include "chunk_cache.h"
+#include "fuse_version.h"
 #include "handle_table.h"
 #include "inode_table.h"
 #include "metadata_cache.h"
+#include "options.h"
 #include "stats.h"
 #include "upstream/upstream.h"
 

@@ -168,14 +168,23 @@ Result<std::vector<StorePath>> MetadataCache::list_top() {
     std::lock_guard lock(mutex_);
     for (const auto& [name, tree] : trees_) names.insert(name);
   }
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(directory_, ec)) {
-    std::string file = entry.path().filename().string();
-    if (file.ends_with(kTreeSuffix)) names.insert(file.substr(0, file.size() - kTreeSuffix.size()));
-  }
+  for (const StorePath& path : stored_paths(directory_)) names.insert(path.base_name());
   std::vector<StorePath> paths;
   for (const std::string& name : names) {
     if (auto path = StorePath::parse(name)) paths.push_back(std::move(*path));
+  }
+  return paths;
+}
+
+std::vector<StorePath> MetadataCache::stored_paths(const std::string& directory) {
+  std::vector<StorePath> paths;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(directory, ec)) {
+    std::string file = entry.path().filename().string();
+    if (!file.ends_with(kTreeSuffix)) continue;
+    if (auto path = StorePath::parse(std::string_view(file).substr(0, file.size() - kTreeSuffix.size()))) {
+      paths.push_back(std::move(*path));
+    }
   }
   return paths;
 }

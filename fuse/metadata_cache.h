@@ -55,6 +55,8 @@ class MetadataCache {
   Result<StoreTreePtr> get(const StorePath& path);
   // The store paths at the top level: the upstream's, or, when it cannot answer, those cached.
   Result<std::vector<StorePath>> list_top();
+  // The store paths whose trees are stored in `directory` (a metadata cache's, on disk).
+  static std::vector<StorePath> stored_paths(const std::string& directory);
   // Tree nodes held in memory now (bounded by max_nodes, but a single bigger tree is kept).
   size_t nodes_in_memory() const;
 

@@ -7,11 +7,10 @@
 // resend the requests the dead server had read but not answered (FUSE_NOTIFY_RESEND, Linux 6.9).
 #pragma once
 
-#include "options.h"
-
 #include <atomic>
 #include <cstdint>
 
+#include "fuse_version.h"
 #include "result.h"
 
 namespace lazystore {

@@ -18,13 +18,16 @@
 #include <new>
 #include <optional>
 
+#include "daemonize.h"
 #include "fd.h"
+#include "fuse_version.h"
 #include "inode_journal.h"
 #include "log.h"
 #include "process_title.h"
 #include "server.h"
 #include "session_takeover.h"
 #include "stats.h"
+#include "unmount_guard.h"
 
 namespace lazystore {
 namespace {
@@ -76,44 +79,6 @@ std::string describe_exit(int status) {
   return "exited with status " + std::to_string(WEXITSTATUS(status));
 }
 
-void write_byte(Fd& fd, char value) {
-  if (!fd) return;
-  (void)!write(fd.get(), &value, 1);
-  fd.reset();
-}
-
-// Forks the process that stays (the supervisor); this one waits for its word and exits with
-// it, as fuse_daemonize does (which cannot be used: the supervisor must stay the servers'
-// parent, so it has to fork before them). Returns -1 in the supervisor, else an exit status.
-int daemonize(Fd& report) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    LOG_ERROR("pipe: %s", std::strerror(errno));
-    return 1;
-  }
-  Fd read_end(fds[0]);
-  Fd write_end(fds[1]);
-  pid_t pid = fork();
-  if (pid < 0) {
-    LOG_ERROR("fork: %s", std::strerror(errno));
-    return 1;
-  }
-  if (pid > 0) {
-    write_end.reset();
-    char code = 1;  // the supervisor died without a word: a failure
-    ssize_t n;
-    do {
-      n = read(read_end.get(), &code, 1);
-    } while (n < 0 && errno == EINTR);
-    return n == 1 ? code : 1;
-  }
-  read_end.reset();
-  report = std::move(write_end);
-  setsid();
-  if (chdir("/") != 0) LOG_WARNING("chdir /: %s", std::strerror(errno));
-  return -1;
-}
-
 class Supervisor {
  public:
   Supervisor(const MountOptions& options, const std::vector<std::string>& fuse_argv, Fd report)
@@ -132,6 +97,7 @@ class Supervisor {
   Fd report_;  // to the process that waits for the daemon to be up; closed after one byte
   std::unique_ptr<fuse_session, SessionDeleter> mount_session_;
   int fuse_fd_ = -1;
+  Fd guard_;  // while open, the unmount guard waits (unmount_guard.h); only this process holds it
   Fd journal_;
   std::optional<SharedInitPage> init_;
   std::optional<SharedStats> stats_;  // counters of every server of this mount
@@ -160,6 +126,12 @@ Status Supervisor::mount() {
     return make_error(EIO, "cannot mount on " + options_.mountpoint);
   }
   fuse_fd_ = fuse_session_fd(mount_session_.get());
+  auto guard = start_unmount_guard(options_.mountpoint, options_.log_file);
+  if (!guard) {
+    unmount();
+    return guard.error();
+  }
+  guard_ = std::move(*guard);
   return {};
 }
 
@@ -176,6 +148,7 @@ Status Supervisor::start_server() {
   Fd ready_write(fds[1]);
   ++generation_;
   pid_t supervisor = getpid();
+  require_single_thread("starting a server");
   pid_t pid = fork();
   if (pid < 0) return make_error(errno, std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
@@ -186,6 +159,7 @@ Status Supervisor::start_server() {
     ready_read.reset();
     report_.reset();
     signals_.reset();
+    guard_.reset();
     Takeover takeover;
     takeover.fuse_fd = fuse_fd_;
     takeover.journal_fd = journal_.get();
@@ -244,7 +218,7 @@ void Supervisor::on_server_exit(int status) {
 
 int Supervisor::run() {
   auto done = [this](int status) {
-    write_byte(report_, static_cast<char>(status));
+    report_status(report_, status);
     return status;
   };
   if (auto mounted = mount(); !mounted) {
@@ -301,8 +275,8 @@ int Supervisor::run() {
         serving_since_ = Clock::now();
         if (!ever_served_) {
           ever_served_ = true;
-          write_byte(report_, 0);
-          if (!options_.foreground) detach_to_syslog();
+          report_status(report_, 0);
+          if (!options_.foreground) detach_logging();
         } else {
           auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - crashed_at_);
           LOG_WARNING("server %llu of %s serves again, %lld ms after the crash",
@@ -344,8 +318,14 @@ int Supervisor::run() {
 int supervise(const MountOptions& options, const std::vector<std::string>& fuse_argv) {
   Fd report;
   if (!options.foreground) {
-    int status = daemonize(report);
-    if (status >= 0) return status;  // the process that waited for the supervisor
+    // The supervisor must stay the servers' parent, so it forks before them (fuse_daemonize
+    // would fork after mounting); the process started by the user exits with its report.
+    auto daemon = daemonize();
+    if (!daemon) {
+      LOG_ERROR("%s", daemon.error().message.c_str());
+      return 1;
+    }
+    report = std::move(*daemon);
   }
   Supervisor supervisor(options, fuse_argv, std::move(report));
   return supervisor.run();

@@ -7,6 +7,7 @@
 #include <nfsc/libnfs.h>
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -239,8 +240,14 @@ class NfsConnection {
       pollfd pfd{nfs_get_fd(ctx_), static_cast<short>(nfs_which_events(ctx_)), 0};
       int ready = ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), 100)));
       if (ready < 0 && errno == EINTR) continue;
+      // libnfs words a refused connection "Socket failed with POLLHUP": the socket knows why.
+      int socket_error = 0;
+      socklen_t length = sizeof socket_error;
+      if (ready > 0 && (pfd.revents & (POLLERR | POLLHUP))) {
+        getsockopt(pfd.fd, SOL_SOCKET, SO_ERROR, &socket_error, &length);
+      }
       if (ready < 0 || nfs_service(ctx_, ready > 0 ? pfd.revents : 0) < 0) {
-        last_error_ = "connection lost: " + error_text(ctx_);
+        last_error_ = "connection lost: " + (socket_error ? std::string(std::strerror(socket_error)) : error_text(ctx_));
         kill();
         return -EIO;
       }

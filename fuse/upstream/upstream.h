@@ -46,8 +46,9 @@ class Upstream {
   // For logs and `fsname`, e.g. "file:///srv/nix/store".
   virtual std::string describe() const = 0;
 
-  // Starts the backend's threads, if it has any: called once, after the daemon's last fork and
-  // before the first call below (constructors start no threads).
+  // Starts what the backend runs in the background (the HTTP upstream's curl worker thread).
+  // Called once, after the last fork of the process (a fork keeps only the calling thread),
+  // before any other call. Opening a backend (make_upstream) starts no thread.
   virtual Status start() { return {}; }
 
   // Is the store path present and complete (e.g. no "<name>.lock" sibling on NFS, a .narinfo on

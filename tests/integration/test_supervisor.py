@@ -13,8 +13,8 @@ import subprocess
 import threading
 import time
 
-from lazystore_testlib import MiB, LazystoreTestCase, is_lazystore_mounted, main, read_file, \
-    regular_files, tree_differences
+from lazystore_testlib import MiB, LazystoreTestCase, daemon_processes, is_lazystore_mounted, main, \
+    parent_pid, read_file, regular_files, tree_differences
 from nfs_server import Ganesha
 
 KILLS = int(os.environ.get("LAZYSTORE_SERVER_KILLS", "20"))
@@ -145,11 +145,14 @@ class SupervisorTest(LazystoreTestCase):
         cache = os.path.join(self.work, "cache")
         os.makedirs(mountpoint)
         argv = [os.environ["LAZYSTORE_BIN"], self.fixture.store, mountpoint, "-o", f"cache={cache}"]
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=60)
+        # A file, not a pipe: without /dev/log the daemon keeps logging to the stderr it was
+        # started with, and a pipe would not end before the mount does.
+        stderr_path = os.path.join(self.work, "daemon.stderr")
+        with open(stderr_path, "w") as err:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=60)
         self.addCleanup(subprocess.run, ["fusermount3", "-u", "-z", mountpoint],
                         stderr=subprocess.DEVNULL)
-        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.returncode, 0, read_file(stderr_path).decode(errors="replace"))
         self.assertTrue(is_lazystore_mounted(mountpoint))
         processes = self.processes_of(mountpoint)
         self.assertEqual(len(processes), 2, processes)  # the supervisor and its server
@@ -196,24 +199,11 @@ class SupervisorTest(LazystoreTestCase):
 
     @staticmethod
     def processes_of(mountpoint):
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0] == os.environ["LAZYSTORE_BIN"].encode() and \
-                    mountpoint.encode() in argv:
-                found.append(int(entry))
-        return found
+        return daemon_processes(mountpoint)
 
     @staticmethod
     def parent_of(pid):
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
+        return parent_pid(pid)
 
 
 if __name__ == "__main__":
