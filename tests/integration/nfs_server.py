@@ -22,7 +22,8 @@ from fault_proxy import FaultProxy
 from lazystore_testlib import Daemon, log
 
 CLONE_NEWNET = 0x40000000
-MOUNT_PORT = 20048  # ganesha's MOUNT port inside a private namespace (nothing else is there)
+MOUNT_PORT = 20048
+FUSE_TYPES = "fuse,fuse.lazystore,fuse.sshfs,fuse.rclone,fuseblk"  # ganesha's MOUNT port inside a private namespace (nothing else is there)
 
 START_DEADLINE = 30.0
 
@@ -97,8 +98,12 @@ LOG {{ Default_Log_Level = WARN; }}
             subprocess.run(server.netns_argv(["ip", "link", "set", "lo", "up"]), check=True)
             # rpcbind keeps its lock and socket in /run: a private /run keeps it apart from any
             # rpcbind of the host; ganesha then registers with it over the namespace's loopback.
+            # The new mount namespace starts with a copy of every mount, FUSE mounts of other
+            # tests included: a copy would keep such a mount alive after its fusermount3 -u
+            # (the host's mounts are private, nothing propagates), so they are let go first.
             server.rpcbind = subprocess.Popen(
                 server.netns_argv(["unshare", "--mount", "sh", "-c",
+                                   f"umount -a -l -t {FUSE_TYPES} 2>/dev/null; "
                                    "mount -t tmpfs tmpfs /run && exec rpcbind -f"]),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_until(lambda: server._listening(111), START_DEADLINE, "rpcbind listening")

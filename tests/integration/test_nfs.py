@@ -167,6 +167,15 @@ class NfsV4Test(NfsTestCase):
 
 class NfsV3Test(NfsTestCase):
 
+    def test_a_v3_server_keeps_no_other_mount_alive(self):
+        # A mount up when the server's rpcbind gets its own mount namespace (a copy of every
+        # mount) still ends at its fusermount3 -u: stop() waits for the daemon to exit.
+        daemon = self.mount(self.export)
+        server = Ganesha.v3(self.export, os.path.join(self.work, "ganesha"))
+        self.servers.append(server)
+        self.assertTrue(os.listdir(daemon.mountpoint))
+        daemon.stop()
+
     def test_fstab_form_over_nfsv3_with_rpcbind(self):
         server = Ganesha.v3(self.export, os.path.join(self.work, "ganesha"))
         self.servers.append(server)
