@@ -23,9 +23,10 @@ int nfs3_errno(int status) {
 
 namespace {
 
-// Replies of a READDIRPLUS page: dircount bounds the names and cookies, maxcount the whole reply.
-constexpr uint32_t kReaddirDirBytes = 65536;
-constexpr uint32_t kReaddirMaxBytes = 262144;
+// Replies of a READDIRPLUS page: dircount bounds the names and cookies, maxcount the whole reply
+// (as NFSv4's READDIR: a wanted directory's answer is not queued behind much larger ones).
+constexpr uint32_t kReaddirDirBytes = 32768;
+constexpr uint32_t kReaddirMaxBytes = 65536;
 
 std::optional<NodeType> node_type(ftype3 type) {
   switch (type) {

@@ -45,6 +45,7 @@ Error NfsTreeWalk::lost(int rc) const {
 void NfsTreeWalk::replied() {
   in_flight_--;
   replies_++;
+  if (urgent_in_flight_ == 0 && urgent_.empty() && window_ < kMaxInFlight) window_++;
   builder_.progressed();
 }
 
@@ -141,6 +142,10 @@ void NfsTreeWalk::target_read(size_t dir_index, size_t index, std::string target
 
 void NfsTreeWalk::page_done(size_t dir_index, bool eof) {
   Dir& dir = dirs_[dir_index];
+  if (dir.urgent_in_flight) {
+    dir.urgent_in_flight = false;
+    urgent_in_flight_--;
+  }
   if (eof) {
     dir.read_all = true;
     try_deliver(dir_index);
@@ -179,7 +184,9 @@ void NfsTreeWalk::try_deliver(size_t dir_index) {
 }
 
 void NfsTreeWalk::take_wanted() {
-  for (uint32_t node : builder_.take_wanted()) {
+  auto wanted = builder_.take_wanted();
+  if (!wanted.empty()) window_ = kMinInFlight;
+  for (uint32_t node : wanted) {
     auto it = dir_of_node_.find(node);
     if (it == dir_of_node_.end()) continue;
     Dir& dir = dirs_[it->second];
@@ -187,6 +194,32 @@ void NfsTreeWalk::take_wanted() {
     dir.urgent = true;
     if (dir.page_due) urgent_.push_back(it->second);
   }
+}
+
+bool NfsTreeWalk::can_issue() const {
+  if (!to_readlink_.empty() || !to_lookup_.empty() || !urgent_.empty()) return true;
+  // While a wanted directory is in flight nothing else is sent: its answer is not queued behind
+  // a full window of others at the server and on the wire.
+  return urgent_in_flight_ == 0 && !to_list_.empty();
+}
+
+// Sends the next page of a directory of `queue`; false when it has none due (or sending failed).
+bool NfsTreeWalk::send_next_page(std::deque<size_t>& queue) {
+  while (!queue.empty()) {
+    size_t index = queue.front();
+    queue.pop_front();
+    Dir& dir = dirs_[index];
+    // A directory may be in both queues (wanted): only a page due is sent, once.
+    if (!dir.page_due) continue;
+    dir.page_due = false;
+    dir.started = true;
+    if (dir.urgent) {
+      dir.urgent_in_flight = true;
+      urgent_in_flight_++;
+    }
+    return send_readdir(index);
+  }
+  return false;
 }
 
 // Sends the next request; false when there is nothing to send (or sending failed).
@@ -202,24 +235,23 @@ bool NfsTreeWalk::issue_one() {
     to_lookup_.pop_front();
     return send_lookup(dir, entry);
   }
-  for (auto* queue : {&urgent_, &to_list_}) {
-    while (!queue->empty()) {
-      size_t dir = queue->front();
-      queue->pop_front();
-      // A directory may be in both queues (wanted): only a page due is sent, once.
-      if (!dirs_[dir].page_due) continue;
-      dirs_[dir].page_due = false;
-      dirs_[dir].started = true;
-      return send_readdir(dir);
-    }
-  }
-  return false;
+  if (send_next_page(urgent_)) return true;
+  if (urgent_in_flight_ > 0) return false;
+  return send_next_page(to_list_);
+}
+
+bool NfsTreeWalk::may_send() const {
+  if (failed()) return false;
+  if (in_flight_ < window_) return can_issue();
+  // Over the window only a wanted directory goes out (a few more at most).
+  return !urgent_.empty() && in_flight_ < kMaxInFlight + kMinInFlight;
 }
 
 void NfsTreeWalk::issue() {
   take_wanted();
-  while (!failed() && in_flight_ < kMaxInFlight && has_work()) {
-    if (!issue_one() && !has_work()) return;
+  while (may_send()) {
+    bool sent = in_flight_ < window_ ? issue_one() : send_next_page(urgent_);
+    if (!sent && !may_send()) return;
   }
 }
 
@@ -228,8 +260,7 @@ int NfsTreeWalk::drain() {
   for (;;) {
     issue();
     if (in_flight_ == 0) return 0;
-    int rc = pump_([this] { return in_flight_ == 0 || (!failed() && in_flight_ < kMaxInFlight && has_work()); },
-                   replies_);
+    int rc = pump_([this] { return in_flight_ == 0 || may_send(); }, replies_);
     if (rc < 0) return rc;
   }
 }

@@ -39,7 +39,11 @@ class NfsTreeWalk {
 
  protected:
   static constexpr size_t kNone = static_cast<size_t>(-1);
-  static constexpr size_t kMaxInFlight = 48;  // requests outstanding on the connection
+  // Requests outstanding on the connection: up to kMaxInFlight while nobody waits; back to
+  // kMinInFlight when someone does, so that a wanted directory's answer is queued behind few
+  // others at the server and on the wire (one more per answer after that).
+  static constexpr size_t kMaxInFlight = 48;
+  static constexpr size_t kMinInFlight = 8;
 
   struct Entry {
     TreeBuilder::Entry entry;
@@ -62,6 +66,7 @@ class NfsTreeWalk {
     bool read_all = false;         // every page is in
     bool delivered = false;        // handed to the builder
     bool urgent = false;           // someone waits for it
+    bool urgent_in_flight = false; // a READDIR of it, sent while it was wanted, is out
     uint32_t node = Tree::kRoot;   // in the builder's tree, once the parent was delivered
   };
 
@@ -103,13 +108,13 @@ class NfsTreeWalk {
  private:
   void issue();
   bool issue_one();
+  bool send_next_page(std::deque<size_t>& queue);
+  bool may_send() const;
   int drain();
   void queue_entry_work(size_t dir, size_t entry);
   void try_deliver(size_t dir);
   void take_wanted();
-  bool has_work() const {
-    return !to_readlink_.empty() || !to_lookup_.empty() || !urgent_.empty() || !to_list_.empty();
-  }
+  bool can_issue() const;
   Error lost(int rc) const;
 
   std::string root_path_;  // "/<store path>"
@@ -122,6 +127,8 @@ class NfsTreeWalk {
   std::deque<std::pair<size_t, size_t>> to_lookup_;
   std::unordered_map<uint32_t, size_t> dir_of_node_;
   size_t in_flight_ = 0;
+  size_t window_ = kMinInFlight;  // the cap on in_flight_ now
+  size_t urgent_in_flight_ = 0;  // READDIRs of wanted directories out
   size_t replies_ = 0;
   size_t entries_ = 0;
   bool resolved_ = false;

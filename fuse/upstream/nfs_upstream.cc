@@ -21,6 +21,7 @@
 #include "log.h"
 #include "nfs3_read.h"
 #include "nfs3_tree_walk.h"
+#include "nfs4_lookup.h"
 #include "nfs4_read.h"
 #include "nfs4_tree_walk.h"
 #include "stats.h"
@@ -29,9 +30,10 @@ namespace lazystore {
 namespace {
 
 constexpr size_t kMaxRead = 1 << 20;     // libnfs 4.0 fails NFSv4 READs over 1 MiB
-// A read is cut into pieces of a quarter of it (at least this much, at most the server's and
-// libnfs' READ size), so that even one chunk has several READs in flight.
-constexpr size_t kMinPiece = 128 << 10;
+// Reads measured for the window's round trip and bandwidth: at least this many bytes.
+constexpr size_t kMinMeasured = 128 << 10;
+// READs of one read() in flight at least (more when bandwidth x round trip needs more).
+constexpr size_t kMinPieces = 4;
 constexpr size_t kOpenFilesPerConnection = 64;
 // After a connection attempt that got no answer within the deadline, further attempts wait this
 // long (at most the deadline): while the server is silent, the many requests readers make fail at
@@ -123,10 +125,6 @@ class NfsConnection {
   bool dead() const { return ctx_ == nullptr; }
   const std::string& error() const { return last_error_; }
 
-  int lstat(const std::string& path, nfs_stat_64* out) {
-    return call([&](nfs_cb cb, void* p) { return nfs_lstat64_async(ctx_, path.c_str(), cb, p); },
-                [out](int, void* data) { *out = *static_cast<nfs_stat_64*>(data); });
-  }
 
   int list(const std::string& path, std::vector<DirEntry>* out) {
     nfsdir* dir = nullptr;
@@ -160,6 +158,20 @@ class NfsConnection {
     int rc = nfs3_lookup_all(ctx_, dir, names, answers, pump_fn());
     if (rc < 0) return rc;
     for (const Nfs3Lookup& answer : *answers) {
+      if (answer.rc < 0 && answer.rc != -ENOENT) {
+        last_error_ = answer.error;
+        return answer.rc;
+      }
+    }
+    return 0;
+  }
+
+  // NFSv4: the same, by path from the export's root (the store's top level).
+  int lookup4(const std::vector<std::string>& names, std::vector<Nfs4Lookup>* answers) {
+    if (!ctx_) return fail_closed();
+    int rc = nfs4_lookup_all(ctx_, export_path_, names, answers, pump_fn());
+    if (rc < 0) return rc;
+    for (const Nfs4Lookup& answer : *answers) {
       if (answer.rc < 0 && answer.rc != -ENOENT) {
         last_error_ = answer.error;
         return answer.rc;
@@ -284,7 +296,8 @@ class NfsConnection {
     return 0;
   }
 
-  size_t piece_for(size_t bytes) const { return std::clamp(bytes / 4, std::min(kMinPiece, readmax_), readmax_); }
+  // One READ is as large as the server allows: a read() of more is cut in READs in flight.
+  size_t piece_for(size_t bytes) const { return std::min(bytes, readmax_); }
   NfsPump pump_fn() {
     return [this](const std::function<bool()>& done, const size_t& progress) { return pump_until(done, progress); };
   }
@@ -480,39 +493,54 @@ void NfsUpstream::give_back(std::unique_ptr<NfsConnection> connection, bool brok
 }
 
 Result<bool> NfsUpstream::exists(const StorePath& path) {
-  return with_connection<bool>([&](Lease& nfs) { return exists_on(nfs, path); });
+  return with_connection<bool>([&](Lease& nfs) {
+    auto started = std::chrono::steady_clock::now();
+    auto answer = exists_on(nfs, path);
+    // Small requests of one round trip (two LOOKUPs at once): the window's round trip.
+    if (answer) {
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      std::lock_guard lock(mutex_);
+      rtt_seconds_ = rtt_seconds_ > 0 ? std::min(rtt_seconds_, seconds) : seconds;
+    }
+    return answer;
+  });
 }
 
 Result<bool> NfsUpstream::exists_on(Lease& nfs, const StorePath& path) {
   if (StorePath::is_build_scratch(path.base_name())) return false;
+  // Both LOOKUPs at once, raw: one round trip (libnfs' lstat costs two per name over NFSv3, and
+  // over NFSv4 resolves owner names through the user database).
+  std::string base = path.base_name();
+  std::vector<std::string> names{base + ".lock", base};
+  int lock_rc = 0, rc = 0;
+  uint64_t size = 0;
+  bool regular = false;
   if (nfs->version() == 3) {
-    // Both LOOKUPs at once, by handle: one round trip (libnfs' lstat costs two per name).
-    std::string base = path.base_name();
     std::vector<Nfs3Lookup> answers;
-    if (int rc = nfs->lookup3(nfs->root_handle(), {base + ".lock", base}, &answers); rc != 0) {
-      return nfs.failed(rc, source_.display + "/" + base);
+    if (int failed = nfs->lookup3(nfs->root_handle(), names, &answers); failed != 0) {
+      return nfs.failed(failed, source_.display + "/" + base);
     }
-    if (answers[0].rc == 0) return false;  // Nix is still writing the path
-    if (answers[1].rc == -ENOENT) return false;
-    if (answers[1].rc != 0) return nfs.failed(answers[1].rc, source_.display + "/" + base);
-    handles_.put(base, answers[1].fh);
-    bool lock_file = base.ends_with(".lock") && answers[1].type == NF3REG && answers[1].size <= 1 &&
-                     StorePath::is_valid(std::string_view(base).substr(0, base.size() - 5));
-    return !lock_file;
+    lock_rc = answers[0].rc;
+    rc = answers[1].rc;
+    size = answers[1].size;
+    regular = answers[1].type == NF3REG;
+    if (rc == 0) handles_.put(base, answers[1].fh);
+  } else {
+    std::vector<Nfs4Lookup> answers;
+    if (int failed = nfs->lookup4(names, &answers); failed != 0) {
+      return nfs.failed(failed, source_.display + "/" + base);
+    }
+    lock_rc = answers[0].rc;
+    rc = answers[1].rc;
+    size = answers[1].size;
+    regular = answers[1].type == NF4REG;
   }
-  nfs_stat_64 st{};
-  std::string lock = "/" + path.base_name() + ".lock";
-  int rc = nfs->lstat(lock, &st);
-  if (rc == 0) return false;  // Nix is still writing the path
-  if (rc != -ENOENT) return nfs.failed(rc, source_.display + lock);
-  std::string name = "/" + path.base_name();
-  rc = nfs->lstat(name, &st);
+  if (lock_rc == 0) return false;  // Nix is still writing the path
   if (rc == -ENOENT) return false;
-  if (rc != 0) return nfs.failed(rc, source_.display + name);
+  if (rc != 0) return nfs.failed(rc, source_.display + "/" + base);
   // A lock file of another path ("<path>.lock", empty) is not a store path.
-  std::string_view base = path.base_name();
-  bool lock_file = base.ends_with(".lock") && S_ISREG(st.nfs_mode) && st.nfs_size <= 1 &&
-                   StorePath::is_valid(base.substr(0, base.size() - 5));
+  bool lock_file = base.ends_with(".lock") && regular && size <= 1 &&
+                   StorePath::is_valid(std::string_view(base).substr(0, base.size() - 5));
   return !lock_file;
 }
 
@@ -679,19 +707,18 @@ Result<size_t> NfsUpstream::read_on(Lease& nfs, const StorePath& path, const Tre
 }
 
 size_t NfsUpstream::window_pieces(size_t bytes, size_t readmax) const {
-  // As many READs as fill bandwidth x round trip (read_window_bytes), at least 4: the pieces of
-  // one read are a quarter of it each.
-  uint64_t window = std::max<uint64_t>(window_bytes_.load(std::memory_order_relaxed), bytes / 4 + 1);
-  size_t piece = std::clamp(bytes / 4, std::min(kMinPiece, readmax), readmax);
-  return static_cast<size_t>(std::max<uint64_t>(4, (std::min<uint64_t>(window, bytes) + piece - 1) / piece));
+  // As many READs as fill bandwidth x round trip (read_window_bytes), at least kMinPieces.
+  uint64_t window = std::min<uint64_t>(window_bytes_.load(std::memory_order_relaxed), bytes);
+  uint64_t piece = std::max<size_t>(1, std::min(bytes, readmax));
+  return static_cast<size_t>(std::max<uint64_t>(kMinPieces, (window + piece - 1) / piece));
 }
 
 void NfsUpstream::measure_read(uint64_t bytes, std::chrono::steady_clock::duration took) {
   double seconds = std::chrono::duration<double>(took).count();
-  if (bytes < kMinPiece || seconds <= 0) return;
+  if (bytes < kMinMeasured || seconds <= 0) return;
   std::lock_guard lock(mutex_);
   // A small read's time is mostly the round trip; a large one's mostly the transfer.
-  if (bytes <= kMinPiece * 2) rtt_seconds_ = rtt_seconds_ > 0 ? std::min(rtt_seconds_, seconds) : seconds;
+  if (bytes <= kMinMeasured * 2) rtt_seconds_ = rtt_seconds_ > 0 ? std::min(rtt_seconds_, seconds) : seconds;
   double rate = static_cast<double>(bytes) / seconds;
   bytes_per_second_ = bytes_per_second_ > 0 ? 0.8 * bytes_per_second_ + 0.2 * rate : rate;
   double rtt = rtt_seconds_ > 0 ? rtt_seconds_ : seconds;
