@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <utility>
 
 namespace lazystore {
@@ -185,7 +186,7 @@ void NfsTreeWalk::try_deliver(size_t dir_index) {
 
 void NfsTreeWalk::take_wanted() {
   auto wanted = builder_.take_wanted();
-  if (!wanted.empty()) window_ = kMinInFlight;
+  if (!wanted.empty()) window_ = std::max(kMinInFlight, window_ / 2);
   for (uint32_t node : wanted) {
     auto it = dir_of_node_.find(node);
     if (it == dir_of_node_.end()) continue;

@@ -39,9 +39,10 @@ class NfsTreeWalk {
 
  protected:
   static constexpr size_t kNone = static_cast<size_t>(-1);
-  // Requests outstanding on the connection: up to kMaxInFlight while nobody waits; back to
-  // kMinInFlight when someone does, so that a wanted directory's answer is queued behind few
-  // others at the server and on the wire (one more per answer after that).
+  // Requests outstanding on the connection: one more per answer up to kMaxInFlight while nobody
+  // waits, halved (down to kMinInFlight) whenever someone starts waiting, so that a wanted
+  // directory's answer is queued behind few others at the server and on the wire, and a walk
+  // whose every directory is wanted in turn (find) still keeps many requests in flight.
   static constexpr size_t kMaxInFlight = 48;
   static constexpr size_t kMinInFlight = 8;
 
