@@ -13,8 +13,8 @@ import subprocess
 import threading
 import time
 
-from lazystore_testlib import MiB, LazystoreTestCase, is_lazystore_mounted, main, read_file, \
-    regular_files, tree_differences
+from lazystore_testlib import MiB, LazystoreTestCase, is_lazystore_mounted, main, \
+    mount_namespace_holders, read_file, regular_files, tree_differences
 from nfs_server import Ganesha
 
 KILLS = int(os.environ.get("LAZYSTORE_SERVER_KILLS", "20"))
@@ -186,6 +186,23 @@ class SupervisorTest(LazystoreTestCase):
         self.assertEqual(daemon.process.wait(30), 0)
         self.assertFalse(is_lazystore_mounted(daemon.mountpoint))
         daemon.process = None
+
+    def test_a_mount_another_namespace_still_holds_stops_cleanly(self):
+        """A mount namespace copied while mounted (another test's unshare, nix, bwrap) keeps the
+        mount, and its daemon serving, after the unmount here: the harness then stops the daemon
+        instead of failing on a daemon that (rightly) does not exit."""
+        daemon = self.mount()
+        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                   "echo ready; read line"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.wait, 30)
+        self.addCleanup(holder.stdin.close)
+        self.assertEqual(holder.stdout.readline().strip(), "ready")
+        self.assertIn(holder.pid, mount_namespace_holders(daemon.device))
+        started = time.monotonic()
+        self.assertEqual(daemon.stop(), [])
+        self.assertLess(time.monotonic() - started, daemon.STOP_DEADLINE)
+        self.assertFalse(is_lazystore_mounted(daemon.mountpoint))
 
     def test_unsupervised_mount_is_one_process(self):
         daemon = self.mount(options={"supervise": "false"})
