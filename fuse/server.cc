@@ -73,10 +73,13 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   Filesystem filesystem(options, upstream, **metadata, **cache, stats, takeover ? takeover->generation : 1);
   if (takeover) {
     std::vector<InodeJournal::Record> records;
-    auto opened = InodeJournal::open(takeover->journal_fd, records);
+    auto opened = InodeJournal::open(takeover->journal, records);
     if (!opened) return fail(opened.error());
     journal.emplace(std::move(*opened));
-    if (!records.empty()) LOG_INFO("taking over %zu inodes from the server before", records.size());
+    if (!records.empty()) {
+      LOG_INFO("taking over %zu inodes the kernel holds from the server before (inode journal: %llu bytes)",
+               records.size(), static_cast<unsigned long long>(journal->bytes()));
+    }
     filesystem.inodes().attach_journal(*journal, std::move(records));
   }
 

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "inode_journal.h"
 #include "result.h"
 
 namespace lazystore {
@@ -25,7 +26,7 @@ struct SharedInit {
 // What the supervisor hands to each server process it starts.
 struct Takeover {
   int fuse_fd = -1;         // the mount's /dev/fuse, held open by the supervisor
-  int journal_fd = -1;      // the inode journal (InodeJournal)
+  InodeJournal::Files journal{-1, -1};  // the inode journal (InodeJournal)
   uint64_t generation = 1;  // 1 for the first server, +1 for each restart
   SharedInit* init = nullptr;
   int ready_fd = -1;        // one byte is written here once the server is serving

@@ -79,6 +79,7 @@ struct Stats {
   std::atomic<uint64_t> http_failovers{0};     // switches to another base URL
   std::atomic<uint64_t> nar_hash_failures{0};  // whole NARs whose size or sha256 was wrong
   std::atomic<uint64_t> signature_failures{0};  // narinfos refused: unsigned or bad signature
+  std::atomic<uint64_t> forgotten_inodes{0};   // inode numbers dropped: the kernel forgot them
   LatencyHistogram upstream_latency;           // every upstream call
   LatencyHistogram read_latency;               // every FUSE read, cached or not
 

@@ -3,11 +3,13 @@
 process that mounted and holds /dev/fuse) starts another server on the same session, with the
 same inode numbers, file handles and cache. Open files keep reading correct bytes; requests in
 flight at the kill are resent by the kernel (FUSE_NOTIFY_RESEND) and answered by the next
-server; a daemonized mount and its supervisor end cleanly with the mount.
+server; inode numbers the kernel forgot leave the inode journal; a daemonized mount and its
+supervisor end cleanly with the mount.
 LAZYSTORE_SERVER_KILLS sets the number of kills of the kill loop (default 20)."""
 
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -19,6 +21,26 @@ from nfs_server import Ganesha
 
 KILLS = int(os.environ.get("LAZYSTORE_SERVER_KILLS", "20"))
 KILLED = (r"lazystore: error: the server of .* was killed by signal 9",)
+
+
+def wait_until(condition, deadline, what):
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not after {deadline} s")
+        time.sleep(0.02)  # polling interval, bounded by the deadline
+
+
+def memfd_bytes(pid, name):
+    """Total size of the memfds called `name` that process `pid` holds."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"/memfd:{name} "):
+                total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            pass
+    return total
 
 
 class SupervisorTest(LazystoreTestCase):
@@ -94,6 +116,53 @@ class SupervisorTest(LazystoreTestCase):
         self.assertFalse(thread.is_alive(), "the read in flight at the kill never finished")
         self.assertNotIn("error", result)
         self.assertEqual(result["data"], expected)
+
+    def test_forgotten_inodes_leave_the_journal_and_held_ones_keep_working(self):
+        misc, include, python = (self.fixture.paths[k] for k in ("misc", "include", "python"))
+        source = self.fixture.store
+        names = [(top, name) for top in (python, include)
+                 for name in regular_files(os.path.join(source, top))]
+        daemon = self.mount(allowed_stderr=KILLED)
+        big = open(daemon.path(misc, "big.bin"), "rb")  # held across everything below
+        self.addCleanup(big.close)
+        held_dir = os.open(daemon.path(include), os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, held_dir)
+        held_ino = os.fstat(big.fileno()).st_ino
+        for top, name in names:
+            os.stat(daemon.path(top, name))
+        daemon.wait_for_server(daemon.kill_server())
+        wait_until(lambda: len(self.taken_over(daemon)) == 1, 30, "the second server's takeover")
+        memfds_before = memfd_bytes(daemon.server_pid(), "lazystore-inodes")
+
+        # The kernel forgets every inode nothing holds: the server drops them.
+        forgotten = daemon.stats()["forgotten_inodes"]
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+        wait_until(lambda: daemon.stats()["forgotten_inodes"] >= forgotten + len(names), 30,
+                   "FORGET of the dropped inodes")
+        daemon.wait_for_server(daemon.kill_server())
+        wait_until(lambda: len(self.taken_over(daemon)) == 2, 30, "the third server's takeover")
+        memfds_after = memfd_bytes(daemon.server_pid(), "lazystore-inodes")
+        (before, journal_before), (after, journal_after) = self.taken_over(daemon)
+        print(f"\ninodes taken over: {before} after {len(names)} lookups, {after} after the kernel "
+              f"forgot them; inode journal {journal_before} -> {journal_after} bytes "
+              f"(its memfds {memfds_before} -> {memfds_after})")
+        self.assertGreater(before, len(names))
+        self.assertLess(after, 50)
+        self.assertLess(journal_after * 20, journal_before)
+        self.assertLess(memfds_after, memfds_before)
+
+        # What the kernel still holds keeps working across the kills.
+        self.assertEqual(os.fstat(big.fileno()).st_ino, held_ino)
+        self.assertEqual(big.read(), read_file(os.path.join(source, misc, "big.bin")))
+        self.assertEqual(sorted(os.listdir(held_dir)), sorted(os.listdir(os.path.join(source, include))))
+        self.assertEqual(tree_differences(os.path.join(source, include), daemon.path(include)), [])
+
+    @staticmethod
+    def taken_over(daemon):
+        """(inodes, inode journal bytes) each server took over from the one before."""
+        return [(int(n), int(size)) for n, size in
+                re.findall(r"taking over (\d+) inodes .*\(inode journal: (\d+) bytes\)", daemon.stderr())]
 
     def test_kill_loop_readers_see_no_error_and_no_wrong_byte(self):
         misc, python = self.fixture.paths["misc"], self.fixture.paths["python"]
