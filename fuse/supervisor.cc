@@ -22,6 +22,7 @@
 #include "fd.h"
 #include "inode_journal.h"
 #include "log.h"
+#include "request_journal.h"
 #include "server.h"
 #include "session_takeover.h"
 
@@ -133,6 +134,7 @@ class Supervisor {
   int fuse_fd_ = -1;
   std::array<Fd, 2> journal_;  // the inode journal's two files
   std::optional<SharedInitPage> init_;
+  std::optional<RequestJournal> requests_;
   sigset_t old_mask_{};
   Fd signals_;
 
@@ -189,6 +191,7 @@ Status Supervisor::start_server() {
     takeover.journal = {journal_[0].get(), journal_[1].get()};
     takeover.generation = generation_;
     takeover.init = init_->get();
+    takeover.requests = &*requests_;
     takeover.ready_fd = ready_write.release();
     int status = serve(options_, fuse_argv_, &takeover);
     std::fflush(nullptr);
@@ -248,16 +251,19 @@ int Supervisor::run() {
     LOG_ERROR("%s", mounted.error().message.c_str());
     return done(1);
   }
+  // What outlives each server: the inode journal, the INIT copy, the requests in flight.
   auto journal = InodeJournal::create_memfds();
   auto page = SharedInitPage::create();
-  if (!journal || !page) {
-    LOG_ERROR("%s", (!journal ? journal.error() : page.error()).message.c_str());
+  auto requests = RequestJournal::create(RequestJournal::slots_for(options_.single_thread ? 1 : options_.max_threads));
+  if (!journal || !page || !requests) {
+    LOG_ERROR("%s", (!journal ? journal.error() : !page ? page.error() : requests.error()).message.c_str());
     unmount();
     return done(1);
   }
   journal_[0].reset((*journal)[0]);
   journal_[1].reset((*journal)[1]);
   init_.emplace(std::move(*page));
+  requests_.emplace(std::move(*requests));
 
   sigset_t handled;
   sigemptyset(&handled);

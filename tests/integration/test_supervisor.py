@@ -2,11 +2,13 @@
 """kill -9 of the process that serves FUSE requests does not end the mount: the supervisor (the
 process that mounted and holds /dev/fuse) starts another server on the same session, with the
 same inode numbers, file handles and cache. Open files keep reading correct bytes; requests in
-flight at the kill are resent by the kernel (FUSE_NOTIFY_RESEND) and answered by the next
-server; inode numbers the kernel forgot leave the inode journal; a daemonized mount and its
-supervisor end cleanly with the mount.
+flight at the kill (observed: the fault proxy holds the NFS READ a FUSE READ is waiting for) are
+answered by the next server from the request journal, without FUSE_NOTIFY_RESEND, as on a
+kernel before 6.9; inode numbers the kernel forgot leave the inode journal; a daemonized mount
+and its supervisor end cleanly with the mount.
 LAZYSTORE_SERVER_KILLS sets the number of kills of the kill loop (default 20)."""
 
+import contextlib
 import os
 import random
 import re
@@ -15,12 +17,30 @@ import subprocess
 import threading
 import time
 
-from lazystore_testlib import MiB, LazystoreTestCase, is_lazystore_mounted, main, \
-    mount_namespace_holders, read_file, regular_files, tree_differences
+from fault_proxy import FaultProxy
+from lazystore_testlib import MiB, LazystoreTestCase, abort_fuse_connection, is_lazystore_mounted, \
+    main, mount_namespace_holders, read_file, regular_files, tree_differences
 from nfs_server import Ganesha
 
 KILLS = int(os.environ.get("LAZYSTORE_SERVER_KILLS", "20"))
 KILLED = (r"lazystore: error: the server of .* was killed by signal 9",)
+
+
+@contextlib.contextmanager
+def takeover_mode(mode):
+    """LAZYSTORE_TAKEOVER for the daemons started inside (they inherit the environment)."""
+    before = os.environ.get("LAZYSTORE_TAKEOVER")
+    if mode is None:
+        os.environ.pop("LAZYSTORE_TAKEOVER", None)
+    else:
+        os.environ["LAZYSTORE_TAKEOVER"] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LAZYSTORE_TAKEOVER", None)
+        else:
+            os.environ["LAZYSTORE_TAKEOVER"] = before
 
 
 def wait_until(condition, deadline, what):
@@ -84,13 +104,18 @@ class SupervisorTest(LazystoreTestCase):
         self.assertNotEqual(new, old)
         self.assertIn("serves again", daemon.stderr())
 
-    def test_requests_in_flight_at_the_kill_are_answered(self):
+    def read_in_flight_at_the_kill(self, mode):
+        """A cold read() whose FUSE READ the server has read and not answered (it waits for the
+        NFS READ the fault proxy holds) at the kill -9: it completes with the right bytes."""
         export = self.private_upstream("export")
         server = Ganesha.v4(export, os.path.join(self.work, "ganesha"))
         self.addCleanup(server.close)
+        proxy = FaultProxy(server.port).start()
+        self.addCleanup(proxy.close)
         misc = self.fixture.paths["misc"]
-        daemon = self.mount(source=server.url(4), options={"upstream-timeout": 60},
-                            allowed_stderr=KILLED)
+        with takeover_mode(mode):
+            daemon = self.mount(source=f"nfs://127.0.0.1/store?version=4&nfsport={proxy.port}",
+                                options={"upstream-timeout": 60}, allowed_stderr=KILLED)
         path = daemon.path(misc, "big.bin")
         os.stat(path)  # metadata fetched, no content
         expected = read_file(os.path.join(export, misc, "big.bin"))[:2 * MiB]
@@ -103,19 +128,42 @@ class SupervisorTest(LazystoreTestCase):
             except OSError as e:
                 result["error"] = e
 
-        server.freeze()  # the server reads the request, then waits for the frozen NFS server
-        thread = threading.Thread(target=reader)
+        proxy.hold_next_read()
+        thread = threading.Thread(target=reader, daemon=True)
         thread.start()
-        time.sleep(1.0)
-        self.assertTrue(thread.is_alive(), f"the read did not wait for the frozen server: {result}")
+        self.assertTrue(proxy.wait_for_held_read(30), "the read never reached the upstream")
+        self.assertTrue(thread.is_alive(), f"the read did not wait for its upstream READ: {result}")
         old = daemon.kill_server()
+        killed_at = time.monotonic()
         daemon.wait_for_server(old)
-        time.sleep(0.5)
-        server.thaw()
-        thread.join(90)
-        self.assertFalse(thread.is_alive(), "the read in flight at the kill never finished")
+        thread.join(60)
+        if thread.is_alive():
+            abort_fuse_connection(daemon.mountpoint)  # else the reader waits for ever
+            thread.join(30)
+            self.fail(f"the read in flight at the kill never finished\n{daemon.stderr()[-3000:]}")
+        print(f"\n[{mode or 'default'}] the read in flight at the kill completed "
+              f"{(time.monotonic() - killed_at) * 1000:.0f} ms after kill -9 of the server")
         self.assertNotIn("error", result)
         self.assertEqual(result["data"], expected)
+        self.assertEqual(proxy.stats()["held_reads"], 1)
+        return daemon
+
+    def test_a_read_in_flight_at_the_kill_is_replayed_without_resend(self):
+        daemon = self.read_in_flight_at_the_kill("replay-only")
+        stats = daemon.stats()
+        self.assertGreaterEqual(stats["replayed_requests"], 1)
+        self.assertNotRegex(daemon.stderr(), r"kernel (cannot )?resend")
+
+    def test_a_read_in_flight_at_the_kill_completes_by_default(self):
+        daemon = self.read_in_flight_at_the_kill(None)
+        self.assertGreaterEqual(daemon.stats()["replayed_requests"], 1)
+
+    def test_replayed_and_resent_requests_are_answered_once(self):
+        daemon = self.read_in_flight_at_the_kill("both")
+        self.assertGreaterEqual(daemon.stats()["replayed_requests"], 1)
+        # The kernel took one of the two answers of each request and refused the other (the
+        # replay's, which may come after the resent copy completed the read).
+        wait_until(lambda: daemon.stats()["refused_replies"] >= 1, 30, "the refused second answer")
 
     def test_forgotten_inodes_leave_the_journal_and_held_ones_keep_working(self):
         misc, include, python = (self.fixture.paths[k] for k in ("misc", "include", "python"))
@@ -170,8 +218,10 @@ class SupervisorTest(LazystoreTestCase):
         files = [(misc, rel) for rel in regular_files(os.path.join(source, misc))]
         files += [(python, rel) for rel in regular_files(os.path.join(source, python))][:300]
         expected = {key: read_file(os.path.join(source, *key)) for key in files}
-        # Small chunks and read-ahead: many fills in flight when a kill lands.
-        daemon = self.mount(options={"chunk-size": "64K", "readahead": 8}, allowed_stderr=KILLED)
+        # Small chunks and read-ahead: many fills in flight when a kill lands. Requests in flight
+        # come back from the request journal alone, as on a kernel before 6.9.
+        with takeover_mode("replay-only"):
+            daemon = self.mount(options={"chunk-size": "64K", "readahead": 8}, allowed_stderr=KILLED)
         stop = threading.Event()
         problems, reads = [], [0] * 4
 
@@ -196,18 +246,22 @@ class SupervisorTest(LazystoreTestCase):
         for t in threads:
             t.start()
         rng = random.Random(20261125)
+        replayed = 0  # requests in flight at a kill, answered by the next server
         try:
             for _ in range(KILLS):
                 time.sleep(rng.uniform(0.05, 1.6))  # some young servers: a few backoffs
+                replayed += daemon.stats()["replayed_requests"]
                 daemon.wait_for_server(daemon.kill_server())
         finally:
             stop.set()
             for t in threads:
                 t.join(120)
+        replayed += daemon.stats()["replayed_requests"]
         print(f"\n{KILLS} kills of the server, {sum(reads)} reads compared, "
-              f"{len(problems)} errors or wrong bytes")
+              f"{len(problems)} errors or wrong bytes, {replayed} requests replayed")
         self.assertEqual(problems[:20], [])
         self.assertGreater(sum(reads), KILLS)
+        self.assertGreater(replayed, 0, "no kill found a request in flight: nothing was tested")
 
     def test_daemonized_mount_survives_a_kill_and_ends_with_the_unmount(self):
         mountpoint = os.path.join(self.work, "mnt")
