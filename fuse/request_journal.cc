@@ -118,6 +118,12 @@ RequestJournal::RequestJournal(RequestJournal&& other) noexcept
 
 RequestJournal::~RequestJournal() {
   if (g_attached == this) g_attached = nullptr;
+  // A server's journal lives until the process ends; one destroyed earlier (tests) must not be
+  // freed again when the destroying thread exits. Other threads must be gone by then.
+  if (t_slot.journal == this) {
+    t_slot.journal = nullptr;
+    t_slot.index = -1;
+  }
   if (region_) munmap(region_, size_);
 }
 

@@ -54,6 +54,7 @@ class ReplayedOps : public ::testing::Test {
     fuse_args args = FUSE_ARGS_INIT(1, argv);
     const fuse_lowlevel_ops& ops = Filesystem::operations();
     session_ = fuse_session_new(&args, &ops, sizeof ops, filesystem_.get());
+    fuse_opt_free_args(&args);
     ASSERT_NE(session_, nullptr);
     ASSERT_TRUE(journal_->attach(session_, dup(kernel_.server.get()), 1).ok());
     kernel_.send(FUSE_INIT, 2, init_args());

@@ -219,7 +219,9 @@ fuse_session* new_session() {
   char arg0[] = "request_journal_test";
   char* argv[] = {arg0, nullptr};
   fuse_args args = FUSE_ARGS_INIT(1, argv);
-  return fuse_session_new(&args, &ops, sizeof ops, nullptr);
+  fuse_session* session = fuse_session_new(&args, &ops, sizeof ops, nullptr);
+  fuse_opt_free_args(&args);
+  return session;
 }
 
 TEST(RequestJournal, AReplayGoesThroughLibfuseAndAnswersTheKernel) {
