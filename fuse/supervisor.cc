@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -24,6 +25,7 @@
 #include "inode_journal.h"
 #include "log.h"
 #include "process_title.h"
+#include "request_journal.h"
 #include "server.h"
 #include "session_takeover.h"
 #include "stats.h"
@@ -98,8 +100,9 @@ class Supervisor {
   std::unique_ptr<fuse_session, SessionDeleter> mount_session_;
   int fuse_fd_ = -1;
   Fd guard_;  // while open, the unmount guard waits (unmount_guard.h); only this process holds it
-  Fd journal_;
+  std::array<Fd, 2> journal_;  // the inode journal's two files
   std::optional<SharedInitPage> init_;
+  std::optional<RequestJournal> requests_;
   std::optional<SharedStats> stats_;  // counters of every server of this mount
   sigset_t old_mask_{};
   Fd signals_;
@@ -162,9 +165,10 @@ Status Supervisor::start_server() {
     guard_.reset();
     Takeover takeover;
     takeover.fuse_fd = fuse_fd_;
-    takeover.journal_fd = journal_.get();
+    takeover.journal = {journal_[0].get(), journal_[1].get()};
     takeover.generation = generation_;
     takeover.init = init_->get();
+    takeover.requests = &*requests_;
     takeover.ready_fd = ready_write.release();
     takeover.stats = stats_ ? stats_->get() : nullptr;
     int status = serve(options_, fuse_argv_, &takeover);
@@ -225,15 +229,19 @@ int Supervisor::run() {
     LOG_ERROR("%s", mounted.error().message.c_str());
     return done(1);
   }
-  auto journal = InodeJournal::create_memfd();
+  // What outlives each server: the inode journal, the INIT copy, the requests in flight.
+  auto journal = InodeJournal::create_memfds();
   auto page = SharedInitPage::create();
-  if (!journal || !page) {
-    LOG_ERROR("%s", (!journal ? journal.error() : page.error()).message.c_str());
+  auto requests = RequestJournal::create(RequestJournal::slots_for(options_.single_thread ? 1 : options_.max_threads));
+  if (!journal || !page || !requests) {
+    LOG_ERROR("%s", (!journal ? journal.error() : !page ? page.error() : requests.error()).message.c_str());
     unmount();
     return done(1);
   }
-  journal_.reset(*journal);
+  journal_[0].reset((*journal)[0]);
+  journal_[1].reset((*journal)[1]);
   init_.emplace(std::move(*page));
+  requests_.emplace(std::move(*requests));
   stats_ = SharedStats::create();  // without it (mmap failed) each server counts from zero
   set_process_title({"[supervisor]", options_.mountpoint});
 

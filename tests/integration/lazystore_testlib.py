@@ -407,6 +407,25 @@ def mountinfo_entry(mountpoint):
     return found  # the last one: the mount on top
 
 
+def mount_namespace_holders(device):
+    """Processes in another mount namespace that still have the file system `device` mounted (a
+    namespace copied while it was mounted keeps it, and its FUSE connection, after the unmount)."""
+    own = os.readlink("/proc/self/ns/mnt")
+    holders = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/mnt") == own:
+                continue
+            with open(f"/proc/{entry}/mountinfo") as f:
+                if any(line.split()[2] == device for line in f):
+                    holders.append(int(entry))
+        except OSError:
+            continue
+    return holders
+
+
 def is_lazystore_mounted(mountpoint):
     entry = mountinfo_entry(mountpoint)
     return entry is not None and entry["fstype"].startswith("fuse")
@@ -432,8 +451,16 @@ def fuse_connection_alive(connection):
 
 
 def abort_fuse_connection(connection):
+    """Aborts FUSE connection `connection` (a number, or the mount point of a FUSE mount): what
+    frees a reader stuck on a request nobody will answer; the mount is dead afterwards."""
+    if isinstance(connection, str):
+        connection = fuse_connection(connection)
+        if connection is None:
+            return False
+    fuse_connection_alive(connection)  # mounts fusectl if need be
     with open(os.path.join(FUSECTL, str(connection), "abort"), "w") as f:
         f.write("1")
+    return True
 
 
 def wait_connection_gone(connection, deadline_seconds):
@@ -585,6 +612,7 @@ class Daemon:
         self.process = None
         self.stderr_path = None
         self.generation = 0
+        self.device = None  # "major:minor" of the mounted file system
 
     def argv(self):
         opts = ",".join(k if v is None else f"{k}={v}" for k, v in self.options.items())
@@ -620,6 +648,7 @@ class Daemon:
         if answered.is_alive():
             self.kill()
             raise DaemonError(f"mounted, but not answering after {self.START_DEADLINE} s:\n{self.stderr()}")
+        self.device = (mountinfo_entry(self.mountpoint) or {}).get("device")
         return self
 
     def stderr(self):
