@@ -1,8 +1,7 @@
 // What a server that takes over after a crash relies on: the inode journal (counts carry over,
 // a torn record is ignored, forgotten numbers are compacted away on start and while serving, a
 // kill in the middle of a compaction leaves the old journal), the inode table answering for an
-// earlier server's numbers and forgetting them with the kernel, and handle numbers that never
-// repeat across servers.
+// earlier server's numbers and forgetting them with the kernel.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -11,7 +10,6 @@
 #include <string>
 
 #include "fd.h"
-#include "handle_table.h"
 #include "hash.h"
 #include "inode_journal.h"
 #include "inode_table.h"
@@ -284,20 +282,6 @@ TEST(InodeTableTakeover, AnEarlierServersNumberIsNeverGivenToAnotherPath) {
   uint64_t ino = table.acquire(tree, bin);
   EXPECT_NE(ino, taken);
   EXPECT_EQ(table.number_of(*tree, bin), ino);
-}
-
-TEST(HandleTable, NumbersOfDifferentServersNeverMeetAndAdoptKeepsTheFirst) {
-  HandleTable<int> first(1), second(2);
-  uint64_t a = first.insert(std::make_shared<int>(1));
-  uint64_t b = second.insert(std::make_shared<int>(2));
-  EXPECT_NE(a, 0u);
-  EXPECT_NE(a, b);
-  EXPECT_EQ(second.find(a), nullptr);  // opened before the restart
-  auto kept = second.adopt(a, std::make_shared<int>(3));
-  EXPECT_EQ(*kept, 3);
-  EXPECT_EQ(*second.adopt(a, std::make_shared<int>(4)), 3);  // a concurrent adopter loses
-  EXPECT_EQ(*second.erase(a), 3);
-  EXPECT_EQ(second.erase(a), nullptr);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "options.h"
 #include "upstream/dir_upstream.h"
 #include "upstream/metered_upstream.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -29,10 +30,8 @@ const std::string kFile = "2c1d2h0b3y6fc9hcfzrq5wnhn8zbk3pv-a-file.txt";
 
 class MetadataTest : public ::testing::Test {
  protected:
+  TempDir temp_{"lazystore-meta-test"};
   void SetUp() override {
-    char pattern[] = "/tmp/lazystore-meta-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    root_ = pattern;
     store_ = root_ + "/store";
     fs::create_directories(store_ + "/" + kA + "/bin");
     fs::create_directories(store_ + "/" + kA + "/share/empty");
@@ -46,7 +45,6 @@ class MetadataTest : public ::testing::Test {
     ASSERT_TRUE(dir.ok());
     upstream_ = std::make_unique<MeteredUpstream>(std::move(*dir), stats_);
   }
-  void TearDown() override { fs::remove_all(root_); }
 
   std::unique_ptr<MetadataCache> open_meta(double negative_timeout = 0.2,
                                            size_t max_nodes = MetadataCache::kDefaultMaxNodes) {
@@ -55,7 +53,8 @@ class MetadataTest : public ::testing::Test {
     return std::move(*meta);
   }
 
-  std::string root_, store_;
+  std::string root_ = temp_.str();
+  std::string store_;
   Stats stats_;
   std::unique_ptr<Upstream> upstream_;
 };
@@ -322,16 +321,13 @@ Tree deep_tree() {
 
 class PartialTreeTest : public ::testing::Test {
  protected:
+  TempDir temp_{"lazystore-partial-test"};
   void SetUp() override {
-    char pattern[] = "/tmp/lazystore-partial-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    root_ = pattern;
     upstream_ = std::make_unique<SteppedUpstream>(deep_tree());
   }
   void TearDown() override {
     if (upstream_) upstream_->run_to_end();  // a walk still waiting for its steps ends
     meta_.reset();
-    fs::remove_all(root_);
   }
   MetadataCache& open_meta(double wait_timeout = 20) {
     MetadataCache::Options options;
@@ -343,7 +339,7 @@ class PartialTreeTest : public ::testing::Test {
   }
   std::string tree_file() const { return root_ + "/meta/" + kA + ".tree"; }
 
-  std::string root_;
+  std::string root_ = temp_.str();
   Stats stats_;
   std::unique_ptr<SteppedUpstream> upstream_;
   std::unique_ptr<MetadataCache> meta_;
@@ -503,11 +499,10 @@ TEST(MetadataWholeTreeTest, AWholeListingKeepsEverythingItSaysAboutItsFiles) {
   auto file = tree.resolve("a/b/c/file.txt");
   tree.nodes[*file].executable = true;
   WholeTreeUpstream upstream(tree);
-  char pattern[] = "/tmp/lazystore-whole-test-XXXXXX";
-  ASSERT_NE(mkdtemp(pattern), nullptr);
+  TempDir dir("lazystore-whole-test");
   Stats stats;
   {
-    auto meta = MetadataCache::open(upstream, std::string(pattern) + "/meta", 1.0, stats);
+    auto meta = MetadataCache::open(upstream, dir / "meta", 1.0, stats);
     ASSERT_TRUE(meta.ok());
     auto got = (*meta)->get(StorePath(kA));
     ASSERT_TRUE(got.ok()) << got.error().message;
@@ -525,7 +520,6 @@ TEST(MetadataWholeTreeTest, AWholeListingKeepsEverythingItSaysAboutItsFiles) {
       EXPECT_EQ(a.target, b.target) << path;
     }
   }
-  fs::remove_all(pattern);
 }
 
 TEST(InodeTableTest, NumbersAreStableAndDerivedFromThePath) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "log.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -148,18 +149,6 @@ std::string read_all(const std::string& path) {
   return text.str();
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char pattern[] = "/tmp/lazystore-log-test-XXXXXX";
-    path_ = mkdtemp(pattern);
-  }
-  ~TempDir() { std::system(("rm -rf '" + path_ + "'").c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Runs `body` in a child process (detach_logging changes fds 0-2 for good); true if it exited 0.
 template <class Body>
@@ -176,7 +165,7 @@ bool in_child(Body body) {
 
 TEST_F(LogTest, ALogFileGetsEveryLineWithTimeAndPid) {
   TempDir dir;
-  std::string path = dir.path() + "/daemon.log";
+  std::string path = dir / "daemon.log";
   StderrCapture capture;
   ASSERT_TRUE(in_child([&] {
     if (!set_log_file(path)) _exit(1);
@@ -199,7 +188,7 @@ TEST_F(LogTest, AnUnwritableLogFileIsRefusedWithItsPath) {
 
 TEST_F(LogTest, DetachedWithALogFileOnlyTheFileGetsLines) {
   TempDir dir;
-  std::string path = dir.path() + "/daemon.log";
+  std::string path = dir / "daemon.log";
   StderrCapture capture;
   ASSERT_TRUE(in_child([&] {
     if (!set_log_file(path)) _exit(1);

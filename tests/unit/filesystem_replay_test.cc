@@ -14,6 +14,7 @@
 #include "metadata_cache.h"
 #include "request_journal.h"
 #include "upstream/dir_upstream.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -29,11 +30,9 @@ std::string read_in(uint64_t size) {
 
 class ReplayedOps : public ::testing::Test {
  protected:
+  TempDir temp_{"lazystore-replay-test"};
   void SetUp() override {
     signal(SIGPIPE, SIG_IGN);  // the refusing "kernel" below is a closed socket
-    char pattern[] = "/tmp/lazystore-replay-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    root_ = pattern;
     fs::create_directories(root_ + "/store/" + kPath + "/dir");
     for (const char* name : {"a", "b", "c"}) std::ofstream(root_ + "/store/" + kPath + "/dir/" + name) << name;
     auto dir = DirUpstream::open(root_ + "/store");
@@ -63,7 +62,6 @@ class ReplayedOps : public ::testing::Test {
   }
   void TearDown() override {
     if (session_) fuse_session_destroy(session_);
-    fs::remove_all(root_);
   }
 
   // Reads and answers one request; returns its bytes.
@@ -88,7 +86,7 @@ class ReplayedOps : public ::testing::Test {
     return filesystem_->inodes().number_of_key(kPath + (relative.empty() ? "" : "/" + relative));
   }
 
-  std::string root_;
+  std::string root_ = temp_.str();
   Stats stats_;
   MountOptions options_;
   std::unique_ptr<Upstream> upstream_;
