@@ -210,13 +210,7 @@ Result<UpstreamStatfs> DirUpstream::statfs() {
   if (!root) return root.error();
   struct statvfs st {};
   if (fstatvfs(root->get(), &st) != 0) return errno_error(errno, "statfs " + directory_);
-  UpstreamStatfs out;
-  out.block_size = st.f_frsize;
-  out.blocks = st.f_blocks;
-  out.blocks_free = st.f_bfree;
-  out.files = st.f_files;
-  out.files_free = st.f_ffree;
-  return out;
+  return UpstreamStatfs::of(st);
 }
 
 }  // namespace lazystore

@@ -743,13 +743,7 @@ Result<UpstreamStatfs> NfsUpstream::statfs() {
 Result<UpstreamStatfs> NfsUpstream::statfs_on(Lease& nfs) {
   nfs_statvfs_64 st{};
   if (int rc = nfs->statvfs(&st); rc != 0) return nfs.failed(rc, "statfs " + source_.display);
-  UpstreamStatfs out;
-  out.block_size = st.f_frsize ? st.f_frsize : st.f_bsize;
-  out.blocks = st.f_blocks;
-  out.blocks_free = st.f_bfree;
-  out.files = st.f_files;
-  out.files_free = st.f_ffree;
-  return out;
+  return UpstreamStatfs::of(st);
 }
 
 }  // namespace lazystore
