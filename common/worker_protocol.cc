@@ -212,17 +212,7 @@ Result<std::string> sha256_base16(std::string_view hash) {
 Result<std::string> encode_path_info(const PathInfo& info) {
   auto hash = sha256_base16(info.nar_hash);
   if (!hash) return make_error(EINVAL, info.path + ": " + hash.error().message);
-  return WireWriter()
-      .str(info.path)
-      .str(info.deriver)
-      .str(*hash)
-      .strings(info.references)
-      .u64(info.registration_time)
-      .u64(info.nar_size)
-      .boolean(info.ultimate)
-      .strings(info.sigs)
-      .str(info.ca)
-      .take();
+  return WireWriter().path_info(info, *hash).take();
 }
 
 Result<std::vector<std::string>> decode_path_set(WireReader& reader) { return reader.strings(); }
