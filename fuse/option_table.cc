@@ -4,6 +4,7 @@
 #include <string>
 
 #include "options.h"
+#include "printable.h"
 
 namespace lazystore {
 namespace {
@@ -193,25 +194,10 @@ std::string option_text(const OptionSpec& option) {
   return text;
 }
 
-std::string markdown_cell(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '|') out += '\\';
-    out += c;
-  }
-  return out;
-}
+std::string markdown_cell(std::string_view text) { return replace_bytes(text, {{'|', "\\|"}}); }
 
 // roff: a minus is "\-", a backslash "\e"; quotes keep an argument with spaces whole.
-std::string roff(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '-') out += "\\-";
-    else if (c == '\\') out += "\\e";
-    else out += c;
-  }
-  return out;
-}
+std::string roff(std::string_view text) { return replace_bytes(text, {{'-', "\\-"}, {'\\', "\\e"}}); }
 
 std::string roff_argument(std::string_view text) {
   std::string escaped = roff(text);
