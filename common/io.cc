@@ -8,10 +8,9 @@
 
 namespace lazystore {
 
-Error errno_error(const std::string& what) {
-  int code = errno;
-  return make_error(code, what + ": " + std::strerror(code));
-}
+Error errno_error(const std::string& what) { return errno_error(errno, what); }
+
+Error errno_error(int code, const std::string& what) { return make_error(code, what + ": " + std::strerror(code)); }
 
 Status pwrite_all(int fd, std::span<const std::byte> data, uint64_t offset) {
   size_t done = 0;

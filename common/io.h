@@ -12,6 +12,8 @@ namespace lazystore {
 
 // An Error of the current errno: "WHAT: strerror(errno)".
 Error errno_error(const std::string& what);
+// The same of a saved errno `code`.
+Error errno_error(int code, const std::string& what);
 
 // pwrite() until all of `data` is at `offset` (EINTR retried).
 Status pwrite_all(int fd, std::span<const std::byte> data, uint64_t offset);

@@ -1,6 +1,5 @@
 #include "nar.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "dir_names.h"
 #include "fd.h"
+#include "io.h"
 #include "little_endian.h"
 
 namespace lazystore {
@@ -21,10 +22,6 @@ namespace {
 constexpr size_t kPiece = 64 * 1024;  // bound of every buffer and of every sink/source call
 constexpr std::string_view kMagic = "nix-archive-1";
 constexpr size_t kMaxKeyword = 16;  // longer than any keyword ("nix-archive-1" is the longest)
-
-Error errno_error(int code, const std::string& what) {
-  return make_error(code, what + ": " + std::strerror(code));
-}
 
 size_t padding_of(uint64_t size) { return static_cast<size_t>((8 - size % 8) % 8); }
 
@@ -392,10 +389,6 @@ class Restorer : public NarVisitor {
 
 // ---- writing ---------------------------------------------------------------------------------
 
-struct DirCloser {
-  void operator()(DIR* dir) const { closedir(dir); }
-};
-
 // Collects output into pieces of at most kPiece bytes for the sink.
 class NarWriter {
  public:
@@ -474,27 +467,17 @@ class NarWriter {
   Status dump_directory(int at, const char* name, const std::string& shown, size_t depth) {
     Fd fd(openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) return errno_error(errno, "open " + shown);
-    std::unique_ptr<DIR, DirCloser> dir(fdopendir(fd.get()));
-    if (!dir) return errno_error(errno, "opendir " + shown);
-    fd.release();
-    std::vector<std::string> names;
-    errno = 0;
-    while (dirent* entry = readdir(dir.get())) {
-      std::string_view entry_name(entry->d_name);
-      if (entry_name != "." && entry_name != "..") names.emplace_back(entry_name);
-      errno = 0;
-    }
-    if (errno != 0) return errno_error(errno, "readdir " + shown);
-    std::sort(names.begin(), names.end());  // std::string orders bytewise, as Nix does
+    auto names = dir_names(Fd(dup(fd.get())), shown);  // fd stays open for the entries
+    if (!names) return names.error();
     // parse_nar would refuse deeper entries, so do not write them either.
-    if (!names.empty() && depth + 1 > Tree::kMaxDepth) {
+    if (!names->empty() && depth + 1 > Tree::kMaxDepth) {
       return make_error(ELOOP, shown + ": directories nested deeper than " +
                                    std::to_string(Tree::kMaxDepth));
     }
     if (auto s = put_string("directory"); !s) return s;
-    for (const std::string& entry : names) {
+    for (const std::string& entry : *names) {
       if (auto s = put_strings({"entry", "(", "name", entry, "node"}); !s) return s;
-      auto s = dump(dirfd(dir.get()), entry.c_str(), shown + "/" + entry, depth + 1);
+      auto s = dump(fd.get(), entry.c_str(), shown + "/" + entry, depth + 1);
       if (!s) return s;
       if (auto s = put_string(")"); !s) return s;
     }

@@ -31,6 +31,18 @@ WireWriter& WireWriter::raw(std::string_view bytes) {
   return *this;
 }
 
+WireWriter& WireWriter::path_info(const PathInfo& info, std::string_view nar_hash) {
+  return str(info.path)
+      .str(info.deriver)
+      .str(nar_hash)
+      .strings(info.references)
+      .u64(info.registration_time)
+      .u64(info.nar_size)
+      .boolean(info.ultimate)
+      .strings(info.sigs)
+      .str(info.ca);
+}
+
 Status WireReader::read_exact(std::span<std::byte> out) {
   size_t done = 0;
   while (done < out.size()) {

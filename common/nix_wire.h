@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "nar.h"
+#include "path_info.h"
 #include "result.h"
 
 namespace lazystore::wire {
@@ -22,6 +23,10 @@ inline constexpr size_t kMaxStringLength = 64 * 1024;
 inline constexpr uint64_t kMaxListLength = 10'000'000;
 
 constexpr size_t padding(size_t length) { return (8 - length % 8) % 8; }
+
+// A protocol version as both protocols send it: major in the second byte, minor in the first.
+constexpr unsigned version_major(uint64_t version) { return (version >> 8) & 0xff; }
+constexpr unsigned version_minor(uint64_t version) { return version & 0xff; }
 
 // Appends wire items to a byte buffer.
 class WireWriter {
@@ -38,6 +43,9 @@ class WireWriter {
   }
   // Bytes as they are (no length, no padding).
   WireWriter& raw(std::string_view bytes);
+  // A ValidPathInfo as both protocols send one to be added: path, deriver, `nar_hash` (each
+  // protocol spells it its own way), references, registration time, narSize, ultimate, sigs, ca.
+  WireWriter& path_info(const PathInfo& info, std::string_view nar_hash);
 
   const std::string& bytes() const { return buffer_; }
   std::string take() { return std::move(buffer_); }

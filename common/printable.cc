@@ -1,5 +1,7 @@
 #include "printable.h"
 
+#include <algorithm>
+
 namespace lazystore {
 
 std::string escape_for_message(std::string_view text, size_t max_chars) {
@@ -16,6 +18,17 @@ std::string escape_for_message(std::string_view text, size_t max_chars) {
     }
   }
   if (text.size() > max_chars) out += "...";
+  return out;
+}
+
+std::string replace_bytes(std::string_view text,
+                          std::initializer_list<std::pair<char, std::string_view>> replacements) {
+  std::string out;
+  for (char c : text) {
+    auto it = std::find_if(replacements.begin(), replacements.end(), [c](const auto& r) { return r.first == c; });
+    if (it == replacements.end()) out += c;
+    else out += it->second;
+  }
   return out;
 }
 

@@ -45,18 +45,7 @@ std::string encode_dump_store_path(std::string_view path) {
 }
 
 std::string encode_add_to_store_nar(const PathInfo& info) {
-  return WireWriter()
-      .op(Command::AddToStoreNar)
-      .str(info.path)
-      .str(info.deriver)
-      .str(info.nar_hash)
-      .strings(info.references)
-      .u64(info.registration_time)
-      .u64(info.nar_size)
-      .boolean(info.ultimate)
-      .strings(info.sigs)
-      .str(info.ca)
-      .take();
+  return WireWriter().op(Command::AddToStoreNar).path_info(info, info.nar_hash).take();
 }
 
 std::string encode_import_paths_begin() { return WireWriter().op(Command::ImportPaths).take(); }

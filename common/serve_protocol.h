@@ -22,8 +22,8 @@ inline constexpr uint64_t kExportMagic = 0x4558494e;  // "NIXE", after each NAR 
 // 2.6: QueryPathInfos answers carry narHash, ca and sigs (≥ 2.4); AddToStoreNar needs ≥ 2.5.
 inline constexpr uint64_t kClientVersion = 0x206;
 
-constexpr unsigned version_major(uint64_t version) { return (version >> 8) & 0xff; }
-constexpr unsigned version_minor(uint64_t version) { return version & 0xff; }
+using wire::version_major;
+using wire::version_minor;
 
 enum class Command : uint64_t {
   QueryValidPaths = 1,

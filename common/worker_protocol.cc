@@ -2,6 +2,7 @@
 
 #include <array>
 
+#include "format.h"
 #include "narinfo.h"
 #include "nix32.h"
 
@@ -66,16 +67,6 @@ int hex_digit(char c) {
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
-}
-
-std::string to_hex(std::span<const uint8_t> bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (uint8_t b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
 }
 
 }  // namespace
@@ -221,17 +212,7 @@ Result<std::string> sha256_base16(std::string_view hash) {
 Result<std::string> encode_path_info(const PathInfo& info) {
   auto hash = sha256_base16(info.nar_hash);
   if (!hash) return make_error(EINVAL, info.path + ": " + hash.error().message);
-  return WireWriter()
-      .str(info.path)
-      .str(info.deriver)
-      .str(*hash)
-      .strings(info.references)
-      .u64(info.registration_time)
-      .u64(info.nar_size)
-      .boolean(info.ultimate)
-      .strings(info.sigs)
-      .str(info.ca)
-      .take();
+  return WireWriter().path_info(info, *hash).take();
 }
 
 Result<std::vector<std::string>> decode_path_set(WireReader& reader) { return reader.strings(); }

@@ -26,8 +26,8 @@ inline constexpr uint64_t kMagicServer = 0x6478696f;  // "oixd"
 inline constexpr uint64_t kClientVersion = 0x122;
 inline constexpr uint64_t kMinServerVersion = 0x120;
 
-constexpr unsigned version_major(uint64_t version) { return (version >> 8) & 0xff; }
-constexpr unsigned version_minor(uint64_t version) { return version & 0xff; }
+using wire::version_major;
+using wire::version_minor;
 
 // The operations a push uses (Nix 2.8 knows 46).
 enum class Op : uint64_t {

@@ -16,19 +16,18 @@ constexpr const char* kQuantileKeys[] = {"p50", "p90", "p99"};
 
 Error invalid(const std::string& what) { return make_error(EINVAL, "invalid request: " + what); }
 
-// nlohmann converts -1 to 2^64-1 when asked for an unsigned: a count must be one.
-uint64_t u64(const Json& j) {
-  if (!j.is_number_unsigned()) throw std::invalid_argument("expected a count, got " + j.dump());
-  return j.get<uint64_t>();
-}
-
 // An unsigned member of an object; 0 when absent (a daemon older than the counter).
 uint64_t optional_u64(const Json& j, const std::string& key) {
   auto it = j.find(key);
-  return it == j.end() ? 0 : u64(*it);
+  return it == j.end() ? 0 : json_u64(*it);
 }
 
 }  // namespace
+
+uint64_t json_u64(const Json& j) {
+  if (!j.is_number_unsigned()) throw std::invalid_argument("expected a count, got " + j.dump());
+  return j.get<uint64_t>();
+}
 
 std::string_view command_name(Command command) {
   for (const auto& [c, name] : kCommands) {
@@ -209,17 +208,6 @@ Result<Answer> decode_answer(std::string_view line) {
 // The types
 // ---------------------------------------------------------------------------------------------
 
-void to_json(Json& j, const MountIdentity& v) {
-  j = Json{{"source", v.source}, {"mountpoint", v.mountpoint}, {"control_socket", v.control_socket},
-           {"version", v.version}};
-}
-void from_json(const Json& j, MountIdentity& v) {
-  v.source = j.at("source").get<std::string>();
-  v.mountpoint = j.at("mountpoint").get<std::string>();
-  v.version = j.at("version").get<std::string>();
-  v.control_socket = j.at("control_socket").get<std::string>();
-}
-
 void to_json(Json& j, const HistogramSnapshot& v) {
   j = Json::object();
   j["count"] = v.count;
@@ -228,13 +216,13 @@ void to_json(Json& j, const HistogramSnapshot& v) {
   j["buckets"] = v.buckets;
 }
 void from_json(const Json& j, HistogramSnapshot& v) {
-  v.count = u64(j.at("count"));
+  v.count = json_u64(j.at("count"));
   v.sum_seconds = j.at("sum_seconds").get<double>();
   const Json& buckets = j.at("buckets");
   if (!buckets.is_array() || buckets.size() != HistogramSnapshot::kBuckets) {
     throw std::invalid_argument("a histogram needs " + std::to_string(HistogramSnapshot::kBuckets) + " buckets");
   }
-  for (size_t i = 0; i < HistogramSnapshot::kBuckets; ++i) v.buckets[i] = u64(buckets[i]);
+  for (size_t i = 0; i < HistogramSnapshot::kBuckets; ++i) v.buckets[i] = json_u64(buckets[i]);
 }
 
 void to_json(Json& j, const StatsSnapshot& v) {
@@ -291,83 +279,6 @@ void from_json(const Json& j, UpstreamHealthSnapshot& v) {
   v.since = j.at("since").get<int64_t>();
   v.last_success = j.at("last_success").get<int64_t>();
   v.last_failure = j.at("last_failure").get<int64_t>();
-}
-
-void to_json(Json& j, const LastErrorSnapshot& v) {
-  j = Json{{"time", v.time}, {"level", v.level}, {"message", v.message}};
-}
-void from_json(const Json& j, LastErrorSnapshot& v) {
-  v.time = j.at("time").get<int64_t>();
-  v.level = j.at("level").get<std::string>();
-  v.message = j.at("message").get<std::string>();
-}
-
-void to_json(Json& j, const CacheUsage& v) { j = Json{{"cache_bytes", v.cache_bytes}, {"cache_limit", v.cache_limit}}; }
-void from_json(const Json& j, CacheUsage& v) {
-  v.cache_bytes = u64(j.at("cache_bytes"));
-  v.cache_limit = u64(j.at("cache_limit"));
-}
-
-void to_json(Json& j, const EvictResult& v) {
-  j = Json{{"files", v.files}, {"bytes", v.bytes}, {"pinned_files", v.pinned_files}};
-}
-void from_json(const Json& j, EvictResult& v) {
-  v.files = u64(j.at("files"));
-  v.bytes = u64(j.at("bytes"));
-  v.pinned_files = u64(j.at("pinned_files"));
-}
-
-void to_json(Json& j, const VerifyResult& v) {
-  j = Json{{"files", v.files},           {"chunks", v.chunks},
-           {"bytes", v.bytes},           {"bad_chunks", v.bad_chunks},
-           {"dropped_files", v.dropped_files}, {"seconds", v.seconds}};
-}
-void from_json(const Json& j, VerifyResult& v) {
-  v.files = u64(j.at("files"));
-  v.chunks = u64(j.at("chunks"));
-  v.bytes = u64(j.at("bytes"));
-  v.bad_chunks = u64(j.at("bad_chunks"));
-  v.dropped_files = u64(j.at("dropped_files"));
-  v.seconds = j.at("seconds").get<double>();
-}
-
-void to_json(Json& j, const PrefetchQueued& v) {
-  j = Json{{"queued_files", v.queued_files}, {"queued_bytes", v.queued_bytes}};
-}
-void from_json(const Json& j, PrefetchQueued& v) {
-  v.queued_files = u64(j.at("queued_files"));
-  v.queued_bytes = u64(j.at("queued_bytes"));
-}
-
-void to_json(Json& j, const PrefetchProgress& v) {
-  j = Json{{"files", v.files}, {"bytes", v.bytes}, {"failed", v.failed}, {"total_files", v.total_files},
-           {"total_bytes", v.total_bytes}};
-}
-void from_json(const Json& j, PrefetchProgress& v) {
-  v.files = u64(j.at("files"));
-  v.bytes = u64(j.at("bytes"));
-  v.failed = u64(j.at("failed"));
-  v.total_files = u64(j.at("total_files"));
-  v.total_bytes = u64(j.at("total_bytes"));
-}
-
-void to_json(Json& j, const PrefetchResult& v) {
-  j = Json{{"files", v.files}, {"bytes", v.bytes}, {"failed", v.failed}, {"seconds", v.seconds}};
-}
-void from_json(const Json& j, PrefetchResult& v) {
-  v.files = u64(j.at("files"));
-  v.bytes = u64(j.at("bytes"));
-  v.failed = u64(j.at("failed"));
-  v.seconds = j.at("seconds").get<double>();
-}
-
-void to_json(Json& j, const ServerInfo& v) {
-  j = Json{{"pid", v.pid}, {"generation", v.generation}, {"started", v.started}};
-}
-void from_json(const Json& j, ServerInfo& v) {
-  v.pid = j.at("pid").get<int64_t>();
-  v.generation = u64(j.at("generation"));
-  v.started = j.at("started").get<int64_t>();
 }
 
 void to_json(Json& j, const StatusReport& v) {

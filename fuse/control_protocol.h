@@ -9,13 +9,16 @@
 //
 // The daemon answers data; lazystore-ctl renders it (text, JSON, Prometheus). Every type below
 // has one to_json/from_json pair (nlohmann's ADL serializers), which is also what
-// `lazystore-ctl … --json` prints and what `user.lazystore.stats` holds.
+// `lazystore-ctl … --json` prints and what `user.lazystore.stats` holds. A plain type declares
+// its members once, in a JsonTable; the pair comes from the table.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -51,6 +54,57 @@ Result<std::string> encode_request(const Request& request);
 // says what is wrong, for the daemon to send back.
 Result<Request> decode_request(std::string_view line);
 
+// ---- plain types as tables of members ----
+
+// A member of T and its JSON key.
+template <class T, class M>
+struct JsonField {
+  const char* key;
+  M T::*member;
+};
+
+// Specialized for a plain type: `fields`, a tuple of JsonField in the order the JSON has them.
+template <class T>
+struct JsonTable {};
+
+template <class T>
+concept HasJsonTable = requires { JsonTable<T>::fields; };
+
+// An unsigned JSON number; std::invalid_argument for anything else (nlohmann would turn -1 into
+// 2^64-1).
+uint64_t json_u64(const Json& j);
+
+template <HasJsonTable T>
+void to_json(Json& j, const T& v) {
+  j = Json::object();
+  std::apply([&](const auto&... field) { ((j[field.key] = v.*field.member), ...); }, JsonTable<T>::fields);
+}
+
+template <HasJsonTable T>
+void from_json(const Json& j, T& v) {
+  auto read = [&](const auto& field) {
+    auto& out = v.*field.member;
+    if constexpr (std::is_same_v<std::remove_reference_t<decltype(out)>, uint64_t>) out = json_u64(j.at(field.key));
+    else j.at(field.key).get_to(out);
+  };
+  std::apply([&](const auto&... field) { (read(field), ...); }, JsonTable<T>::fields);
+}
+
+template <>
+struct JsonTable<MountIdentity> {
+  static constexpr std::tuple fields{JsonField{"source", &MountIdentity::source},
+                                     JsonField{"mountpoint", &MountIdentity::mountpoint},
+                                     JsonField{"control_socket", &MountIdentity::control_socket},
+                                     JsonField{"version", &MountIdentity::version}};
+};
+
+template <>
+struct JsonTable<LastErrorSnapshot> {
+  static constexpr std::tuple fields{JsonField{"time", &LastErrorSnapshot::time},
+                                     JsonField{"level", &LastErrorSnapshot::level},
+                                     JsonField{"message", &LastErrorSnapshot::message}};
+};
+
 // ---- the results, one per command ----
 
 struct CacheUsage {
@@ -58,12 +112,23 @@ struct CacheUsage {
   uint64_t cache_limit = 0;
   bool operator==(const CacheUsage&) const = default;
 };
+template <>
+struct JsonTable<CacheUsage> {
+  static constexpr std::tuple fields{JsonField{"cache_bytes", &CacheUsage::cache_bytes},
+                                     JsonField{"cache_limit", &CacheUsage::cache_limit}};
+};
 
 struct EvictResult {
   uint64_t files = 0;
   uint64_t bytes = 0;         // disk bytes freed
   uint64_t pinned_files = 0;  // kept because they are open
   bool operator==(const EvictResult&) const = default;
+};
+template <>
+struct JsonTable<EvictResult> {
+  static constexpr std::tuple fields{JsonField{"files", &EvictResult::files},
+                                     JsonField{"bytes", &EvictResult::bytes},
+                                     JsonField{"pinned_files", &EvictResult::pinned_files}};
 };
 
 struct VerifyResult {
@@ -75,11 +140,25 @@ struct VerifyResult {
   double seconds = 0;
   bool operator==(const VerifyResult&) const = default;
 };
+template <>
+struct JsonTable<VerifyResult> {
+  static constexpr std::tuple fields{JsonField{"files", &VerifyResult::files},
+                                     JsonField{"chunks", &VerifyResult::chunks},
+                                     JsonField{"bytes", &VerifyResult::bytes},
+                                     JsonField{"bad_chunks", &VerifyResult::bad_chunks},
+                                     JsonField{"dropped_files", &VerifyResult::dropped_files},
+                                     JsonField{"seconds", &VerifyResult::seconds}};
+};
 
 struct PrefetchQueued {  // prefetch without wait
   uint64_t queued_files = 0;
   uint64_t queued_bytes = 0;
   bool operator==(const PrefetchQueued&) const = default;
+};
+template <>
+struct JsonTable<PrefetchQueued> {
+  static constexpr std::tuple fields{JsonField{"queued_files", &PrefetchQueued::queued_files},
+                                     JsonField{"queued_bytes", &PrefetchQueued::queued_bytes}};
 };
 
 struct PrefetchProgress {
@@ -90,6 +169,14 @@ struct PrefetchProgress {
   uint64_t total_bytes = 0;
   bool operator==(const PrefetchProgress&) const = default;
 };
+template <>
+struct JsonTable<PrefetchProgress> {
+  static constexpr std::tuple fields{JsonField{"files", &PrefetchProgress::files},
+                                     JsonField{"bytes", &PrefetchProgress::bytes},
+                                     JsonField{"failed", &PrefetchProgress::failed},
+                                     JsonField{"total_files", &PrefetchProgress::total_files},
+                                     JsonField{"total_bytes", &PrefetchProgress::total_bytes}};
+};
 
 struct PrefetchResult {  // prefetch with wait
   uint64_t files = 0;
@@ -98,12 +185,25 @@ struct PrefetchResult {  // prefetch with wait
   double seconds = 0;
   bool operator==(const PrefetchResult&) const = default;
 };
+template <>
+struct JsonTable<PrefetchResult> {
+  static constexpr std::tuple fields{JsonField{"files", &PrefetchResult::files},
+                                     JsonField{"bytes", &PrefetchResult::bytes},
+                                     JsonField{"failed", &PrefetchResult::failed},
+                                     JsonField{"seconds", &PrefetchResult::seconds}};
+};
 
 struct ServerInfo {
   int64_t pid = 0;
   uint64_t generation = 1;  // 1 for the first server of the mount, +1 per restart
   int64_t started = 0;      // unix seconds
   bool operator==(const ServerInfo&) const = default;
+};
+template <>
+struct JsonTable<ServerInfo> {
+  static constexpr std::tuple fields{JsonField{"pid", &ServerInfo::pid},
+                                     JsonField{"generation", &ServerInfo::generation},
+                                     JsonField{"started", &ServerInfo::started}};
 };
 
 struct StatusReport {
@@ -118,8 +218,6 @@ struct StatusReport {
   bool operator==(const StatusReport&) const = default;
 };
 
-void to_json(Json& j, const MountIdentity& v);
-void from_json(const Json& j, MountIdentity& v);
 void to_json(Json& j, const HistogramSnapshot& v);
 void from_json(const Json& j, HistogramSnapshot& v);
 // Flat, as before: every counter, the gauges, the histograms ({count, sum_seconds, p50, p90,
@@ -129,22 +227,6 @@ void from_json(const Json& j, StatsSnapshot& v);
 std::string_view upstream_state_name(UpstreamState state);
 void to_json(Json& j, const UpstreamHealthSnapshot& v);
 void from_json(const Json& j, UpstreamHealthSnapshot& v);
-void to_json(Json& j, const LastErrorSnapshot& v);
-void from_json(const Json& j, LastErrorSnapshot& v);
-void to_json(Json& j, const CacheUsage& v);
-void from_json(const Json& j, CacheUsage& v);
-void to_json(Json& j, const EvictResult& v);
-void from_json(const Json& j, EvictResult& v);
-void to_json(Json& j, const VerifyResult& v);
-void from_json(const Json& j, VerifyResult& v);
-void to_json(Json& j, const PrefetchQueued& v);
-void from_json(const Json& j, PrefetchQueued& v);
-void to_json(Json& j, const PrefetchProgress& v);
-void from_json(const Json& j, PrefetchProgress& v);
-void to_json(Json& j, const PrefetchResult& v);
-void from_json(const Json& j, PrefetchResult& v);
-void to_json(Json& j, const ServerInfo& v);
-void from_json(const Json& j, ServerInfo& v);
 void to_json(Json& j, const StatusReport& v);
 void from_json(const Json& j, StatusReport& v);
 

@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "format.h"
+#include "printable.h"
 
 namespace lazystore {
 namespace {
@@ -73,14 +74,7 @@ std::string format_time(int64_t unix_seconds) {
 }
 
 std::string prometheus_label(std::string_view value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-  return out;
+  return replace_bytes(value, {{'\\', "\\\\"}, {'"', "\\\""}, {'\n', "\\n"}});
 }
 
 std::string render_stats_text(const StatsSnapshot& s) {

@@ -1,6 +1,5 @@
 #include "data_directory.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -12,6 +11,7 @@
 #include <memory>
 #include <tuple>
 
+#include "dir_names.h"
 #include "io.h"
 #include "log.h"
 #include "open_beneath.h"
@@ -21,26 +21,6 @@ namespace {
 
 // A stray directory deeper than this is left for the operator (and logged).
 constexpr int kMaxStrayDepth = 32;
-
-struct DirCloser {
-  void operator()(DIR* d) const { closedir(d); }
-};
-
-// The names in an open directory (without "." and ".."); takes ownership of `fd`.
-Result<std::vector<std::string>> names_in(Fd fd, const std::string& what) {
-  std::unique_ptr<DIR, DirCloser> dir(fdopendir(fd.get()));
-  if (!dir) return errno_error("opendir " + what);
-  fd.release();
-  std::vector<std::string> names;
-  errno = 0;
-  while (dirent* entry = readdir(dir.get())) {
-    std::string_view name(entry->d_name);
-    if (name != "." && name != "..") names.emplace_back(name);
-    errno = 0;
-  }
-  if (errno != 0) return errno_error("readdir " + what);
-  return names;
-}
 
 bool is_hex(std::string_view name) {
   return std::all_of(name.begin(), name.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
@@ -60,7 +40,7 @@ void remove_stray(int dir_fd, const std::string& name, const std::string& what, 
     if (!sub) return;
     int sub_fd = sub.get();
     Fd listing(dup(sub_fd));
-    if (auto names = names_in(std::move(listing), what)) {
+    if (auto names = dir_names(std::move(listing), what)) {
       for (const std::string& child : *names) remove_stray(sub_fd, child, what + "/" + child, depth + 1);
     }
     if (unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
@@ -121,7 +101,7 @@ Status DataDirectory::remove(const std::string& id) const {
 
 Result<std::vector<DataDirectory::Found>> DataDirectory::scan() const {
   std::vector<Found> found;
-  auto subs = names_in(Fd(dup(fd_.get())), path_);
+  auto subs = dir_names(Fd(dup(fd_.get())), path_);
   if (!subs) return subs.error();
   for (const std::string& prefix : *subs) {
     std::string sub_path = path_ + "/" + prefix;
@@ -136,7 +116,7 @@ Result<std::vector<DataDirectory::Found>> DataDirectory::scan() const {
     Fd sub(openat(fd_.get(), prefix.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!sub) return errno_error("scanning cache " + sub_path);
     int sub_fd = sub.get();
-    auto names = names_in(Fd(dup(sub_fd)), sub_path);
+    auto names = dir_names(Fd(dup(sub_fd)), sub_path);
     if (!names) return names.error();
     for (const std::string& name : *names) {
       if (fstatat(sub_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;

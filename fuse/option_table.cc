@@ -1,9 +1,11 @@
 #include "option_table.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
 #include "options.h"
+#include "printable.h"
 
 namespace lazystore {
 namespace {
@@ -26,6 +28,22 @@ Result<bool> parse_bool(std::string_view name, std::string_view text) {
   if (text == "true") return true;
   if (text == "false") return false;
   return invalid(name, text, "must be true or false");
+}
+
+// The name of an option as a template argument.
+template <size_t N>
+struct OptionName {
+  char text[N];
+  constexpr OptionName(const char (&name)[N]) { std::copy_n(name, N, text); }
+};
+
+// A true|false option that sets one member.
+template <OptionName name, bool MountOptions::*member>
+Status set_bool(std::string_view text, MountOptions& options) {
+  auto b = parse_bool(name.text, text);
+  if (!b) return b.error();
+  options.*member = *b;
+  return {};
 }
 
 Status absolute_path(std::string_view name, std::string_view text, std::string& out) {
@@ -102,12 +120,7 @@ const OptionSpec kOptions[] = {
      "HTTP SOURCE: true (as Nix): serve only what a trusted key signed, each block checked against "
      "a signed manifest or the whole NAR against NarHash first; false: trust the cache (unsigned "
      "listings and Range reads served unchecked)",
-     [](std::string_view v, MountOptions& o) -> Status {
-       auto b = parse_bool("require-sigs", v);
-       if (!b) return b.error();
-       o.require_sigs = *b;
-       return {};
-     }},
+     set_bool<"require-sigs", &MountOptions::require_sigs>},
     {"log-level", "LEVEL", "warning", "error, warning, info or debug",
      [](std::string_view v, MountOptions& o) -> Status {
        if (!parse_log_level(v, o.log_level)) return invalid("log-level", v, "must be error, warning, info or debug");
@@ -123,12 +136,7 @@ const OptionSpec kOptions[] = {
      }},
     {"supervise", "true|false", "true",
      "a supervisor process holds the mount and restarts a crashed server: a crash does not end the mount",
-     [](std::string_view v, MountOptions& o) -> Status {
-       auto b = parse_bool("supervise", v);
-       if (!b) return b.error();
-       o.supervise = *b;
-       return {};
-     }},
+     set_bool<"supervise", &MountOptions::supervise>},
     {"allow_other", "", "off", "let other users read the store: build actions that run as another uid", nullptr},
     {"default_permissions", "", "off", "let the kernel check the permissions, which are all read-only", nullptr},
 };
@@ -193,25 +201,10 @@ std::string option_text(const OptionSpec& option) {
   return text;
 }
 
-std::string markdown_cell(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '|') out += '\\';
-    out += c;
-  }
-  return out;
-}
+std::string markdown_cell(std::string_view text) { return replace_bytes(text, {{'|', "\\|"}}); }
 
 // roff: a minus is "\-", a backslash "\e"; quotes keep an argument with spaces whole.
-std::string roff(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '-') out += "\\-";
-    else if (c == '\\') out += "\\e";
-    else out += c;
-  }
-  return out;
-}
+std::string roff(std::string_view text) { return replace_bytes(text, {{'-', "\\-"}, {'\\', "\\e"}}); }
 
 std::string roff_argument(std::string_view text) {
   std::string escaped = roff(text);

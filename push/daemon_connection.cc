@@ -7,14 +7,11 @@
 namespace lazystore {
 
 DaemonConnection::DaemonConnection(ByteStream& stream, std::string peer)
-    : stream_(stream), peer_(std::move(peer)), buffered_(stream), reader_(buffered_.source(), "daemon protocol") {}
+    : WireConnection(stream, std::move(peer), "daemon protocol") {}
 
 Error DaemonConnection::explain(const Error& error) {
   if (error.code == kDaemonError) return error;
-  std::string tail = stream_.stderr_tail();
-  std::string message = peer_ + ": " + error.message;
-  if (!tail.empty()) message = peer_ + ": " + tail + " (" + error.message + ")";
-  return make_error(error.code, message);
+  return WireConnection::explain(error);
 }
 
 Status DaemonConnection::send_hello() { return write(worker::encode_client_hello()); }
@@ -38,13 +35,6 @@ Status DaemonConnection::read_hello() {
                                   "." + std::to_string(worker::version_minor(server_version_)) +
                                   ", older than the 1.32 a push needs");
   }
-  return {};
-}
-
-Status DaemonConnection::write(std::string_view bytes) { return write(std::as_bytes(std::span(bytes.data(), bytes.size()))); }
-
-Status DaemonConnection::write(std::span<const std::byte> bytes) {
-  if (auto s = stream_.write_all(bytes); !s) return explain(s.error());
   return {};
 }
 

@@ -5,14 +5,7 @@
 namespace lazystore {
 
 ServeConnection::ServeConnection(ByteStream& stream, std::string peer)
-    : stream_(stream), peer_(std::move(peer)), buffered_(stream), reader_(buffered_.source(), "serve protocol") {}
-
-Error ServeConnection::explain(const Error& error) {
-  std::string tail = stream_.stderr_tail();
-  std::string message = peer_ + ": " + error.message;
-  if (!tail.empty()) message = peer_ + ": " + tail + " (" + error.message + ")";
-  return make_error(error.code, message);
-}
+    : WireConnection(stream, std::move(peer), "serve protocol") {}
 
 Status ServeConnection::send_hello() { return write(serve::encode_client_hello()); }
 
@@ -21,15 +14,6 @@ Status ServeConnection::read_hello() {
   if (!version) return explain(version.error());
   server_version_ = *version;
   version_ = std::min(*version, serve::kClientVersion);
-  return {};
-}
-
-Status ServeConnection::write(std::string_view bytes) {
-  return write(std::as_bytes(std::span(bytes.data(), bytes.size())));
-}
-
-Status ServeConnection::write(std::span<const std::byte> bytes) {
-  if (auto s = stream_.write_all(bytes); !s) return explain(s.error());
   return {};
 }
 

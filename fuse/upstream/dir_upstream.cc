@@ -1,6 +1,5 @@
 #include "dir_upstream.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -10,36 +9,12 @@
 #include <cstring>
 #include <memory>
 
+#include "dir_names.h"
+#include "io.h"
 #include "open_beneath.h"
 
 namespace lazystore {
 namespace {
-
-Error errno_error(int code, const std::string& what) {
-  return make_error(code, what + ": " + std::strerror(code));
-}
-
-struct DirCloser {
-  void operator()(DIR* d) const { closedir(d); }
-};
-using DirHandle = std::unique_ptr<DIR, DirCloser>;
-
-// Names of a directory (without "." and ".."), sorted bytewise. Takes ownership of `fd`.
-Result<std::vector<std::string>> sorted_names(Fd fd, const std::string& what) {
-  DirHandle dir(fdopendir(fd.get()));
-  if (!dir) return errno_error(errno, "opendir " + what);
-  fd.release();
-  std::vector<std::string> names;
-  errno = 0;
-  while (dirent* entry = readdir(dir.get())) {
-    std::string_view name(entry->d_name);
-    if (name != "." && name != "..") names.emplace_back(name);
-    errno = 0;
-  }
-  if (errno != 0) return errno_error(errno, "readdir " + what);
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 class TreeWalker {
  public:
@@ -49,7 +24,7 @@ class TreeWalker {
     if (depth > Tree::kMaxDepth) return make_error(ELOOP, root_name_ + ": directory tree too deep");
     Fd self(openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!self) return errno_error(errno, root_name_ + "/" + tree_.path_of(node));
-    auto names = sorted_names(std::move(self), root_name_ + "/" + tree_.path_of(node));
+    auto names = dir_names(std::move(self), root_name_ + "/" + tree_.path_of(node));
     if (!names) return names.error();
     for (const std::string& name : *names) {
       struct stat st {};
@@ -170,7 +145,7 @@ Result<std::vector<StorePath>> DirUpstream::list_store() {
   if (!root) return root.error();
   Fd self(openat(root->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!self) return errno_error(errno, directory_);
-  auto names = sorted_names(std::move(self), directory_);
+  auto names = dir_names(std::move(self), directory_);
   if (!names) return names.error();
   std::vector<StorePath> paths;
   for (const std::string& name : *names) {
@@ -235,13 +210,7 @@ Result<UpstreamStatfs> DirUpstream::statfs() {
   if (!root) return root.error();
   struct statvfs st {};
   if (fstatvfs(root->get(), &st) != 0) return errno_error(errno, "statfs " + directory_);
-  UpstreamStatfs out;
-  out.block_size = st.f_frsize;
-  out.blocks = st.f_blocks;
-  out.blocks_free = st.f_bfree;
-  out.files = st.f_files;
-  out.files_free = st.f_ffree;
-  return out;
+  return UpstreamStatfs::of(st);
 }
 
 }  // namespace lazystore

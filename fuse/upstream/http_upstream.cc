@@ -408,6 +408,28 @@ Result<size_t> HttpUpstream::read(const StorePath& path, const Tree& tree, uint3
   return read_spooled(path, **info, relative, offset, buf);
 }
 
+Status HttpUpstream::get_range(const StorePath& path, const NarInfo& info, uint64_t first,
+                               std::span<std::byte> into) {
+  size_t got = 0;
+  GetOptions how;
+  how.reset = [&]() -> Status {
+    got = 0;
+    return {};
+  };
+  how.on_data = [&](std::span<const char> data) {
+    if (data.size() > into.size() - got) return false;
+    std::memcpy(into.data() + got, data.data(), data.size());
+    got += data.size();
+    return true;
+  };
+  how.range = std::make_pair(first, first + into.size() - 1);
+  auto fetched = get(info.url, how);
+  if (!fetched) return fetched.error();
+  if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
+  if (got != into.size()) return make_error(EIO, path.base_name() + ": short range answer");
+  return {};
+}
+
 Result<size_t> HttpUpstream::read_blocks(const StorePath& path, const NarInfo& info, const Manifest& manifest,
                                          uint32_t node, uint64_t offset, std::span<std::byte> buf) {
   const TreeNode& file = manifest.tree.nodes[node];
@@ -421,23 +443,7 @@ Result<size_t> HttpUpstream::read_blocks(const StorePath& path, const NarInfo& i
     scratch.resize(static_cast<size_t>(end - begin));
     target = scratch;
   }
-  size_t got = 0;
-  GetOptions how;
-  how.reset = [&]() -> Status {
-    got = 0;
-    return {};
-  };
-  how.on_data = [&](std::span<const char> data) {
-    if (data.size() > target.size() - got) return false;
-    std::memcpy(target.data() + got, data.data(), data.size());
-    got += data.size();
-    return true;
-  };
-  how.range = std::make_pair(file.nar_offset + begin, file.nar_offset + end - 1);
-  auto fetched = get(info.url, how);
-  if (!fetched) return fetched.error();
-  if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
-  if (got != target.size()) return make_error(EIO, path.base_name() + ": short range answer");
+  if (auto fetched = get_range(path, info, file.nar_offset + begin, target); !fetched) return fetched.error();
   for (uint64_t b = first_block; b <= last_block; ++b) {
     uint64_t at = (b - first_block) * block;
     size_t length = static_cast<size_t>(std::min(block, end - b * block));
@@ -504,25 +510,8 @@ Result<size_t> HttpUpstream::read_trusting(const StorePath& path, const NarInfo&
   if (info.compression == "none" && file.nar_offset != 0 && file.size <= info.nar_size &&
       file.nar_offset <= info.nar_size - file.size) {
     // The lazy path: the file's bytes sit at nar_offset in the uncompressed NAR (unchecked).
-    size_t got = 0;
-    GetOptions how;
-    how.reset = [&]() -> Status {
-      got = 0;
-      return {};
-    };
-    how.on_data = [&](std::span<const char> data) {
-      if (data.size() > buf.size() - got) return false;
-      std::memcpy(buf.data() + got, data.data(), data.size());
-      got += data.size();
-      return true;
-    };
-    uint64_t first = file.nar_offset + offset;
-    how.range = std::make_pair(first, first + buf.size() - 1);
-    auto fetched = get(info.url, how);
-    if (!fetched) return fetched.error();
-    if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
-    if (got != buf.size()) return make_error(EIO, path.base_name() + ": short range answer");
-    return got;
+    if (auto fetched = get_range(path, info, file.nar_offset + offset, buf); !fetched) return fetched.error();
+    return buf.size();
   }
   return read_spooled(path, info, tree.path_of(node), offset, buf);
 }

@@ -89,6 +89,8 @@ class HttpUpstream final : public Upstream {
   // The whole NAR of `path`, verified; ENOENT when it does not match its narinfo.
   Result<SpoolPtr> spool(const StorePath& path, const NarInfo& info);
   Result<std::unique_ptr<NarSpool>> download_nar(const StorePath& path, const NarInfo& info);
+  // Exactly `into.size()` bytes of the NAR of `path` from byte `first` (one Range request).
+  Status get_range(const StorePath& path, const NarInfo& info, uint64_t first, std::span<std::byte> into);
   // Block-verified Range read of file `node` of `manifest`.
   Result<size_t> read_blocks(const StorePath& path, const NarInfo& info, const Manifest& manifest, uint32_t node,
                              uint64_t offset, std::span<std::byte> buf);

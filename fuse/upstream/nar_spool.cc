@@ -1,5 +1,6 @@
 #include "nar_spool.h"
 
+#include "format.h"
 #include "nar.h"
 #include "nar_listing.h"
 #include "openssl_handles.h"
@@ -156,16 +157,6 @@ Status within_file_size_cap(const Tree& tree) {
 struct NarSpool::Sha256 {
   EvpMdCtx ctx = make_evp_md_ctx();
 };
-
-std::string to_hex(std::span<const uint8_t> bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (uint8_t b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
 
 NarSpool::~NarSpool() {
   if (!kept_ && !path_.empty()) ::unlink(path_.c_str());

@@ -70,7 +70,4 @@ class NarSpool {
   Tree tree_;
 };
 
-// Lower-case hex, for messages.
-std::string to_hex(std::span<const uint8_t> bytes);
-
 }  // namespace lazystore

@@ -23,10 +23,6 @@ T copy_of(const void* data) {
   return out;
 }
 
-std::string rpc_failure(int status, void* data) {
-  return status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled";
-}
-
 void on_read(rpc_context*, int status, void* data, void* private_data) noexcept {
   auto* piece = static_cast<NfsReadWindow::Piece*>(private_data);
   try {
@@ -44,38 +40,20 @@ void on_read(rpc_context*, int status, void* data, void* private_data) noexcept 
   }
 }
 
-struct LookupCall {
-  Nfs3Lookup* answer;
-  size_t* answered;
-};
-
-void on_lookup(rpc_context*, int status, void* data, void* private_data) noexcept {
-  auto& call = *static_cast<LookupCall*>(private_data);
-  Nfs3Lookup& answer = *call.answer;
-  (*call.answered)++;
-  try {
-    if (status != RPC_STATUS_SUCCESS) {
-      answer.error = rpc_failure(status, data);
-      answer.rc = -EIO;
-      return;
-    }
-    auto res = copy_of<LOOKUP3res>(data);
-    if (res.status != NFS3_OK) {
-      answer.error = nfsstat3_to_str(res.status);
-      answer.rc = -nfs3_errno(res.status);
-      return;
-    }
-    const LOOKUP3resok& ok = res.LOOKUP3res_u.resok;
-    answer.fh.assign(ok.object.data.data_val, ok.object.data.data_len);
-    if (ok.obj_attributes.attributes_follow) {
-      const fattr3& a = ok.obj_attributes.post_op_attr_u.attributes;
-      answer.type = a.type;
-      answer.mode = a.mode;
-      answer.size = a.size;
-    }
-  } catch (...) {
-    answer.error = "out of memory";
-    answer.rc = -ENOMEM;
+void parse_lookup(Nfs3Lookup& answer, void* data) {
+  auto res = copy_of<LOOKUP3res>(data);
+  if (res.status != NFS3_OK) {
+    answer.error = nfsstat3_to_str(res.status);
+    answer.rc = -nfs3_errno(res.status);
+    return;
+  }
+  const LOOKUP3resok& ok = res.LOOKUP3res_u.resok;
+  answer.fh.assign(ok.object.data.data_val, ok.object.data.data_len);
+  if (ok.obj_attributes.attributes_follow) {
+    const fattr3& a = ok.obj_attributes.post_op_attr_u.attributes;
+    answer.type = a.type;
+    answer.mode = a.mode;
+    answer.size = a.size;
   }
 }
 
@@ -104,20 +82,12 @@ int nfs3_lookup_all(nfs_context* ctx, const std::string& dir, const std::vector<
   rpc_context* rpc = nfs_get_rpc_context(ctx);
   answers->assign(names.size(), Nfs3Lookup{});
   std::vector<std::string> owned = names;  // libnfs takes char*
-  std::vector<LookupCall> calls(names.size());
-  size_t answered = 0;
-  for (size_t i = 0; i < names.size(); ++i) {
-    calls[i] = LookupCall{&(*answers)[i], &answered};
+  return nfs_fan_out(rpc, *answers, pump, [&](size_t i, NfsFanOutCall<Nfs3Lookup>* call) {
     LOOKUP3args args{};
     args.what.dir = fh3(dir);
     args.what.name = owned[i].data();
-    if (rpc_nfs3_lookup_async(rpc, &on_lookup, &args, &calls[i]) != 0) {
-      (*answers)[i].rc = -EIO;
-      (*answers)[i].error = std::string("cannot queue an NFS request: ") + rpc_get_error(rpc);
-      answered++;
-    }
-  }
-  return pump([&answered, &names] { return answered == names.size(); }, answered);
+    return rpc_nfs3_lookup_async(rpc, &nfs_fan_out_reply<Nfs3Lookup, parse_lookup>, &args, call);
+  });
 }
 
 }  // namespace lazystore

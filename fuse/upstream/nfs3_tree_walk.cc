@@ -59,28 +59,8 @@ class Nfs3Walk final : public NfsTreeWalk {
 
  private:
   enum class Kind { Resolve, Readdir, Readlink, Lookup };
-  struct Request {
-    Nfs3Walk* walk;
-    Kind kind;
-    size_t dir;
-    size_t entry;
-  };
-
-  static void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept {
-    std::unique_ptr<Request> request(static_cast<Request*>(private_data));
-    Nfs3Walk& walk = *request->walk;
-    try {
-      walk.replied();
-      if (walk.failed()) return;
-      if (status != RPC_STATUS_SUCCESS) {
-        std::string why = status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled";
-        return walk.fail(EIO, walk.where(request->kind == Kind::Resolve ? kNone : request->dir) + ": " + why);
-      }
-      walk.handle(*request, data);
-    } catch (...) {
-      walk.fail(ENOMEM, "out of memory while listing " + walk.where(kNone));
-    }
-  }
+  using Request = WalkRequest<Nfs3Walk, Kind>;
+  friend class NfsTreeWalk;  // on_reply calls handle
 
   Request* request(Kind kind, size_t dir, size_t entry) { return new Request{this, kind, dir, entry}; }
   // Takes the result of an rpc_nfs3_*_async call.
@@ -104,7 +84,7 @@ class Nfs3Walk final : public NfsTreeWalk {
     args.what.dir = fh3(export_fh_);
     args.what.name = name_.data();
     Request* req = request(Kind::Resolve, kNone, 0);
-    return queued(rpc_nfs3_lookup_async(rpc_, &Nfs3Walk::on_reply, &args, req), req);
+    return queued(rpc_nfs3_lookup_async(rpc_, &on_reply<Nfs3Walk, Kind>, &args, req), req);
   }
   bool send_readdir(size_t dir_index) override {
     Dir& dir = dirs_[dir_index];
@@ -115,20 +95,20 @@ class Nfs3Walk final : public NfsTreeWalk {
     args.dircount = kReaddirDirBytes;
     args.maxcount = kReaddirMaxBytes;
     Request* req = request(Kind::Readdir, dir_index, 0);
-    return queued(rpc_nfs3_readdirplus_async(rpc_, &Nfs3Walk::on_reply, &args, req), req);
+    return queued(rpc_nfs3_readdirplus_async(rpc_, &on_reply<Nfs3Walk, Kind>, &args, req), req);
   }
   bool send_readlink(size_t dir_index, size_t entry) override {
     READLINK3args args{};
     args.symlink = dir_index == kNone ? fh3(root_fh_) : fh3(dirs_[dir_index].entries[entry].fh);
     Request* req = request(Kind::Readlink, dir_index, entry);
-    return queued(rpc_nfs3_readlink_async(rpc_, &Nfs3Walk::on_reply, &args, req), req);
+    return queued(rpc_nfs3_readlink_async(rpc_, &on_reply<Nfs3Walk, Kind>, &args, req), req);
   }
   bool send_lookup(size_t dir_index, size_t entry) override {
     LOOKUP3args args{};
     args.what.dir = fh3(dirs_[dir_index].fh);
     args.what.name = dirs_[dir_index].entries[entry].entry.name.data();
     Request* req = request(Kind::Lookup, dir_index, entry);
-    return queued(rpc_nfs3_lookup_async(rpc_, &Nfs3Walk::on_reply, &args, req), req);
+    return queued(rpc_nfs3_lookup_async(rpc_, &on_reply<Nfs3Walk, Kind>, &args, req), req);
   }
 
   std::string export_fh_;

@@ -9,11 +9,6 @@ namespace {
 
 constexpr uint32_t kAttrs[1] = {(1u << FATTR4_TYPE) | (1u << FATTR4_SIZE)};
 
-struct Call {
-  Nfs4Lookup* answer;
-  size_t* answered;
-};
-
 // type (u32) then size (u64), big-endian: the two attributes asked for, in attribute order.
 bool parse(const fattr4& attrs, Nfs4Lookup* out) {
   const char* data = attrs.attr_vals.attrlist4_val;
@@ -25,31 +20,18 @@ bool parse(const fattr4& attrs, Nfs4Lookup* out) {
   return true;
 }
 
-void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept {
-  auto& call = *static_cast<Call*>(private_data);
-  Nfs4Lookup& answer = *call.answer;
-  (*call.answered)++;
-  try {
-    if (status != RPC_STATUS_SUCCESS) {
-      answer.error = status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled";
-      answer.rc = -EIO;
-      return;
-    }
-    const auto& res = *static_cast<const COMPOUND4res*>(data);
-    if (res.status != NFS4_OK) {
-      nfsstat4 failed = nfs4_failed_status(res);
-      answer.error = nfsstat4_to_str(failed);
-      answer.rc = -nfs4_errno(failed);
-      return;
-    }
-    auto getattr = nfs4_result(res, OP_GETATTR);
-    if (!getattr || !parse(getattr->nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, &answer)) {
-      answer.error = "malformed GETATTR reply";
-      answer.rc = -EIO;
-    }
-  } catch (...) {
-    answer.error = "out of memory";
-    answer.rc = -ENOMEM;
+void parse_lookup(Nfs4Lookup& answer, void* data) {
+  const auto& res = *static_cast<const COMPOUND4res*>(data);
+  if (res.status != NFS4_OK) {
+    nfsstat4 failed = nfs4_failed_status(res);
+    answer.error = nfsstat4_to_str(failed);
+    answer.rc = -nfs4_errno(failed);
+    return;
+  }
+  auto getattr = nfs4_result(res, OP_GETATTR);
+  if (!getattr || !parse(getattr->nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, &answer)) {
+    answer.error = "malformed GETATTR reply";
+    answer.rc = -EIO;
   }
 }
 
@@ -61,10 +43,7 @@ int nfs4_lookup_all(nfs_context* ctx, const std::vector<std::string>& dir, const
   answers->assign(names.size(), Nfs4Lookup{});
   std::vector<std::string> components = dir;
   std::vector<std::string> owned = names;  // the arguments point into them
-  std::vector<Call> calls(names.size());
-  size_t answered = 0;
-  for (size_t i = 0; i < names.size(); ++i) {
-    calls[i] = Call{&(*answers)[i], &answered};
+  return nfs_fan_out(rpc, *answers, pump, [&](size_t i, NfsFanOutCall<Nfs4Lookup>* call) {
     std::vector<nfs_argop4> ops{nfs4_op(OP_PUTROOTFH)};
     for (std::string& component : components) ops.push_back(nfs4_lookup(component));
     ops.push_back(nfs4_lookup(owned[i]));
@@ -74,13 +53,8 @@ int nfs4_lookup_all(nfs_context* ctx, const std::vector<std::string>& dir, const
     args.argarray.argarray_len = static_cast<u_int>(ops.size());
     args.argarray.argarray_val = ops.data();
     // libnfs encodes the arguments before it returns: they may live on this stack.
-    if (rpc_nfs4_compound_async(rpc, &on_reply, &args, &calls[i]) != 0) {
-      (*answers)[i].rc = -EIO;
-      (*answers)[i].error = std::string("cannot queue an NFS request: ") + rpc_get_error(rpc);
-      answered++;
-    }
-  }
-  return pump([&answered, &names] { return answered == names.size(); }, answered);
+    return rpc_nfs4_compound_async(rpc, &nfs_fan_out_reply<Nfs4Lookup, parse_lookup>, &args, call);
+  });
 }
 
 }  // namespace lazystore

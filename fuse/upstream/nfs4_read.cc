@@ -23,8 +23,7 @@ void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept
   auto& call = *static_cast<ReadCall*>(piece->window->context());
   try {
     if (status != RPC_STATUS_SUCCESS) {
-      return NfsReadWindow::answered(piece, -EIO, false,
-                                     status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled");
+      return NfsReadWindow::answered(piece, -EIO, false, rpc_failure(status, data));
     }
     const auto& res = *static_cast<const COMPOUND4res*>(data);
     if (res.status != NFS4_OK) {

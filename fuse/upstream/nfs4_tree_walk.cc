@@ -80,25 +80,10 @@ class Nfs4Walk final : public NfsTreeWalk {
 
  private:
   enum class Kind { Resolve, Readdir, Readlink };
-  struct Request {
-    Nfs4Walk* walk;
-    Kind kind;
-    size_t dir;
-    size_t entry;
-  };
+  using Request = WalkRequest<Nfs4Walk, Kind>;
+  friend class NfsTreeWalk;  // on_reply calls handle
 
-  static void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept {
-    std::unique_ptr<Request> request(static_cast<Request*>(private_data));
-    Nfs4Walk& walk = *request->walk;
-    try {
-      walk.replied();
-      walk.handle(*request, status, data);
-    } catch (...) {
-      walk.fail(ENOMEM, "out of memory while listing " + walk.where(kNone));
-    }
-  }
-
-  void handle(const Request& request, int status, void* data);
+  void handle(const Request& request, void* data);
   bool send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& ops);
   bool send_resolve() override;
   bool send_readdir(size_t dir) override;
@@ -108,12 +93,7 @@ class Nfs4Walk final : public NfsTreeWalk {
   std::vector<std::string> components_;  // from the server's root to the store path
 };
 
-void Nfs4Walk::handle(const Request& request, int status, void* data) {
-  if (failed()) return;
-  if (status != RPC_STATUS_SUCCESS) {
-    std::string why = status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled";
-    return fail(EIO, where(request.kind == Kind::Resolve ? kNone : request.dir) + ": " + why);
-  }
+void Nfs4Walk::handle(const Request& request, void* data) {
   const auto& res = *static_cast<const COMPOUND4res*>(data);
   if (res.status != NFS4_OK) {
     nfsstat4 failed_status = nfs4_failed_status(res);
@@ -176,7 +156,7 @@ bool Nfs4Walk::send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>
   args.argarray.argarray_val = ops.data();
   auto request = std::make_unique<Request>(Request{this, kind, dir, entry});
   // libnfs encodes the arguments before it returns: they may live on this stack.
-  if (rpc_nfs4_compound_async(rpc_, &Nfs4Walk::on_reply, &args, request.get()) != 0) {
+  if (rpc_nfs4_compound_async(rpc_, &on_reply<Nfs4Walk, Kind>, &args, request.get()) != 0) {
     fail(EIO, where(kNone) + ": cannot queue an NFS request: " + rpc_get_error(rpc_));
     return false;
   }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -73,6 +74,36 @@ class NfsTreeWalk {
 
   NfsTreeWalk(rpc_context* rpc, const std::string& name, TreeBuilder& builder, const NfsPump& pump,
               NfsHandleSink handles = {});
+
+  // One request in flight, the private data of its RPC: the walk, what it asked (a Kind of the
+  // protocol's, with a Resolve), about which directory (kNone: the store path) and entry.
+  template <class Walk, class Kind>
+  struct WalkRequest {
+    Walk* walk;
+    Kind kind;
+    size_t dir;
+    size_t entry;
+  };
+
+  // The callback of every RPC of a walk: takes its WalkRequest back, then, unless the walk failed
+  // already or the RPC itself did (EIO), hands the reply to Walk::handle(request, data).
+  template <class Walk, class Kind>
+  static void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept {
+    std::unique_ptr<WalkRequest<Walk, Kind>> request(static_cast<WalkRequest<Walk, Kind>*>(private_data));
+    Walk& walk = *request->walk;
+    NfsTreeWalk& base = walk;
+    try {
+      base.replied();
+      if (base.failed()) return;
+      if (status != RPC_STATUS_SUCCESS) {
+        return base.fail(EIO, base.where(request->kind == Kind::Resolve ? kNone : request->dir) + ": " +
+                                  rpc_failure(status, data));
+      }
+      walk.handle(*request, data);
+    } catch (...) {
+      base.fail(ENOMEM, "out of memory while listing " + base.where(kNone));
+    }
+  }
 
   // The protocol's requests: each queues one RPC (through sent()) or calls fail() and returns
   // false. Every reply calls replied() first, then the handlers below.

@@ -157,22 +157,20 @@ class NfsConnection {
   int lookup3(const std::string& dir, const std::vector<std::string>& names, std::vector<Nfs3Lookup>* answers) {
     if (!ctx_) return fail_closed();
     int rc = nfs3_lookup_all(ctx_, dir, names, answers, pump_fn());
-    if (rc < 0) return rc;
-    for (const Nfs3Lookup& answer : *answers) {
-      if (answer.rc < 0 && answer.rc != -ENOENT) {
-        last_error_ = answer.error;
-        return answer.rc;
-      }
-    }
-    return 0;
+    return rc < 0 ? rc : first_failure(*answers);
   }
 
   // NFSv4: the same, by path from the export's root (the store's top level).
   int lookup4(const std::vector<std::string>& names, std::vector<Nfs4Lookup>* answers) {
     if (!ctx_) return fail_closed();
     int rc = nfs4_lookup_all(ctx_, export_path_, names, answers, pump_fn());
-    if (rc < 0) return rc;
-    for (const Nfs4Lookup& answer : *answers) {
+    return rc < 0 ? rc : first_failure(*answers);
+  }
+
+  // The rc of the first LOOKUP that failed otherwise than ENOENT (its error kept), else 0.
+  template <class Lookup>
+  int first_failure(const std::vector<Lookup>& answers) {
+    for (const Lookup& answer : answers) {
       if (answer.rc < 0 && answer.rc != -ENOENT) {
         last_error_ = answer.error;
         return answer.rc;
@@ -743,13 +741,7 @@ Result<UpstreamStatfs> NfsUpstream::statfs() {
 Result<UpstreamStatfs> NfsUpstream::statfs_on(Lease& nfs) {
   nfs_statvfs_64 st{};
   if (int rc = nfs->statvfs(&st); rc != 0) return nfs.failed(rc, "statfs " + source_.display);
-  UpstreamStatfs out;
-  out.block_size = st.f_frsize ? st.f_frsize : st.f_bsize;
-  out.blocks = st.f_blocks;
-  out.blocks_free = st.f_bfree;
-  out.files = st.f_files;
-  out.files_free = st.f_ffree;
-  return out;
+  return UpstreamStatfs::of(st);
 }
 
 }  // namespace lazystore

@@ -22,6 +22,18 @@ struct UpstreamStatfs {
   uint64_t blocks_free = 0;
   uint64_t files = 0;
   uint64_t files_free = 0;
+
+  // The counts of a statvfs answer (struct statvfs, libnfs's nfs_statvfs_64).
+  template <class Statvfs>
+  static UpstreamStatfs of(const Statvfs& st) {
+    UpstreamStatfs out;
+    out.block_size = st.f_frsize ? st.f_frsize : st.f_bsize;  // an NFS server may leave f_frsize 0
+    out.blocks = st.f_blocks;
+    out.blocks_free = st.f_bfree;
+    out.files = st.f_files;
+    out.files_free = st.f_ffree;
+    return out;
+  }
 };
 
 struct Stats;

@@ -220,6 +220,23 @@ TEST(StatsJson, AnOlderDaemonsMissingCountersReadAsZero) {
   EXPECT_FALSE(result_as<StatsSnapshot>(Json::parse("[1,2]")));
 }
 
+TEST(TableJson, KeysInTheTablesOrderCountsUnsigned) {
+  EXPECT_EQ(dump_json(Json(EvictResult{.files = 3, .bytes = 4096, .pinned_files = 1})),
+            "{\"files\":3,\"bytes\":4096,\"pinned_files\":1}");
+  EXPECT_EQ(dump_json(Json(ServerInfo{.pid = 7, .generation = 2, .started = -1})),
+            "{\"pid\":7,\"generation\":2,\"started\":-1}");
+  EXPECT_EQ(dump_json(Json(MountIdentity{.source = "s", .mountpoint = "m", .control_socket = "c", .version = "v"})),
+            "{\"source\":\"s\",\"mountpoint\":\"m\",\"control_socket\":\"c\",\"version\":\"v\"}");
+  VerifyResult verify{.files = 1, .chunks = 2, .bytes = 3, .bad_chunks = 4, .dropped_files = 5, .seconds = 0.5};
+  auto back = result_as<VerifyResult>(Json(verify));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, verify);
+  EXPECT_FALSE(result_as<EvictResult>(Json::parse("{\"files\":-1,\"bytes\":0,\"pinned_files\":0}")));
+  EXPECT_FALSE(result_as<EvictResult>(Json::parse("{\"files\":1.5,\"bytes\":0,\"pinned_files\":0}")));
+  EXPECT_FALSE(result_as<EvictResult>(Json::parse("{\"files\":1,\"bytes\":0}")));
+  EXPECT_FALSE(result_as<LastErrorSnapshot>(Json::parse("{\"time\":\"x\",\"level\":\"error\",\"message\":\"m\"}")));
+}
+
 TEST(StatusJson, RoundTripsAndSaysTheMountOnce) {
   StatusReport status;
   status.stats = sample_stats();

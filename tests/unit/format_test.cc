@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include "little_endian.h"
 
 namespace lazystore {
@@ -14,6 +16,11 @@ TEST(FormatBytes, BinaryUnits) {
   EXPECT_EQ(format_bytes(3ull << 30), "3.0 GiB");
   EXPECT_EQ(format_bytes(5ull << 40), "5.0 TiB");
   EXPECT_EQ(format_bytes(5ull << 50), "5120.0 TiB");
+}
+
+TEST(ToHex, TwoLowerCaseDigitsAByte) {
+  EXPECT_EQ(to_hex({}), "");
+  EXPECT_EQ(to_hex(std::array<uint8_t, 4>{0x00, 0x0a, 0xab, 0xff}), "000aabff");
 }
 
 TEST(LittleEndian, RoundTripAndByteOrder) {
