@@ -54,7 +54,10 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
 
   auto directory = CacheDirectory::open(options.cache_dir);
   if (!directory) return fail(directory.error());
-  auto metadata = MetadataCache::open(upstream, directory->meta_dir(), options.negative_timeout, stats);
+  MetadataCache::Options metadata_options;
+  metadata_options.negative_timeout_seconds = options.negative_timeout;
+  metadata_options.wait_timeout_seconds = options.upstream_timeout;  // a wait for a directory of a walk
+  auto metadata = MetadataCache::open(upstream, directory->meta_dir(), stats, metadata_options);
   if (!metadata) return fail(metadata.error());
   auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
   if (!cache) return fail(cache.error());

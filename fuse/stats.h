@@ -45,6 +45,7 @@ namespace lazystore {
   X(uncached_chunks, "chunks served without being cached (no room in the cache or on its disk)") \
   X(metadata_hits, "store path trees found in the metadata cache")                             \
   X(metadata_misses, "store path trees fetched from the upstream")                             \
+  X(metadata_partial_answers, "lookups answered from a tree still being listed")               \
   X(errors, "operations answered with an error other than ENOENT")                             \
   X(http_requests, "HTTP transfers started (retries included)")                                \
   X(http_bytes, "body bytes received over HTTP")                                               \
