@@ -45,7 +45,6 @@ namespace lazystore {
   X(uncached_chunks, "chunks served without being cached (no room in the cache or on its disk)") \
   X(metadata_hits, "store path trees found in the metadata cache")                             \
   X(metadata_misses, "store path trees fetched from the upstream")                             \
-  X(metadata_partial_answers, "lookups answered from a tree still being listed")               \
   X(errors, "operations answered with an error other than ENOENT")                             \
   X(http_requests, "HTTP transfers started (retries included)")                                \
   X(http_bytes, "body bytes received over HTTP")                                               \
@@ -59,7 +58,8 @@ namespace lazystore {
   X(block_hash_failures, "Range-read blocks that did not match their manifest")                \
   X(task_failures, "background tasks (read-ahead) that threw")                                 \
   X(cache_reopens, "data files reopened: their descriptor was closed to stay within the bound")  \
-  X(server_restarts, "servers started after the one before died (supervised mounts)")
+  X(server_restarts, "servers started after the one before died (supervised mounts)")          \
+  X(metadata_partial_answers, "lookups answered from a tree still being listed")
 
 // X(name, help): a latency histogram, `lazystore_<name>_seconds` (a summary) in Prometheus.
 #define LAZYSTORE_HISTOGRAMS(X)                              \
