@@ -22,7 +22,7 @@ namespace lazystore {
 // error); destroying it cancels what is in flight, while the caller's state is still alive.
 using NfsPump = std::function<int(const std::function<bool()>& done, const size_t& progress)>;
 
-// The largest file an NFS server may describe: kMaxFileSize (nar_listing.h, 1 TiB), the bound
+// The largest file an NFS server may describe: kMaxFileSize (Tree::kMaxFileSize, 4 PiB), the bound
 // every upstream applies where sizes enter; a bigger size refuses its directory (EIO).
 constexpr uint64_t kNfsLargestFileSize = kMaxFileSize;
 
