@@ -59,7 +59,9 @@ namespace lazystore {
   X(task_failures, "background tasks (read-ahead) that threw")                                 \
   X(cache_reopens, "data files reopened: their descriptor was closed to stay within the bound")  \
   X(server_restarts, "servers started after the one before died (supervised mounts)")          \
-  X(metadata_partial_answers, "lookups answered from a tree still being listed")
+  X(metadata_partial_answers, "lookups answered from a tree still being listed")               \
+  X(opendir_requests, "directories the kernel asked to open (none once it opens them itself)")  \
+  X(readdir_requests, "directory listings the kernel asked for (none for a listing it keeps)")
 
 // X(name, help): a latency histogram, `lazystore_<name>_seconds` (a summary) in Prometheus.
 #define LAZYSTORE_HISTOGRAMS(X)                              \
