@@ -252,7 +252,8 @@ class LazystoreHttp(Lazystore):
 
 def make_binary_cache(work, stores):
     """A signed binary cache of every (store root, [base names]) in `stores`, as `nix copy
-    --to file://DIR?compression=none&write-nar-listing=true` makes it; (DIR, public key)."""
+    --to file://DIR?compression=none&write-nar-listing=true` makes it, with lazystore-publish's
+    signed manifests; (DIR, public key)."""
     nix_env = lib.NixStore(stores[0][0], os.path.join(work, "nix-home")).env
     secret, public = os.path.join(work, "cache-key.sec"), os.path.join(work, "cache-key.pub")
     lib.run(["nix-store", "--generate-binary-cache-key", "lazystore-bench-1", secret, public], env=nix_env)
@@ -261,6 +262,11 @@ def make_binary_cache(work, stores):
         lib.run(["nix", "copy", "--no-check-sigs", "--to",
                  f"file://{directory}?compression=none&write-nar-listing=true&secret-key={secret}",
                  "--from", f"local?root={root}", *[f"/nix/store/{n}" for n in names]], env=nix_env)
+    # Signed block manifests: what makes verified reads lazy (without them a signed cache is read
+    # as whole NARs, checked against NarHash).
+    publish = os.environ.get("LAZYSTORE_PUBLISH") or os.path.join(
+        os.path.dirname(os.path.dirname(os.environ["LAZYSTORE_BIN"])), "push", "lazystore-publish")
+    lib.log(lib.run([publish, "--secret-key", secret, directory]).strip().splitlines()[-1])
     with open(public) as f:
         return directory, f.read().strip()
 
