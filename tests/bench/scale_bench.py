@@ -78,9 +78,9 @@ http {{
   }}
 }}
 """)
-        self.process = subprocess.Popen(["nginx", "-c", self.config, "-p", work + "/"],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=open(os.path.join(work, "logs", "stderr"), "ab"))
+        with open(os.path.join(work, "logs", "stderr"), "ab") as err:
+            self.process = subprocess.Popen(["nginx", "-c", self.config, "-p", work + "/"],
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         nfs_server.wait_until(lambda: http_server._port_open(self.port), 30, "proxy_cache nginx listening")
 
     def clear(self):
