@@ -165,12 +165,13 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_reply_entry(req, &e);
       return;
     }
-    reply_node_entry(req, root->tree, root->node);
     // A name the kernel did not know (positive entries are kept for ever): the top level's
     // listing it caches may lack it, so its attributes go and the next listing checks its mtime.
+    // Before the reply: a listing right after the lookup must already see them gone.
     if (fuse_session* session = session_.load(); no_opendir_ && session != nullptr) {
       fuse_lowlevel_notify_inval_inode(session, InodeTable::kRootInode, -1, 0);
     }
+    reply_node_entry(req, root->tree, root->node);
     return;
   }
   auto ref = find_inode(parent);
