@@ -91,6 +91,14 @@ void Filesystem::reply_error(fuse_req_t req, int code) {
 }
 
 void Filesystem::init(fuse_conn_info* conn) {
+  // Directories open without a round trip (an OPENDIR and a RELEASEDIR per directory was most of
+  // a hot `find`): opendir answers ENOSYS once and the kernel opens directories itself, keeping
+  // their listings. The top level's cached listing is dropped when its mtime moves, which the
+  // kernel checks only with auto_inval_data.
+  if ((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) && (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)) {
+    conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+    no_opendir_ = true;
+  }
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_ATOMIC_O_TRUNC);
@@ -157,6 +165,12 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_reply_entry(req, &e);
       return;
     }
+    // A name the kernel did not know (positive entries are kept for ever): the top level's
+    // listing it caches may lack it, so its attributes go and the next listing checks its mtime.
+    // Before the reply: a listing right after the lookup must already see them gone.
+    if (fuse_session* session = session_.load(); no_opendir_ && session != nullptr) {
+      fuse_lowlevel_notify_inval_inode(session, InodeTable::kRootInode, -1, 0);
+    }
     reply_node_entry(req, root->tree, root->node);
     return;
   }
@@ -188,6 +202,9 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
   if (ino == InodeTable::kRootInode) {
     struct stat st = root_attributes();
+    // Each fresh look at the top level is a new mtime (nanoseconds only; the seconds stay 1):
+    // the kernel's cached listing of it, kept without opendir, is then dropped and reread.
+    if (no_opendir_) st.st_mtim.tv_nsec = static_cast<long>(++root_version_ % 1000000000);
     fuse_reply_attr(req, &st, kRootAttrTimeout);
     return;
   }
@@ -206,6 +223,11 @@ void Filesystem::readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  stats_.opendir_requests++;
+  if (no_opendir_) {
+    fuse_reply_err(req, ENOSYS);  // from now on the kernel opens directories without asking
+    return;
+  }
   if (ino == InodeTable::kRootInode) {
     auto handle = open_top();
     if (!handle) return reply_error(req, EIO);
@@ -229,6 +251,7 @@ void Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
                          fuse_file_info* fi, bool plus) {
+  stats_.readdir_requests++;
   std::vector<char> buffer(size);
   size_t used = 0;
   // Adds one entry at offset `index`; false when the buffer is full.
@@ -248,7 +271,7 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
   };
 
   if (ino == InodeTable::kRootInode) {
-    auto handle = top_handle(fi->fh);
+    auto handle = fi->fh == 0 ? unopened_top(offset) : top_handle(fi->fh);
     if (!handle) return reply_error(req, EIO);
     struct stat dir = root_attributes();
     for (off_t i = offset; i < static_cast<off_t>(handle->entries.size()) + 2; ++i) {
@@ -336,6 +359,18 @@ Result<std::shared_ptr<Filesystem::DirHandle>> Filesystem::open_top() {
     handle->entries.emplace_back(path.base_name(), inodes_.number_of_key(path.base_name()));
   }
   return handle;
+}
+
+std::shared_ptr<Filesystem::DirHandle> Filesystem::unopened_top(off_t offset) {
+  {
+    std::lock_guard lock(unopened_top_mutex_);
+    if (offset != 0 && unopened_top_) return unopened_top_;
+  }
+  auto handle = open_top();
+  if (!handle) return nullptr;
+  std::lock_guard lock(unopened_top_mutex_);
+  unopened_top_ = std::move(*handle);
+  return unopened_top_;
 }
 
 std::shared_ptr<Filesystem::DirHandle> Filesystem::top_handle(uint64_t fh) {

@@ -3,6 +3,10 @@
 // on every path and no exception leaves it.
 #pragma once
 
+#include <atomic>
+#include <memory>
+#include <mutex>
+
 #include "chunk_cache.h"
 #include "fuse_version.h"
 #include "handle_table.h"
@@ -45,6 +49,9 @@ class Filesystem {
 
   // The inode table, for a supervised server to attach the mount's inode journal to.
   InodeTable& inodes() { return inodes_; }
+  // The session, for notifications to the kernel (the top level's cached listing); set once
+  // the session exists, before it serves requests.
+  void set_session(fuse_session* session) { session_ = session; }
 
  private:
   struct FileHandle;
@@ -57,6 +64,9 @@ class Filesystem {
   std::shared_ptr<DirHandle> top_handle(uint64_t fh);
   Result<std::shared_ptr<FileHandle>> open_file(const InodeRef& ref);
   Result<std::shared_ptr<DirHandle>> open_top();
+  // The top level read without an opendir (fh 0): a snapshot taken at offset 0, shared by the
+  // readdir calls after it.
+  std::shared_ptr<DirHandle> unopened_top(off_t offset);
   void reply_node_entry(fuse_req_t req, const StoreTreePtr& tree, uint32_t node);
   FetchFn fetcher(const StoreTreePtr& tree, uint32_t node);
   // Replies to getxattr/listxattr with `value` following the size-probe protocol.
@@ -70,6 +80,14 @@ class Filesystem {
   InodeTable inodes_;
   HandleTable<FileHandle> files_;
   HandleTable<DirHandle> dirs_;
+  std::atomic<fuse_session*> session_{nullptr};
+  // The kernel opens directories without asking (FUSE_CAP_NO_OPENDIR_SUPPORT): opendir answers
+  // ENOSYS, and the kernel keeps every directory's listing, the top level's too, so the top
+  // level's mtime moves (root_version_) and its attributes are dropped when a new name appears.
+  std::atomic<bool> no_opendir_{false};
+  std::atomic<uint64_t> root_version_{0};
+  std::mutex unopened_top_mutex_;
+  std::shared_ptr<DirHandle> unopened_top_;
 };
 
 }  // namespace lazystore

@@ -92,6 +92,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   FuseArgs args(fuse_argv);
   std::unique_ptr<fuse_session, SessionDeleter> session(fuse_session_new(args.get(), &ops, sizeof ops, &filesystem));
   if (!session) return fail(make_error(EINVAL, "cannot start the FUSE session (see the messages above)"));
+  filesystem.set_session(session.get());
   if (fuse_set_signal_handlers(session.get()) != 0) return fail(make_error(EIO, "cannot set signal handlers"));
   struct SignalHandlers {
     fuse_session* session;

@@ -18,6 +18,8 @@ PACKAGES=(
     nfs-ganesha nfs-ganesha-vfs rpcbind iproute2 openssh-server openssh-client sshfs
     # HTTP binary cache tests: nginx, and the compressors Nix's caches use
     nginx zstd xz-utils
+    # benchmarks (tests/bench/run.sh): rclone as a peer, the suite's chart
+    rclone python3-matplotlib
     # packaging checks: Debian package build, systemd unit verification, Kubernetes YAML
     debhelper dpkg-dev fakeroot systemd python3-yaml
     # libraries: NFS, push over SSH, HTTP binary cache, compression, crypto, CLI parsing

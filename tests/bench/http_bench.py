@@ -93,7 +93,7 @@ def run_program(store_dir, env_name, libs_name, site_name):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bin", required=True)
+    parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN", "build/fuse/lazystore"))
     parser.add_argument("--publish", help="lazystore-publish (default: BUILD/push/ next to --bin's BUILD/fuse/)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json")

@@ -89,7 +89,7 @@ def warm_page_cache(paths):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN"), help="the lazystore daemon")
+    parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN", "build/fuse/lazystore"), help="the lazystore daemon")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")

@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import lazystore_testlib as lib  # noqa: E402
 import nfs_server  # noqa: E402
 
-DEFAULT_BIN = os.path.join(SOURCE_ROOT, "build-lead", "fuse", "lazystore")
+DEFAULT_BIN = os.path.join(SOURCE_ROOT, "build", "fuse", "lazystore")
 READERS = (1, 8)
 
 

@@ -3,6 +3,10 @@
 
 Entry point: tests/bench/run.sh (see README.md here and the top-level README's "Benchmarks").
 
+Every server (ganesha, nginx, sshd) is reached through a delay line (delay_line.c) at each round
+trip of --rtt: every system pays the same wire. Cold runs at every round trip, disk-warm and hot at
+the first (their time does not depend on the wire for lazystore; sshfs and rclone pay it).
+
 Systems (each sees the same export directory of hard-linked store paths):
   native             the export directory itself (the limit)
   lazystore NFS      lazystore over nfs-ganesha NFSv4 on 127.0.0.1 (libnfs)
@@ -32,13 +36,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
+import delay_line  # noqa: E402
 import http_server  # noqa: E402
 import lazystore_testlib as lib  # noqa: E402
 import nfs_server  # noqa: E402
 import suite_store  # noqa: E402
 import suite_report  # noqa: E402
 
-DEFAULT_BIN = os.path.join(SOURCE_ROOT, "build-lead", "fuse", "lazystore")
+DEFAULT_BIN = os.path.join(SOURCE_ROOT, "build", "fuse", "lazystore")
 STATES = ("cold", "disk-warm", "hot")
 RUN_TIMEOUT = 300
 
@@ -183,13 +188,18 @@ class Native(System):
         self.root = export
 
 
+def mountpoint(work, key, rtt):
+    path = os.path.join(work, f"mnt-{key}-{rtt:g}ms")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 class Lazystore(System):
     """lazystore on `source`, its own mount point and cache under work."""
     persistent = True
 
-    def __init__(self, work, source, options=None):
-        self.root = os.path.join(work, f"mnt-{self.key}")
-        os.makedirs(self.root)
+    def __init__(self, work, source, rtt, options=None):
+        self.root = mountpoint(work, self.key, rtt)
         self.cache = os.path.join(work, f"cache-{self.key}")
         self.source = source
         self.options = dict(options or {}, **{"log-level": "warning"})
@@ -221,8 +231,8 @@ class Lazystore(System):
 class LazystoreNfs(Lazystore):
     key, name = "lazystore-nfs", "lazystore NFS"
 
-    def __init__(self, work, ganesha):
-        super().__init__(work, ganesha.url(4))
+    def __init__(self, work, ganesha, lines, rtt):
+        super().__init__(work, ganesha.url(4, nfsport=lines.port(ganesha.port, rtt)), rtt)
         self.port = ganesha.port
 
 
@@ -231,20 +241,19 @@ class LazystoreHttp(Lazystore):
     the cache (`nix copy --to file://…`) holds the same store paths as the export."""
     key, name = "lazystore-http", "lazystore HTTP"
 
-    def __init__(self, work, cache_dir, public_key):
-        self.nginx = http_server.Nginx(cache_dir, os.path.join(work, "nginx")).start()
-        super().__init__(work, self.nginx.url, {"trusted-public-keys": public_key})
+    def __init__(self, work, nginx, public_key, lines, rtt):
+        self.nginx = nginx
+        super().__init__(work, f"http://127.0.0.1:{lines.port(nginx.port, rtt)}", rtt,
+                         {"trusted-public-keys": public_key})
 
     def server_bytes(self):
         return self.nginx.bytes_served()  # $body_bytes_sent of every request
 
-    def close(self):
-        self.nginx.close()
-
 
 def make_binary_cache(work, stores):
     """A signed binary cache of every (store root, [base names]) in `stores`, as `nix copy
-    --to file://DIR?compression=none&write-nar-listing=true` makes it; (DIR, public key)."""
+    --to file://DIR?compression=none&write-nar-listing=true` makes it, with lazystore-publish's
+    signed manifests; (DIR, public key)."""
     nix_env = lib.NixStore(stores[0][0], os.path.join(work, "nix-home")).env
     secret, public = os.path.join(work, "cache-key.sec"), os.path.join(work, "cache-key.pub")
     lib.run(["nix-store", "--generate-binary-cache-key", "lazystore-bench-1", secret, public], env=nix_env)
@@ -253,6 +262,11 @@ def make_binary_cache(work, stores):
         lib.run(["nix", "copy", "--no-check-sigs", "--to",
                  f"file://{directory}?compression=none&write-nar-listing=true&secret-key={secret}",
                  "--from", f"local?root={root}", *[f"/nix/store/{n}" for n in names]], env=nix_env)
+    # Signed block manifests: what makes verified reads lazy (without them a signed cache is read
+    # as whole NARs, checked against NarHash).
+    publish = os.environ.get("LAZYSTORE_PUBLISH") or os.path.join(
+        os.path.dirname(os.path.dirname(os.environ["LAZYSTORE_BIN"])), "push", "lazystore-publish")
+    lib.log(lib.run([publish, "--secret-key", secret, directory]).strip().splitlines()[-1])
     with open(public) as f:
         return directory, f.read().strip()
 
@@ -260,12 +274,12 @@ def make_binary_cache(work, stores):
 class Sshfs(System):
     persistent = False
 
-    def __init__(self, key, name, work, sshd, export, extra):
+    def __init__(self, key, name, work, sshd, export, extra, lines, rtt):
         self.key, self.name = key, name
-        self.root = os.path.join(work, f"mnt-{key}")
-        os.makedirs(self.root)
+        self.root = mountpoint(work, key, rtt)
         self.port = sshd.port
-        self.options = sshd.sshfs_options() + ("," + extra if extra else "")
+        options = sshd.sshfs_options().replace(f"port={sshd.port},", f"port={lines.port(sshd.port, rtt)},")
+        self.options = options + ("," + extra if extra else "")
         self.fuse = FuseProcess(["sshfs", f"root@127.0.0.1:{export}", self.root, "-f", "-F", "/dev/null",
                                  "-o", self.options], self.root, os.path.join(work, f"{key}.log"))
 
@@ -279,19 +293,19 @@ class Sshfs(System):
 class Rclone(System):
     key, name, persistent = "rclone", "rclone vfs full", True
 
-    def __init__(self, work, sshd, export):
-        self.root = os.path.join(work, "mnt-rclone")
-        os.makedirs(self.root)
+    def __init__(self, work, sshd, export, lines, rtt):
+        self.root = mountpoint(work, self.key, rtt)
         self.cache = os.path.join(work, "cache-rclone")
         self.port = sshd.port
+        self.fuse = None
         if shutil.which("rclone") is None:
-            self.unavailable = "rclone not installed (apt-get install rclone)"
+            self.unavailable = "rclone not installed (packaging/install-deps.sh installs it)"
             return
         config = os.path.join(work, "rclone.conf")
         open(config, "w").close()
         env = dict(os.environ, RCLONE_CONFIG=config,
                    RCLONE_CONFIG_BENCH_TYPE="sftp", RCLONE_CONFIG_BENCH_HOST="127.0.0.1",
-                   RCLONE_CONFIG_BENCH_PORT=str(sshd.port), RCLONE_CONFIG_BENCH_USER="root",
+                   RCLONE_CONFIG_BENCH_PORT=str(lines.port(sshd.port, rtt)), RCLONE_CONFIG_BENCH_USER="root",
                    RCLONE_CONFIG_BENCH_KEY_FILE=sshd.client_key,
                    # No remote shell commands (hash sums, df): sftp only, no login shell.
                    RCLONE_CONFIG_BENCH_SHELL_TYPE="none", RCLONE_CONFIG_BENCH_DISABLE_HASHCHECK="true")
@@ -305,7 +319,8 @@ class Rclone(System):
         self.fuse.start()
 
     def stop(self):
-        self.fuse.stop()
+        if self.fuse is not None:
+            self.fuse.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,6 +443,67 @@ def tree_bytes(top):
     return total
 
 
+def measure(system, key, wl, runs, hot_runs, work):
+    """One cell: `runs` cold runs (each followed by a disk-warm one when hot_runs, i.e. at the first
+    round trip), then hot_runs hot runs; a run that fails ends the cell with its reason."""
+    cell = {state: [] for state in STATES}
+    cell.update({"problem": system.unavailable, "server_bytes": [], "upstream_bytes": [],
+                 "warm_is_cold": not system.persistent, "counters": {}})
+    if system.unavailable:
+        return cell
+    counters = getattr(system, "counters", None)
+    capture = key == "W1"
+    argv = wl.argv(key, system.root)
+    try:
+        for run in range(runs):
+            system.start(fresh=True)
+            drop_caches()
+            before = system.server_bytes()
+            up_before = system.upstream_bytes()
+            cold_c0 = counters() if counters else None
+            seconds, result = timed(argv, capture)
+            problem = wl.validate(key, result)
+            if problem:
+                raise RuntimeError(problem)
+            cell["cold"].append(seconds)
+            if before is not None:
+                cell["server_bytes"].append(system.server_bytes() - before)
+            if up_before is not None:
+                cell["upstream_bytes"].append(system.upstream_bytes() - up_before)
+            if counters and run == 0:
+                cell["counters"]["cold"] = counter_delta(cold_c0, counters())
+            if hot_runs and system.persistent:
+                system.stop()
+                system.start(fresh=False)
+                drop_caches()
+                c0 = counters() if counters else None
+                seconds, result = timed(argv, capture)
+                if counters and run == 0:
+                    cell["counters"]["disk-warm"] = counter_delta(c0, counters())
+                problem = wl.validate(key, result)
+                if problem:
+                    raise RuntimeError("disk-warm: " + problem)
+                cell["disk-warm"].append(seconds)
+            elif hot_runs:
+                cell["disk-warm"].append(seconds)  # no disk cache: a restart is a cold start
+            if hot_runs and run == runs - 1:
+                _, result = timed(argv, capture)  # the hot runs' own check
+                problem = wl.validate(key, result)
+                if problem:
+                    raise RuntimeError("hot: " + problem)
+                c0 = counters() if counters else None
+                cell["hot"] = hyperfine(argv, hot_runs, os.path.join(work, "hf.json"))
+                if counters:
+                    cell["counters"]["hot"] = counter_delta(c0, counters())
+            system.stop()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, subprocess.CalledProcessError) as e:
+        system.stop()
+        text = str(e).strip()
+        cell["problem"] = text.splitlines()[0][:300] if text else repr(e)
+        lib.log(f"{key} on {system.name}: {cell['problem']}")
+    return cell
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main():
@@ -435,6 +511,11 @@ def main():
     parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN", DEFAULT_BIN))
     parser.add_argument("--runs", type=int, default=2, help="cold and disk-warm runs per cell (default 2: a run stays under 10 min on a busy 2-CPU VM)")
     parser.add_argument("--hot-runs", type=int, default=3, help="hot runs per cell, hyperfine (default 3)")
+    parser.add_argument("--rtt", default="0,0.5,2",
+                        help="round trips (ms) added by a delay line before every server; cold runs at each, "
+                             "disk-warm and hot at the first (default 0,0.5,2)")
+    parser.add_argument("--rtt-runs", type=int, default=1,
+                        help="cold runs per cell at the round trips after the first (default 1)")
     parser.add_argument("--randread", type=int, default=2000, help="random 4 KiB reads in W4 rand")
     parser.add_argument("--store-cache", default="/var/tmp/lazystore-bench-store",
                         help="where the suite's own store paths are built once and kept")
@@ -469,8 +550,9 @@ def main():
     work = tempfile.mkdtemp(prefix="lazystore-suite-")
     export = os.path.join(work, "export")
     os.makedirs(export)
-    ganesha = sshd = None
-    systems = []  # started servers of their own (nginx) are closed with them
+    ganesha = sshd = nginx = lines = None
+    systems = []
+    lz_problems = []
     results = {"cells": {}, "w5": {}}
     try:
         sources = {"include": fixture.path("include"), "python_home": own["python_home"], "large": own["large"]}
@@ -481,23 +563,29 @@ def main():
         wl = Workloads(work, export, names, args.randread)
         ganesha = nfs_server.Ganesha.v4(export, os.path.join(work, "ganesha"))
         sshd = nfs_bench.Sshd(os.path.join(work, "ssh"))
-        if not args.only or "lazystore-http" in args.only.split(","):
+        lines = delay_line.DelayLines(delay_line.compile_delay_line(work))
+        wanted = set(args.only.split(",")) | {"native"} if args.only else None
+        nginx = public_key = None
+        if wanted is None or "lazystore-http" in wanted:
             made = time.monotonic()
             cache_dir, public_key = make_binary_cache(work, [
                 (os.path.join(fixture.root, "root"), [names["include"]]),
                 (os.path.dirname(os.path.dirname(os.path.dirname(own["large"]))),
                  [names["python_home"], names["large"]])])
             lib.log(f"binary cache made in {time.monotonic() - made:.0f} s")
-            systems.append(LazystoreHttp(work, cache_dir, public_key))
-        systems = [Native(export), LazystoreNfs(work, ganesha), *systems,
-                   Sshfs("sshfs", "sshfs", work, sshd, export, ""),
-                   Sshfs("sshfs-cached", "sshfs cached", work, sshd, export,
-                         "kernel_cache,entry_timeout=3600,attr_timeout=3600,dcache_timeout=3600"),
-                   Rclone(work, sshd, export)]
-        if args.only:
-            keep = set(args.only.split(",")) | {"native"}
-            systems = [s for s in systems if s.key in keep]
+            nginx = http_server.Nginx(cache_dir, os.path.join(work, "nginx")).start()
+
+        def make_systems(rtt):
+            made = [Native(export), LazystoreNfs(work, ganesha, lines, rtt)]
+            if nginx is not None:
+                made.append(LazystoreHttp(work, nginx, public_key, lines, rtt))
+            made += [Sshfs("sshfs", "sshfs", work, sshd, export, "", lines, rtt),
+                     Sshfs("sshfs-cached", "sshfs cached", work, sshd, export,
+                           "kernel_cache,entry_timeout=3600,attr_timeout=3600,dcache_timeout=3600", lines, rtt),
+                     Rclone(work, sshd, export, lines, rtt)]
+            return [s for s in made if wanted is None or s.key in wanted]
         keys = args.workloads.split(",") if args.workloads else wl.keys()
+        rtts = [float(x) for x in args.rtt.split(",")]
 
         # Bytes the workloads read, from strace of the native run; store path sizes.
         actual = {}
@@ -514,6 +602,7 @@ def main():
 
         # Warm-up, not timed: ganesha's metadata cache sees every entry once (no side pays it alone),
         # nginx and the kernel have opened the cache files once.
+        systems = make_systems(rtts[0])
         for warm in [s for s in systems if isinstance(s, Lazystore)]:
             warm.start(fresh=True)
             for key in ("W1", "W3"):
@@ -521,70 +610,30 @@ def main():
             warm.stop()
         lib.log(f"setup done in {time.monotonic() - started:.0f} s (load {loadavg()})")
 
-        for key in keys:
-            for system in systems:
-                cell = {state: [] for state in STATES}
-                cell.update({"problem": system.unavailable, "server_bytes": [], "upstream_bytes": [],
-                             "warm_is_cold": not system.persistent, "counters": {}})
-                counters = getattr(system, "counters", None)
-                results["cells"][f"{key}|{system.key}"] = cell
-                if system.unavailable:
-                    continue
-                capture = key == "W1"
-                argv = wl.argv(key, system.root)
-                try:
-                    for run in range(args.runs):
-                        system.start(fresh=True)
-                        drop_caches()
-                        before = system.server_bytes()
-                        up_before = system.upstream_bytes()
-                        cold_c0 = counters() if counters else None
-                        seconds, result = timed(argv, capture)
-                        problem = wl.validate(key, result)
-                        if problem:
-                            raise RuntimeError(problem)
-                        cell["cold"].append(seconds)
-                        if before is not None:
-                            cell["server_bytes"].append(system.server_bytes() - before)
-                        if up_before is not None:
-                            cell["upstream_bytes"].append(system.upstream_bytes() - up_before)
-                        if counters and run == 0:
-                            cell["counters"]["cold"] = counter_delta(cold_c0, counters())
-                        if system.persistent:
-                            system.stop()
-                            system.start(fresh=False)
-                            drop_caches()
-                            c0 = counters() if counters else None
-                            seconds, result = timed(argv, capture)
-                            if counters and run == 0:
-                                cell["counters"]["disk-warm"] = counter_delta(c0, counters())
-                            problem = wl.validate(key, result)
-                            if problem:
-                                raise RuntimeError("disk-warm: " + problem)
-                            cell["disk-warm"].append(seconds)
-                        else:
-                            cell["disk-warm"].append(seconds)  # no disk cache: a restart is a cold start
-                        if run == args.runs - 1:
-                            _, result = timed(argv, capture)  # the hot runs' own check
-                            problem = wl.validate(key, result)
-                            if problem:
-                                raise RuntimeError("hot: " + problem)
-                            c0 = counters() if counters else None
-                            cell["hot"] = hyperfine(argv, args.hot_runs, os.path.join(work, "hf.json"))
-                            if counters:
-                                cell["counters"]["hot"] = counter_delta(c0, counters())
-                        system.stop()
-                except (RuntimeError, subprocess.TimeoutExpired) as e:
-                    system.stop()
-                    cell["problem"] = str(e).strip().splitlines()[0][:300] if str(e).strip() else repr(e)
-                    lib.log(f"{key} on {system.name}: {cell['problem']}")
-                med = {s: (f"{statistics.median(cell[s]):.3f}" if cell[s] else "-") for s in STATES}
-                lib.log(f"{key} {system.name}: cold {med['cold']} warm {med['disk-warm']} hot {med['hot']} s "
-                        f"(load {loadavg()})")
+        results["rtts"] = rtts
+        results["rtt_cells"] = {}
+        for rtt in rtts:
+            first = rtt == rtts[0]
+            if not first:
+                systems = make_systems(rtt)
+            runs = args.runs if first else args.rtt_runs
+            cells = results["cells"] if first else results["rtt_cells"].setdefault(f"{rtt:g}", {})
+            if first:
+                results["rtt_cells"][f"{rtt:g}"] = results["cells"]
+            for key in keys:
+                for system in systems:
+                    if not first and isinstance(system, Native):
+                        continue  # no wire: the first round trip's native figures hold
+                    cell = measure(system, key, wl, runs, args.hot_runs if first else 0, work)
+                    cells[f"{key}|{system.key}"] = cell
+                    med = {st: (f"{statistics.median(cell[st]):.3f}" if cell[st] else "-") for st in STATES}
+                    lib.log(f"{key} {system.name} at {rtt:g} ms: cold {med['cold']} warm {med['disk-warm']} "
+                            f"hot {med['hot']} s (load {loadavg()})")
+            lz_problems += [p for s in systems if isinstance(s, Lazystore) for p in s.problems]
+        results["delay_line_cpu_seconds"] = round(lines.cpu_seconds(), 2)
         for key in ("W2", "W3"):
             results["w5"][key] = {"closure_bytes": closure[key], "read_files": actual[key]["files"],
                                   "read_bytes": actual[key]["bytes"]}
-        lz_problems = [p for s in systems if isinstance(s, Lazystore) for p in s.problems]
     finally:
         for system in systems:
             try:
@@ -592,8 +641,9 @@ def main():
                 system.close()
             except Exception as e:  # keep cleaning up the others
                 lib.log(f"stopping {system.name}: {e}")
-        if sshd is not None:
-            sshd.close()
+        for server in (lines, nginx, sshd):
+            if server is not None:
+                server.close()
         if ganesha is not None:
             ganesha.close()
         if not any(is_mounted(getattr(s, "root", "")) for s in systems if not isinstance(s, Native)):
@@ -601,7 +651,8 @@ def main():
         else:
             lib.log(f"leaving {work}: still mounted")
 
-    results.update({"runs": args.runs, "hot_runs": args.hot_runs, "load_start": load_start,
+    results.update({"runs": args.runs, "hot_runs": args.hot_runs, "rtt_runs": args.rtt_runs,
+                    "randread_bytes": args.randread * 4096, "load_start": load_start,
                     "load_end": loadavg(), "seconds": round(time.monotonic() - started),
                     "cpus": os.cpu_count(), "systems": [[s.key, s.name] for s in systems],
                     "workloads": keys, "describe": wl.describe(), "lazystore_problems": lz_problems,
@@ -610,10 +661,14 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
+    try:
+        suite_report.chart(results, os.path.join(args.out, "results.png"))
+    except ImportError as e:  # the tables are the result; the chart only shows them
+        results["chart_problem"] = f"no chart: {e} (packaging/install-deps.sh installs python3-matplotlib)"
+        lib.log(results["chart_problem"])
     markdown = suite_report.markdown(results)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(markdown)
-    suite_report.chart(results, os.path.join(args.out, "results.png"))
     print(markdown)
 
 

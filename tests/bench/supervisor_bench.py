@@ -211,7 +211,7 @@ def cost(fixture, work, runs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN"), help="the lazystore daemon")
+    parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN", "build/fuse/lazystore"), help="the lazystore daemon")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip")

@@ -50,8 +50,8 @@ class Workload:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bin", required=True)
-    parser.add_argument("--publish", required=True)
+    parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN", "build/fuse/lazystore"))
+    parser.add_argument("--publish", default=os.environ.get("LAZYSTORE_PUBLISH", "build/push/lazystore-publish"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json")
     args = parser.parse_args()

@@ -238,12 +238,12 @@ class NfsEarlyAnswerTest(NfsTestCase):
 
 
 class NfsAbsurdSizeTest(NfsTestCase):
-    """A server that describes a file of 2^52 + 4 KiB bytes (a sparse file on a tmpfs, which ganesha's
+    """A server that describes a file of 2^52 + 4 KiB bytes, past the largest served (a sparse file on a tmpfs, which ganesha's
     VFS FSAL serves as it is): its store path, or the directory that holds it, answers EIO with a
     warning naming it; the rest of the store is served."""
 
     copy_fixture = False
-    HUGE = (1 << 52) + 4096  # past Tree::kMaxFileSize, the largest file served
+    HUGE = (1 << 52) + 4096  # Tree::kMaxFileSize is served; one page more is not
 
     def setUp(self):
         super().setUp()
