@@ -18,22 +18,14 @@ from lazystore_testlib import log
 START_DEADLINE = 30.0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, deadline_seconds, what):
-    deadline = time.monotonic() + deadline_seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {deadline_seconds} s")
-        time.sleep(0.05)  # polling interval, bounded by the deadline
+# Their home is lazystore_testlib; tests import them from here too.
+from lazystore_testlib import free_port, wait_until  # noqa: E402,F401
 
 
 class Ganesha:
-    def __init__(self, export_dir, work, protocols, netns=None):
+    def __init__(self, export_dir, work, protocols, netns=None, numeric_owners=False):
+        """numeric_owners: NFSv4 owners as numbers ("0", as the kernel's nfsd sends for AUTH_SYS)
+        instead of names ("root@localdomain"), which libnfs resolves through NSS per entry."""
         self.export_dir = export_dir
         self.work = work
         self.protocols = protocols
@@ -46,6 +38,7 @@ class Ganesha:
         self.log_path = os.path.join(work, "ganesha.log")
         recovery = os.path.join(work, "recovery")
         os.makedirs(recovery, exist_ok=True)
+        owners = "Allow_Numeric_Owners = true; Only_Numeric_Owners = true; " if numeric_owners else ""
         protos = ", ".join(str(p) for p in protocols)
         # In a private namespace, all addresses are loopback (and ganesha cannot resolve
         # 127.0.0.1 without a configured non-loopback address).
@@ -59,7 +52,7 @@ NFS_CORE_PARAM {{
   Enable_NLM = false;
   Enable_RQUOTA = false;
 }}
-NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = "{recovery}"; }}
+NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = "{recovery}"; {owners}}}
 NFS_KRB5 {{ Active_krb5 = false; }}
 EXPORT {{
   Export_Id = 1;
@@ -76,8 +69,8 @@ LOG {{ Default_Log_Level = WARN; }}
 """)
 
     @classmethod
-    def v4(cls, export_dir, work):
-        return cls(export_dir, work, protocols=(4,)).start()
+    def v4(cls, export_dir, work, **options):
+        return cls(export_dir, work, protocols=(4,), **options).start()
 
     @classmethod
     def v3(cls, export_dir, work):
