@@ -15,10 +15,10 @@ namespace lazystore {
 
 // A listing larger than this is refused before it is parsed (HTTP: before it is downloaded).
 inline constexpr size_t kMaxNarListingBytes = 64u << 20;
-// The largest regular file a listing, a manifest or a downloaded NAR may announce (1 TiB): past
-// it the store path is refused where the size enters, before any cache sizes anything by it.
-// (To be replaced by the daemon-wide cap on served file sizes once there is one.)
-inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 40;
+// The largest regular file a listing, a manifest or a downloaded NAR may announce: the daemon-wide
+// cap on served file sizes. Past it the store path is refused where the size enters, before any
+// cache sizes anything by it.
+inline constexpr uint64_t kMaxFileSize = Tree::kMaxFileSize;
 
 // {"version":1,"root":{"type":"directory","entries":{"name":{"type":"regular","size":N,
 //  "executable":true,"narOffset":N},"l":{"type":"symlink","target":"..."}}}}

@@ -155,6 +155,12 @@ Status check_structure(const std::vector<TreeNode>& nodes) {
 
 }  // namespace
 
+Status Tree::check_file_size(uint64_t size, std::string_view what) {
+  if (size <= kMaxFileSize) return {};
+  return make_error(EFBIG, std::string(what) + ": " + std::to_string(size) +
+                               " bytes, more than the largest file lazystore serves (4 PiB)");
+}
+
 Tree Tree::with_root(NodeType type) {
   Tree tree;
   tree.nodes.emplace_back();

@@ -34,6 +34,12 @@ class Tree {
   static constexpr size_t kMaxNameLength = 255;
   static constexpr size_t kMaxTargetLength = 4095;
   static constexpr size_t kMaxDepth = 256;
+  // The largest regular file lazystore serves: 2^52 bytes (4 PiB), far past any store file, and
+  // small enough that every offset derived from a size (offset + length, the content cache's
+  // slots after the content) stays far inside off_t. Every upstream refuses a larger size.
+  static constexpr uint64_t kMaxFileSize = uint64_t{1} << 52;
+  // EFBIG "WHAT: N bytes, more than the largest file lazystore serves (4 PiB)" past kMaxFileSize.
+  static Status check_file_size(uint64_t size, std::string_view what);
 
   std::vector<TreeNode> nodes;
 

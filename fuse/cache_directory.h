@@ -1,4 +1,6 @@
-// The cache directory: its layout and the lock that keeps a second daemon out of it.
+// The cache directory: its layout, the lock that keeps a second daemon out of it, and its safety
+// rules: DIR must be owned by the daemon's user and writable by nobody else (it is then made
+// 0700), and v1, v1/data, v1/meta must be real directories of that user, not links.
 //   DIR/lock        flock()ed by the daemon using DIR
 //   DIR/v1/data/    content (ChunkCache)
 //   DIR/v1/meta/    store path trees (MetadataCache)
@@ -13,6 +15,8 @@ namespace lazystore {
 
 class CacheDirectory {
  public:
+  // Creates what is missing (DIR with mode 0700); EPERM or ENOTDIR, with a message saying what
+  // to do, for a directory that breaks the rules above.
   static Result<CacheDirectory> open(const std::string& directory);
 
   std::string data_dir() const { return root_ + "/v1/data"; }

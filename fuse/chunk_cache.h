@@ -1,25 +1,19 @@
 // The content cache: files fetched in chunks as read, kept on local disk under a bound.
 //
-// One data file per cached upstream file, named by the xxh3-128 of its key. File bytes sit at
-// their own offsets (sparse), so a read of cached data is spliced from the data file. After the
-// content, at offset `size`, is one 24-byte slot per chunk: {index, xxh3 of the chunk, check}.
-// A slot is written only after its chunk's bytes, and holds the hash of the bytes as fetched, so
-// a kill -9 at any instant leaves either no slot (a miss) or a slot whose hash tells whether the
-// bytes on disk are right. Each chunk is verified against its slot on first use after start; a
-// mismatch is a miss and is refetched, never served.
+// Three parts: the data file format (chunk_file.h: content at its own offsets, then a slot per
+// chunk with its xxh3), the budget (cache_budget.h: LRU, pins, reservations, eviction), and
+// here the per-chunk state machine: a chunk is Absent, Unverified (a slot from an earlier run),
+// Verified, or Busy (one thread fetches or verifies it; the others wait for that). Each chunk is
+// verified against its slot on first use after start; a mismatch is a miss and is refetched,
+// never served.
 //
-// Eviction is least-recently-opened first, whole files, never a file that is open (pinned).
-//
-// The file's size is not stored: verify_all() recovers it from the data file's length, which is
-// `size + 24 * (k + 1)` for the highest slot k written, by finding the k whose slot checks out
-// (the check binds the size). A file with no such slot holds nothing usable and is dropped.
+// Eviction is least-recently-opened first, whole files, never a file that is pinned (open).
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -28,6 +22,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache_budget.h"
+#include "data_directory.h"
+#include "descriptor_pool.h"
 #include "fd.h"
 #include "result.h"
 #include "stats.h"
@@ -39,6 +36,10 @@ struct ChunkCacheOptions {
   std::string directory;               // the data files live in DIRECTORY/XX/<id>
   uint64_t max_bytes = 10ull << 30;    // bound on the disk blocks of all data files
   uint32_t chunk_size = 1u << 20;
+  // How long a reader waits for another thread's fetch or verification of the same chunk.
+  std::chrono::milliseconds wait_timeout = std::chrono::minutes(5);
+  // Data files kept open at most, besides those in use; 0: a quarter of RLIMIT_NOFILE.
+  size_t descriptors = 0;
 };
 
 // Fills buf with the upstream file's bytes at offset; returns how many (short only at EOF).
@@ -53,6 +54,7 @@ class ChunkCache {
     uint64_t fd_offset = 0;
     size_t length = 0;
     std::vector<std::byte> memory;  // answer these bytes (the cache could not keep them)
+    DescriptorPool::Lease lease;    // keeps fd open while the reply lives
   };
 
   static Result<std::unique_ptr<ChunkCache>> open(const ChunkCacheOptions& options, Stats& stats);
@@ -64,7 +66,8 @@ class ChunkCache {
   void stop_workers() { workers_.stop(); }
 
   // The cache entry of `key` (e.g. "<store path>/<relative path>") of a file of `size` bytes,
-  // pinned (not evictable) until release().
+  // pinned (not evictable) until release(); EFBIG past Tree::kMaxFileSize. Memory per pinned
+  // file follows the chunks cached, not its size.
   Result<std::shared_ptr<CachedFile>> pin(std::string_view key, uint64_t size);
   void release(const std::shared_ptr<CachedFile>& file);
 
@@ -81,13 +84,9 @@ class ChunkCache {
   // cache has no room left for it.
   Status fill(CachedFile& file, const FetchFn& fetch);
 
-  struct EvictReport {
-    uint64_t files = 0;
-    uint64_t bytes = 0;  // disk bytes freed
-    uint64_t pinned_files = 0;  // kept because they are open
-  };
+  using EvictReport = CacheBudget::EvictReport;
   // Drops every cached file that is not open.
-  EvictReport evict_all();
+  EvictReport evict_all() { return budget_.evict_all(); }
 
   struct VerifyReport {
     uint64_t files = 0;
@@ -99,57 +98,45 @@ class ChunkCache {
   // Rechecks every cached chunk against its slot's xxh3.
   VerifyReport verify_all();
 
-  uint64_t used_bytes() const;
-  uint64_t limit() const { return options_.max_bytes; }
+  uint64_t used_bytes() const { return budget_.used(); }
+  uint64_t limit() const { return budget_.limit(); }
   uint32_t chunk_size() const { return options_.chunk_size; }
 
  private:
-  struct Entry {
-    uint64_t disk_bytes = 0;     // blocks of the data file, as last measured
-    uint64_t pending_bytes = 0;  // reserved for fills in progress
-    int pins = 0;
-    std::list<std::string>::iterator lru;
-    std::shared_ptr<CachedFile> file;  // loaded while pinned
-  };
   // Cached: in the data file. Uncached: the bytes are in memory only (no room in the cache).
   // Skipped: background work that found no room and fetched nothing.
   enum class Fill { Cached, Uncached, Skipped };
 
-  ChunkCache(ChunkCacheOptions options, Stats& stats) : options_(std::move(options)), stats_(stats) {}
-  Status scan();
-  std::string data_path(const std::string& id) const;
+  ChunkCache(ChunkCacheOptions options, DataDirectory directory, Stats& stats);
   Result<std::shared_ptr<CachedFile>> load(const std::string& id, uint64_t size);
   // One more pin on a file that is already pinned (for background work on it).
   bool pin_existing(const std::shared_ptr<CachedFile>& file);
-  Result<Fill> ensure_chunk(CachedFile& file, uint32_t index, const FetchFn& fetch,
+  void release_id(const std::string& id);
+  // The data file's descriptor (reopened when the pool closed it; created with `create`).
+  // Never called with file.mutex held.
+  Result<DescriptorPool::Lease> descriptor(CachedFile& file, bool create);
+  Result<Fill> ensure_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
                             std::vector<std::byte>& uncached, bool background);
-  Result<Fill> fetch_chunk(CachedFile& file, uint32_t index, const FetchFn& fetch,
+  Result<Fill> fetch_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
                            std::vector<std::byte>& data, bool background);
-  bool verify_chunk(CachedFile& file, uint32_t index);
-  // Reserves disk bytes for a fill, evicting unpinned files, least recently used first, until
-  // the fill fits both the bound and the free space of the cache's disk; false (and why) if not.
-  bool reserve(const std::string& id, uint64_t bytes, std::string& why);
-  // Free bytes of the disk under the cache directory (UINT64_MAX when unknown).
-  uint64_t disk_free() const;
   // Counts a chunk served without being cached; logs why, at most every kNoRoomLogInterval.
   void note_uncached(const std::string& why);
-  void settle(const std::string& id, uint64_t reserved, int fd);
-  void evict_locked(std::unordered_map<std::string, Entry>::iterator it);
   // verify_all() of one file: through its loaded state when pinned, else from the data file.
   void verify_loaded(CachedFile& file, VerifyReport& report);
   bool verify_on_disk(const std::string& id, VerifyReport& report);
 
   const ChunkCacheOptions options_;
+  const DataDirectory directory_;
   Stats& stats_;
-  mutable std::mutex mutex_;  // guards entries_, lru_, used_
-  std::unordered_map<std::string, Entry> entries_;
-  std::list<std::string> lru_;  // front = least recently used
-  uint64_t used_ = 0;
-  uint64_t pending_ = 0;  // the sum of the entries' pending_bytes: reserved, maybe not yet on disk
+  const std::shared_ptr<DescriptorPool> descriptors_;
+  CacheBudget budget_;
+  mutable std::mutex mutex_;  // guards loaded_
+  // The state of every pinned file, shared by all who pin it.
+  std::unordered_map<std::string, std::shared_ptr<CachedFile>> loaded_;
   std::mutex log_mutex_;  // guards the two below
   std::chrono::steady_clock::time_point next_no_room_log_{};
   uint64_t uncached_since_log_ = 0;
-  WorkerPool workers_;
+  WorkerPool workers_{1024, &stats_.task_failures};
 };
 
 }  // namespace lazystore

@@ -2,6 +2,7 @@
 #include <csignal>
 #include <cstdio>
 
+#include "fd_limit.h"
 #include "log.h"
 #include "options.h"
 #include "server.h"
@@ -9,6 +10,7 @@
 
 int main(int argc, char* argv[]) {
   using namespace lazystore;
+  raise_fd_limit();  // systemd's default soft limit (1024) is far below what open files need
   set_log_program("lazystore");
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
   struct ArgsOwner {

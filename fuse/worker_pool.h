@@ -1,18 +1,25 @@
-// A fixed set of threads draining a bounded queue of tasks (read-ahead, prefetch).
+// A fixed set of threads draining a bounded queue of tasks (read-ahead). A task that needs
+// something undone when it is dropped unrun holds it in what it captures.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "log.h"
+
 namespace lazystore {
 
 class WorkerPool {
  public:
-  explicit WorkerPool(size_t max_queued = 1024) : max_queued_(max_queued) {}
+  // `thrown`, when given, counts the tasks that threw.
+  explicit WorkerPool(size_t max_queued = 1024, std::atomic<uint64_t>* thrown = nullptr)
+      : max_queued_(max_queued), thrown_(thrown) {}
   ~WorkerPool() { stop(); }
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -33,13 +40,18 @@ class WorkerPool {
     return true;
   }
 
-  // Finishes the tasks already queued, then joins the threads.
+  // Drops the tasks not started yet (read-ahead is worth nothing at shutdown, and each one
+  // waiting on a dead upstream would hold the stop for its deadline), lets the running ones
+  // finish, and joins the threads.
   void stop() {
+    std::deque<std::function<void()>> dropped;
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
+      dropped.swap(queue_);
       cv_.notify_all();
     }
+    dropped.clear();  // outside the lock: what a task holds may take other locks as it goes
     for (auto& t : threads_) t.join();
     threads_.clear();
   }
@@ -55,11 +67,21 @@ class WorkerPool {
         task = std::move(queue_.front());
         queue_.pop_front();
       }
-      task();
+      // A task that throws is a bug: counted and logged, and the pool goes on.
+      try {
+        task();
+      } catch (const std::exception& e) {
+        if (thrown_) ++*thrown_;
+        LOG_ERROR("a background task failed: %s", e.what());
+      } catch (...) {
+        if (thrown_) ++*thrown_;
+        LOG_ERROR("a background task failed (not a std::exception)");
+      }
     }
   }
 
   const size_t max_queued_;
+  std::atomic<uint64_t>* const thrown_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;

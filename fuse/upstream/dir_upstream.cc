@@ -2,15 +2,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <memory>
+
+#include "open_beneath.h"
 
 namespace lazystore {
 namespace {
@@ -71,6 +71,10 @@ class TreeWalker {
   static Status describe(TreeNode& node, const struct stat& st, int dir_fd, const std::string& name,
                          const std::string& what) {
     if (S_ISREG(st.st_mode)) {
+      // A sparse file may claim any size: past the largest served, the store path is refused.
+      if (auto bounded = Tree::check_file_size(static_cast<uint64_t>(st.st_size), what); !bounded) {
+        return bounded;
+      }
       node.size = static_cast<uint64_t>(st.st_size);
       node.executable = (st.st_mode & S_IXUSR) != 0;
     } else if (S_ISLNK(st.st_mode)) {
@@ -102,7 +106,7 @@ class TreeWalker {
     }
     auto child = tree_.add_child(parent, name, type);
     if (!child) return child.error();
-    auto described = describe(tree_.nodes[*child], st, dir_fd, name, root_name_ + "/" + name);
+    auto described = describe(tree_.nodes[*child], st, dir_fd, name, root_name_ + "/" + tree_.path_of(*child));
     if (!described) return described.error();
     return *child;
   }
@@ -136,12 +140,9 @@ bool DirUpstream::is_lock_file(int root, const std::string& name) {
 }
 
 Result<Fd> DirUpstream::open_beneath(const Fd& root, const std::string& relative, int flags) const {
-  open_how how{};
-  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long fd = syscall(SYS_openat2, root.get(), relative.c_str(), &how, sizeof how);
-  if (fd < 0) return errno_error(errno, directory_ + "/" + relative);
-  return Fd(static_cast<int>(fd));
+  auto fd = lazystore::open_beneath(root.get(), relative, flags);
+  if (!fd) return errno_error(fd.error().code, directory_ + "/" + relative);
+  return fd;
 }
 
 Result<bool> DirUpstream::exists(const StorePath& path) {

@@ -43,6 +43,9 @@ if [[ $external != 1 ]]; then
   [[ -n ${LAZYSTORE_SOURCE:-} ]] || { log "LAZYSTORE_SOURCE is not set (e.g. nix-server:/nix/store)"; exit 64; }
   if is_mounted; then log "$mountpoint is already a FUSE mount"; exit 70; fi
   mkdir -p "$mountpoint" "$cache"
+  # A fresh volume may be writable by all (a Kubernetes emptyDir is 0777): lazystore refuses a
+  # cache directory others may write to, and says so if this chmod cannot help.
+  chmod 0700 "$cache" 2>/dev/null || true
   # Foreground (-f) so the daemon is our child: we see it die, and it logs to our stderr.
   "$daemon_bin" "$LAZYSTORE_SOURCE" "$mountpoint" -f -o "cache=$cache${options:+,$options}" &
   daemon=$!

@@ -22,6 +22,11 @@ START_DEADLINE = 30.0
 from lazystore_testlib import free_port, wait_until  # noqa: E402,F401
 
 
+# Shell: lazily unmounts, in the current mount namespace, every FUSE mount it holds.
+DETACH_FUSE_MOUNTS = ("awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") { if ($(i + 1) ~ /^fuse/) print $5; break }}' "
+                      "/proc/self/mountinfo | while read -r m; do umount -l \"$m\"; done; ")
+
+
 class Ganesha:
     def __init__(self, export_dir, work, protocols, netns=None, numeric_owners=False):
         """numeric_owners: NFSv4 owners as numbers ("0", as the kernel's nfsd sends for AUTH_SYS)
@@ -81,8 +86,11 @@ LOG {{ Default_Log_Level = WARN; }}
             subprocess.run(server.netns_argv(["ip", "link", "set", "lo", "up"]), check=True)
             # rpcbind keeps its lock and socket in /run: a private /run keeps it apart from any
             # rpcbind of the host; ganesha then registers with it over the namespace's loopback.
+            # The new mount namespace copies every mount there is, FUSE mounts of other tests
+            # too, and a copy keeps its FUSE connection (and daemon) alive after the test's own
+            # unmount: the copies are detached at once.
             server.rpcbind = subprocess.Popen(
-                server.netns_argv(["unshare", "--mount", "sh", "-c",
+                server.netns_argv(["unshare", "--mount", "sh", "-c", DETACH_FUSE_MOUNTS +
                                    "mount -t tmpfs tmpfs /run && exec rpcbind -f"]),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_until(lambda: server._listening(111), START_DEADLINE, "rpcbind listening")

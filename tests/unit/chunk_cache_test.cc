@@ -1,6 +1,9 @@
 // The content cache against real files: fill, verify, corruption, eviction, restart, merging.
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -9,13 +12,16 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <random>
+#include <stdexcept>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "chunk_cache.h"
 #include "hash.h"
+#include "tree.h"
 
 namespace lazystore {
 namespace {
@@ -23,11 +29,39 @@ namespace {
 namespace fs = std::filesystem;
 constexpr uint32_t kChunk = 64 * 1024;
 
+// The byte at `offset` of a file made of a pattern: any offset, no memory.
+std::byte pattern_at(uint64_t offset) { return static_cast<std::byte>((offset * 0x9e3779b97f4a7c15ull) >> 56); }
+
+// Upstream reads of a file of `size` bytes of the pattern.
+FetchFn pattern_of(uint64_t size) {
+  return [size](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
+    if (offset >= size) return size_t{0};
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - offset));
+    for (size_t i = 0; i < n; ++i) buf[i] = pattern_at(offset + i);
+    return n;
+  };
+}
+
 std::vector<std::byte> random_bytes(size_t n, unsigned seed) {
   std::mt19937_64 rng(seed);
   std::vector<std::byte> out(n);
   for (auto& b : out) b = static_cast<std::byte>(rng());
   return out;
+}
+
+// Runs `body` on a thread; a wait without a deadline would hang the test binary, so one that
+// is not done after 20 s fails the test and ends the binary.
+template <class Body>
+auto within_deadline(Body body) {
+  auto task = std::make_shared<std::packaged_task<decltype(body())()>>(std::move(body));
+  auto result = task->get_future();
+  std::thread([task] { (*task)(); }).detach();
+  if (result.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "still waiting after 20 s: a wait without a deadline";
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+  return result.get();
 }
 
 class ChunkCacheTest : public ::testing::Test {
@@ -39,8 +73,11 @@ class ChunkCacheTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(root_); }
 
-  std::unique_ptr<ChunkCache> open_cache(uint64_t max_bytes = 1ull << 30) {
-    auto cache = ChunkCache::open({root_ + "/data", max_bytes, kChunk}, stats_);
+  std::unique_ptr<ChunkCache> open_cache(uint64_t max_bytes = 1ull << 30,
+                                         std::chrono::milliseconds wait_timeout = std::chrono::seconds(60)) {
+    ChunkCacheOptions options{root_ + "/data", max_bytes, kChunk};
+    options.wait_timeout = wait_timeout;
+    auto cache = ChunkCache::open(options, stats_);
     EXPECT_TRUE(cache.ok()) << (cache.ok() ? "" : cache.error().message);
     return cache.ok() ? std::move(*cache) : nullptr;
   }
@@ -77,6 +114,16 @@ class ChunkCacheTest : public ::testing::Test {
     if (expected > 0) {
       EXPECT_EQ(0, std::memcmp(got.data(), content.data() + offset, expected));
     }
+  }
+
+  // Reads [offset, offset + length) of a pattern file: the right bytes, whatever the chunk index.
+  void expect_pattern(ChunkCache& cache, CachedFile& file, uint64_t size, uint64_t offset,
+                      size_t length, const FetchFn& fetch) {
+    auto reply = cache.read(file, offset, length, fetch);
+    ASSERT_TRUE(reply.ok()) << offset << ": " << reply.error().message;
+    auto got = bytes_of(*reply);
+    ASSERT_EQ(got.size(), std::min<uint64_t>(length, size - offset)) << offset;
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], pattern_at(offset + i)) << offset + i;
   }
 
   std::string data_file_of(std::string_view key) {
@@ -244,7 +291,12 @@ TEST_F(ChunkCacheTest, ConcurrentMissesOfOneChunkFetchOnce) {
   auto cache = open_cache();
   auto file = cache->pin("p/shared", content.size());
   FetchFn slow = [&](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // keep the fetch in flight
+    // In flight until the seven other readers wait for it (each counts a merged miss under the
+    // lock it then waits on): an event, not a time window.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (stats_.merged_misses < 7 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     return fetch_from(content)(offset, buf);
   };
   std::vector<std::thread> readers;
@@ -262,6 +314,127 @@ TEST_F(ChunkCacheTest, ConcurrentMissesOfOneChunkFetchOnce) {
   cache->release(*file);
 }
 
+// A fetch that throws (a bug below the cache, bad_alloc) leaves no chunk Busy and no bytes
+// reserved: the next reader fetches it, nobody waits for ever.
+TEST_F(ChunkCacheTest, AFetchThatThrowsLeavesNothingBehind) {
+  auto content = random_bytes(2 * kChunk, 31);
+  auto cache = open_cache();
+  auto file = cache->pin("p/throws", content.size());
+  ASSERT_TRUE(file.ok());
+  FetchFn throws = [](uint64_t, std::span<std::byte>) -> Result<size_t> {
+    throw std::runtime_error("a bug below the cache");
+  };
+  uint64_t used = cache->used_bytes();
+  EXPECT_THROW((void)cache->read(**file, 0, 100, throws), std::runtime_error);
+  EXPECT_EQ(cache->used_bytes(), used) << "the reservation of the failed fill stayed";
+  within_deadline([&] { expect_read(*cache, **file, content, 0, content.size()); return 0; });
+  EXPECT_EQ(cache->cached_bytes(**file), content.size());
+
+  // The same in the background: the worker counts it, the pin is released, the pool goes on.
+  cache->start_workers(1);
+  auto other = cache->pin("p/throws-in-the-background", content.size());
+  ASSERT_TRUE(other.ok());
+  cache->prefetch(*other, 0, 2, throws);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (stats_.task_failures < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(stats_.task_failures, 2u);
+  cache->stop_workers();
+  cache->release(*other);
+  cache->release(*file);
+  auto report = cache->evict_all();
+  EXPECT_EQ(report.pinned_files, 0u) << "a pin of a task that threw stayed";
+}
+
+// A reader that merges into another's fetch waits at most wait_timeout for it, then fails with
+// ETIMEDOUT; the fetch itself goes on and its chunk is served afterwards.
+TEST_F(ChunkCacheTest, AWaitForAnotherFetchHasADeadline) {
+  auto content = random_bytes(kChunk, 32);
+  auto cache = open_cache(1ull << 30, std::chrono::milliseconds(200));
+  auto file = cache->pin("p/stuck", content.size());
+  ASSERT_TRUE(file.ok());
+  std::promise<void> started, go_on;
+  auto go_on_future = go_on.get_future().share();
+  FetchFn held = [&, go_on_future](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
+    started.set_value();
+    go_on_future.wait();  // until the test lets it go on
+    return fetch_from(content)(offset, buf);
+  };
+  auto first = std::async(std::launch::async, [&] { return cache->read(**file, 0, content.size(), held); });
+  started.get_future().wait();
+  auto waited = within_deadline([&] { return cache->read(**file, 0, content.size(), fetch_from(content)); });
+  ASSERT_FALSE(waited.ok());
+  EXPECT_EQ(waited.error().code, ETIMEDOUT) << waited.error().message;
+  EXPECT_EQ(stats_.merged_misses, 1u);
+  go_on.set_value();
+  auto reply = first.get();
+  ASSERT_TRUE(reply.ok()) << reply.error().message;
+  EXPECT_EQ(bytes_of(*reply), content);
+  int before = fetches_;
+  expect_read(*cache, **file, content, 0, content.size());
+  EXPECT_EQ(fetches_, before);
+  cache->release(*file);
+}
+
+// Under a descriptor limit of 64, 300 files pinned at once (open files of a build) are filled and
+// read again in turn: the cache keeps a bounded pool of data file descriptors and reopens them.
+TEST_F(ChunkCacheTest, ManyPinnedFilesUnderALowDescriptorLimit) {
+  struct rlimit before {};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &before), 0);
+  struct rlimit low = before;
+  low.rlim_cur = 64;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  struct Restore {
+    struct rlimit limit;
+    ~Restore() { setrlimit(RLIMIT_NOFILE, &limit); }
+  } restore{before};
+
+  auto content = random_bytes(3 * kChunk, 33);
+  auto cache = open_cache();
+  std::vector<std::shared_ptr<CachedFile>> files;
+  for (int i = 0; i < 300; ++i) {
+    auto file = cache->pin("p/many/" + std::to_string(i), content.size());
+    ASSERT_TRUE(file.ok()) << i << ": " << file.error().message;
+    files.push_back(*file);
+    expect_read(*cache, *files.back(), content, kChunk, 100);
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (auto& file : files) expect_read(*cache, *file, content, 0, content.size());
+  }
+  EXPECT_EQ(stats_.uncached_chunks, 0u);
+  EXPECT_GT(stats_.cache_reopens, 0u);
+  for (auto& file : files) cache->release(file);
+}
+
+// With one descriptor kept open, a pinned file's descriptor is closed when another is used; its
+// data file removed meanwhile (by hand, another program) is noticed on reopen: refetched, never
+// read as zeros from a file created in its place.
+TEST_F(ChunkCacheTest, ADataFileRemovedWhileItsDescriptorIsClosedIsRefetched) {
+  ChunkCacheOptions options{root_ + "/data", 1ull << 30, kChunk};
+  options.descriptors = 1;
+  auto cache = ChunkCache::open(options, stats_);
+  ASSERT_TRUE(cache.ok());
+  auto a = random_bytes(2 * kChunk, 34), b = random_bytes(2 * kChunk, 35);
+  auto file_a = (*cache)->pin("p/a", a.size());
+  auto file_b = (*cache)->pin("p/b", b.size());
+  ASSERT_TRUE(file_a.ok() && file_b.ok());
+  expect_read(**cache, **file_a, a, 0, a.size());
+  expect_read(**cache, **file_b, b, 0, b.size());  // a's descriptor is closed now
+  ASSERT_TRUE(fs::remove(data_file_of("p/a")));
+  fetched_bytes_ = 0;
+  expect_read(**cache, **file_a, a, 0, a.size());
+  EXPECT_EQ(fetched_bytes_, a.size());
+  EXPECT_GT(stats_.cache_reopens, 0u);
+  // And kept: served from the new data file.
+  expect_read(**cache, **file_b, b, 0, b.size());
+  fetched_bytes_ = 0;
+  expect_read(**cache, **file_a, a, 0, a.size());
+  EXPECT_EQ(fetched_bytes_, 0u);
+  (*cache)->release(*file_b);
+  (*cache)->release(*file_a);
+}
+
 TEST_F(ChunkCacheTest, PrefetchFillsTheNextChunksInTheBackground) {
   auto content = random_bytes(6 * kChunk, 40);
   auto cache = open_cache();
@@ -277,6 +450,38 @@ TEST_F(ChunkCacheTest, PrefetchFillsTheNextChunksInTheBackground) {
   cache->release(*file);
 }
 
+// Stopping the workers drops the fills still queued, and the pins they held go with them.
+TEST_F(ChunkCacheTest, StoppingDropsQueuedFillsAndTheirPins) {
+  auto content = random_bytes(4 * kChunk, 41);
+  auto cache = open_cache();
+  cache->start_workers(1);
+  auto held_file = cache->pin("p/held", content.size());
+  auto queued_file = cache->pin("p/queued", content.size());
+  ASSERT_TRUE(held_file.ok() && queued_file.ok());
+  std::promise<void> started, go_on;
+  auto go_on_future = go_on.get_future().share();
+  FetchFn held = [&, go_on_future](uint64_t offset, std::span<std::byte> buf) -> Result<size_t> {
+    started.set_value();
+    go_on_future.wait();
+    return fetch_from(content)(offset, buf);
+  };
+  cache->prefetch(*held_file, 0, 1, held);
+  started.get_future().wait();  // the one worker is busy with it
+  cache->prefetch(*queued_file, 0, 3, fetch_from(content));
+  cache->prefetch(*queued_file, 0, 3, fetch_from(content));  // queued once, not twice
+  cache->release(*queued_file);  // now only its queued fills pin it
+  std::thread stopper([&] { cache->stop_workers(); });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (cache->evict_all().pinned_files > 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(cache->evict_all().pinned_files, 1u) << "queued fills still pin their file";
+  go_on.set_value();
+  stopper.join();
+  EXPECT_EQ(fetches_, 1);
+  cache->release(*held_file);
+}
+
 TEST_F(ChunkCacheTest, AShortUpstreamFileIsAnError) {
   auto content = random_bytes(kChunk / 2, 50);
   auto cache = open_cache();
@@ -285,6 +490,71 @@ TEST_F(ChunkCacheTest, AShortUpstreamFileIsAnError) {
   EXPECT_FALSE(reply.ok());
   EXPECT_EQ(cache->cached_bytes(**file), 0u);
   cache->release(*file);
+}
+
+// Offsets of a 4 PiB file whose chunks (64 KiB) lie past 2^32: the last ones, and chunk 2^32.
+const uint64_t kHugeOffsets[] = {0, (uint64_t{1} << 32) * kChunk + 5, Tree::kMaxFileSize - kChunk - 3,
+                                 Tree::kMaxFileSize - 100};
+
+// A file that claims 4 PiB (a sparse file upstream, a hostile listing): per-chunk state for what
+// is read only, the right bytes at chunk indices past 2^32 (here served from memory: the test's
+// disk cannot hold a file that large); past the largest size served, a clean error.
+TEST_F(ChunkCacheTest, AHugeFileKeepsStateForWhatIsReadOnly) {
+  const uint64_t size = Tree::kMaxFileSize;
+  auto cache = open_cache();
+  auto file = cache->pin("p/huge", size);
+  ASSERT_TRUE(file.ok()) << file.error().message;
+  for (uint64_t offset : kHugeOffsets) expect_pattern(*cache, **file, size, offset, 200, pattern_of(size));
+  EXPECT_LE(cache->cached_bytes(**file), 4 * kChunk);
+  // Bytes written without their slot (it lies past what the disk's file system allows) are no
+  // chunk: their blocks are given back.
+  if (stats_.cache_write_errors > 0) {
+    EXPECT_EQ(cache->used_bytes(), 0u);
+  }
+  cache->release(*file);
+
+  for (uint64_t too_big : {Tree::kMaxFileSize + 1, (uint64_t{1} << 52) + (5 << 20), UINT64_MAX}) {
+    auto refused = cache->pin("p/too-big", too_big);
+    ASSERT_FALSE(refused.ok()) << too_big;
+    EXPECT_EQ(refused.error().code, EFBIG);
+  }
+}
+
+// The same on a disk that holds sparse files of any size (tmpfs): cached, and after a restart
+// loaded from slots written past 2^52 without reading the holes in between.
+TEST_F(ChunkCacheTest, AHugeFileOnASparseDiskIsCachedAndSurvivesARestart) {
+  struct statfs fs_info {};
+  if (statfs("/dev/shm", &fs_info) != 0 || fs_info.f_type != TMPFS_MAGIC) GTEST_SKIP() << "no tmpfs at /dev/shm";
+  char pattern[] = "/dev/shm/lazystore-cache-test-XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  std::string shm = pattern;
+  struct Remove {
+    std::string path;
+    ~Remove() { fs::remove_all(path); }
+  } remove{shm};
+  const uint64_t size = Tree::kMaxFileSize;
+  {
+    auto cache = ChunkCache::open({shm, 1ull << 30, kChunk}, stats_);
+    ASSERT_TRUE(cache.ok());
+    auto file = (*cache)->pin("p/huge", size);
+    ASSERT_TRUE(file.ok());
+    for (uint64_t offset : kHugeOffsets) expect_pattern(**cache, **file, size, offset, 200, pattern_of(size));
+    EXPECT_EQ(stats_.uncached_chunks, 0u);
+    (*cache)->release(*file);
+  }
+  auto cache = ChunkCache::open({shm, 1ull << 30, kChunk}, stats_);
+  ASSERT_TRUE(cache.ok());
+  auto file = (*cache)->pin("p/huge", size);
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ((*cache)->cached_bytes(**file), 4 * kChunk);
+  FetchFn offline = [](uint64_t, std::span<std::byte>) -> Result<size_t> {
+    return make_error(EIO, "upstream is gone");
+  };
+  for (uint64_t offset : kHugeOffsets) expect_pattern(**cache, **file, size, offset, 200, offline);
+  (*cache)->release(*file);
+  auto report = (*cache)->verify_all();
+  EXPECT_EQ(report.chunks, 4u);
+  EXPECT_EQ(report.bad_chunks, 0u);
 }
 
 TEST_F(ChunkCacheTest, StrayFilesAreRemovedAtStart) {

@@ -284,6 +284,18 @@ TEST(Tree, HugeCountsAreRejectedWithoutAllocating) {
   EXPECT_FALSE(Tree::deserialize(with_checksum(bad)));
 }
 
+TEST(Tree, FileSizesPastTheLargestServedAreRefused) {
+  EXPECT_TRUE(Tree::check_file_size(0, "f"));
+  EXPECT_TRUE(Tree::check_file_size(Tree::kMaxFileSize, "f"));
+  for (uint64_t size : {Tree::kMaxFileSize + 1, (uint64_t{1} << 52) + (5 << 20), UINT64_MAX}) {
+    auto checked = Tree::check_file_size(size, "p/f");
+    ASSERT_FALSE(checked) << size;
+    EXPECT_EQ(checked.error().code, EFBIG);
+    EXPECT_EQ(checked.error().message.rfind("p/f: " + std::to_string(size) + " bytes", 0), 0u)
+        << checked.error().message;
+  }
+}
+
 // Children of any order (a JSON listing): appended, then sorted once; duplicates refused.
 TEST(Tree, AppendThenSortChildren) {
   Tree tree = Tree::with_root(NodeType::Directory);
