@@ -8,7 +8,6 @@ count the bytes served.
 
 import os
 import signal
-import socket
 import subprocess
 import time
 

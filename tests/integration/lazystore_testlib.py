@@ -81,6 +81,14 @@ def wait_until(predicate, deadline_seconds, what):
         time.sleep(0.05)  # polling interval, bounded by the deadline
 
 
+# Shell: lazily unmounts, in the current mount namespace, every FUSE mount it holds. A server
+# started in a new mount namespace (unshare --mount) gets a copy of every mount there is, other
+# tests' FUSE mounts too, and a copy keeps its FUSE connection (and daemon) alive after that
+# test's own unmount: such servers detach the copies at once.
+DETACH_FUSE_MOUNTS = ("awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") { if ($(i + 1) ~ /^fuse/) print $5; break }}' "
+                      "/proc/self/mountinfo | while read -r m; do umount -l \"$m\"; done; ")
+
+
 def _start_time(pid):
     """The start time of process pid (clock ticks since boot), or None when it is gone: with the
     pid it names one process, never a later one that reuses the pid."""

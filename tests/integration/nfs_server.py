@@ -8,9 +8,7 @@ Each server can be stopped (SIGKILL), frozen (SIGSTOP/SIGCONT) and restarted on 
 
 import os
 import signal
-import socket
 import subprocess
-import time
 import uuid
 
 from lazystore_testlib import log
@@ -19,12 +17,7 @@ START_DEADLINE = 30.0
 
 
 # Their home is lazystore_testlib; tests import them from here too.
-from lazystore_testlib import free_port, wait_until  # noqa: E402,F401
-
-
-# Shell: lazily unmounts, in the current mount namespace, every FUSE mount it holds.
-DETACH_FUSE_MOUNTS = ("awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") { if ($(i + 1) ~ /^fuse/) print $5; break }}' "
-                      "/proc/self/mountinfo | while read -r m; do umount -l \"$m\"; done; ")
+from lazystore_testlib import DETACH_FUSE_MOUNTS, free_port, wait_until  # noqa: E402,F401
 
 
 class Ganesha:

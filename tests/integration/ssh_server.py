@@ -7,7 +7,8 @@ Files in `work`: hostkey(.pub), authorized_keys, ssh_config, known_hosts, sshd_c
 and key-ALIAS(.pub) per client key unless `authorize(key=…)` names another path.
 
 sshd runs commands through the login shell; this machine's /root/.bashrc spends seconds in tool
-setup, so sshd runs in a private mount namespace where that file is empty.
+setup, so sshd runs in a private mount namespace where that file is empty (and where the copies
+of other tests' FUSE mounts are detached, so that they do not outlive those tests' unmounts).
 
 `close()` ends sshd and the sessions it still serves (their server-side commands too): a
 listener that exits leaves its sessions running.
@@ -16,7 +17,7 @@ listener that exits leaves its sessions running.
 import os
 import subprocess
 
-from lazystore_testlib import descendants, free_port, log, port_open, terminate_processes, wait_until
+from lazystore_testlib import DETACH_FUSE_MOUNTS, descendants, free_port, log, port_open, terminate_processes, wait_until
 
 START_DEADLINE = 30.0
 
@@ -84,6 +85,7 @@ class Sshd:
         with open(self.log_path, "ab") as err:
             self.process = subprocess.Popen(
                 ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                 DETACH_FUSE_MOUNTS +
                  'mount --bind "$1" /root/.bashrc 2>/dev/null || true; exec /usr/sbin/sshd -f "$2" -D -e',
                  "sh", empty, self.config],
                 stdin=subprocess.DEVNULL, stdout=err, stderr=err)
