@@ -158,7 +158,9 @@ cleanup() {
             pids=$(descendants "$CURRENT_PID")
             # shellcheck disable=SC2086
             terminate "$CURRENT_PID" $pids
-            wait "$CURRENT_PID" 2>/dev/null
+            # No `wait` here: bash 5.2, in a trap that interrupted `wait PID`, waits for any
+            # child when asked for PID again once it is reaped (it hung on the servers).
+            # terminate() saw it end (bash reaps its children by itself).
             CURRENT_PID=""
         fi
         if ((PUSHED)); then
@@ -386,9 +388,12 @@ latency_proxy() {
 # ---------------------------------------------------------------------------------------------
 # 4. The developer pushes
 
+# The shared connection it leaves behind outlives the call: it gets no copy of the demo's saved
+# stdout and stderr (a reader of the demo's output would wait for it).
 push_cmd() {
     BAZEL_NIX_REMOTE=nix-server HOME="$TMP/home" NIX_CONF_DIR="$TMP/nix-conf" \
-        "$PUSH" -F "$SSHD_SSH_CONFIG" --from-store "local?root=$TMP/dev" --control-dir "$TMP/push-control" "$@" </dev/null
+        "$PUSH" -F "$SSHD_SSH_CONFIG" --from-store "local?root=$TMP/dev" --control-dir "$TMP/push-control" "$@" \
+        </dev/null {DEMO_OUT}>&- {DEMO_ERR}>&-
 }
 
 push_closure() {
