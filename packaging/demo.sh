@@ -227,6 +227,9 @@ install_and_build() {
             { tail -n 30 "$TMP/build.log" >&2; die "meson setup failed"; }
     fi
     info "\$ ninja -C $BUILD_DIR ${TARGETS[*]}"
+    local pending
+    pending=$(ninja -C "$BUILD_DIR" -n "${TARGETS[@]}" 2>/dev/null | grep -c '^\[[0-9]*/[0-9]*\]' || true)
+    ((pending == 0)) || info "$pending build steps to run (minutes on a first build); their output: $TMP/build.log"
     run ninja -C "$BUILD_DIR" "${TARGETS[@]}" >>"$TMP/build.log" 2>&1 ||
         { tail -n 30 "$TMP/build.log" >&2; die "the build failed"; }
     now_ms ended
