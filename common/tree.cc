@@ -161,6 +161,8 @@ Status Tree::check_file_size(uint64_t size, std::string_view what) {
                                " bytes, more than the largest file lazystore serves (4 PiB)");
 }
 
+bool Tree::valid_name(std::string_view name) { return is_valid_name(name); }
+
 Tree Tree::with_root(NodeType type) {
   Tree tree;
   tree.nodes.emplace_back();

@@ -20,7 +20,9 @@ class CacheDirectory {
   static Result<CacheDirectory> open(const std::string& directory);
 
   std::string data_dir() const { return root_ + "/v1/data"; }
-  std::string meta_dir() const { return root_ + "/v1/meta"; }
+  std::string meta_dir() const { return meta_dir_of(root_); }
+  // Where the metadata of a cache directory lives, without opening (locking) it.
+  static std::string meta_dir_of(const std::string& root) { return root + "/v1/meta"; }
 
  private:
   CacheDirectory(std::string root, Fd lock) : root_(std::move(root)), lock_(std::move(lock)) {}

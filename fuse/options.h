@@ -2,16 +2,15 @@
 // mount.fuse3 uses, so /etc/fstab type fuse.lazystore works.
 #pragma once
 
-#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 14)
-#include <fuse_lowlevel.h>
-
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "fuse_version.h"
 #include "log.h"
 #include "result.h"
+#include "upstream/upstream.h"
 
 namespace lazystore {
 
@@ -31,10 +30,14 @@ struct MountOptions {
   std::vector<std::string> trusted_public_keys;
   bool require_sigs = true;
   LogLevel log_level = LogLevel::Warning;
+  std::string log_file;  // -o log=FILE: log lines are appended there too
   bool foreground = false;
   bool debug = false;
   bool single_thread = false;
-  bool show_help = false;
+  // -h/--help; --help-markdown and --help-man print the documentation generated from the
+  // option table (option_table.h).
+  enum class Help { None, Text, Markdown, Man };
+  Help help = Help::None;
   bool show_version = false;
   unsigned max_threads = 64;
   bool clone_fd = true;
@@ -57,12 +60,15 @@ class FuseArgs {
   fuse_args args_ = FUSE_ARGS_INIT(0, nullptr);
 };
 
+// What the upstream backend gets of the options (its `stats` pointer is the caller's to set).
+UpstreamOptions upstream_options(const MountOptions& options);
+
 // "10G", "512M", "64K", "4096" → bytes (powers of 1024).
 Result<uint64_t> parse_size(std::string_view text);
 
-// Parses argv; on success `args` holds what libfuse's session needs (mount options with our
-// defaults added: ro,nosuid,nodev,fsname=SOURCE,subtype=lazystore).
+// Parses argv with the option table (option_table.h); on success `args` holds what libfuse's
+// session needs (mount options with our defaults added: ro,nosuid,nodev,fsname=SOURCE,
+// subtype=lazystore). An Error's message names the option and what is wrong with it.
 Result<MountOptions> parse_mount_options(fuse_args& args);
-void print_usage(const char* program);
 
 }  // namespace lazystore

@@ -9,12 +9,16 @@
 #include "cache_directory.h"
 #include "chunk_cache.h"
 #include "control.h"
+#include "daemonize.h"
 #include "filesystem.h"
+#include "fuse_version.h"
 #include "inode_journal.h"
 #include "log.h"
 #include "metadata_cache.h"
 #include "process_title.h"
+#include "session_loop.h"
 #include "stats.h"
+#include "unmount_guard.h"
 #include "upstream/metered_upstream.h"
 
 namespace lazystore {
@@ -24,9 +28,6 @@ constexpr unsigned kPrefetchThreads = 4;
 
 struct SessionDeleter {
   void operator()(fuse_session* se) const { fuse_session_destroy(se); }
-};
-struct LoopConfigDeleter {
-  void operator()(fuse_loop_config* config) const { fuse_loop_cfg_destroy(config); }
 };
 
 int fail(const Error& error) {
@@ -40,21 +41,18 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
           const Takeover* takeover) {
   Stats local_stats;  // a supervised server counts in the supervisor's memory: it survives us
   Stats& stats = takeover && takeover->stats ? *takeover->stats : local_stats;
-  UpstreamOptions upstream_options;
-  upstream_options.timeout_seconds = options.upstream_timeout;
-  upstream_options.nfs_version = options.nfs_version;
-  upstream_options.trusted_public_keys = options.trusted_public_keys;
-  upstream_options.require_sigs = options.require_sigs;
-  upstream_options.spool_dir = options.cache_dir + "/http-spool";
-  upstream_options.spool_max_bytes = std::min<uint64_t>(options.cache_size, upstream_options.spool_max_bytes);
-  upstream_options.stats = &stats;
-  auto made = make_upstream(options.source, upstream_options);
+  UpstreamOptions for_upstream = upstream_options(options);
+  for_upstream.stats = &stats;
+  auto made = make_upstream(options.source, for_upstream);
   if (!made) return fail(made.error());
   MeteredUpstream upstream(std::move(*made), stats);
 
   auto directory = CacheDirectory::open(options.cache_dir);
   if (!directory) return fail(directory.error());
-  auto metadata = MetadataCache::open(upstream, directory->meta_dir(), options.negative_timeout, stats);
+  MetadataCache::Options metadata_options;
+  metadata_options.negative_timeout_seconds = options.negative_timeout;
+  metadata_options.wait_timeout_seconds = options.upstream_timeout;  // a wait for a directory of a walk
+  auto metadata = MetadataCache::open(upstream, directory->meta_dir(), stats, metadata_options);
   if (!metadata) return fail(metadata.error());
   auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
   if (!cache) return fail(cache.error());
@@ -80,10 +78,13 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   Filesystem filesystem(options, upstream, **metadata, **cache, stats, takeover ? takeover->generation : 1);
   if (takeover) {
     std::vector<InodeJournal::Record> records;
-    auto opened = InodeJournal::open(takeover->journal_fd, records);
+    auto opened = InodeJournal::open(takeover->journal, records);
     if (!opened) return fail(opened.error());
     journal.emplace(std::move(*opened));
-    if (!records.empty()) LOG_INFO("taking over %zu inodes from the server before", records.size());
+    if (!records.empty()) {
+      LOG_INFO("taking over %zu inodes the kernel holds from the server before (inode journal: %llu bytes)",
+               records.size(), static_cast<unsigned long long>(journal->bytes()));
+    }
     filesystem.inodes().attach_journal(*journal, std::move(records));
   }
 
@@ -103,28 +104,34 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   if (fuse_session_mount(session.get(), mount_target.c_str()) != 0) {
     return fail(make_error(EIO, "cannot mount on " + options.mountpoint));
   }
+  Fd report;  // unsupervised in the background: to the process that waits for the mount
+  Fd guard;   // unsupervised: the mount goes when this process does (unmount_guard.h)
   if (!takeover) {
+    auto started = start_unmount_guard(options.mountpoint, options.log_file);
+    if (!started) {
+      fuse_session_unmount(session.get());
+      return fail(started.error());
+    }
+    guard = std::move(*started);
     LOG_INFO("serving %s at %s (cache %s, %llu bytes)", upstream.describe().c_str(),
              options.mountpoint.c_str(), options.cache_dir.c_str(),
              static_cast<unsigned long long>(options.cache_size));
-    fuse_daemonize(options.foreground ? 1 : 0);
-    if (!options.foreground) set_log_to_syslog(true);  // stderr is /dev/null from here on
+    if (!options.foreground) {
+      auto daemon = daemonize();
+      if (!daemon) {
+        fuse_session_unmount(session.get());
+        return fail(daemon.error());
+      }
+      report = std::move(*daemon);
+    }
   } else {
-    if (auto started = start_session(session.get(), takeover->fuse_fd, *takeover->init,
-                                     takeover->generation > 1);
-        !started) {
+    if (auto started = start_session(session.get(), *takeover); !started) {
       return fail(started.error());
     }
     LOG_INFO("serving %s at %s (cache %s, %llu bytes; server %llu of this mount)",
              upstream.describe().c_str(), options.mountpoint.c_str(), options.cache_dir.c_str(),
              static_cast<unsigned long long>(options.cache_size),
              static_cast<unsigned long long>(takeover->generation));
-    if (takeover->ready_fd >= 0) {
-      char ready = 1;
-      (void)!write(takeover->ready_fd, &ready, 1);
-      close(takeover->ready_fd);
-    }
-    if (!options.foreground) detach_to_syslog();
   }
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
   if (auto started = upstream.start(); !started) {
@@ -135,19 +142,15 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   set_process_title({takeover ? "[server " + std::to_string(takeover->generation) + "]" : "[server]",
                      options.mountpoint});
   if (control_server) control_server->start();
-
-  int status;
-  if (options.single_thread) {
-    status = fuse_session_loop(session.get());
-  } else {
-    std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
-    // Under a supervisor every thread reads the supervisor's descriptor: requests a dead server
-    // had read stay queued on it (a clone would take them with it) and can be resent.
-    fuse_loop_cfg_set_clone_fd(config.get(), options.clone_fd && !takeover ? 1 : 0);
-    fuse_loop_cfg_set_max_threads(config.get(), options.max_threads);
-    fuse_loop_cfg_set_idle_threads(config.get(), 16);
-    status = fuse_session_loop_mt(session.get(), config.get());
+  if (takeover && takeover->ready_fd >= 0) {
+    char ready = 1;
+    (void)!write(takeover->ready_fd, &ready, 1);
+    close(takeover->ready_fd);
   }
+  report_status(report, 0);
+  if (!options.foreground) detach_logging();
+
+  int status = run_session_loop(session.get(), options, takeover, stats);
   if (control_server) control_server->stop();
   (*cache)->stop_workers();
   if (!takeover) {

@@ -58,7 +58,11 @@ namespace lazystore {
   X(block_hash_failures, "Range-read blocks that did not match their manifest")                \
   X(task_failures, "background tasks (read-ahead) that threw")                                 \
   X(cache_reopens, "data files reopened: their descriptor was closed to stay within the bound")  \
-  X(server_restarts, "servers started after the one before died (supervised mounts)")
+  X(server_restarts, "servers started after the one before died (supervised mounts)")        \
+  X(replayed_requests, "requests a crashed server had read, answered by its successor")        \
+  X(refused_replies, "replies the kernel refused (answered before a crash, or resent)")        \
+  X(forgotten_inodes, "inode numbers dropped after the kernel forgot them")                   \
+  X(metadata_partial_answers, "lookups answered from a tree still being listed")
 
 // X(name, help): a latency histogram, `lazystore_<name>_seconds` (a summary) in Prometheus.
 #define LAZYSTORE_HISTOGRAMS(X)                              \

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -18,13 +19,17 @@
 #include <new>
 #include <optional>
 
+#include "daemonize.h"
 #include "fd.h"
+#include "fuse_version.h"
 #include "inode_journal.h"
 #include "log.h"
 #include "process_title.h"
+#include "request_journal.h"
 #include "server.h"
 #include "session_takeover.h"
 #include "stats.h"
+#include "unmount_guard.h"
 
 namespace lazystore {
 namespace {
@@ -76,44 +81,6 @@ std::string describe_exit(int status) {
   return "exited with status " + std::to_string(WEXITSTATUS(status));
 }
 
-void write_byte(Fd& fd, char value) {
-  if (!fd) return;
-  (void)!write(fd.get(), &value, 1);
-  fd.reset();
-}
-
-// Forks the process that stays (the supervisor); this one waits for its word and exits with
-// it, as fuse_daemonize does (which cannot be used: the supervisor must stay the servers'
-// parent, so it has to fork before them). Returns -1 in the supervisor, else an exit status.
-int daemonize(Fd& report) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    LOG_ERROR("pipe: %s", std::strerror(errno));
-    return 1;
-  }
-  Fd read_end(fds[0]);
-  Fd write_end(fds[1]);
-  pid_t pid = fork();
-  if (pid < 0) {
-    LOG_ERROR("fork: %s", std::strerror(errno));
-    return 1;
-  }
-  if (pid > 0) {
-    write_end.reset();
-    char code = 1;  // the supervisor died without a word: a failure
-    ssize_t n;
-    do {
-      n = read(read_end.get(), &code, 1);
-    } while (n < 0 && errno == EINTR);
-    return n == 1 ? code : 1;
-  }
-  read_end.reset();
-  report = std::move(write_end);
-  setsid();
-  if (chdir("/") != 0) LOG_WARNING("chdir /: %s", std::strerror(errno));
-  return -1;
-}
-
 class Supervisor {
  public:
   Supervisor(const MountOptions& options, const std::vector<std::string>& fuse_argv, Fd report)
@@ -132,8 +99,10 @@ class Supervisor {
   Fd report_;  // to the process that waits for the daemon to be up; closed after one byte
   std::unique_ptr<fuse_session, SessionDeleter> mount_session_;
   int fuse_fd_ = -1;
-  Fd journal_;
+  Fd guard_;  // while open, the unmount guard waits (unmount_guard.h); only this process holds it
+  std::array<Fd, 2> journal_;  // the inode journal's two files
   std::optional<SharedInitPage> init_;
+  std::optional<RequestJournal> requests_;
   std::optional<SharedStats> stats_;  // counters of every server of this mount
   sigset_t old_mask_{};
   Fd signals_;
@@ -160,6 +129,12 @@ Status Supervisor::mount() {
     return make_error(EIO, "cannot mount on " + options_.mountpoint);
   }
   fuse_fd_ = fuse_session_fd(mount_session_.get());
+  auto guard = start_unmount_guard(options_.mountpoint, options_.log_file);
+  if (!guard) {
+    unmount();
+    return guard.error();
+  }
+  guard_ = std::move(*guard);
   return {};
 }
 
@@ -176,6 +151,7 @@ Status Supervisor::start_server() {
   Fd ready_write(fds[1]);
   ++generation_;
   pid_t supervisor = getpid();
+  require_single_thread("starting a server");
   pid_t pid = fork();
   if (pid < 0) return make_error(errno, std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
@@ -186,11 +162,13 @@ Status Supervisor::start_server() {
     ready_read.reset();
     report_.reset();
     signals_.reset();
+    guard_.reset();
     Takeover takeover;
     takeover.fuse_fd = fuse_fd_;
-    takeover.journal_fd = journal_.get();
+    takeover.journal = {journal_[0].get(), journal_[1].get()};
     takeover.generation = generation_;
     takeover.init = init_->get();
+    takeover.requests = &*requests_;
     takeover.ready_fd = ready_write.release();
     takeover.stats = stats_ ? stats_->get() : nullptr;
     int status = serve(options_, fuse_argv_, &takeover);
@@ -244,22 +222,26 @@ void Supervisor::on_server_exit(int status) {
 
 int Supervisor::run() {
   auto done = [this](int status) {
-    write_byte(report_, static_cast<char>(status));
+    report_status(report_, status);
     return status;
   };
   if (auto mounted = mount(); !mounted) {
     LOG_ERROR("%s", mounted.error().message.c_str());
     return done(1);
   }
-  auto journal = InodeJournal::create_memfd();
+  // What outlives each server: the inode journal, the INIT copy, the requests in flight.
+  auto journal = InodeJournal::create_memfds();
   auto page = SharedInitPage::create();
-  if (!journal || !page) {
-    LOG_ERROR("%s", (!journal ? journal.error() : page.error()).message.c_str());
+  auto requests = RequestJournal::create(RequestJournal::slots_for(options_.single_thread ? 1 : options_.max_threads));
+  if (!journal || !page || !requests) {
+    LOG_ERROR("%s", (!journal ? journal.error() : !page ? page.error() : requests.error()).message.c_str());
     unmount();
     return done(1);
   }
-  journal_.reset(*journal);
+  journal_[0].reset((*journal)[0]);
+  journal_[1].reset((*journal)[1]);
   init_.emplace(std::move(*page));
+  requests_.emplace(std::move(*requests));
   stats_ = SharedStats::create();  // without it (mmap failed) each server counts from zero
   set_process_title({"[supervisor]", options_.mountpoint});
 
@@ -301,8 +283,8 @@ int Supervisor::run() {
         serving_since_ = Clock::now();
         if (!ever_served_) {
           ever_served_ = true;
-          write_byte(report_, 0);
-          if (!options_.foreground) detach_to_syslog();
+          report_status(report_, 0);
+          if (!options_.foreground) detach_logging();
         } else {
           auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - crashed_at_);
           LOG_WARNING("server %llu of %s serves again, %lld ms after the crash",
@@ -344,8 +326,14 @@ int Supervisor::run() {
 int supervise(const MountOptions& options, const std::vector<std::string>& fuse_argv) {
   Fd report;
   if (!options.foreground) {
-    int status = daemonize(report);
-    if (status >= 0) return status;  // the process that waited for the supervisor
+    // The supervisor must stay the servers' parent, so it forks before them (fuse_daemonize
+    // would fork after mounting); the process started by the user exits with its report.
+    auto daemon = daemonize();
+    if (!daemon) {
+      LOG_ERROR("%s", daemon.error().message.c_str());
+      return 1;
+    }
+    report = std::move(*daemon);
   }
   Supervisor supervisor(options, fuse_argv, std::move(report));
   return supervisor.run();

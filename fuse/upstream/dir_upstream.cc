@@ -123,7 +123,13 @@ Result<std::unique_ptr<DirUpstream>> DirUpstream::open(const std::string& direct
 
 Result<Fd> DirUpstream::open_root() const {
   Fd root(::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!root) return errno_error(errno == ENOENT ? EIO : errno, "upstream directory " + directory_);
+  if (!root) {
+    // The message says what is wrong (ENOENT's "No such file or directory"); the code is EIO so
+    // that a lookup fails as "upstream unreachable", not as "no such store path".
+    Error error = errno_error(errno, "upstream directory " + directory_);
+    if (error.code == ENOENT) error.code = EIO;
+    return error;
+  }
   return root;
 }
 

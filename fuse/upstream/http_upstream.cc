@@ -146,6 +146,7 @@ Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative, con
       request.timeout_seconds = std::min(how.timeout_seconds > 0 ? how.timeout_seconds : options_.timeout_seconds, left);
       request.stall_seconds = how.stall_seconds;
       count(&Stats::http_requests, options_.stats);
+      if (!worker_) return make_error(EIO, "internal error: the HTTP upstream was not started");
       HttpResponse response = worker_->perform(std::move(request));
       count(&Stats::http_bytes, options_.stats, response.bytes);
       bool answered = response.status >= 200 && response.status < 300;

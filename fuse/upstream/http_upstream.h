@@ -46,7 +46,7 @@ class HttpUpstream final : public Upstream {
   ~HttpUpstream() override;
 
   std::string describe() const override { return source_; }
-  Status start() override;
+  Status start() override;  // the curl worker thread
   Result<bool> exists(const StorePath& path) override;
   Result<std::vector<StorePath>> list_store() override;
   Result<Tree> list_tree(const StorePath& path) override;

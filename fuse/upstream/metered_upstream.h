@@ -24,6 +24,11 @@ class MeteredUpstream final : public Upstream {
     LatencyTimer timer(stats_.upstream_latency);
     return count(inner_->list_tree(path));
   }
+  Status walk_tree(const StorePath& path, TreeBuilder& builder) override {
+    LatencyTimer timer(stats_.upstream_latency);
+    return count(inner_->walk_tree(path, builder));
+  }
+  uint64_t read_window_bytes() override { return inner_->read_window_bytes(); }
   Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
                       std::span<std::byte> buf) override {
     LatencyTimer timer(stats_.upstream_latency);

@@ -1,4 +1,5 @@
-"""A real HTTP server for the tests: nginx serving a Nix binary cache directory on 127.0.0.1.
+"""A real HTTP server for the tests: nginx serving a Nix binary cache directory on 127.0.0.1
+(and `SilentServer`, a port that accepts connections and never answers).
 
 nginx serves Range requests (`python3 -m http.server` does not). Every file lives under the
 server's own work directory (config, pid, logs, temp paths); `daemon off;` keeps it our child, so
@@ -8,6 +9,7 @@ count the bytes served.
 
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -217,3 +219,21 @@ class DripServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=10)
+
+
+class SilentServer:
+    """A TCP port on 127.0.0.1 that accepts connections (the kernel's backlog) and never answers:
+    an HTTP server that hangs."""
+
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.port = self.socket.getsockname()[1]
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.socket.close()

@@ -3,8 +3,9 @@
 - `fixture()` builds, once per build directory, a real Nix store with Debian's nix-bin
   (`nix-store --store local?root=DIR --add`), guarded by a file lock and a completion marker.
 - `Daemon` runs `lazystore SOURCE MNT -f` with stderr captured to a file, waits for the mount in
-  /proc/self/mountinfo (deadline, never a bare sleep), unmounts with `fusermount3 -u`, and fails
-  on unexpected stderr lines (level "error", sanitizer reports, tracebacks, foreign lines).
+  /proc/self/mountinfo and for its first answer (deadline, never a bare sleep), unmounts with
+  `fusermount3 -u`, and fails on unexpected stderr lines (level "error", sanitizer reports,
+  tracebacks, foreign lines).
 - `LazystoreTestCase` gives each test a private work directory and unmounts whatever it mounted.
 
 Environment: LAZYSTORE_BIN (the daemon), LAZYSTORE_FIXTURE_DIR (where the fixture store is cached;
@@ -14,6 +15,7 @@ default $MESON_BUILD_ROOT/tests/fixture-store, else /tmp/lazystore-fixture-store
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -25,6 +27,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -489,9 +492,29 @@ def mountinfo_entry(mountpoint):
             point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
             if point == mountpoint:
                 sep = fields.index("-")
-                found = {"device": fields[2], "options": fields[5].split(","), "fstype": fields[sep + 1],
-                         "source": fields[sep + 2], "super_options": fields[sep + 3].split(",")}
+                found = {"options": fields[5].split(","), "fstype": fields[sep + 1],
+                         "source": fields[sep + 2], "super_options": fields[sep + 3].split(","),
+                         "id": fields[0], "device": fields[2]}
     return found  # the last one: the mount on top
+
+
+def mount_namespace_holders(device):
+    """Processes in another mount namespace that still have the file system `device` mounted (a
+    namespace copied while it was mounted keeps it, and its FUSE connection, after the unmount)."""
+    own = os.readlink("/proc/self/ns/mnt")
+    holders = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/mnt") == own:
+                continue
+            with open(f"/proc/{entry}/mountinfo") as f:
+                if any(line.split()[2] == device for line in f):
+                    holders.append(int(entry))
+        except OSError:
+            continue
+    return holders
 
 
 def is_lazystore_mounted(mountpoint):
@@ -519,8 +542,16 @@ def fuse_connection_alive(connection):
 
 
 def abort_fuse_connection(connection):
+    """Aborts FUSE connection `connection` (a number, or the mount point of a FUSE mount): what
+    frees a reader stuck on a request nobody will answer; the mount is dead afterwards."""
+    if isinstance(connection, str):
+        connection = fuse_connection(connection)
+        if connection is None:
+            return False
+    fuse_connection_alive(connection)  # mounts fusectl if need be
     with open(os.path.join(FUSECTL, str(connection), "abort"), "w") as f:
         f.write("1")
+    return True
 
 
 def wait_connection_gone(connection, deadline_seconds):
@@ -535,11 +566,81 @@ def wait_connection_gone(connection, deadline_seconds):
     return True
 
 
+def daemon_processes(mountpoint, cache=None):
+    """Pids of the running lazystore processes (LAZYSTORE_BIN) whose arguments name mountpoint
+    (and that use `cache`, if given): a daemonized mount's supervisor and server, or its one
+    unsupervised process. A process that set its title ("[supervisor] MOUNTPOINT", "[server N]
+    MOUNTPOINT") keeps only the mountpoint of its arguments: its cache is known by the files it
+    holds open there (the server's lock), a supervisor's by its server's."""
+    found = {}  # pid -> (parent pid, names cache)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" or not argv or argv[0] != os.environ["LAZYSTORE_BIN"].encode() or \
+                mountpoint.encode() not in argv:
+            continue
+        uses = cache is None or any(f"cache={cache}".encode() in arg.split(b",") for arg in argv)
+        if not uses:
+            try:
+                fds = os.listdir(f"/proc/{entry}/fd")
+            except OSError:
+                fds = []
+            for fd in fds:
+                try:
+                    target = os.readlink(f"/proc/{entry}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith(cache.rstrip("/") + "/"):
+                    uses = True
+                    break
+        found[int(entry)] = (int(fields[1]), uses)
+    users = {pid for pid, (_, uses) in found.items() if uses}
+    users |= {found[pid][0] for pid in list(users) if found[pid][0] in found}
+    return sorted(users)
+
+
+def dead_fuse_mount(mountpoint, fstype="fuse.lazystore", source="dead-daemon"):
+    """Leaves a dead FUSE mount at mountpoint, as a daemon killed together with its fusermount3
+    does: mount(2) on a fresh /dev/fuse, then close it (stat then answers ENOTCONN)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        options = f"fd={fd},rootmode=40000,user_id=0,group_id=0".encode()
+        if libc.mount(source.encode(), mountpoint.encode(), fstype.encode(), 0, options) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"mount {fstype} on {mountpoint}: {os.strerror(code)}")
+    finally:
+        os.close(fd)
+
+
+def parent_pid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 # Lines a daemon may print on stderr: its own log lines below level error.
 _ALLOWED_LINE = re.compile(r"^lazystore: (warning|info|debug): ")
 # Always a failure, whatever a test allows.
 _FATAL_LINE = re.compile(r"Sanitizer|runtime error:|Traceback|terminate called|Assertion .* failed"
                          r"|Segmentation fault|core dumped|stack-use|heap-use|double free")
+
+
+_stderr_serial = itertools.count(1)
+
+
+def _stat_quietly(path):
+    try:
+        os.stat(path)
+    except OSError:
+        pass  # the daemon failed: Daemon.start reports it from its exit
 
 
 class DaemonError(AssertionError):
@@ -602,6 +703,7 @@ class Daemon:
         self.process = None
         self.stderr_path = None
         self.generation = 0
+        self.device = None  # "major:minor" of the mounted file system
 
     def argv(self):
         opts = ",".join(k if v is None else f"{k}={v}" for k, v in self.options.items())
@@ -613,7 +715,9 @@ class Daemon:
         if is_lazystore_mounted(self.mountpoint):
             raise DaemonError(f"{self.mountpoint} is already a mount point")
         self.generation += 1
-        self.stderr_path = f"{self.cache}.stderr.{self.generation}"
+        # Unique per start, also across Daemon objects on one cache: a process of an earlier
+        # start (its unmount guard) may still write to its own file.
+        self.stderr_path = f"{self.cache}.stderr.{next(_stderr_serial)}.{self.generation}"
         with open(self.stderr_path, "wb") as err, open(os.devnull, "rb") as null:
             self.process = subprocess.Popen(self.argv(), stdin=null, stdout=err, stderr=err,
                                             close_fds=True)
@@ -627,6 +731,15 @@ class Daemon:
                 self.kill()
                 raise DaemonError(f"not mounted after {self.START_DEADLINE} s:\n{self.stderr()}")
             time.sleep(0.01)  # polling interval, bounded by the deadline above
+        # A supervised mount exists before its server does: the first stat waits for the server
+        # to answer, and then its control socket listens too (it is opened before it serves).
+        answered = threading.Thread(target=_stat_quietly, args=(self.mountpoint,), daemon=True)
+        answered.start()
+        answered.join(max(0.0, deadline - time.monotonic()))
+        if answered.is_alive():
+            self.kill()
+            raise DaemonError(f"mounted, but not answering after {self.START_DEADLINE} s:\n{self.stderr()}")
+        self.device = (mountinfo_entry(self.mountpoint) or {}).get("device")
         return self
 
     def stderr(self):

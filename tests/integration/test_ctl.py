@@ -279,9 +279,16 @@ class StatusTest(CtlTestCase):
             self.assertRegex(text, expected)
 
     def test_unreachable_upstream_since_when_and_the_last_error(self):
+        # The mount's probe needs an answer (an empty binary cache); the cache then goes away.
         port = free_port()
+        root = os.path.join(self.work, "binary-cache")
+        os.makedirs(root)
+        with open(os.path.join(root, "nix-cache-info"), "w") as f:
+            f.write("StoreDir: /nix/store\n")
+        server = Nginx(root, os.path.join(self.work, "nginx"), port=port).start()
         daemon = self.mount(f"http://127.0.0.1:{port}", {"upstream-timeout": 2, "require-sigs": "false"},
                             allowed_stderr=(r"^lazystore: error: ",))
+        server.stop()
         self.assertEqual(json.loads(self.ctl(daemon, "status", "--json").stdout)["upstream"]["state"], "unknown")
         self.assertRegex(self.ctl(daemon, "status").stdout, r"(?m)^upstream +not contacted yet")
         absent = daemon.path(random_hash() + "-absent")
@@ -299,11 +306,7 @@ class StatusTest(CtlTestCase):
                          r"(?m)^upstream +UNREACHABLE since .* UTC \(\d+ s ago\); never answered$")
         self.assertRegex(self.ctl(daemon, "status").stdout, r"(?m)^last error +.* UTC \(\d+ s ago\): (warning|error): ")
 
-        # The server comes (an empty binary cache): the next lookup is answered, "not there".
-        root = os.path.join(self.work, "binary-cache")
-        os.makedirs(root)
-        with open(os.path.join(root, "nix-cache-info"), "w") as f:
-            f.write("StoreDir: /nix/store\n")
+        # The server comes back: the next lookup is answered, "not there".
         server = Nginx(root, os.path.join(self.work, "nginx"), port=port).start()
         try:
             deadline = time.monotonic() + 30

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "cache_directory.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -16,12 +17,9 @@ namespace fs = std::filesystem;
 
 class CacheDirectoryTest : public ::testing::Test {
  protected:
+  TempDir temp_{"lazystore-cache-dir-test"};
   void SetUp() override {
-    char pattern[] = "/tmp/lazystore-cache-dir-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    root_ = pattern;
   }
-  void TearDown() override { fs::remove_all(root_); }
 
   void expect_refused(const std::string& dir, int code, const std::string& says) {
     auto opened = CacheDirectory::open(dir);
@@ -30,7 +28,7 @@ class CacheDirectoryTest : public ::testing::Test {
     EXPECT_NE(opened.error().message.find(says), std::string::npos) << opened.error().message;
   }
 
-  std::string root_;
+  std::string root_ = temp_.str();
 };
 
 TEST_F(CacheDirectoryTest, ANewDirectoryIsMadeOwnerOnly) {

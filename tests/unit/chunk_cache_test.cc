@@ -22,6 +22,7 @@
 #include "chunk_cache.h"
 #include "hash.h"
 #include "tree.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -66,12 +67,9 @@ auto within_deadline(Body body) {
 
 class ChunkCacheTest : public ::testing::Test {
  protected:
+  TempDir temp_{"lazystore-cache-test"};
   void SetUp() override {
-    char pattern[] = "/tmp/lazystore-cache-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    root_ = pattern;
   }
-  void TearDown() override { fs::remove_all(root_); }
 
   std::unique_ptr<ChunkCache> open_cache(uint64_t max_bytes = 1ull << 30,
                                          std::chrono::milliseconds wait_timeout = std::chrono::seconds(60)) {
@@ -131,7 +129,7 @@ class ChunkCacheTest : public ::testing::Test {
     return root_ + "/data/" + id.substr(0, 2) + "/" + id;
   }
 
-  std::string root_;
+  std::string root_ = temp_.str();
   Stats stats_;
   std::atomic<int> fetches_{0};
   std::atomic<uint64_t> fetched_bytes_{0};

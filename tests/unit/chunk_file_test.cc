@@ -12,6 +12,7 @@
 #include "chunk_file.h"
 #include "fd.h"
 #include "hash.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -27,14 +28,11 @@ std::vector<std::byte> random_bytes(size_t n, unsigned seed) {
 
 class ChunkFileTest : public ::testing::Test {
  protected:
+  TempDir temp_{"lazystore-chunk-file-test"};
   void SetUp() override {
-    char pattern[] = "/tmp/lazystore-chunk-file-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    root_ = pattern;
     fd_ = Fd(::open((root_ + "/data").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     ASSERT_TRUE(fd_);
   }
-  void TearDown() override { std::filesystem::remove_all(root_); }
 
   // Writes chunk `index` of `content` as a fill would.
   void write(const ChunkLayout& layout, const std::vector<std::byte>& content, uint64_t index) {
@@ -42,7 +40,7 @@ class ChunkFileTest : public ::testing::Test {
     ASSERT_TRUE(ChunkFile(fd_.get(), layout).write_chunk(index, chunk, xxh3_64(chunk)));
   }
 
-  std::string root_;
+  std::string root_ = temp_.str();
   Fd fd_;
 };
 

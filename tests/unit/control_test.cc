@@ -24,6 +24,7 @@
 #include "unix_socket.h"
 #include "upstream/dir_upstream.h"
 #include "upstream/metered_upstream.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -33,10 +34,8 @@ const std::string kPath = "0a0d2h0b3y6fc9hcfzrq5wnhn8zbk3pv-hello-2.12";
 
 class ControlServerTest : public ::testing::Test {
  protected:
+  TempDir temp_{"lazystore-control-test"};
   void SetUp() override {
-    char tmpl[] = "/tmp/lazystore-control-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
     fs::create_directories(root_ + "/store/" + kPath + "/lib");
     for (int i = 0; i < 6; ++i) {
       std::ofstream(root_ + "/store/" + kPath + "/lib/f" + std::to_string(i)) << std::string(100000 + i, 'a' + i);
@@ -54,7 +53,6 @@ class ControlServerTest : public ::testing::Test {
   }
   void TearDown() override {
     server_.reset();
-    fs::remove_all(root_);
   }
 
   void start(uint64_t generation = 1) {
@@ -105,7 +103,8 @@ class ControlServerTest : public ::testing::Test {
     return answer;
   }
 
-  std::string root_, socket_;
+  std::string root_ = temp_.str();
+  std::string socket_;
   Stats stats_;
   std::unique_ptr<Upstream> upstream_;
   std::unique_ptr<MetadataCache> metadata_;
@@ -230,12 +229,7 @@ TEST_F(ControlServerTest, ALiveSocketIsRefusedADeadOneReplacedAndStopRemovesIt) 
 
 class CacheMaintenance : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/lazystore-ctl-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  TempDir temp_{"lazystore-ctl-test"};
 
   std::unique_ptr<ChunkCache> open_cache() {
     auto cache = ChunkCache::open({dir_, 64ull << 20, 64u << 10}, stats_);
@@ -257,7 +251,7 @@ class CacheMaintenance : public ::testing::Test {
     return out;
   }
 
-  std::string dir_;
+  std::string dir_ = temp_.str();
   Stats stats_;
 };
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "ctl_mounts.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -60,9 +61,8 @@ TEST(Mountinfo, ThisProcessesTableReads) {
 }
 
 TEST(MountpointPath, NormalizesWithoutTouchingTheMountItself) {
-  char pattern[] = "/tmp/lazystore-mounts-test-XXXXXX";
-  ASSERT_NE(mkdtemp(pattern), nullptr);
-  std::string root = pattern;
+  TempDir dir("lazystore-mounts-test");
+  std::string root = dir.str();
   std::filesystem::create_directories(root + "/real/mnt");
   std::filesystem::create_directory_symlink(root + "/real", root + "/link");
   EXPECT_EQ(*mountpoint_path(root + "/link/mnt"), root + "/real/mnt");
@@ -77,7 +77,6 @@ TEST(MountpointPath, NormalizesWithoutTouchingTheMountItself) {
   std::filesystem::current_path(cwd);
   EXPECT_FALSE(mountpoint_path(""));
   EXPECT_FALSE(mountpoint_path(root + "/absent/mnt"));
-  std::filesystem::remove_all(root);
 }
 
 TEST(ControlSocketOf, APathThatIsNoMountSaysSo) {

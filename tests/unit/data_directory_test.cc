@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "data_directory.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -20,14 +21,9 @@ const std::string kNew = "0f112233445566778899aabbccddeeff";
 
 class DataDirectoryTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char pattern[] = "/tmp/lazystore-data-dir-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    root_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(root_); }
+  TempDir temp_{"lazystore-data-dir-test"};
 
-  std::string root_;
+  std::string root_ = temp_.str();
 };
 
 TEST_F(DataDirectoryTest, NamesAreIds) {

@@ -9,18 +9,14 @@
 #include <gtest/gtest.h>
 
 #include "descriptor_pool.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
 
 class DescriptorPoolTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char pattern[] = "/tmp/lazystore-descriptor-pool-test-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    root_ = pattern;
-  }
-  void TearDown() override { std::filesystem::remove_all(root_); }
+  TempDir temp_{"lazystore-descriptor-pool-test"};
 
   DescriptorPool::OpenFn opener(int n) {
     return [this, n]() -> Result<Fd> {
@@ -31,7 +27,7 @@ class DescriptorPoolTest : public ::testing::Test {
     };
   }
 
-  std::string root_;
+  std::string root_ = temp_.str();
   int opens_ = 0;
 };
 

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "http_test_data.h"
+#include "test_support.h"
 #include "manifest.h"
 #include "nar.h"
 #include "narinfo.h"
@@ -105,9 +105,8 @@ TEST(Manifest, ManyBlocksOfOneFile) {
   // A file of 2.5 blocks: three hashes, the last one of half a block.
   std::string contents(kMinManifestBlockSize * 5 / 2, '\0');
   for (size_t i = 0; i < contents.size(); ++i) contents[i] = static_cast<char>(i * 7);
-  std::string dir = ::testing::TempDir() + "/manifest-blocks";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+  TempDir temp("manifest-blocks");
+  std::string dir = temp.str();
   { std::ofstream(dir + "/big", std::ios::binary) << contents; }
   std::string nar;
   ASSERT_TRUE(dump_path(dir, [&](std::span<const std::byte> d) -> Status {

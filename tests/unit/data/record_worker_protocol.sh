@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Records what Debian's Nix 2.8 really sends and answers over ssh-ng (the worker protocol of
-# `nix-daemon --stdio`), for the golden-byte tests in tests/unit/push_worker_protocol_test.cc.
+# `nix-daemon --stdio`), for the golden-byte tests in tests/unit/worker_protocol_test.cc.
 # Nix runs "bash -c 'nix-daemon --stdio'" for the host "localhost" instead of ssh; a nix-daemon
 # first on PATH tees both directions into files and runs the real one on a throw-away store.
 #   worker_nix_copy_{client,server}.bin   nix copy --to ssh-ng:// of a 2-path closure

@@ -13,14 +13,10 @@
 
 #include "little_endian.h"
 #include "worker_protocol.h"
+#include "test_support.h"
 
 namespace lazystore::worker {
 namespace {
-
-std::string read_file(const std::string& name) {
-  std::ifstream in(std::string(PUSH_TEST_DATA) + "/" + name, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 WireReader reader_over(const std::string& bytes) {
   return WireReader(nar_source_from(std::as_bytes(std::span(bytes.data(), bytes.size()))), "daemon protocol");
@@ -65,13 +61,13 @@ std::string deframe(const std::string& bytes, size_t& pos) {
 }
 
 TEST(WorkerProtocol, ClientHelloIsWhatNixSends) {
-  std::string client = read_file("worker_nix_copy_client.bin");
+  std::string client = test_data("worker_nix_copy_client.bin");
   ASSERT_GE(client.size(), 32u);
   EXPECT_EQ(encode_client_hello(), client.substr(0, 32));
 }
 
 TEST(WorkerProtocol, RequestsAreWhatNixSends) {
-  std::string client = read_file("worker_nix_copy_client.bin");
+  std::string client = test_data("worker_nix_copy_client.bin");
   size_t pos = 32;
   std::vector<std::string> paths{kTree, kNode};
   std::string query = encode_query_valid_paths(paths, false);
@@ -105,7 +101,7 @@ TEST(WorkerProtocol, FramesAreUnpadded) {
 }
 
 TEST(WorkerProtocol, AnswersOfNix28) {
-  std::string server = read_file("worker_nix_copy_server.bin");
+  std::string server = test_data("worker_nix_copy_server.bin");
   auto reader = reader_over(server);
   ASSERT_TRUE(decode_server_magic(reader).ok());
   auto hello = decode_server_hello(reader);
@@ -148,7 +144,7 @@ TEST(WorkerProtocol, OlderDaemonsSendNoNixVersion) {
 TEST(WorkerProtocol, EveryMessageOfABuildDecodes) {
   // The daemon's side of a remote build carries activities (querying, copying, building) and
   // results (build log lines). Decode every message that starts somewhere in the recording.
-  std::string server = read_file("worker_nix_build_server.bin");
+  std::string server = test_data("worker_nix_build_server.bin");
   ASSERT_GT(server.size(), 64u);
   std::set<std::string> texts;
   size_t results = 0, stops = 0;
@@ -175,7 +171,7 @@ TEST(WorkerProtocol, EveryMessageOfABuildDecodes) {
 }
 
 TEST(WorkerProtocol, ErrorOfAnUntrustedDaemon) {
-  std::string server = read_file("worker_unsigned_refused_server.bin");
+  std::string server = test_data("worker_unsigned_refused_server.bin");
   auto reader = reader_over(server);
   ASSERT_TRUE(decode_server_magic(reader).ok());
   auto hello = decode_server_hello(reader);
@@ -237,8 +233,8 @@ TEST(WorkerProtocol, PlainMessage) {
 
 // Truncated and mutated recordings decode to a value or an error, never a crash or a hang.
 TEST(WorkerProtocol, MutatedInputNeverCrashes) {
-  std::vector<std::string> goldens{read_file("worker_nix_copy_server.bin"), read_file("worker_nix_build_server.bin"),
-                                   read_file("worker_unsigned_refused_server.bin")};
+  std::vector<std::string> goldens{test_data("worker_nix_copy_server.bin"), test_data("worker_nix_build_server.bin"),
+                                   test_data("worker_unsigned_refused_server.bin")};
   std::mt19937_64 random(7);
   for (int round = 0; round < 20000; ++round) {
     std::string input = goldens[random() % goldens.size()];

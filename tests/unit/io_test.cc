@@ -11,6 +11,7 @@
 
 #include "fd.h"
 #include "unix_socket.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -58,17 +59,14 @@ TEST(UnixSocket, PathLengthIsChecked) {
 }
 
 TEST(UnixSocket, ListenThenConnect) {
-  char dir[] = "/tmp/lazystore-sock-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  std::string path = std::string(dir) + "/s";
+  TempDir dir("lazystore-sock");
+  std::string path = dir / "s";
   EXPECT_EQ(connect_unix_socket(path).error().code, ENOENT);
   auto listener = listen_unix_socket(path, 4);
   ASSERT_TRUE(listener) << listener.error().message;
   EXPECT_EQ(listen_unix_socket(path, 4).error().code, EADDRINUSE);
   auto client = connect_unix_socket(path);
   ASSERT_TRUE(client) << client.error().message;
-  unlink(path.c_str());
-  rmdir(dir);
 }
 
 }  // namespace

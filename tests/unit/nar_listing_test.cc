@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "http_test_data.h"
+#include "test_support.h"
 #include "nar_listing.h"
 
 namespace lazystore {

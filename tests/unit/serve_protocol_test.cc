@@ -8,6 +8,7 @@
 #include <string>
 
 #include "serve_protocol.h"
+#include "test_support.h"
 
 namespace lazystore::serve {
 namespace {
@@ -33,11 +34,6 @@ std::string unhex(std::string_view text) {
 
 WireReader reader_over(const std::string& bytes) {
   return WireReader(nar_source_from(std::as_bytes(std::span(bytes.data(), bytes.size()))));
-}
-
-std::string read_file(const std::string& name) {
-  std::ifstream in(std::string(PUSH_TEST_DATA) + "/" + name, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 constexpr const char* kPath = "/nix/store/vj6mq0rdaljd4mz6yal02qzp9s90rx5r-hello-tree";
@@ -125,7 +121,7 @@ TEST(ServeProtocol, ImportPathsFraming) {
 }
 
 TEST(ServeProtocol, PathInfosFromNix28) {
-  std::string answer = read_file("push_query_path_infos_answer.bin");
+  std::string answer = test_data("push_query_path_infos_answer.bin");
   ASSERT_FALSE(answer.empty());
   auto reader = reader_over(answer);
   auto infos = decode_path_infos(reader, 0x206);
@@ -157,7 +153,7 @@ TEST(ServeProtocol, PathInfosOfOldVersionHaveNoHash) {
 }
 
 TEST(ServeProtocol, TruncatedInputIsAnError) {
-  std::string answer = read_file("push_query_path_infos_answer.bin");
+  std::string answer = test_data("push_query_path_infos_answer.bin");
   for (size_t cut = 0; cut < answer.size(); cut += 7) {
     auto truncated = answer.substr(0, cut);
     auto reader = reader_over(truncated);
@@ -188,7 +184,7 @@ TEST(ServeProtocol, HostileLengthsAreRejected) {
 // A cheap in-process fuzz: mutated golden answers and random bytes decode to a value or an
 // error, never a crash, a hang or an unbounded allocation (run under ASan in CI).
 TEST(ServeProtocol, MutatedInputNeverCrashes) {
-  std::string golden = read_file("push_query_path_infos_answer.bin");
+  std::string golden = test_data("push_query_path_infos_answer.bin");
   ASSERT_FALSE(golden.empty());
   std::mt19937_64 random(42);
   for (int round = 0; round < 20000; ++round) {

@@ -2,7 +2,7 @@
 // sha256 NarHash checked before anything is read, corrupt or truncated input refused.
 #include <gtest/gtest.h>
 
-#include "http_test_data.h"
+#include "test_support.h"
 #include "narinfo.h"
 #include "upstream/nar_spool.h"
 #include "upstream/nar_spool_store.h"
@@ -77,15 +77,9 @@ TEST(NarSpool, UnsupportedCompressionIsAClearError) {
   EXPECT_NE(spool.error().message.find("bzip2"), std::string::npos);
 }
 
-std::string fresh_dir(const std::string& name) {
-  std::string dir = ::testing::TempDir() + "/" + name;
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
-
 TEST(NarSpoolStore, AVerifiedNarIsKeptAndServedAfterARestartWithoutDownload) {
-  std::string dir = fresh_dir("spool-store-kept");
+  TempDir temp("spool-store-kept");
+  std::string dir = temp.str();
   NarInfo ni = info();
   int downloads = 0;
   auto download = [&]() -> Result<std::unique_ptr<NarSpool>> {
@@ -116,7 +110,8 @@ TEST(NarSpoolStore, AVerifiedNarIsKeptAndServedAfterARestartWithoutDownload) {
 }
 
 TEST(NarSpoolStore, AKeptNarThatChangedOnDiskIsDownloadedAgain) {
-  std::string dir = fresh_dir("spool-store-changed");
+  TempDir temp("spool-store-changed");
+  std::string dir = temp.str();
   NarInfo ni = info();
   std::string hash = ni.store_path.substr(0, 32);
   std::string nar = data("signed.nar");
@@ -139,7 +134,8 @@ TEST(NarSpoolStore, AKeptNarThatChangedOnDiskIsDownloadedAgain) {
 }
 
 TEST(NarSpoolStore, AFailedDownloadLeavesNothingAndIsRetried) {
-  std::string dir = fresh_dir("spool-store-failed");
+  TempDir temp("spool-store-failed");
+  std::string dir = temp.str();
   NarInfo ni = info();
   std::string hash = ni.store_path.substr(0, 32);
   NarSpoolStore store(dir, 1 << 20);
@@ -162,7 +158,8 @@ TEST(NarSpoolStore, AFailedDownloadLeavesNothingAndIsRetried) {
 }
 
 TEST(NarSpoolStore, TheBoundEvictsTheLeastRecentlyUsed) {
-  std::string dir = fresh_dir("spool-store-bound");
+  TempDir temp("spool-store-bound");
+  std::string dir = temp.str();
   NarInfo ni = info();
   NarSpoolStore store(dir, ni.nar_size * 2);  // room for two
   auto download = [&]() -> Result<std::unique_ptr<NarSpool>> {

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "nar.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -17,26 +18,6 @@ namespace {
 namespace fs = std::filesystem;
 
 // A fresh directory, removed (after making it writable again) at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "lazystore-nar-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(path_, ec); !ec && it != fs::end(it);
-         it.increment(ec)) {
-      if (it->is_directory(ec) && !it->is_symlink(ec)) chmod(it->path().c_str(), 0755);
-    }
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 void write_file(const fs::path& path, std::string_view contents, mode_t mode = 0644) {
   std::ofstream(path, std::ios::binary) << contents;

@@ -8,6 +8,7 @@
 #include "closure.h"
 #include "progress.h"
 #include "ssh_session.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -51,8 +52,8 @@ TEST(PushClosure, ResolvesStorePathsAndSymlinks) {
   ASSERT_TRUE(direct.ok());
   EXPECT_EQ(*direct, "/nix/store/" + A);
 
-  auto dir = std::filesystem::temp_directory_path() / ("push_closure_test." + std::to_string(getpid()));
-  std::filesystem::create_directories(dir);
+  TempDir temp("push_closure_test");
+  const std::filesystem::path& dir = temp.path();
   std::filesystem::create_symlink("/nix/store/" + B, dir / "result");  // dangling on this host
   std::filesystem::create_symlink("result", dir / "result2");
   auto via = resolve_store_path((dir / "result2").string());
@@ -62,7 +63,6 @@ TEST(PushClosure, ResolvesStorePathsAndSymlinks) {
   EXPECT_FALSE(resolve_store_path((dir / "elsewhere").string()).ok());
   EXPECT_FALSE(resolve_store_path((dir / "nothing").string()).ok());
   EXPECT_FALSE(resolve_store_path("/nix/store/not-a-valid-hash").ok());
-  std::filesystem::remove_all(dir);
 }
 
 TEST(PushProgress, Formatting) {

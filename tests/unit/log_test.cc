@@ -1,6 +1,11 @@
-// Log lines are "PROGRAM: level: message", one write each, filtered by level.
+// Log lines are "PROGRAM: level: message", one write each, filtered by level; a log file gets
+// them with time and pid; a detached process keeps stderr unless syslog or a file takes over.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdlib>
+#include <regex>
 
 #include <cstdio>
 #include <fstream>
@@ -10,6 +15,7 @@
 #include <vector>
 
 #include "log.h"
+#include "test_support.h"
 
 namespace lazystore {
 namespace {
@@ -134,6 +140,79 @@ TEST_F(LogTest, ObserverSeesWhatIsLoggedUntilRemoved) {
   EXPECT_EQ(seen[1], std::make_pair(LogLevel::Error, std::string("upstream gone")));
   EXPECT_EQ(log_level_name(LogLevel::Warning), "warning");
   EXPECT_NE(capture.text().find("after removal"), std::string::npos);  // stderr still gets all
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+
+// Runs `body` in a child process (detach_logging changes fds 0-2 for good); true if it exited 0.
+template <class Body>
+bool in_child(Body body) {
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    body();
+    _exit(0);
+  }
+  int status = 0;
+  return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+TEST_F(LogTest, ALogFileGetsEveryLineWithTimeAndPid) {
+  TempDir dir;
+  std::string path = dir / "daemon.log";
+  StderrCapture capture;
+  ASSERT_TRUE(in_child([&] {
+    if (!set_log_file(path)) _exit(1);
+    LOG_WARNING("first %d", 1);
+    LOG_ERROR("second");
+  }));
+  std::string text = read_all(path);
+  std::regex lines(R"((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z lazystore\[\d+\]: )"
+                   R"((warning: first 1|error: second)\n){2})");
+  EXPECT_TRUE(std::regex_match(text, lines)) << text;
+  // In the foreground the lines reach stderr as well.
+  EXPECT_EQ(capture.text(), "lazystore: warning: first 1\nlazystore: error: second\n");
+}
+
+TEST_F(LogTest, AnUnwritableLogFileIsRefusedWithItsPath) {
+  auto opened = set_log_file("/nonexistent-directory/daemon.log");
+  ASSERT_FALSE(opened.ok());
+  EXPECT_NE(opened.error().message.find("/nonexistent-directory/daemon.log"), std::string::npos);
+}
+
+TEST_F(LogTest, DetachedWithALogFileOnlyTheFileGetsLines) {
+  TempDir dir;
+  std::string path = dir / "daemon.log";
+  StderrCapture capture;
+  ASSERT_TRUE(in_child([&] {
+    if (!set_log_file(path)) _exit(1);
+    LOG_WARNING("before");
+    detach_logging();
+    LOG_WARNING("after");
+    if (log_destination() != path) _exit(2);
+  }));
+  EXPECT_EQ(capture.text(), "lazystore: warning: before\n");
+  std::string text = read_all(path);
+  EXPECT_NE(text.find("warning: before\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("warning: after\n"), std::string::npos) << text;
+}
+
+TEST_F(LogTest, DetachedWithoutSyslogStderrStays) {
+  StderrCapture capture;
+  bool syslog = syslog_available();
+  ASSERT_TRUE(in_child([&] {
+    detach_logging();
+    LOG_WARNING("after detaching");
+    if (log_destination() != (syslog ? "syslog" : "stderr")) _exit(2);
+  }));
+  // Where there is no /dev/log (most containers) the line must not vanish.
+  EXPECT_EQ(capture.text(), syslog ? "" : "lazystore: warning: after detaching\n");
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 // `nix-store --generate-binary-cache-key` (tests/unit/data/http, signed with `nix store sign`).
 #include <gtest/gtest.h>
 
-#include "http_test_data.h"
+#include "test_support.h"
 #include "narinfo.h"
 
 namespace lazystore {
