@@ -209,7 +209,13 @@ Result<std::unique_ptr<MetadataCache>> MetadataCache::open(Upstream& upstream, s
 MetadataCache::~MetadataCache() {
   std::vector<std::shared_ptr<Walk>> walks;
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
+    // A tree is persisted only whole, and what was read from a store path must be served after a
+    // restart, offline too: walks still going get a moment to finish (bounded) before they stop.
+    auto deadline = std::chrono::steady_clock::now() + std::min<Clock::duration>(wait_timeout_, kFinishOnClose);
+    std::vector<std::shared_ptr<Walk>> going;
+    for (auto& [key, walk] : walks_) going.push_back(walk);
+    for (auto& walk : going) walk->changed.wait_until(lock, deadline, [&walk] { return walk->finished; });
     stopping_ = true;
     for (auto& [key, walk] : walks_) {
       walk->changed.notify_all();
@@ -324,8 +330,12 @@ std::optional<uint32_t> resolve_listed(const Tree& tree, const std::vector<bool>
 Result<SettledNode> MetadataCache::wait(std::shared_ptr<Walk> walk, Want want) {
   std::string what = walk->path.base_name() + (want.relative.empty() ? "" : "/" + std::string(want.relative));
   std::unique_lock lock(mutex_);
+  // Progress is what the walk reports, and any byte arriving over HTTP: there a walk is one whole
+  // download (a NAR or a manifest) that lists nothing until it ends, bounded by the upstream
+  // itself (upstream-timeout plus NarSize at a minimum rate).
+  auto progress = [this, &walk] { return walk->progress + stats_.http_bytes.load(std::memory_order_relaxed); };
   auto deadline = Clock::now() + wait_timeout_;
-  uint64_t seen = walk->progress;
+  uint64_t seen = progress();
   for (;;) {
     if (walk->result) {
       auto node = walk->result->tree.resolve(want.relative);
@@ -368,11 +378,11 @@ Result<SettledNode> MetadataCache::wait(std::shared_ptr<Walk> walk, Want want) {
         walk->wanted.push_back(dir);
       }
     }
-    if (walk->progress != seen) {
-      seen = walk->progress;
+    if (progress() != seen) {
+      seen = progress();
       deadline = Clock::now() + wait_timeout_;
     }
-    if (walk->changed.wait_until(lock, deadline) == std::cv_status::timeout && walk->progress == seen &&
+    if (walk->changed.wait_until(lock, deadline) == std::cv_status::timeout && progress() == seen &&
         !walk->finished) {
       stats_.upstream_timeouts++;
       return make_error(ETIMEDOUT, what + ": the listing made no progress within the deadline (upstream-timeout)");

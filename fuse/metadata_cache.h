@@ -92,8 +92,10 @@ class MetadataCache {
   static Result<std::unique_ptr<MetadataCache>> open(Upstream& upstream, std::string directory,
                                                      double negative_timeout_seconds, Stats& stats,
                                                      size_t max_nodes = kDefaultMaxNodes);
-  // Ends the walks still going (they stop at their next answer) and waits for them.
+  // Lets the walks still going finish (and be persisted) for up to kFinishOnClose, then ends
+  // them (they stop at their next answer) and waits for them.
   ~MetadataCache();
+  static constexpr std::chrono::seconds kFinishOnClose{5};
   MetadataCache(const MetadataCache&) = delete;
   MetadataCache& operator=(const MetadataCache&) = delete;
 

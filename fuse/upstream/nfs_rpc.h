@@ -13,18 +13,12 @@
 #include <functional>
 #include <string>
 
-#include "nar_listing.h"
-
 namespace lazystore {
 
 // Services the context until done() holds. The deadline restarts whenever `progress` changes.
 // Returns 0, or a negative errno after the context was destroyed (no answer in time, transport
 // error); destroying it cancels what is in flight, while the caller's state is still alive.
 using NfsPump = std::function<int(const std::function<bool()>& done, const size_t& progress)>;
-
-// The largest file an NFS server may describe: kMaxFileSize (nar_listing.h, 1 TiB), the bound
-// every upstream applies where sizes enter; a bigger size refuses its directory (EIO).
-constexpr uint64_t kNfsLargestFileSize = kMaxFileSize;
 
 // The root file handle of the export a context mounted over NFSv3 (from the MOUNT reply).
 std::string nfs3_root_handle(nfs_context* ctx);

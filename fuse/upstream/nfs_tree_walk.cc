@@ -52,9 +52,8 @@ void NfsTreeWalk::replied() {
 
 void NfsTreeWalk::resolved(std::optional<NodeType> type, uint64_t size, bool executable, std::string fh) {
   if (!type) return fail(EIO, root_path_ + ": not a file, directory or symlink");
-  if (*type == NodeType::Regular && size > kNfsLargestFileSize) {
-    return fail(EIO, root_path_ + ": the server says it has " + std::to_string(size) +
-                         " bytes, more than the largest file served (" + std::to_string(kNfsLargestFileSize) + ")");
+  if (*type == NodeType::Regular) {
+    if (auto fits = Tree::check_file_size(size, root_path_); !fits) return fail(EIO, fits.error().message);
   }
   if (*type == NodeType::Symlink && size > Tree::kMaxTargetLength) {
     return fail(EIO, root_path_ + ": symlink target too long");
@@ -95,9 +94,8 @@ void NfsTreeWalk::entry_known(size_t dir_index, size_t index, std::optional<Node
   if (!type) return fail(EIO, where(dir_index, e.entry.name) + ": not a file, directory or symlink");
   e.entry.type = *type;
   if (*type == NodeType::Regular) {
-    if (size > kNfsLargestFileSize) {
-      return fail(EIO, where(dir_index, e.entry.name) + ": the server says it has " + std::to_string(size) +
-                           " bytes, more than the largest file served (" + std::to_string(kNfsLargestFileSize) + ")");
+    if (auto fits = Tree::check_file_size(size, where(dir_index, e.entry.name)); !fits) {
+      return fail(EIO, fits.error().message);
     }
     e.entry.size = size;
     e.entry.executable = executable;

@@ -3,7 +3,7 @@
 // TreeBuilder's wanted ones), symlinks read as soon as they are seen; and each directory handed
 // to the builder once every entry of it is known (its parent's listing handed first), so that a
 // lookup is answered long before the walk ends. Sizes are bounded where they enter: a file
-// larger than kNfsLargestFileSize, a symlink longer than Tree::kMaxTargetLength, more than
+// larger than Tree::kMaxFileSize, a symlink longer than Tree::kMaxTargetLength, more than
 // Tree::kMaxNodes entries or a tree deeper than Tree::kMaxDepth end the walk with EIO.
 #pragma once
 

@@ -238,12 +238,12 @@ class NfsEarlyAnswerTest(NfsTestCase):
 
 
 class NfsAbsurdSizeTest(NfsTestCase):
-    """A server that describes a file of 2^52 bytes (a sparse file on a tmpfs, which ganesha's
+    """A server that describes a file of 2^52 + 4 KiB bytes (a sparse file on a tmpfs, which ganesha's
     VFS FSAL serves as it is): its store path, or the directory that holds it, answers EIO with a
     warning naming it; the rest of the store is served."""
 
     copy_fixture = False
-    HUGE = 1 << 52
+    HUGE = (1 << 52) + 4096  # past Tree::kMaxFileSize, the largest file served
 
     def setUp(self):
         super().setUp()
@@ -276,7 +276,7 @@ class NfsAbsurdSizeTest(NfsTestCase):
         self.assertEqual(read_file(daemon.path(self.fine, "ok.txt")), b"ok\n")
         warnings = daemon.stderr()
         for name in (self.whole, self.inside):
-            self.assertRegex(warnings, rf"warning: .*{name}.*{self.HUGE} bytes, more than the largest file served")
+            self.assertRegex(warnings, rf"warning: .*{name}.*{self.HUGE} bytes, more than the largest file lazystore serves")
         daemon.stop()
 
     def test_v4(self):

@@ -491,6 +491,44 @@ class WholeTreeUpstream final : public Upstream {
   Tree tree_;
 };
 
+// An HTTP walk is one whole download that lists nothing until it ends: bytes arriving are its
+// progress, so a download longer than the wait's deadline is waited for, not refused.
+class DownloadingUpstream final : public Upstream {
+ public:
+  DownloadingUpstream(Tree tree, Stats& stats) : tree_(std::move(tree)), stats_(stats) {}
+  std::string describe() const override { return "downloading"; }
+  Result<bool> exists(const StorePath&) override { return true; }
+  Result<std::vector<StorePath>> list_store() override { return std::vector<StorePath>{}; }
+  Result<Tree> list_tree(const StorePath&) override {
+    for (int i = 0; i < 40; ++i) {  // 1 s in all, a byte every 25 ms: a slow link, not a stall
+      stats_.http_bytes += 1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return tree_;
+  }
+  Result<size_t> read(const StorePath&, const Tree&, uint32_t, uint64_t, std::span<std::byte>) override {
+    return make_error(EIO, "no reads here");
+  }
+  Result<UpstreamStatfs> statfs() override { return UpstreamStatfs{}; }
+
+ private:
+  Tree tree_;
+  Stats& stats_;
+};
+
+TEST(MetadataWholeTreeTest, ASlowDownloadThatKeepsArrivingIsNoStall) {
+  TempDir dir("lazystore-download-test");
+  Stats stats;
+  DownloadingUpstream upstream(deep_tree(), stats);
+  MetadataCache::Options options;
+  options.wait_timeout_seconds = 0.3;
+  auto meta = MetadataCache::open(upstream, dir / "meta", stats, options);
+  ASSERT_TRUE(meta.ok());
+  auto got = (*meta)->get(StorePath(kA));
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(stats.upstream_timeouts.load(), 0u);
+}
+
 TEST(MetadataWholeTreeTest, AWholeListingKeepsEverythingItSaysAboutItsFiles) {
   Tree tree = deep_tree();
   for (TreeNode& node : tree.nodes) {
