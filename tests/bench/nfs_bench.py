@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,7 @@ SOURCE_ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import lazystore_testlib as lib  # noqa: E402
 import nfs_server  # noqa: E402
+import ssh_server  # noqa: E402
 
 DEFAULT_BIN = os.path.join(SOURCE_ROOT, "build", "fuse", "lazystore")
 READERS = (1, 8)
@@ -75,51 +75,17 @@ def wait_for(predicate, seconds, what):
     nfs_server.wait_until(predicate, seconds, what)
 
 
-class Sshd:
-    """A private sshd on 127.0.0.1 (own host key, one generated client key, sftp-server)."""
+class Sshd(ssh_server.Sshd):
+    """A private sshd on 127.0.0.1 (own host key, one generated client key, sftp-server): the
+    test library's (tests/integration/ssh_server.py), started at once."""
 
     def __init__(self, work):
-        self.work = work
-        os.makedirs(work, mode=0o700)
-        self.port = nfs_server.free_port()
-        self.host_key = os.path.join(work, "host_ed25519")
-        self.client_key = os.path.join(work, "client_ed25519")
-        for key in (self.host_key, self.client_key):
-            lib.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
-        shutil.copy(self.client_key + ".pub", os.path.join(work, "authorized_keys"))
-        self.config = os.path.join(work, "sshd_config")
-        with open(self.config, "w") as f:
-            f.write(f"""Port {self.port}
-ListenAddress 127.0.0.1
-HostKey {self.host_key}
-PidFile {work}/sshd.pid
-AuthorizedKeysFile {work}/authorized_keys
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-Subsystem sftp /usr/lib/openssh/sftp-server
-LogLevel ERROR
-""")
-        self.created_run_dir = False
-        if not os.path.isdir("/run/sshd"):  # sshd's privilege separation directory
-            os.makedirs("/run/sshd", mode=0o755)
-            self.created_run_dir = True
-        self.log = open(os.path.join(work, "sshd.log"), "wb")
-        self.process = subprocess.Popen(["/usr/sbin/sshd", "-f", self.config, "-D", "-e"],
-                                        stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-
-        def up():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sshd exited {self.process.returncode}: {self.log_text()}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-        wait_for(up, 30, "sshd listening")
+        super().__init__(work, sftp=True, log_level="ERROR")
+        self.client_key = self.authorize("bench", key=os.path.join(work, "client_ed25519"), client_options=())
+        self.start()
 
     def log_text(self):
-        with open(os.path.join(self.work, "sshd.log"), errors="replace") as f:
-            return f.read()[-2000:]
+        return self.log()[-2000:]
 
     def sshfs_options(self):
         return (f"IdentityFile={self.client_key},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,"
@@ -127,22 +93,6 @@ LogLevel ERROR
                 # Debian's sshfs 3.7.3-1.2~deb12u1 refuses (EPERM) symlink targets with ".." or
                 # a leading "/" unless told otherwise; a Nix store is full of both.
                 "no_contain_symlinks")
-
-    def close(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-        self.log.close()
-        if self.created_run_dir:
-            try:
-                os.rmdir("/run/sshd")
-            except OSError:
-                pass
 
 
 class Sshfs:
@@ -244,12 +194,7 @@ def main():
         # The same export from a second ganesha that sends numeric owners ("0", as the kernel's
         # nfsd does for AUTH_SYS by default) instead of "root@localdomain": libnfs 4.0 maps
         # every owner/group name it receives through NSS (getpwnam/getgrnam), per entry.
-        numeric = nfs_server.Ganesha(export, os.path.join(work, "ganesha-numeric"), protocols=(4,))
-        with open(numeric.config) as f:
-            config = f.read()
-        with open(numeric.config, "w") as f:
-            f.write(config.replace("NFSV4 {", "NFSV4 { Allow_Numeric_Owners = true; Only_Numeric_Owners = true;"))
-        numeric.start()
+        numeric = nfs_server.Ganesha.v4(export, os.path.join(work, "ganesha-numeric"), numeric_owners=True)
         numeric_url = numeric.url(4)
         sshd = Sshd(os.path.join(work, "ssh"))
         sshfs = Sshfs(sshd, export, ssh_mnt)

@@ -16,18 +16,8 @@ import time
 START_DEADLINE = 20.0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _port_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+# Their home is lazystore_testlib; tests import free_port from here too.
+from lazystore_testlib import free_port, port_open as _port_open  # noqa: E402,F401
 
 
 class Nginx:

@@ -22,6 +22,7 @@ import random
 import re
 import signal
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -52,6 +53,96 @@ def run(argv, **kwargs):
 
 def random_hash(rng=random):
     return "".join(rng.choice(NIX32) for _ in range(32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports, deadlines, processes (the one home: nfs_server, http_server, ssh_server, serve.py)
+# ---------------------------------------------------------------------------------------------
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (the kernel's choice); bind it soon."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    """Whether something accepts TCP connections on host:port now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, deadline_seconds, what):
+    """Polls predicate() until it is true; AssertionError naming `what` past the deadline."""
+    deadline = time.monotonic() + deadline_seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {deadline_seconds} s")
+        time.sleep(0.05)  # polling interval, bounded by the deadline
+
+
+# Shell: lazily unmounts, in the current mount namespace, every FUSE mount it holds. A server
+# started in a new mount namespace (unshare --mount) gets a copy of every mount there is, other
+# tests' FUSE mounts too, and a copy keeps its FUSE connection (and daemon) alive after that
+# test's own unmount: such servers detach the copies at once.
+DETACH_FUSE_MOUNTS = ("awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") { if ($(i + 1) ~ /^fuse/) print $5; break }}' "
+                      "/proc/self/mountinfo | while read -r m; do umount -l \"$m\"; done; ")
+
+
+def _start_time(pid):
+    """The start time of process pid (clock ticks since boot), or None when it is gone: with the
+    pid it names one process, never a later one that reuses the pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def descendants(pid):
+    """[(pid, start time)] of every living descendant of pid, children first."""
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop(0)
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            for child in children:
+                started = _start_time(child)
+                if started is not None:
+                    found.append((child, started))
+                    queue.append(child)
+    return found
+
+
+def terminate_processes(processes, deadline_seconds):
+    """SIGTERM to each (pid, start time) still alive, SIGKILL to those left at the deadline;
+    returns the pids still alive after that (none, normally)."""
+    def alive():
+        return [(pid, t) for pid, t in processes if _start_time(pid) == t]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid, _ in alive():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + deadline_seconds
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling interval, bounded by the deadline
+        if not alive():
+            return []
+    return [pid for pid, _ in alive()]
 
 
 def require_environment(daemon=True):
@@ -761,6 +852,68 @@ class Daemon:
 
 def cached_bytes(path):
     return int(os.getxattr(path, "user.lazystore.cached").decode().strip())
+
+
+def executor_argv(mountpoint, argv, chdir="/"):
+    """argv as a build executor runs it: the rest of the host as it is, the mount at /nix/store
+    (over a tmpfs /nix, so the host's own /nix is never seen)."""
+    return ["bwrap", "--dev-bind", "/", "/", "--tmpfs", "/nix", "--bind", mountpoint, "/nix/store",
+            "--chdir", chdir, "--", *argv]
+
+
+class FuseProcess:
+    """Another FUSE program in the foreground (a benchmark peer: sshfs, rclone mount), our child,
+    its output in log_path: started and awaited in /proc/self/mountinfo (deadline), stopped with
+    `fusermount3 -u` (then a lazy unmount if it has to be killed)."""
+
+    DEADLINE = 30.0
+
+    def __init__(self, argv, mountpoint, log_path, env=None):
+        self.argv, self.mountpoint, self.log_path, self.env = list(argv), mountpoint, log_path, env
+        self.process = None
+
+    def start(self):
+        assert self.process is None, "already running"
+        if mountinfo_entry(self.mountpoint) is not None:
+            raise RuntimeError(f"{self.mountpoint} is already a mount point")
+        with open(self.log_path, "ab") as out:
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                            env=self.env)
+
+        def up():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.argv[0]} exited {self.process.returncode}: {self.tail()}")
+            return mountinfo_entry(self.mountpoint) is not None
+        try:
+            wait_until(up, self.DEADLINE, f"{self.argv[0]} mounted at {self.mountpoint}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def tail(self, size=1500):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-size:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        """Unmounts and waits for the program (deadline); its exit status (None: killed)."""
+        if self.process is None:
+            return None
+        if mountinfo_entry(self.mountpoint) is not None:
+            subprocess.run(["fusermount3", "-u", self.mountpoint], stderr=subprocess.DEVNULL)
+        try:
+            code = self.process.wait(timeout=self.DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=self.DEADLINE)
+            code = None
+        if mountinfo_entry(self.mountpoint) is not None:
+            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], stderr=subprocess.DEVNULL)
+        self.process = None
+        return code
 
 
 # ---------------------------------------------------------------------------------------------

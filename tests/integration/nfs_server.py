@@ -12,14 +12,14 @@ walk takes many round trips, a lookup of the deep file few.
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 import uuid
 
 from fault_proxy import FaultProxy
-from lazystore_testlib import Daemon, log
+# free_port, wait_until and DETACH_FUSE_MOUNTS live in lazystore_testlib; tests import them from
+# here too.
+from lazystore_testlib import DETACH_FUSE_MOUNTS, Daemon, free_port, log, wait_until  # noqa: F401
 
 CLONE_NEWNET = 0x40000000
 MOUNT_PORT = 20048
@@ -27,27 +27,10 @@ MOUNT_PORT = 20048
 START_DEADLINE = 30.0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, deadline_seconds, what):
-    deadline = time.monotonic() + deadline_seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {deadline_seconds} s")
-        time.sleep(0.05)  # polling interval, bounded by the deadline
-
-
-# Shell: lazily unmounts, in the current mount namespace, every FUSE mount it holds.
-DETACH_FUSE_MOUNTS = ("awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") { if ($(i + 1) ~ /^fuse/) print $5; break }}' "
-                      "/proc/self/mountinfo | while read -r m; do umount -l \"$m\"; done; ")
-
-
 class Ganesha:
-    def __init__(self, export_dir, work, protocols, netns=None):
+    def __init__(self, export_dir, work, protocols, netns=None, numeric_owners=False):
+        """numeric_owners: NFSv4 owners as numbers ("0", as the kernel's nfsd sends for AUTH_SYS)
+        instead of names ("root@localdomain"), which libnfs resolves through NSS per entry."""
         self.export_dir = export_dir
         self.work = work
         self.protocols = protocols
@@ -60,6 +43,7 @@ class Ganesha:
         self.log_path = os.path.join(work, "ganesha.log")
         recovery = os.path.join(work, "recovery")
         os.makedirs(recovery, exist_ok=True)
+        owners = "Allow_Numeric_Owners = true; Only_Numeric_Owners = true; " if numeric_owners else ""
         protos = ", ".join(str(p) for p in protocols)
         # In a private namespace, all addresses are loopback (and ganesha cannot resolve
         # 127.0.0.1 without a configured non-loopback address).
@@ -73,7 +57,7 @@ NFS_CORE_PARAM {{
   Enable_NLM = false;
   Enable_RQUOTA = false;
 }}
-NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = "{recovery}"; }}
+NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = "{recovery}"; {owners}}}
 NFS_KRB5 {{ Active_krb5 = false; }}
 EXPORT {{
   Export_Id = 1;
@@ -90,8 +74,8 @@ LOG {{ Default_Log_Level = WARN; }}
 """)
 
     @classmethod
-    def v4(cls, export_dir, work):
-        return cls(export_dir, work, protocols=(4,)).start()
+    def v4(cls, export_dir, work, **options):
+        return cls(export_dir, work, protocols=(4,), **options).start()
 
     @classmethod
     def v3(cls, export_dir, work):

@@ -14,6 +14,9 @@ done
 SOURCE_ROOT=${SOURCE_ROOT:?set SOURCE_ROOT to the source tree}
 WRAPPER=$SOURCE_ROOT/packaging/server/lazystore-serve
 
+# shellcheck source=../integration/serve.sh
+source "$SOURCE_ROOT/tests/integration/serve.sh"
+
 WORK=$(mktemp -d /tmp/lazystore-push-test.XXXXXX)
 SSHD_PID=""
 EXTRA_CLEANUP=()
@@ -22,10 +25,7 @@ cleanup() {
   local hook
   for hook in "${EXTRA_CLEANUP[@]}"; do eval "$hook" || true; done
   /usr/bin/python3 "$SOURCE_ROOT/tests/push/stop_persistent.py" "$WORK" 2>/dev/null || true
-  if [ -n "$SSHD_PID" ]; then
-    kill "$SSHD_PID" 2>/dev/null || true
-    wait "$SSHD_PID" 2>/dev/null || true
-  fi
+  serve_stop SSHD || echo "sshd did not stop cleanly (status $?): $(tail -n 5 "$WORK/serve-sshd.log" 2>/dev/null)"
   # Server-side nix-store processes end on EOF; let them go before their store is removed.
   local deadline=$((SECONDS + 10))
   while pgrep -f -- "local.root=$WORK/" > /dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
@@ -62,10 +62,8 @@ ROOTS_DIR=$SRV/nix/var/nix/gcroots/lazystore
 dev_store() { nix-store --store "$DEV_STORE" "$@"; }
 srv_store() { nix-store --store "$SRV_STORE" "$@"; }
 
-# A free TCP port on 127.0.0.1 (the kernel picks it; sshd binds it right after).
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# A free TCP port on 127.0.0.1 (the kernel picks it), from the test library.
+free_port() { serve_free_port; }
 
 # Polls `cmd` until it succeeds or `seconds` pass.
 wait_until() {
@@ -79,43 +77,15 @@ wait_until() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# sshd from the test library (tests/integration/serve.sh: ssh_server.Sshd, as the Python tests
+# and the demo start it): in $WORK its hostkey, authorized_keys, known_hosts, sshd.log and
+# ssh_config with the alias nix-server for $WORK/userkey, whose authorized_keys line runs the
+# forced-command wrapper on the server store. Sets PORT and SSHD_PID.
 start_sshd() {
-  mkdir -p /run/sshd  # sshd's privilege-separation directory
-  ssh-keygen -q -t ed25519 -N '' -f "$WORK/hostkey" -C lazystore-test-host
-  ssh-keygen -q -t ed25519 -N '' -f "$WORK/userkey" -C lazystore-test-user
-  PORT=$(free_port)
   local command="NIX_CONF_DIR=$NIX_CONF_DIR exec $WRAPPER --store '$SRV_STORE' --roots-dir $ROOTS_DIR"
-  printf 'restrict,command="%s" %s\n' "$command" "$(cat "$WORK/userkey.pub")" > "$WORK/authorized_keys"
-  cat > "$WORK/sshd_config" <<CONF
-Port $PORT
-ListenAddress 127.0.0.1
-HostKey $WORK/hostkey
-AuthorizedKeysFile $WORK/authorized_keys
-PermitRootLogin prohibit-password
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PidFile none
-LogLevel INFO
-CONF
-  # sshd runs commands through the login shell; this machine's /root/.bashrc spends seconds in
-  # tool setup, so sshd gets a private mount namespace where that file is empty.
-  : > "$WORK/empty-bashrc"
-  unshare --mount --propagation private /bin/sh -c \
-    'mount --bind "$1" /root/.bashrc 2>/dev/null || true; exec /usr/sbin/sshd -f "$2" -D -e' \
-    sh "$WORK/empty-bashrc" "$WORK/sshd_config" 2>"$WORK/sshd.log" &
-  SSHD_PID=$!
-  wait_until 10 port_open "$PORT" || fail "sshd did not start listening on port $PORT"
-  echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$WORK/hostkey.pub")" > "$WORK/known_hosts"
-  cat > "$WORK/ssh_config" <<CONF
-Host nix-server
-  Hostname 127.0.0.1
-  Port $PORT
-  User root
-  IdentityFile $WORK/userkey
-  UserKnownHostsFile $WORK/known_hosts
-CONF
+  serve_start SSHD "$WORK/serve-sshd.log" sshd --dir "$WORK" --alias nix-server --key "$WORK/userkey" \
+    --key-options "restrict,command=\"$command\"" --plain-client || fail "sshd did not start"
+  PORT=$SSHD_PORT
 }
 
 # lazystore-push with the test's ssh config and local store; PUSH_PROTOCOL=daemon|serve picks a
