@@ -1,6 +1,7 @@
 // One NFSv4 READ as a single raw COMPOUND: PUTFH + READ when the file's handle is known, else
-// PUTROOTFH, LOOKUP every component, GETFH, READ. It reads with the anonymous stateid (RFC 7530
-// 9.1.4.3: no OPEN, OPEN_CONFIRM or CLOSE round trips, no owner strings resolved through NSS).
+// PUTROOTFH, LOOKUP every component, GETFH, READ. It reads with a special stateid (the READ-bypass
+// one, RFC 7530 9.1.4.3: no OPEN, OPEN_CONFIRM or CLOSE round trips, no owner strings resolved
+// through NSS, and no wait for the server's grace period after a restart).
 #pragma once
 
 #include <cstddef>
