@@ -361,6 +361,28 @@ class NFSv4Root(LazystoreTestCase):
         print(f"\n  served through {source}", flush=True)
 
 
+class Kernel61(LazystoreTestCase):
+    """What the guest's kernel (the 6.1 of Debian 12 executors) does with the FUSE mount."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.paths = guest.manifest()
+
+    def test_walk_without_per_entry_lookups(self):
+        """A cold walk (W1's `find -printf '%s %m %l'`) of a store path with a 178-entry directory
+        sends no LOOKUP per entry: every readdir is a READDIRPLUS (6.1's "auto" mode asks plus
+        for a directory's first page only)."""
+        headers = self.paths["headers"]
+        daemon = self.mount(source=guest.SOURCE_V3, options={"upstream-timeout": UPSTREAM_TIMEOUT})
+        entries = 1 + sum(len(d) + len(f) for _, d, f in os.walk(os.path.join(guest.EXPORT, headers)))
+        before = daemon.stats().get("lookups", 0)
+        listed = guest.run(["find", daemon.path(headers), "-printf", "%s %m %l\n"]).count("\n")
+        lookups = daemon.stats().get("lookups", 0) - before
+        self.assertEqual(listed, entries)
+        print(f"\n  {lookups} LOOKUPs for a walk of {entries} entries", flush=True)
+        self.assertLessEqual(lookups, 2, f"{lookups} LOOKUPs for a walk of {entries} entries")
+
+
 class NFSv3(Checks, LazystoreTestCase):
     SOURCE = guest.SOURCE_V3
 

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 EXPORT = os.environ.get("LAB_EXPORT", "/srv/nix/store")
+SERVER = os.environ.get("LAB_SERVER", "127.0.0.1")
 OUT = os.environ.get("LAB_OUT", "/lab/out")
 SCRATCH = os.environ.get("LAB_SCRATCH", "/lab/scratch")
 SOURCE_V3 = os.environ.get("LAB_SOURCE_V3", "127.0.0.1:/srv/nix/store")

@@ -24,7 +24,8 @@ import lab_store  # noqa: E402
 from lazystore_testlib import log, skip  # noqa: E402
 
 # Every check guest_conformance.py must report (a missing one is a failure too).
-EXPECTED = ["ServerChecks.test_export_line", "NFSv4Root.test_explicit_fsid0_root"] + [
+EXPECTED = ["ServerChecks.test_export_line", "NFSv4Root.test_explicit_fsid0_root",
+            "Kernel61.test_walk_without_per_entry_lookups"] + [
     f"{version}.test_{check}" for version in ("NFSv3", "NFSv4") for check in (
         "content", "new_path_appears", "locked_path_hidden", "server_stopped_and_restarted",
         "root_squash", "unprivileged_source_port", "kill9_during_cold_read")]
