@@ -78,13 +78,20 @@ class LazystoreLab(suite.Lazystore):
         super().__init__(work, source, {"upstream-timeout": 60})
         self.port = 2049
 
+    def cpu_seconds(self):
+        """User + system CPU time of the serving process so far (where a run's time goes)."""
+        with open(f"/proc/{self.daemon.serving_pid()}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def measure(system, argv, key, wl, runs, hot_runs, work, guestlib):
     """One cell, as suite.py measures it: `runs` cold and disk-warm pairs, then `hot_runs`."""
     cell = {state: [] for state in STATES}
     cell.update({"problem": None, "server_bytes": [], "upstream_bytes": [],
-                 "warm_is_cold": False, "counters": {}})
+                 "warm_is_cold": False, "counters": {}, "cpu": {state: [] for state in STATES}})
     counters = getattr(system, "counters", None)
+    cpu = getattr(system, "cpu_seconds", None)
     capture = key == "W1"
     try:
         for run in range(runs):
@@ -98,11 +105,14 @@ def measure(system, argv, key, wl, runs, hot_runs, work, guestlib):
                 guestlib.drop_caches()
                 before, up_before = system.server_bytes(), system.upstream_bytes()
                 c0 = counters() if counters else None
+                cpu0 = cpu() if cpu else None
                 seconds, result = suite.timed(argv, capture)
                 problem = wl.validate(key, result)
                 if problem:
                     raise RuntimeError(f"{state}: {problem}")
                 cell[state].append(seconds)
+                if cpu:
+                    cell["cpu"][state].append(cpu() - cpu0)
                 if state == "cold" and before is not None:
                     cell["server_bytes"].append(system.server_bytes() - before)
                 if state == "cold" and up_before is not None:
@@ -114,9 +124,12 @@ def measure(system, argv, key, wl, runs, hot_runs, work, guestlib):
         if problem:
             raise RuntimeError("hot: " + problem)
         c0 = counters() if counters else None
+        cpu0 = cpu() if cpu else None
         cell["hot"] = suite.hyperfine(argv, hot_runs, os.path.join(work, "hf.json"))
         if counters:
             cell["counters"]["hot"] = suite.counter_delta(c0, counters())
+        if cpu:
+            cell["cpu"]["hot"].append((cpu() - cpu0) / hot_runs)
     except (RuntimeError, OSError, suite.subprocess.TimeoutExpired) as e:
         cell["problem"] = (str(e).strip().splitlines() or [repr(e)])[0][:300]
         lib.log(f"{key} on {system.name}: {cell['problem']}")

@@ -151,10 +151,12 @@ def markdown(results):
                 cells.append("–" if sent is None else f"{_fmt_b(sent)} ({sent / w5['read_bytes']:.2f}×)")
             add(f"| {rtt:g} ms | {key} | {w5['files']} | {_fmt_b(w5['read_bytes'])} | " + " | ".join(cells) + " |")
     add("")
-    fields = ("upstream_requests", "upstream_bytes", "chunk_misses", "chunk_hits", "metadata_misses")
+    fields = ("upstream_requests", "upstream_bytes", "chunk_misses", "chunk_hits", "metadata_misses", "lookups")
     add("## lazystore counters, first cold and disk-warm run\n")
-    add("| RTT | workload | system | state | " + " | ".join(fields) + " |")
-    add("|---|---|---|---|" + "---:|" * len(fields))
+    add("Deltas of `user.lazystore.stats` over the timed command; CPU = user + system time of the serving "
+        "process during it (median), beside the command's wall time.\n")
+    add("| RTT | workload | system | state | wall | CPU | " + " | ".join(fields) + " |")
+    add("|---|---|---|---|---:|---:|" + "---:|" * len(fields))
     for rtt in results["rtts"]:
         for key in keys:
             for system in [s for s in OURS if s in names]:
@@ -162,7 +164,9 @@ def markdown(results):
                 for state in ("cold", "disk-warm"):
                     c = (cell or {}).get("counters", {}).get(state)
                     if c is not None:
-                        add(f"| {rtt:g} | {key} | {names[system]} | {state} | "
+                        cpu = _median(cell.get("cpu", {}).get(state, []))
+                        add(f"| {rtt:g} | {key} | {names[system]} | {state} | {_fmt_s(_median(cell[state]))} | "
+                            f"{_fmt_s(cpu) if cpu is not None else '–'} | "
                             + " | ".join(str(c.get(f, 0)) for f in fields) + " |")
     add("")
     if results.get("lazystore_problems"):
