@@ -260,6 +260,7 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
   const StoreTreePtr& tree = ref->tree;
   const TreeNode& dir = tree->tree.nodes[ref->node];
   if (dir.type != NodeType::Directory) return reply_error(req, ENOTDIR);
+  std::vector<uint64_t> acquired;  // lookups this reply hands the kernel
   for (off_t i = offset; i < static_cast<off_t>(dir.children.size()) + 2; ++i) {
     bool fits;
     if (i < 2) {
@@ -281,14 +282,21 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
         e.attr = attributes(e.ino, *tree, child);
         e.attr_timeout = e.entry_timeout = kForever;
         fits = add(name, e.attr, &e, i);
-        if (!fits) inodes_.forget(e.ino, 1);
+        if (fits) {
+          acquired.push_back(e.ino);
+        } else {
+          inodes_.forget(e.ino, 1);
+        }
       } else {
         fits = add(name, attributes(inodes_.number_of(*tree, child), *tree, child), nullptr, i);
       }
     }
     if (!fits) break;
   }
-  fuse_reply_buf(req, buffer.data(), used);
+  if (fuse_reply_buf(req, buffer.data(), used) != 0) {
+    // The kernel did not take them (e.g. a replayed request it had answered before a crash).
+    for (uint64_t number : acquired) inodes_.forget(number, 1);
+  }
 }
 
 void Filesystem::releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {

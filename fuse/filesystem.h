@@ -26,7 +26,9 @@ class Filesystem {
   // The ops, called through operations() with `this` as the session's userdata.
   void init(fuse_conn_info* conn);
   void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
-  void forget(fuse_ino_t ino, uint64_t count) { inodes_.forget(ino, count); }
+  void forget(fuse_ino_t ino, uint64_t count) {
+    if (inodes_.forget(ino, count)) stats_.forgotten_inodes++;
+  }
   void getattr(fuse_req_t req, fuse_ino_t ino);
   void readlink(fuse_req_t req, fuse_ino_t ino);
   void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);

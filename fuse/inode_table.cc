@@ -11,9 +11,6 @@ uint64_t hash_number(const std::string& key, uint64_t salt) {
   return h < 2 ? h + 2 : h;  // 0 is invalid and 1 is the root
 }
 
-// An adopted inode's kernel lookup count is unknown: it is kept until the mount ends.
-constexpr uint64_t kAdoptedLookups = uint64_t{1} << 62;
-
 }  // namespace
 
 uint64_t InodeTable::number_locked(const std::string& key) {
@@ -23,7 +20,7 @@ uint64_t InodeTable::number_locked(const std::string& key) {
     auto it = entries_.find(ino);
     if (it == entries_.end()) {
       auto restored = restored_.find(ino);
-      if (restored != restored_.end() && restored->second != key) continue;  // an earlier server's
+      if (restored != restored_.end() && restored->second.key != key) continue;  // an earlier server's
       if (salt != 0) colliding_[key] = ino;
       return ino;
     }
@@ -44,38 +41,58 @@ uint64_t InodeTable::number_of_key(const std::string& key) {
   return number_locked(key);
 }
 
+void InodeTable::journal_locked(uint64_t ino, Entry& entry) {
+  if (!journal_) return;
+  if (entry.record != InodeJournal::kNoRecord) {
+    journal_->set_lookups(entry.record, entry.lookups);
+    return;
+  }
+  auto written = journal_->append(ino, entry.key, entry.lookups);
+  if (!written) {
+    // A later server could not answer for this inode (ESTALE); this one still can.
+    LOG_WARNING("%s", written.error().message.c_str());
+    return;
+  }
+  entry.record = *written;
+}
+
 uint64_t InodeTable::acquire(const StoreTreePtr& tree, uint32_t node) {
   std::string key = tree->key_of(node);
   std::lock_guard lock(mutex_);
   uint64_t ino = number_locked(key);
   Entry& entry = entries_[ino];
   if (entry.lookups == 0) {
-    if (journal_ && journaled_.insert(ino).second) {
-      if (auto written = journal_->append(ino, key); !written) {
-        // A later server could not answer for this inode (ESTALE); this one still can.
-        LOG_WARNING("%s", written.error().message.c_str());
-      }
+    entry = Entry{InodeRef{tree, node}, std::move(key), 0, InodeJournal::kNoRecord};
+    if (auto restored = restored_.find(ino); restored != restored_.end()) {
+      // Held by the kernel since an earlier server (number_locked made sure the key is this one).
+      entry.lookups = restored->second.lookups;
+      entry.record = restored->second.record;
+      restored_.erase(restored);
     }
-    entry = Entry{InodeRef{tree, node}, std::move(key), 0};
   }
   entry.lookups++;
+  journal_locked(ino, entry);  // before the reply: a kill leaves the count high, never low
   return ino;
 }
 
 void InodeTable::attach_journal(InodeJournal& journal, std::vector<InodeJournal::Record> records) {
   std::lock_guard lock(mutex_);
   journal_ = &journal;
-  for (auto& [ino, key] : records) {
-    journaled_.insert(ino);
-    restored_[ino] = std::move(key);
+  for (auto& record : records) {
+    restored_[record.ino] = Restored{std::move(record.key), record.lookups, record.at};
   }
+}
+
+size_t InodeTable::restored_count() const {
+  std::lock_guard lock(mutex_);
+  return restored_.size();
 }
 
 std::optional<std::string> InodeTable::restored_key(uint64_t ino) const {
   std::lock_guard lock(mutex_);
   auto it = restored_.find(ino);
   if (it == restored_.end()) return std::nullopt;
-  return it->second;
+  return it->second.key;
 }
 
 void InodeTable::adopt(uint64_t ino, const StoreTreePtr& tree, uint32_t node) {
@@ -83,9 +100,9 @@ void InodeTable::adopt(uint64_t ino, const StoreTreePtr& tree, uint32_t node) {
   auto restored = restored_.find(ino);
   if (restored == restored_.end()) return;  // adopted by a concurrent request already
   Entry& entry = entries_[ino];
-  if (entry.lookups == 0) entry = Entry{InodeRef{tree, node}, std::move(restored->second), 0};
+  if (entry.lookups == 0) entry = Entry{InodeRef{tree, node}, restored->second.key, 0, restored->second.record};
   if (hash_number(entry.key, 0) != ino) colliding_[entry.key] = ino;
-  entry.lookups += kAdoptedLookups;
+  entry.lookups += restored->second.lookups;
   restored_.erase(restored);
 }
 
@@ -96,21 +113,53 @@ std::optional<InodeRef> InodeTable::find(uint64_t ino) const {
   return it->second.ref;
 }
 
-void InodeTable::forget(uint64_t ino, uint64_t count) {
+bool InodeTable::forget(uint64_t ino, uint64_t count) {
   std::lock_guard lock(mutex_);
-  auto it = entries_.find(ino);
-  if (it == entries_.end()) return;
-  if (it->second.lookups <= count) {
-    colliding_.erase(it->second.key);
-    entries_.erase(it);
-  } else {
-    it->second.lookups -= count;
+  auto entry = entries_.find(ino);
+  auto restored = entry == entries_.end() ? restored_.find(ino) : restored_.end();
+  if (entry == entries_.end() && restored == restored_.end()) return false;
+  uint64_t& lookups = entry != entries_.end() ? entry->second.lookups : restored->second.lookups;
+  uint64_t record = entry != entries_.end() ? entry->second.record : restored->second.record;
+  if (lookups > count) {
+    lookups -= count;
+    if (journal_) journal_->set_lookups(record, lookups);
+    return false;
   }
+  if (journal_) journal_->set_lookups(record, 0);
+  if (entry != entries_.end()) {
+    colliding_.erase(entry->second.key);
+    entries_.erase(entry);
+  } else {
+    restored_.erase(restored);
+  }
+  if (journal_ && journal_->wants_compaction()) compact_locked();
+  return true;
+}
+
+void InodeTable::compact_locked() {
+  std::vector<InodeJournal::Live> live;
+  live.reserve(entries_.size() + restored_.size());
+  for (auto& [ino, entry] : entries_) {
+    if (entry.record != InodeJournal::kNoRecord) live.push_back({ino, entry.key, entry.lookups, &entry.record});
+  }
+  for (auto& [ino, restored] : restored_) {
+    if (restored.record != InodeJournal::kNoRecord) {
+      live.push_back({ino, restored.key, restored.lookups, &restored.record});
+    }
+  }
+  uint64_t before = journal_->bytes();
+  if (auto compacted = journal_->compact(live); !compacted) {
+    LOG_WARNING("%s", compacted.error().message.c_str());
+    return;
+  }
+  LOG_INFO("inode journal compacted from %llu to %llu bytes (%zu numbers the kernel holds)",
+           static_cast<unsigned long long>(before), static_cast<unsigned long long>(journal_->bytes()),
+           live.size());
 }
 
 size_t InodeTable::size() const {
   std::lock_guard lock(mutex_);
-  return entries_.size();
+  return entries_.size() + restored_.size();
 }
 
 }  // namespace lazystore

@@ -5,10 +5,13 @@
 // is resolved by rehashing with a counter; that number then depends on which key came first.
 // An entry lives while the kernel holds a lookup on it and is dropped by forget().
 //
-// Under a supervisor every number handed out is also written to an InodeJournal. A server that
-// takes over after a crash loads it: the kernel still holds those numbers (and open files and
-// lookups on them), so find() misses are answered from the journal's keys (`restored_key`),
-// and `adopt` makes such an inode live for the rest of the mount (its lookup count is unknown).
+// Under a supervisor every number handed out is also written, with its lookup count, to the
+// mount's InodeJournal. A server that takes over after a crash loads the live ones: the kernel
+// still holds those numbers (and open files and lookups on them), so find() misses are answered
+// from the journal's keys (`restored_key`), and `adopt` makes such an inode live again with the
+// count it had. Counts carry over between servers (raised before each reply, so a kill can
+// leave one too high, never too low; lowered by the kernel's FORGET), so an entry, restored or
+// live, goes when the kernel forgets it: the table and the journal hold what the kernel holds.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +19,6 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "inode_journal.h"
@@ -40,12 +42,14 @@ class InodeTable {
   // The inode of a node with one more kernel lookup reference.
   uint64_t acquire(const StoreTreePtr& tree, uint32_t node);
   std::optional<InodeRef> find(uint64_t ino) const;
-  void forget(uint64_t ino, uint64_t count);
-  size_t size() const;
+  // Drops `count` kernel lookups; true when that was the last one (the number is forgotten).
+  bool forget(uint64_t ino, uint64_t count);
+  size_t size() const;  // numbers the kernel holds: live and restored
 
   // Records every new number in `journal` from now on, after taking over `records`, the numbers
   // an earlier server of this mount handed out. The journal outlives the table.
   void attach_journal(InodeJournal& journal, std::vector<InodeJournal::Record> records);
+  size_t restored_count() const;
   std::optional<std::string> restored_key(uint64_t ino) const;
   void adopt(uint64_t ino, const StoreTreePtr& tree, uint32_t node);
 
@@ -54,15 +58,22 @@ class InodeTable {
     InodeRef ref;
     std::string key;
     uint64_t lookups = 0;
+    uint64_t record = InodeJournal::kNoRecord;  // its place in the journal
+  };
+  struct Restored {  // a number an earlier server handed out, not used by this one yet
+    std::string key;
+    uint64_t lookups = 0;
+    uint64_t record = InodeJournal::kNoRecord;
   };
   uint64_t number_locked(const std::string& key);
+  void journal_locked(uint64_t ino, Entry& entry);
+  void compact_locked();
 
   mutable std::mutex mutex_;
   std::unordered_map<uint64_t, Entry> entries_;
   std::unordered_map<std::string, uint64_t> colliding_;  // keys that needed rehashing
   InodeJournal* journal_ = nullptr;
-  std::unordered_set<uint64_t> journaled_;               // numbers already in the journal
-  std::unordered_map<uint64_t, std::string> restored_;   // earlier servers' numbers, not adopted
+  std::unordered_map<uint64_t, Restored> restored_;
 };
 
 }  // namespace lazystore

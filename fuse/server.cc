@@ -12,6 +12,7 @@
 #include "inode_journal.h"
 #include "log.h"
 #include "metadata_cache.h"
+#include "session_loop.h"
 #include "stats.h"
 #include "upstream/metered_upstream.h"
 
@@ -22,9 +23,6 @@ constexpr unsigned kPrefetchThreads = 4;
 
 struct SessionDeleter {
   void operator()(fuse_session* se) const { fuse_session_destroy(se); }
-};
-struct LoopConfigDeleter {
-  void operator()(fuse_loop_config* config) const { fuse_loop_cfg_destroy(config); }
 };
 
 int fail(const Error& error) {
@@ -73,10 +71,13 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   Filesystem filesystem(options, upstream, **metadata, **cache, stats, takeover ? takeover->generation : 1);
   if (takeover) {
     std::vector<InodeJournal::Record> records;
-    auto opened = InodeJournal::open(takeover->journal_fd, records);
+    auto opened = InodeJournal::open(takeover->journal, records);
     if (!opened) return fail(opened.error());
     journal.emplace(std::move(*opened));
-    if (!records.empty()) LOG_INFO("taking over %zu inodes from the server before", records.size());
+    if (!records.empty()) {
+      LOG_INFO("taking over %zu inodes the kernel holds from the server before (inode journal: %llu bytes)",
+               records.size(), static_cast<unsigned long long>(journal->bytes()));
+    }
     filesystem.inodes().attach_journal(*journal, std::move(records));
   }
 
@@ -103,9 +104,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
     fuse_daemonize(options.foreground ? 1 : 0);
     if (!options.foreground) set_log_to_syslog(true);  // stderr is /dev/null from here on
   } else {
-    if (auto started = start_session(session.get(), takeover->fuse_fd, *takeover->init,
-                                     takeover->generation > 1);
-        !started) {
+    if (auto started = start_session(session.get(), *takeover); !started) {
       return fail(started.error());
     }
     LOG_INFO("serving %s at %s (cache %s, %llu bytes; server %llu of this mount)",
@@ -123,18 +122,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   (*cache)->start_workers(kPrefetchThreads);
   if (control_server) control_server->start();
 
-  int status;
-  if (options.single_thread) {
-    status = fuse_session_loop(session.get());
-  } else {
-    std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
-    // Under a supervisor every thread reads the supervisor's descriptor: requests a dead server
-    // had read stay queued on it (a clone would take them with it) and can be resent.
-    fuse_loop_cfg_set_clone_fd(config.get(), options.clone_fd && !takeover ? 1 : 0);
-    fuse_loop_cfg_set_max_threads(config.get(), options.max_threads);
-    fuse_loop_cfg_set_idle_threads(config.get(), 16);
-    status = fuse_session_loop_mt(session.get(), config.get());
-  }
+  int status = run_session_loop(session.get(), options, takeover, stats);
   if (control_server) control_server->stop();
   (*cache)->stop_workers();
   if (!takeover) {

@@ -65,6 +65,9 @@ std::vector<StatsCounter> Stats::counters() const {
       {"http_failovers", "switches to another HTTP base URL", http_failovers},
       {"nar_hash_failures", "whole NARs whose size or sha256 was wrong", nar_hash_failures},
       {"signature_failures", "narinfos refused: unsigned or bad signature", signature_failures},
+      {"replayed_requests", "requests a crashed server had read, answered by its successor", replayed_requests},
+      {"refused_replies", "replies the kernel refused (answered before a crash, or resent)", refused_replies},
+      {"forgotten_inodes", "inode numbers dropped after the kernel forgot them", forgotten_inodes},
   };
 }
 
@@ -104,6 +107,9 @@ std::string Stats::to_json(uint64_t cache_bytes, uint64_t cache_limit) const {
   field("http_failovers", http_failovers);
   field("nar_hash_failures", nar_hash_failures);
   field("signature_failures", signature_failures);
+  field("replayed_requests", replayed_requests);
+  field("refused_replies", refused_replies);
+  field("forgotten_inodes", forgotten_inodes);
   field("cache_bytes", cache_bytes);
   field("cache_limit", cache_limit);
   out += "}";

@@ -79,6 +79,10 @@ struct Stats {
   std::atomic<uint64_t> http_failovers{0};     // switches to another base URL
   std::atomic<uint64_t> nar_hash_failures{0};  // whole NARs whose size or sha256 was wrong
   std::atomic<uint64_t> signature_failures{0};  // narinfos refused: unsigned or bad signature
+  // Crash recovery (supervised mounts).
+  std::atomic<uint64_t> replayed_requests{0};  // requests a dead server had read, answered by this one
+  std::atomic<uint64_t> refused_replies{0};    // replies the kernel refused: answered before, or resent
+  std::atomic<uint64_t> forgotten_inodes{0};   // inode numbers dropped: the kernel forgot them
   LatencyHistogram upstream_latency;           // every upstream call
   LatencyHistogram read_latency;               // every FUSE read, cached or not
 

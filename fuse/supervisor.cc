@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +22,7 @@
 #include "fd.h"
 #include "inode_journal.h"
 #include "log.h"
+#include "request_journal.h"
 #include "server.h"
 #include "session_takeover.h"
 
@@ -130,8 +132,9 @@ class Supervisor {
   Fd report_;  // to the process that waits for the daemon to be up; closed after one byte
   std::unique_ptr<fuse_session, SessionDeleter> mount_session_;
   int fuse_fd_ = -1;
-  Fd journal_;
+  std::array<Fd, 2> journal_;  // the inode journal's two files
   std::optional<SharedInitPage> init_;
+  std::optional<RequestJournal> requests_;
   sigset_t old_mask_{};
   Fd signals_;
 
@@ -185,9 +188,10 @@ Status Supervisor::start_server() {
     signals_.reset();
     Takeover takeover;
     takeover.fuse_fd = fuse_fd_;
-    takeover.journal_fd = journal_.get();
+    takeover.journal = {journal_[0].get(), journal_[1].get()};
     takeover.generation = generation_;
     takeover.init = init_->get();
+    takeover.requests = &*requests_;
     takeover.ready_fd = ready_write.release();
     int status = serve(options_, fuse_argv_, &takeover);
     std::fflush(nullptr);
@@ -247,15 +251,19 @@ int Supervisor::run() {
     LOG_ERROR("%s", mounted.error().message.c_str());
     return done(1);
   }
-  auto journal = InodeJournal::create_memfd();
+  // What outlives each server: the inode journal, the INIT copy, the requests in flight.
+  auto journal = InodeJournal::create_memfds();
   auto page = SharedInitPage::create();
-  if (!journal || !page) {
-    LOG_ERROR("%s", (!journal ? journal.error() : page.error()).message.c_str());
+  auto requests = RequestJournal::create(RequestJournal::slots_for(options_.single_thread ? 1 : options_.max_threads));
+  if (!journal || !page || !requests) {
+    LOG_ERROR("%s", (!journal ? journal.error() : !page ? page.error() : requests.error()).message.c_str());
     unmount();
     return done(1);
   }
-  journal_.reset(*journal);
+  journal_[0].reset((*journal)[0]);
+  journal_[1].reset((*journal)[1]);
   init_.emplace(std::move(*page));
+  requests_.emplace(std::move(*requests));
 
   sigset_t handled;
   sigemptyset(&handled);

@@ -8,10 +8,15 @@ real server (nfs-ganesha's NFSv4 port), and changes what it does at run time:
   connection: a reply is cut in the middle (one shot; later connections pass again);
 - `refuse()`: stop listening: new connections are refused by the kernel (RST);
 - `blackhole()`: accept new connections and never answer nor connect them to the server;
-- `close_all()`: close every open connection (both sides), like a server going away.
+- `close_all()`: close every open connection (both sides), like a server going away;
+- `hold_next_read()`: the next NFSv4 READ call (a COMPOUND with a READ op) a client sends is kept
+  from the server, so the client waits for its reply; `wait_for_held_read(timeout)` observes that
+  it was sent (the client is then waiting), `release_held()` forwards it. A held call dies with
+  its connection.
 
-Counters (`stats()`) say how many connections were made, refused, blackholed and dropped, and how
-many bytes went each way, so a test can prove its fault was really injected.
+Counters (`stats()`) say how many connections were made, refused, blackholed and dropped, how
+many bytes went each way and how many READ calls were held, so a test can prove its fault was
+really injected.
 
 Runs in threads of the test process; `close()` stops everything. Only 127.0.0.0/8 is used.
 """
@@ -24,6 +29,86 @@ import threading
 import time
 
 PASS, REFUSE, BLACKHOLE = "pass", "refuse", "blackhole"
+
+NFS_PROGRAM, NFS_V4, COMPOUND = 100003, 4, 1
+OP_GETATTR, OP_GETFH, OP_LOOKUP, OP_PUTFH, OP_PUTPUBFH, OP_PUTROOTFH, OP_READ, OP_SEQUENCE = \
+    9, 10, 15, 22, 23, 24, 25, 53
+
+
+def _padded(n):
+    return (n + 3) & ~3
+
+
+def is_nfs4_read_call(body):
+    """Whether an RPC message (one record fragment, without its marker) is an NFSv4 COMPOUND call
+    with a READ op. Knows the ops lazystore puts before a READ; anything else is not a READ."""
+    try:
+        _, kind, _, program, version, procedure = struct.unpack_from(">6I", body, 0)
+        if kind != 0 or program != NFS_PROGRAM or version != NFS_V4 or procedure != COMPOUND:
+            return False
+        at = 24
+        for _ in range(2):  # credential, verifier
+            _, length = struct.unpack_from(">2I", body, at)
+            at += 8 + _padded(length)
+        (tag,) = struct.unpack_from(">I", body, at)
+        at += 4 + _padded(tag) + 4  # the tag, the minor version
+        (count,) = struct.unpack_from(">I", body, at)
+        at += 4
+        for _ in range(count):
+            (op,) = struct.unpack_from(">I", body, at)
+            at += 4
+            if op == OP_READ:
+                return True
+            if op in (OP_PUTFH, OP_LOOKUP):  # a file handle, a name: opaque<>
+                (length,) = struct.unpack_from(">I", body, at)
+                at += 4 + _padded(length)
+            elif op == OP_GETATTR:  # a bitmap
+                (words,) = struct.unpack_from(">I", body, at)
+                at += 4 + 4 * words
+            elif op == OP_SEQUENCE:
+                at += 32
+            elif op not in (OP_GETFH, OP_PUTPUBFH, OP_PUTROOTFH):
+                return False
+    except struct.error:
+        return False
+    return False
+
+
+class _CallFramer:
+    """Follows the RPC record marking (RFC 5531) of a client→server stream, so that one call can
+    be held back whole; every other byte passes unchanged and at once."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+        self.pending = b""     # bytes not yet passed or held
+        self.left = 0          # bytes of the current fragment (marker included) still to go
+        self.holding = False   # the current message is held
+        self.in_message = False  # the next fragment continues a message
+
+    def feed(self, data):
+        """Returns (bytes to forward, bytes to hold)."""
+        self.pending += data
+        forward, held = [], []
+        while self.pending:
+            if self.left:
+                part, self.pending = self.pending[:self.left], self.pending[self.left:]
+                self.left -= len(part)
+                (held if self.holding else forward).append(part)
+                continue
+            if len(self.pending) < 4:
+                break
+            (marker,) = struct.unpack_from(">I", self.pending, 0)
+            last, length = bool(marker & 0x80000000), marker & 0x7fffffff
+            if not self.in_message:
+                self.holding = False
+                if self.proxy._read_hold_armed():
+                    if len(self.pending) < 4 + length:
+                        break  # the whole call first, to see whether it is a READ
+                    self.holding = is_nfs4_read_call(self.pending[4:4 + length]) and \
+                        self.proxy._claim_read_hold()
+            self.in_message = not last
+            self.left = 4 + length
+        return b"".join(forward), b"".join(held)
 
 
 def _abort(sock):
@@ -63,13 +148,18 @@ class _Connection:
             t.start()
 
     def _client_to_server(self):
+        framer = _CallFramer(self.proxy)
         try:
             while True:
                 data = self.client.recv(1 << 16)
                 if not data:
                     break
                 self.proxy._count("bytes_to_server", len(data))
-                self.server.sendall(data)
+                data, held = framer.feed(data)
+                if held:
+                    self.proxy._keep_held(self, held)
+                if data:
+                    self.server.sendall(data)
         except OSError:
             pass
         self.close()
@@ -153,7 +243,10 @@ class FaultProxy:
         self._closing = False
         self._counters = {"connections": 0, "blackholed": 0,
                           "dropped": 0, "closed": 0, "bytes_to_server": 0, "bytes_to_client": 0,
-                          "server_connect_failures": 0}
+                          "server_connect_failures": 0, "held_reads": 0}
+        self._hold_read = False
+        self._held = []  # (connection, bytes) kept from the server
+        self._held_read = threading.Event()
         self._accept_thread = None
 
     # -- control -------------------------------------------------------------------------------
@@ -163,6 +256,7 @@ class FaultProxy:
         return self
 
     def passthrough(self):
+        self.release_held()
         with self._lock:
             self.mode = PASS
             self.delay_seconds = 0.0
@@ -196,6 +290,25 @@ class FaultProxy:
         self._listen()
         with self._lock:
             self.mode = BLACKHOLE
+
+    def hold_next_read(self):
+        with self._lock:
+            self._hold_read = True
+            self._held_read.clear()
+
+    def wait_for_held_read(self, timeout):
+        """True once a READ call is held (its client waits for the reply), False at the deadline."""
+        return self._held_read.wait(timeout)
+
+    def release_held(self):
+        with self._lock:
+            self._hold_read = False
+            held, self._held = self._held, []
+        for connection, data in held:
+            try:
+                connection.server.sendall(data)
+            except OSError:
+                pass  # the connection went away meanwhile
 
     def close_all(self):
         with self._lock:
@@ -296,6 +409,23 @@ class FaultProxy:
         for c in connections:
             c.close(abort=True)
 
+    def _read_hold_armed(self):
+        with self._lock:
+            return self._hold_read
+
+    def _claim_read_hold(self):
+        with self._lock:
+            claimed, self._hold_read = self._hold_read, False
+            if claimed:
+                self._counters["held_reads"] += 1
+            return claimed
+
+    def _keep_held(self, connection, data):
+        with self._lock:
+            self._held.append((connection, data))
+        self._held_read.set()
+
     def _forget(self, connection):
         with self._lock:
             self._connections.discard(connection)
+            self._held = [(c, data) for c, data in self._held if c is not connection]

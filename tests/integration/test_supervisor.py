@@ -2,23 +2,65 @@
 """kill -9 of the process that serves FUSE requests does not end the mount: the supervisor (the
 process that mounted and holds /dev/fuse) starts another server on the same session, with the
 same inode numbers, file handles and cache. Open files keep reading correct bytes; requests in
-flight at the kill are resent by the kernel (FUSE_NOTIFY_RESEND) and answered by the next
-server; a daemonized mount and its supervisor end cleanly with the mount.
+flight at the kill (observed: the fault proxy holds the NFS READ a FUSE READ is waiting for) are
+answered by the next server from the request journal, without FUSE_NOTIFY_RESEND, as on a
+kernel before 6.9; inode numbers the kernel forgot leave the inode journal; a daemonized mount
+and its supervisor end cleanly with the mount.
 LAZYSTORE_SERVER_KILLS sets the number of kills of the kill loop (default 20)."""
 
+import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
 import time
 
-from lazystore_testlib import MiB, LazystoreTestCase, is_lazystore_mounted, main, read_file, \
-    regular_files, tree_differences
+from fault_proxy import FaultProxy
+from lazystore_testlib import MiB, LazystoreTestCase, abort_fuse_connection, is_lazystore_mounted, \
+    main, mount_namespace_holders, read_file, regular_files, tree_differences
 from nfs_server import Ganesha
 
 KILLS = int(os.environ.get("LAZYSTORE_SERVER_KILLS", "20"))
 KILLED = (r"lazystore: error: the server of .* was killed by signal 9",)
+
+
+@contextlib.contextmanager
+def takeover_mode(mode):
+    """LAZYSTORE_TAKEOVER for the daemons started inside (they inherit the environment)."""
+    before = os.environ.get("LAZYSTORE_TAKEOVER")
+    if mode is None:
+        os.environ.pop("LAZYSTORE_TAKEOVER", None)
+    else:
+        os.environ["LAZYSTORE_TAKEOVER"] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LAZYSTORE_TAKEOVER", None)
+        else:
+            os.environ["LAZYSTORE_TAKEOVER"] = before
+
+
+def wait_until(condition, deadline, what):
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not after {deadline} s")
+        time.sleep(0.02)  # polling interval, bounded by the deadline
+
+
+def memfd_bytes(pid, name):
+    """Total size of the memfds called `name` that process `pid` holds."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"/memfd:{name} "):
+                total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            pass
+    return total
 
 
 class SupervisorTest(LazystoreTestCase):
@@ -62,13 +104,18 @@ class SupervisorTest(LazystoreTestCase):
         self.assertNotEqual(new, old)
         self.assertIn("serves again", daemon.stderr())
 
-    def test_requests_in_flight_at_the_kill_are_answered(self):
+    def read_in_flight_at_the_kill(self, mode):
+        """A cold read() whose FUSE READ the server has read and not answered (it waits for the
+        NFS READ the fault proxy holds) at the kill -9: it completes with the right bytes."""
         export = self.private_upstream("export")
         server = Ganesha.v4(export, os.path.join(self.work, "ganesha"))
         self.addCleanup(server.close)
+        proxy = FaultProxy(server.port).start()
+        self.addCleanup(proxy.close)
         misc = self.fixture.paths["misc"]
-        daemon = self.mount(source=server.url(4), options={"upstream-timeout": 60},
-                            allowed_stderr=KILLED)
+        with takeover_mode(mode):
+            daemon = self.mount(source=f"nfs://127.0.0.1/store?version=4&nfsport={proxy.port}",
+                                options={"upstream-timeout": 60}, allowed_stderr=KILLED)
         path = daemon.path(misc, "big.bin")
         os.stat(path)  # metadata fetched, no content
         expected = read_file(os.path.join(export, misc, "big.bin"))[:2 * MiB]
@@ -81,19 +128,89 @@ class SupervisorTest(LazystoreTestCase):
             except OSError as e:
                 result["error"] = e
 
-        server.freeze()  # the server reads the request, then waits for the frozen NFS server
-        thread = threading.Thread(target=reader)
+        proxy.hold_next_read()
+        thread = threading.Thread(target=reader, daemon=True)
         thread.start()
-        time.sleep(1.0)
-        self.assertTrue(thread.is_alive(), f"the read did not wait for the frozen server: {result}")
+        self.assertTrue(proxy.wait_for_held_read(30), "the read never reached the upstream")
+        self.assertTrue(thread.is_alive(), f"the read did not wait for its upstream READ: {result}")
         old = daemon.kill_server()
+        killed_at = time.monotonic()
         daemon.wait_for_server(old)
-        time.sleep(0.5)
-        server.thaw()
-        thread.join(90)
-        self.assertFalse(thread.is_alive(), "the read in flight at the kill never finished")
+        thread.join(60)
+        if thread.is_alive():
+            abort_fuse_connection(daemon.mountpoint)  # else the reader waits for ever
+            thread.join(30)
+            self.fail(f"the read in flight at the kill never finished\n{daemon.stderr()[-3000:]}")
+        print(f"\n[{mode or 'default'}] the read in flight at the kill completed "
+              f"{(time.monotonic() - killed_at) * 1000:.0f} ms after kill -9 of the server")
         self.assertNotIn("error", result)
         self.assertEqual(result["data"], expected)
+        self.assertEqual(proxy.stats()["held_reads"], 1)
+        return daemon
+
+    def test_a_read_in_flight_at_the_kill_is_replayed_without_resend(self):
+        daemon = self.read_in_flight_at_the_kill("replay-only")
+        stats = daemon.stats()
+        self.assertGreaterEqual(stats["replayed_requests"], 1)
+        self.assertNotRegex(daemon.stderr(), r"kernel (cannot )?resend")
+
+    def test_a_read_in_flight_at_the_kill_completes_by_default(self):
+        daemon = self.read_in_flight_at_the_kill(None)
+        self.assertGreaterEqual(daemon.stats()["replayed_requests"], 1)
+
+    def test_replayed_and_resent_requests_are_answered_once(self):
+        daemon = self.read_in_flight_at_the_kill("both")
+        self.assertGreaterEqual(daemon.stats()["replayed_requests"], 1)
+        # The kernel took one of the two answers of each request and refused the other (the
+        # replay's, which may come after the resent copy completed the read).
+        wait_until(lambda: daemon.stats()["refused_replies"] >= 1, 30, "the refused second answer")
+
+    def test_forgotten_inodes_leave_the_journal_and_held_ones_keep_working(self):
+        misc, include, python = (self.fixture.paths[k] for k in ("misc", "include", "python"))
+        source = self.fixture.store
+        names = [(top, name) for top in (python, include)
+                 for name in regular_files(os.path.join(source, top))]
+        daemon = self.mount(allowed_stderr=KILLED)
+        big = open(daemon.path(misc, "big.bin"), "rb")  # held across everything below
+        self.addCleanup(big.close)
+        held_dir = os.open(daemon.path(include), os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, held_dir)
+        held_ino = os.fstat(big.fileno()).st_ino
+        for top, name in names:
+            os.stat(daemon.path(top, name))
+        daemon.wait_for_server(daemon.kill_server())
+        wait_until(lambda: len(self.taken_over(daemon)) == 1, 30, "the second server's takeover")
+        memfds_before = memfd_bytes(daemon.server_pid(), "lazystore-inodes")
+
+        # The kernel forgets every inode nothing holds: the server drops them.
+        forgotten = daemon.stats()["forgotten_inodes"]
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+        wait_until(lambda: daemon.stats()["forgotten_inodes"] >= forgotten + len(names), 30,
+                   "FORGET of the dropped inodes")
+        daemon.wait_for_server(daemon.kill_server())
+        wait_until(lambda: len(self.taken_over(daemon)) == 2, 30, "the third server's takeover")
+        memfds_after = memfd_bytes(daemon.server_pid(), "lazystore-inodes")
+        (before, journal_before), (after, journal_after) = self.taken_over(daemon)
+        print(f"\ninodes taken over: {before} after {len(names)} lookups, {after} after the kernel "
+              f"forgot them; inode journal {journal_before} -> {journal_after} bytes "
+              f"(its memfds {memfds_before} -> {memfds_after})")
+        self.assertGreater(before, len(names))
+        self.assertLess(after, 50)
+        self.assertLess(journal_after * 20, journal_before)
+        self.assertLess(memfds_after, memfds_before)
+
+        # What the kernel still holds keeps working across the kills.
+        self.assertEqual(os.fstat(big.fileno()).st_ino, held_ino)
+        self.assertEqual(big.read(), read_file(os.path.join(source, misc, "big.bin")))
+        self.assertEqual(sorted(os.listdir(held_dir)), sorted(os.listdir(os.path.join(source, include))))
+        self.assertEqual(tree_differences(os.path.join(source, include), daemon.path(include)), [])
+
+    @staticmethod
+    def taken_over(daemon):
+        """(inodes, inode journal bytes) each server took over from the one before."""
+        return [(int(n), int(size)) for n, size in
+                re.findall(r"taking over (\d+) inodes .*\(inode journal: (\d+) bytes\)", daemon.stderr())]
 
     def test_kill_loop_readers_see_no_error_and_no_wrong_byte(self):
         misc, python = self.fixture.paths["misc"], self.fixture.paths["python"]
@@ -101,8 +218,10 @@ class SupervisorTest(LazystoreTestCase):
         files = [(misc, rel) for rel in regular_files(os.path.join(source, misc))]
         files += [(python, rel) for rel in regular_files(os.path.join(source, python))][:300]
         expected = {key: read_file(os.path.join(source, *key)) for key in files}
-        # Small chunks and read-ahead: many fills in flight when a kill lands.
-        daemon = self.mount(options={"chunk-size": "64K", "readahead": 8}, allowed_stderr=KILLED)
+        # Small chunks and read-ahead: many fills in flight when a kill lands. Requests in flight
+        # come back from the request journal alone, as on a kernel before 6.9.
+        with takeover_mode("replay-only"):
+            daemon = self.mount(options={"chunk-size": "64K", "readahead": 8}, allowed_stderr=KILLED)
         stop = threading.Event()
         problems, reads = [], [0] * 4
 
@@ -127,18 +246,22 @@ class SupervisorTest(LazystoreTestCase):
         for t in threads:
             t.start()
         rng = random.Random(20261125)
+        replayed = 0  # requests in flight at a kill, answered by the next server
         try:
             for _ in range(KILLS):
                 time.sleep(rng.uniform(0.05, 1.6))  # some young servers: a few backoffs
+                replayed += daemon.stats()["replayed_requests"]
                 daemon.wait_for_server(daemon.kill_server())
         finally:
             stop.set()
             for t in threads:
                 t.join(120)
+        replayed += daemon.stats()["replayed_requests"]
         print(f"\n{KILLS} kills of the server, {sum(reads)} reads compared, "
-              f"{len(problems)} errors or wrong bytes")
+              f"{len(problems)} errors or wrong bytes, {replayed} requests replayed")
         self.assertEqual(problems[:20], [])
         self.assertGreater(sum(reads), KILLS)
+        self.assertGreater(replayed, 0, "no kill found a request in flight: nothing was tested")
 
     def test_daemonized_mount_survives_a_kill_and_ends_with_the_unmount(self):
         mountpoint = os.path.join(self.work, "mnt")
@@ -186,6 +309,23 @@ class SupervisorTest(LazystoreTestCase):
         self.assertEqual(daemon.process.wait(30), 0)
         self.assertFalse(is_lazystore_mounted(daemon.mountpoint))
         daemon.process = None
+
+    def test_a_mount_another_namespace_still_holds_stops_cleanly(self):
+        """A mount namespace copied while mounted (another test's unshare, nix, bwrap) keeps the
+        mount, and its daemon serving, after the unmount here: the harness then stops the daemon
+        instead of failing on a daemon that (rightly) does not exit."""
+        daemon = self.mount()
+        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                   "echo ready; read line"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.wait, 30)
+        self.addCleanup(holder.stdin.close)
+        self.assertEqual(holder.stdout.readline().strip(), "ready")
+        self.assertIn(holder.pid, mount_namespace_holders(daemon.device))
+        started = time.monotonic()
+        self.assertEqual(daemon.stop(), [])
+        self.assertLess(time.monotonic() - started, daemon.STOP_DEADLINE)
+        self.assertFalse(is_lazystore_mounted(daemon.mountpoint))
 
     def test_unsupervised_mount_is_one_process(self):
         daemon = self.mount(options={"supervise": "false"})
