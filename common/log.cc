@@ -18,6 +18,8 @@ std::atomic<LogLevel> g_level{LogLevel::Warning};
 std::mutex g_mutex;  // guards g_program and keeps lines from interleaving
 std::string g_program = "lazystore";
 bool g_syslog = false;
+LogObserver g_observer = nullptr;  // guarded by g_mutex, like its context
+void* g_observer_context = nullptr;
 
 int syslog_priority(LogLevel level) {
   switch (level) {
@@ -40,6 +42,14 @@ const char* level_name(LogLevel level) {
 }
 
 }  // namespace
+
+std::string_view log_level_name(LogLevel level) { return level_name(level); }
+
+void set_log_observer(LogObserver observer, void* context) {
+  std::lock_guard lock(g_mutex);
+  g_observer = observer;
+  g_observer_context = context;
+}
 
 void set_log_level(LogLevel level) { g_level.store(level, std::memory_order_relaxed); }
 
@@ -96,6 +106,7 @@ void log_printf(LogLevel level, const char* format, ...) {
   while (!message.empty() && message.back() == '\n') message.pop_back();
 
   std::lock_guard lock(g_mutex);
+  if (g_observer) g_observer(g_observer_context, level, message);
   if (g_syslog) {
     syslog(syslog_priority(level), "%s: %s", level_name(level), message.c_str());
     return;

@@ -17,6 +17,12 @@ void set_log_to_syslog(bool enabled);
 // A process that goes on in the background: messages to syslog, stdin/stdout/stderr /dev/null.
 void detach_to_syslog();
 void log_printf(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
+// Sees every message that is logged (after the level filter), e.g. to keep the last error for
+// `lazystore-ctl status`. Called with the log's lock held: it must not log. nullptr removes it;
+// once set_log_observer returns, the previous observer is no longer running.
+using LogObserver = void (*)(void* context, LogLevel level, std::string_view message);
+void set_log_observer(LogObserver observer, void* context);
+std::string_view log_level_name(LogLevel level);
 
 }  // namespace lazystore
 

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "narinfo.h"
 #include "printable.h"
 
 #include <cstring>
@@ -49,6 +50,10 @@ std::optional<NodeType> node_type(std::string_view name) {
 // writers sort keys: "entries" first); entries may come unsorted; both are handled.
 class ListingBuilder final : public nlohmann::json_sax<Json> {
  public:
+  // With `blocks`, every regular file must carry "blocks" (a manifest body); without, the key is
+  // an unknown one (ignored, as in a `.ls` listing).
+  explicit ListingBuilder(BlockHashes* blocks = nullptr) : blocks_(blocks) {}
+
   Result<Tree> finish(bool parsed) {
     if (error_) return *error_;
     if (!parsed || !done_) return make_error(EINVAL, "NAR listing: not a JSON object");
@@ -102,6 +107,10 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
       f->target = std::move(value);
       return true;
     }
+    if (Frame* f = blocks_ ? entry_with_key("blocks") : nullptr) {
+      f->blocks = std::move(value);
+      return true;
+    }
     return scalar("a string");
   }
   bool binary(binary_t&) override { return scalar("binary data"); }
@@ -146,6 +155,7 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     Frame& top = stack_.back();
     top.key = std::move(value);
     if (top.kind == Kind::Entry && known_key(top.key) && top.key != "entries") {
+      // "blocks" is known only to a manifest body: SeenKeys checks it either way.
       if (!top.seen.insert_if_new(top.key)) return fail(where(top), top.key + " given twice");
     }
     return true;
@@ -199,7 +209,7 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
   struct SeenKeys {
     unsigned bits = 0;
     bool insert_if_new(const std::string& key) {
-      static constexpr const char* kKeys[] = {"type", "size", "narOffset", "executable", "target"};
+      static constexpr const char* kKeys[] = {"type", "size", "narOffset", "executable", "target", "blocks"};
       for (unsigned i = 0; i < std::size(kKeys); ++i) {
         if (key == kKeys[i]) {
           if (bits & (1u << i)) return false;
@@ -221,6 +231,7 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     uint64_t nar_offset = 0;
     bool executable = false;
     std::optional<std::string> target;
+    std::optional<std::string> blocks;  // base64, manifest bodies only
     SeenKeys seen;
   };
 
@@ -231,9 +242,9 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     return f;
   }
 
-  static bool known_key(const std::string& key) {
+  bool known_key(const std::string& key) const {
     return key == "type" || key == "size" || key == "narOffset" || key == "executable" || key == "target" ||
-           key == "entries";
+           key == "entries" || (blocks_ != nullptr && key == "blocks");
   }
 
   // A name for messages: control bytes escaped, bounded.
@@ -290,10 +301,11 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     switch (*f.type) {
       case NodeType::Regular:
         if (!f.size) return fail(where(f), "no size");
+        if (*f.size > kMaxFileSize) return fail(where(f), "absurd size " + std::to_string(*f.size));
         node.size = *f.size;
         node.nar_offset = f.nar_offset;
         node.executable = f.executable;
-        return true;
+        return blocks_ ? take_blocks(f) : true;
       case NodeType::Symlink:
         if (!f.target) return fail(where(f), "no target");
         if (f.target->empty() || f.target->size() > Tree::kMaxTargetLength ||
@@ -309,6 +321,23 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     return false;
   }
 
+  // The block hashes of a regular file, appended in the order files end.
+  bool take_blocks(const Frame& f) {
+    if (!f.blocks) return fail(where(f), "no blocks");
+    const uint64_t block_size = blocks_->block_size;
+    const uint64_t count = *f.size / block_size + (*f.size % block_size != 0);
+    // Before decoding: a size the hashes cannot match is refused without allocating for it.
+    if (count > f.blocks->size() / 4 * 3 / kBlockHashBytes + 1) return fail(where(f), "blocks do not match the size");
+    auto raw = base64_decode(*f.blocks);
+    if (!raw) return fail(where(f), "invalid blocks: " + raw.error().message);
+    if (raw->size() != count * kBlockHashBytes) return fail(where(f), "blocks do not match the size");
+    if (blocks_->first_block.size() <= f.node) blocks_->first_block.resize(tree_.nodes.size(), kNoBlocks);
+    blocks_->first_block[f.node] = blocks_->hashes.size() / kBlockHashBytes;
+    blocks_->hashes.insert(blocks_->hashes.end(), raw->begin(), raw->end());
+    return true;
+  }
+
+  BlockHashes* const blocks_;
   Tree tree_;
   std::vector<Frame> stack_;
   size_t skip_ = 0;
@@ -320,10 +349,12 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
 
 }  // namespace
 
-Result<Tree> parse_nar_listing(std::string_view json) {
-  if (json.size() > kMaxNarListingBytes) return make_error(EINVAL, "NAR listing: too large");
+namespace {
+
+Result<Tree> parse_listing(std::string_view json, size_t max_bytes, BlockHashes* blocks) {
+  if (json.size() > max_bytes) return make_error(EINVAL, "NAR listing: too large");
   if (!nesting_within(json, kMaxJsonDepth)) return make_error(EINVAL, "NAR listing: nested too deeply");
-  ListingBuilder builder;
+  ListingBuilder builder(blocks);
   bool parsed = false;
   try {
     parsed = Json::sax_parse(json.begin(), json.end(), &builder);
@@ -331,6 +362,20 @@ Result<Tree> parse_nar_listing(std::string_view json) {
     return make_error(EINVAL, std::string("NAR listing: ") + e.what());
   }
   return builder.finish(parsed);
+}
+
+}  // namespace
+
+Result<Tree> parse_nar_listing(std::string_view json) { return parse_listing(json, kMaxNarListingBytes, nullptr); }
+
+Result<Tree> parse_nar_listing_with_blocks(std::string_view json, BlockHashes& blocks) {
+  if (blocks.block_size == 0) return make_error(EINVAL, "NAR listing: block size 0");
+  blocks.hashes.clear();
+  blocks.first_block.clear();
+  auto tree = parse_listing(json, kMaxBlockListingBytes, &blocks);
+  if (!tree) return tree.error();
+  blocks.first_block.resize(tree->nodes.size(), kNoBlocks);
+  return tree;
 }
 
 }  // namespace lazystore

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <charconv>
+#include <cstring>
 #include <memory>
 
 #include "nix32.h"
@@ -226,8 +227,11 @@ Result<PublicKey> parse_public_key(std::string_view text) {
 }
 
 bool has_valid_signature(const NarInfo& info, const std::vector<PublicKey>& keys) {
-  const std::string message = info.fingerprint();
-  for (const std::string& sig : info.sigs) {
+  return signed_by(info.fingerprint(), info.sigs, keys);
+}
+
+bool signed_by(std::string_view message, const std::vector<std::string>& sigs, const std::vector<PublicKey>& keys) {
+  for (const std::string& sig : sigs) {
     size_t colon = sig.find(':');
     if (colon == std::string::npos) continue;
     std::string_view name = std::string_view(sig).substr(0, colon);
@@ -247,6 +251,71 @@ bool has_valid_signature(const NarInfo& info, const std::vector<PublicKey>& keys
     }
   }
   return false;
+}
+
+PublicKey SecretKey::public_key() const {
+  return PublicKey{name, std::vector<uint8_t>(key.begin() + 32, key.end())};
+}
+
+Result<SecretKey> parse_secret_key(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
+  size_t colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return make_error(EINVAL, "secret key is not NAME:BASE64");
+  }
+  std::string name(text.substr(0, colon));
+  auto key = base64_decode(text.substr(colon + 1));
+  if (!key || key->size() != 64) {
+    return make_error(EINVAL, "secret key '" + name + "': not the base64 of a 64-byte ed25519 key");
+  }
+  // The seed must give the public half the file carries (a damaged key signs nothing useful).
+  std::unique_ptr<EVP_PKEY, PkeyDeleter> pkey(
+      EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, key->data(), 32));
+  uint8_t derived[32];
+  size_t length = sizeof derived;
+  if (!pkey || EVP_PKEY_get_raw_public_key(pkey.get(), derived, &length) != 1 || length != 32 ||
+      std::memcmp(derived, key->data() + 32, 32) != 0) {
+    return make_error(EINVAL, "secret key '" + name + "': its public half does not match its seed");
+  }
+  return SecretKey{std::move(name), std::move(*key)};
+}
+
+Result<std::string> sign_message(const SecretKey& key, std::string_view message) {
+  std::unique_ptr<EVP_PKEY, PkeyDeleter> pkey(
+      EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, key.key.data(), 32));
+  EvpMdCtx ctx = make_evp_md_ctx();
+  if (!pkey || !ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, pkey.get()) != 1) {
+    return make_error(EIO, "ed25519: cannot start signing");
+  }
+  uint8_t sig[64];
+  size_t length = sizeof sig;
+  if (EVP_DigestSign(ctx.get(), sig, &length, reinterpret_cast<const unsigned char*>(message.data()),
+                     message.size()) != 1 || length != 64) {
+    return make_error(EIO, "ed25519: signing failed");
+  }
+  return key.name + ":" + base64_encode(std::span<const uint8_t>(sig, 64));
+}
+
+std::string base64_encode(std::span<const uint8_t> bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    uint32_t v = (uint32_t{bytes[i]} << 16) | (uint32_t{bytes[i + 1]} << 8) | bytes[i + 2];
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += kAlphabet[v & 63];
+  }
+  if (size_t rest = bytes.size() - i; rest) {
+    uint32_t v = uint32_t{bytes[i]} << 16 | (rest == 2 ? uint32_t{bytes[i + 1]} << 8 : 0);
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += rest == 2 ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
 }
 
 }  // namespace lazystore

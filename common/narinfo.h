@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,7 +51,23 @@ Result<PublicKey> parse_public_key(std::string_view text);
 // True when at least one of info's signatures is by one of `keys` and verifies.
 bool has_valid_signature(const NarInfo& info, const std::vector<PublicKey>& keys);
 
+// True when one of `sigs` ("keyname:base64(ed25519 signature)") is a valid signature of
+// `message` by one of `keys` (the key names must match, as in Nix).
+bool signed_by(std::string_view message, const std::vector<std::string>& sigs, const std::vector<PublicKey>& keys);
+
+// A secret key "name:base64(64 bytes: ed25519 seed, then public key)", the format of
+// `nix-store --generate-binary-cache-key`; the seed must give that public key.
+struct SecretKey {
+  std::string name;
+  std::vector<uint8_t> key;  // 64 bytes
+  PublicKey public_key() const;
+};
+Result<SecretKey> parse_secret_key(std::string_view text);
+// "name:base64(ed25519 signature of message)", as a narinfo's Sig line holds it.
+Result<std::string> sign_message(const SecretKey& key, std::string_view message);
+
 // Standard base64 (with padding), as Nix uses for keys and signatures.
 Result<std::vector<uint8_t>> base64_decode(std::string_view text);
+std::string base64_encode(std::span<const uint8_t> bytes);
 
 }  // namespace lazystore

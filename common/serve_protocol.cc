@@ -1,87 +1,6 @@
 #include "serve_protocol.h"
 
-#include <array>
-#include <cstring>
-
-#include "little_endian.h"
-
 namespace lazystore::serve {
-
-namespace {
-
-constexpr size_t padding(size_t length) { return (8 - length % 8) % 8; }
-
-}  // namespace
-
-WireWriter& WireWriter::u64(uint64_t value) {
-  std::array<char, 8> bytes{};
-  put_u64_le(bytes.data(), value);
-  buffer_.append(bytes.data(), bytes.size());
-  return *this;
-}
-
-WireWriter& WireWriter::str(std::string_view value) {
-  u64(value.size());
-  buffer_.append(value);
-  buffer_.append(padding(value.size()), '\0');
-  return *this;
-}
-
-WireWriter& WireWriter::strings(std::span<const std::string> values) {
-  u64(values.size());
-  for (const auto& value : values) str(value);
-  return *this;
-}
-
-Status WireReader::read_exact(std::span<std::byte> out) {
-  size_t done = 0;
-  while (done < out.size()) {
-    auto n = source_(out.subspan(done));
-    if (!n) return n.error();
-    if (*n == 0) return make_error(EPROTO, "serve protocol: unexpected end of stream");
-    done += *n;
-  }
-  return {};
-}
-
-Result<uint64_t> WireReader::u64() {
-  std::array<std::byte, 8> bytes{};
-  if (auto s = read_exact(bytes); !s) return s.error();
-  return get_u64_le(bytes.data());
-}
-
-Result<std::string> WireReader::str(size_t max_length) {
-  auto length = u64();
-  if (!length) return length.error();
-  if (*length > max_length) {
-    return make_error(EINVAL, "serve protocol: string of " + std::to_string(*length) +
-                                  " bytes exceeds the limit of " + std::to_string(max_length));
-  }
-  std::string value(*length + padding(*length), '\0');
-  if (auto s = read_exact(std::as_writable_bytes(std::span(value.data(), value.size()))); !s)
-    return s.error();
-  for (size_t i = *length; i < value.size(); ++i) {
-    if (value[i] != '\0') return make_error(EINVAL, "serve protocol: non-zero string padding");
-  }
-  value.resize(*length);
-  return value;
-}
-
-Result<std::vector<std::string>> WireReader::strings(uint64_t max_count) {
-  auto count = u64();
-  if (!count) return count.error();
-  if (*count > max_count) {
-    return make_error(EINVAL, "serve protocol: list of " + std::to_string(*count) +
-                                  " items exceeds the limit");
-  }
-  std::vector<std::string> values;
-  for (uint64_t i = 0; i < *count; ++i) {
-    auto value = str();
-    if (!value) return value.error();
-    values.push_back(std::move(*value));
-  }
-  return values;
-}
 
 std::string encode_client_hello(uint64_t client_version) {
   return WireWriter().u64(kMagicClient).u64(client_version).take();
@@ -106,7 +25,7 @@ Result<uint64_t> decode_server_hello(WireReader& reader) {
 std::string encode_query_valid_paths(bool lock, bool substitute,
                                      std::span<const std::string> paths) {
   return WireWriter()
-      .command(Command::QueryValidPaths)
+      .op(Command::QueryValidPaths)
       .boolean(lock)
       .boolean(substitute)
       .strings(paths)
@@ -114,20 +33,20 @@ std::string encode_query_valid_paths(bool lock, bool substitute,
 }
 
 std::string encode_query_path_infos(std::span<const std::string> paths) {
-  return WireWriter().command(Command::QueryPathInfos).strings(paths).take();
+  return WireWriter().op(Command::QueryPathInfos).strings(paths).take();
 }
 
 std::string encode_query_closure(bool include_outputs, std::span<const std::string> paths) {
-  return WireWriter().command(Command::QueryClosure).boolean(include_outputs).strings(paths).take();
+  return WireWriter().op(Command::QueryClosure).boolean(include_outputs).strings(paths).take();
 }
 
 std::string encode_dump_store_path(std::string_view path) {
-  return WireWriter().command(Command::DumpStorePath).str(path).take();
+  return WireWriter().op(Command::DumpStorePath).str(path).take();
 }
 
 std::string encode_add_to_store_nar(const PathInfo& info) {
   return WireWriter()
-      .command(Command::AddToStoreNar)
+      .op(Command::AddToStoreNar)
       .str(info.path)
       .str(info.deriver)
       .str(info.nar_hash)
@@ -140,7 +59,7 @@ std::string encode_add_to_store_nar(const PathInfo& info) {
       .take();
 }
 
-std::string encode_import_paths_begin() { return WireWriter().command(Command::ImportPaths).take(); }
+std::string encode_import_paths_begin() { return WireWriter().op(Command::ImportPaths).take(); }
 
 std::string encode_import_path_begin() { return WireWriter().u64(1).take(); }
 

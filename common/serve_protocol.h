@@ -1,6 +1,6 @@
-// Nix's serve protocol ("nix-store --serve") on the wire: u64 little-endian integers, strings as a
-// u64 length then the bytes zero-padded to a multiple of 8. Pure encoding and decoding, no I/O:
-// encoders append to a buffer, decoders pull from a ByteSource (the same shape as NarSource).
+// Nix's serve protocol ("nix-store --serve", what ssh:// stores speak) on the shared wire
+// (nix_wire.h). Pure encoding and decoding, no I/O: encoders append to a buffer, decoders pull
+// from a WireReader.
 #pragma once
 
 #include <cstddef>
@@ -10,7 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "nar.h"
+#include "nix_wire.h"
+#include "path_info.h"
 #include "result.h"
 
 namespace lazystore::serve {
@@ -36,54 +37,11 @@ enum class Command : uint64_t {
   AddToStoreNar = 9,
 };
 
-// What the serve protocol says about a valid store path. Paths are absolute ("/nix/store/…").
-struct PathInfo {
-  std::string path;
-  std::string deriver;                  // "" when unknown
-  std::vector<std::string> references;  // may include the path itself
-  uint64_t download_size = 0;
-  uint64_t nar_size = 0;
-  std::string nar_hash;  // "sha256:<nix32>" as Nix prints it; "" from servers older than 2.4
-  std::string ca;        // content address, "" when input-addressed
-  std::vector<std::string> sigs;
-  uint64_t registration_time = 0;
-  bool ultimate = false;
-};
-
-// Limits a decoder enforces so hostile input cannot make it allocate without bound.
-inline constexpr size_t kMaxStringLength = 64 * 1024;
-inline constexpr uint64_t kMaxListLength = 10'000'000;
-
-// Appends wire items to a byte buffer.
-class WireWriter {
- public:
-  WireWriter& u64(uint64_t value);
-  WireWriter& boolean(bool value) { return u64(value ? 1 : 0); }
-  WireWriter& str(std::string_view value);
-  WireWriter& strings(std::span<const std::string> values);
-  WireWriter& command(Command command) { return u64(static_cast<uint64_t>(command)); }
-
-  const std::string& bytes() const { return buffer_; }
-  std::string take() { return std::move(buffer_); }
-  void clear() { buffer_.clear(); }
-
- private:
-  std::string buffer_;
-};
-
-// Pulls wire items from a source; a short source is EPROTO, malformed input EINVAL.
-class WireReader {
- public:
-  explicit WireReader(NarSource source) : source_(std::move(source)) {}
-
-  Status read_exact(std::span<std::byte> out);
-  Result<uint64_t> u64();
-  Result<std::string> str(size_t max_length = kMaxStringLength);
-  Result<std::vector<std::string>> strings(uint64_t max_count = kMaxListLength);
-
- private:
-  NarSource source_;
-};
+using PathInfo = lazystore::PathInfo;
+using wire::WireReader;
+using wire::WireWriter;
+using wire::kMaxListLength;
+using wire::kMaxStringLength;
 
 // Client hello: magic then our version.
 std::string encode_client_hello(uint64_t client_version = kClientVersion);

@@ -31,6 +31,10 @@ class StorePath {
   std::string_view name() const { return std::string_view(base_).substr(kHashLength + 1); }
   std::string absolute() const { return std::string(kStoreDir) + "/" + base_; }
 
+  // Nix's scratch directory of a sandboxed build, "<drv hash>-<name>.drv.chroot", which sits in
+  // the real store directory while the build runs: a valid name, never a store path.
+  static bool is_build_scratch(std::string_view base_name) { return base_name.ends_with(".drv.chroot"); }
+
   auto operator<=>(const StorePath&) const = default;
 
  private:

@@ -155,6 +155,8 @@ Status check_structure(const std::vector<TreeNode>& nodes) {
 
 }  // namespace
 
+bool Tree::valid_name(std::string_view name) { return is_valid_name(name); }
+
 Tree Tree::with_root(NodeType type) {
   Tree tree;
   tree.nodes.emplace_back();

@@ -37,6 +37,8 @@ class Tree {
 
   std::vector<TreeNode> nodes;
 
+  // An entry name a tree may hold: not "", "." or "..", no '/' or NUL, at most kMaxNameLength.
+  static bool valid_name(std::string_view name);
   // A tree with just a root node of `type`.
   static Tree with_root(NodeType type);
   // Appends a child of `parent` (a directory) and returns its index; keeps children sorted.

@@ -43,4 +43,11 @@ Result<Fd> listen_unix_socket(const std::string& path, int backlog, int flags) {
   return fd;
 }
 
+Result<uid_t> peer_uid(int fd) {
+  ucred credentials{};
+  socklen_t length = sizeof credentials;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return errno_error("SO_PEERCRED");
+  return credentials.uid;
+}
+
 }  // namespace lazystore

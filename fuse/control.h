@@ -1,62 +1,41 @@
-// The control server behind lazystore-ctl: a unix socket (mode 0600, root only) in the daemon.
-//
-// Protocol: the client sends one request line, the server answers one JSON line and closes.
-//   request  = word *( TAB word ) LF, words escaped: "\\" → \, "\t" → TAB, "\n" → LF
-//   response = {"ok":true,"output":"<what the ctl prints>"} or {"ok":false,"error":"<why>"}
-// Commands: stats, prefetch [--wait] PATH…, evict, verify, cache-usage; flags --json and
-// --prometheus (stats only) choose the output's format. Data flows one way: control → caches →
+// The control server behind lazystore-ctl: a unix socket (mode 0600, root only) in the server
+// process, speaking control_protocol.h (one JSON request line, JSON answer lines). It answers
+// data — the stats table, the mount's status, cache maintenance and prefetch results — and
+// never formats for people; lazystore-ctl does. Data flows one way: control → caches →
 // upstream; the FUSE ops know nothing of it.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
-#include <vector>
 
 #include "chunk_cache.h"
+#include "control_protocol.h"
 #include "fd.h"
+#include "log.h"
 #include "metadata_cache.h"
+#include "prefetch.h"
 #include "result.h"
 #include "stats.h"
 #include "upstream/upstream.h"
 
 namespace lazystore {
 
-// ---- the wire format (shared by the daemon and lazystore-ctl) ----
-
-std::string encode_request(const std::vector<std::string>& words);
-Result<std::vector<std::string>> decode_request(std::string_view line);
-
-std::string json_escape(std::string_view text);  // with the quotes
-std::string ok_response(std::string_view output);
-std::string error_response(std::string_view message);
-
-struct ControlResponse {
-  bool ok = false;
-  std::string text;  // output when ok, else the error
-};
-Result<ControlResponse> parse_response(std::string_view line);
-
-enum class OutputFormat { Text, Json, Prometheus };
-
-// The stats in each format; cache_bytes/cache_limit come from the cache.
-std::string format_stats(const Stats& stats, uint64_t cache_bytes, uint64_t cache_limit,
-                         OutputFormat format);
-
-// ---- the server ----
-
 struct ControlContext {
   Stats& stats;
   ChunkCache& cache;
   MetadataCache& metadata;
-  Upstream& upstream;      // what prefetch reads from (the metered upstream)
-  std::string mountpoint;  // prefetch also accepts paths under it
+  Upstream& upstream;        // what prefetch reads from (the metered upstream)
+  MountIdentity mount;       // prefetch also accepts paths under mount.mountpoint
+  std::string cache_dir;
+  uint64_t generation = 1;   // of this server (Takeover::generation; 1 unsupervised)
 };
 
 class ControlServer {
@@ -68,56 +47,47 @@ class ControlServer {
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
-  void start();  // the accepting thread; call after daemonizing
+  // The accepting thread (call after daemonizing); from now on the last warning or error this
+  // process logs is kept in the stats for `status`.
+  void start();
   void stop();   // stops accepting, cancels prefetches, joins every thread, removes the socket
 
-  // One request's answer (a response line without the LF); public for tests.
-  std::string handle(const std::vector<std::string>& words);
+  // Answers one request line: each answer line (progress, then the result) goes to `send`,
+  // which returns false once the client is gone. Public for tests.
+  void handle_line(std::string_view line, const std::function<bool(std::string_view)>& send);
+
+  // How long prefetch --wait waits between progress lines.
+  static constexpr std::chrono::milliseconds kProgressInterval{250};
 
  private:
-  struct PrefetchItem {
-    StoreTreePtr tree;
-    uint32_t node;
-    uint64_t size;
-  };
-  struct PrefetchJob {
-    std::vector<PrefetchItem> items;
-    std::atomic<size_t> next{0};
-    std::atomic<uint64_t> files_done{0};
-    std::atomic<uint64_t> bytes_done{0};
-    std::atomic<uint64_t> failed{0};
-    std::mutex mutex;
-    std::condition_variable finished;
-    unsigned running = 0;  // threads still working; guarded by mutex
-    std::vector<std::thread> threads;
-  };
-
-  ControlServer(std::string path, Fd listener, ControlContext context)
-      : path_(std::move(path)), listener_(std::move(listener)), context_(std::move(context)) {}
+  ControlServer(std::string path, Fd listener, ControlContext context);
   void accept_loop();
+  // accept4 failed with `error`: waits (backing off) so that a lasting EMFILE does not spin.
+  void accept_failed(int error);
   void serve_connection(Fd connection);
-  void serve_request(int connection_fd);
-  std::string prefetch(const std::vector<std::string>& paths, bool wait, OutputFormat format);
-  Status collect(std::string_view path, std::vector<PrefetchItem>& items);
-  void prefetch_worker(PrefetchJob& job);
-  void reap_finished_jobs();
+  void handle(const Request& request, const std::function<bool(std::string_view)>& send);
+  StatusReport status() const;
+  void reap_finished_connections();
+  static void observe_log(void* self, LogLevel level, std::string_view message);
 
   const std::string path_;
   Fd listener_;
-  Fd wake_;  // an eventfd that stop() signals
+  Fd wake_;     // an eventfd that stop() signals
+  Fd reserve_;  // a spare descriptor, given up to answer one client when out of descriptors
   ControlContext context_;
+  Prefetcher prefetcher_;
+  const int64_t started_;
   std::atomic<bool> stopping_{false};
   std::thread acceptor_;
+  std::chrono::milliseconds backoff_{0};
+  std::chrono::steady_clock::time_point warned_at_{};
 
   struct Connection {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;  // set by the thread as it ends: joinable at once
   };
-  void reap_finished_connections();
-
-  std::mutex mutex_;  // guards connections_ and jobs_
+  std::mutex mutex_;  // guards connections_
   std::list<Connection> connections_;
-  std::list<std::shared_ptr<PrefetchJob>> jobs_;  // joined when finished (reaped) or at stop
 };
 
 }  // namespace lazystore

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <new>
 
+#include "control_protocol.h"
 #include "log.h"
 
 namespace lazystore {
@@ -72,16 +73,16 @@ std::optional<InodeRef> Filesystem::find_inode(uint64_t ino) {
   if (!key) return std::nullopt;
   auto parts = parse_node_key(*key);
   if (!parts) return std::nullopt;
-  auto tree = metadata_.get(parts->path);
-  if (!tree) {
-    LOG_WARNING("inode of %s from before the restart: %s", key->c_str(), tree.error().message.c_str());
+  // Only what is on the way to it needs to be listed (the rest of the walk goes on).
+  auto settled = metadata_.settle(parts->path, parts->relative);
+  if (!settled) {
+    if (settled.error().code != ENOENT) {
+      LOG_WARNING("inode of %s from before the restart: %s", key->c_str(), settled.error().message.c_str());
+    }
     return std::nullopt;
   }
-  std::optional<uint32_t> node = Tree::kRoot;
-  if (!parts->relative.empty()) node = (*tree)->tree.resolve(parts->relative);
-  if (!node) return std::nullopt;
-  inodes_.adopt(ino, *tree, *node);
-  return InodeRef{*tree, *node};
+  inodes_.adopt(ino, settled->tree, settled->node);
+  return InodeRef{settled->tree, settled->node};
 }
 
 void Filesystem::reply_error(fuse_req_t req, int code) {
@@ -148,10 +149,11 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_reply_entry(req, &e);
       return;
     }
-    auto tree = metadata_.get(*path);
-    if (!tree) {
-      if (tree.error().code != ENOENT) {
-        LOG_WARNING("lookup %s: %s", name, tree.error().message.c_str());
+    // Answered once the store path itself is listed, while the rest of its walk goes on.
+    auto root = metadata_.settle(*path, "");
+    if (!root) {
+      if (root.error().code != ENOENT) {
+        LOG_WARNING("lookup %s: %s", name, root.error().message.c_str());
         return reply_error(req, EIO);
       }
       fuse_entry_param e{};
@@ -159,21 +161,32 @@ void Filesystem::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_reply_entry(req, &e);
       return;
     }
-    reply_node_entry(req, *tree, Tree::kRoot);
+    reply_node_entry(req, root->tree, root->node);
     return;
   }
   auto ref = find_inode(parent);
   if (!ref) return reply_error(req, ESTALE);
-  const Tree& tree = ref->tree->tree;
-  if (tree.nodes[ref->node].type != NodeType::Directory) return reply_error(req, ENOTDIR);
-  auto child = tree.child(ref->node, name);
+  if (ref->tree->tree.nodes[ref->node].type != NodeType::Directory) return reply_error(req, ENOTDIR);
+  // An inode handed out is settled in its tree (a directory listed): its entries are all here.
+  auto dir = metadata_.settle(ref->tree, ref->node);
+  if (!dir) {
+    LOG_WARNING("lookup %s in %s: %s", name, ref->tree->key_of(ref->node).c_str(), dir.error().message.c_str());
+    return reply_error(req, EIO);
+  }
+  auto child = dir->tree->tree.child(dir->node, name);
   if (!child) {
     fuse_entry_param e{};
     e.entry_timeout = kForever;
     fuse_reply_entry(req, &e);
     return;
   }
-  reply_node_entry(req, ref->tree, *child);
+  // A directory's attributes (its link count) need its own listing.
+  auto settled = metadata_.settle(dir->tree, *child);
+  if (!settled) {
+    LOG_WARNING("lookup %s in %s: %s", name, ref->tree->key_of(ref->node).c_str(), settled.error().message.c_str());
+    return reply_error(req, EIO);
+  }
+  reply_node_entry(req, settled->tree, settled->node);
 }
 
 void Filesystem::getattr(fuse_req_t req, fuse_ino_t ino) {
@@ -208,6 +221,10 @@ void Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto ref = find_inode(ino);
   if (!ref) return reply_error(req, ESTALE);
   if (ref->tree->tree.nodes[ref->node].type != NodeType::Directory) return reply_error(req, ENOTDIR);
+  if (auto listed = metadata_.settle(ref->tree, ref->node); !listed) {
+    LOG_WARNING("opendir %s: %s", ref->tree->key_of(ref->node).c_str(), listed.error().message.c_str());
+    return reply_error(req, EIO);
+  }
   fi->fh = 0;
   fi->cache_readdir = 1;  // immutable: the kernel may keep the listing
   fi->keep_cache = 1;
@@ -257,9 +274,15 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
 
   auto ref = find_inode(ino);
   if (!ref) return reply_error(req, ESTALE);
-  const StoreTreePtr& tree = ref->tree;
-  const TreeNode& dir = tree->tree.nodes[ref->node];
-  if (dir.type != NodeType::Directory) return reply_error(req, ENOTDIR);
+  if (ref->tree->tree.nodes[ref->node].type != NodeType::Directory) return reply_error(req, ENOTDIR);
+  // This directory's listing; with readdirplus, its subdirectories' too (their attributes).
+  auto listed = metadata_.settle(ref->tree, ref->node, plus);
+  if (!listed) {
+    LOG_WARNING("readdir %s: %s", ref->tree->key_of(ref->node).c_str(), listed.error().message.c_str());
+    return reply_error(req, EIO);
+  }
+  const StoreTreePtr& tree = listed->tree;
+  const TreeNode& dir = tree->tree.nodes[listed->node];
   std::vector<uint64_t> acquired;  // lookups this reply hands the kernel
   for (off_t i = offset; i < static_cast<off_t>(dir.children.size()) + 2; ++i) {
     bool fits;
@@ -269,8 +292,8 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
       if (i == 0) {
         st.st_ino = ino;
       } else {
-        st.st_ino = ref->node == Tree::kRoot ? InodeTable::kRootInode
-                                             : inodes_.number_of(*tree, dir.parent);
+        st.st_ino = listed->node == Tree::kRoot ? InodeTable::kRootInode
+                                                : inodes_.number_of(*tree, dir.parent);
       }
       fits = add_unreferenced(i == 0 ? "." : "..", st, i);
     } else {
@@ -464,7 +487,11 @@ void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
       fuse_reply_err(req, ENODATA);
       return;
     }
-    reply_xattr_value(req, stats_.to_json(cache_.used_bytes(), cache_.limit()), size);
+    reply_xattr_value(req,
+                      stats_json(stats_, cache_.used_bytes(), cache_.limit(),
+                                 {.source = options_.source, .mountpoint = options_.mountpoint,
+                                  .control_socket = options_.control_socket}),
+                      size);
     return;
   }
   auto ref = find_inode(ino);

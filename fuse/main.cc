@@ -1,4 +1,5 @@
 // lazystore SOURCE MOUNTPOINT [-o opts] [-f] [-d] [-s]: options → supervisor (or not) → serve.
+#include <csignal>
 #include <cstdio>
 
 #include "log.h"
@@ -28,7 +29,9 @@ int main(int argc, char* argv[]) {
     return 0;
   }
   if (options->show_version) {
+    std::signal(SIGPIPE, SIG_IGN);  // a reader that stops after our line (grep -q) is no failure
     std::printf("lazystore %s\n", LAZYSTORE_VERSION);
+    std::fflush(stdout);  // before fusermount3, a child writing to the same stdout, says its own
     fuse_lowlevel_version();
     return 0;
   }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 
@@ -12,6 +13,7 @@
 #include "inode_journal.h"
 #include "log.h"
 #include "metadata_cache.h"
+#include "process_title.h"
 #include "session_loop.h"
 #include "stats.h"
 #include "upstream/metered_upstream.h"
@@ -34,13 +36,15 @@ int fail(const Error& error) {
 
 int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv,
           const Takeover* takeover) {
-  Stats stats;
+  Stats local_stats;  // a supervised server counts in the supervisor's memory: it survives us
+  Stats& stats = takeover && takeover->stats ? *takeover->stats : local_stats;
   UpstreamOptions upstream_options;
   upstream_options.timeout_seconds = options.upstream_timeout;
   upstream_options.nfs_version = options.nfs_version;
   upstream_options.trusted_public_keys = options.trusted_public_keys;
   upstream_options.require_sigs = options.require_sigs;
   upstream_options.spool_dir = options.cache_dir + "/http-spool";
+  upstream_options.spool_max_bytes = std::min<uint64_t>(options.cache_size, upstream_options.spool_max_bytes);
   upstream_options.stats = &stats;
   auto made = make_upstream(options.source, upstream_options);
   if (!made) return fail(made.error());
@@ -48,13 +52,19 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
 
   auto directory = CacheDirectory::open(options.cache_dir);
   if (!directory) return fail(directory.error());
-  auto metadata = MetadataCache::open(upstream, directory->meta_dir(), options.negative_timeout, stats);
+  MetadataCache::Options metadata_options;
+  metadata_options.negative_timeout_seconds = options.negative_timeout;
+  metadata_options.wait_timeout_seconds = options.upstream_timeout;  // a wait for a directory of a walk
+  auto metadata = MetadataCache::open(upstream, directory->meta_dir(), stats, metadata_options);
   if (!metadata) return fail(metadata.error());
   auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
   if (!cache) return fail(cache.error());
 
-  auto control = ControlServer::open(options.control_socket,
-                                    {stats, **cache, **metadata, upstream, options.mountpoint});
+  ControlContext control_context{stats, **cache, **metadata, upstream,
+                                 {.source = options.source, .mountpoint = options.mountpoint,
+                                  .control_socket = options.control_socket},
+                                 options.cache_dir, takeover ? takeover->generation : 1};
+  auto control = ControlServer::open(options.control_socket, std::move(control_context));
   std::unique_ptr<ControlServer> control_server;
   if (control) {
     control_server = std::move(*control);
@@ -119,7 +129,13 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
     if (!options.foreground) detach_to_syslog();
   }
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
+  if (auto started = upstream.start(); !started) {
+    if (!takeover) fuse_session_unmount(session.get());
+    return fail(started.error());
+  }
   (*cache)->start_workers(kPrefetchThreads);
+  set_process_title({takeover ? "[server " + std::to_string(takeover->generation) + "]" : "[server]",
+                     options.mountpoint});
   if (control_server) control_server->start();
 
   int status = run_session_loop(session.get(), options, takeover, stats);

@@ -19,6 +19,8 @@
 
 namespace lazystore {
 
+struct Stats;
+
 // Lives in a MAP_SHARED page made by the supervisor before it starts any server.
 struct SharedInit {
   std::atomic<uint32_t> length{0};  // 0 until a server has read the kernel's INIT
@@ -33,6 +35,7 @@ struct Takeover {
   SharedInit* init = nullptr;
   RequestJournal* requests = nullptr;    // the requests read and not answered yet
   int ready_fd = -1;                     // one byte is written here once the server is serving
+  Stats* stats = nullptr;                // counters in memory the supervisor shares (SharedStats): they outlive a server
 };
 
 // How a restarted server gets the requests its predecessor had read and not answered. A

@@ -23,8 +23,10 @@
 #include "inode_journal.h"
 #include "log.h"
 #include "request_journal.h"
+#include "process_title.h"
 #include "server.h"
 #include "session_takeover.h"
+#include "stats.h"
 
 namespace lazystore {
 namespace {
@@ -135,6 +137,7 @@ class Supervisor {
   std::array<Fd, 2> journal_;  // the inode journal's two files
   std::optional<SharedInitPage> init_;
   std::optional<RequestJournal> requests_;
+  std::optional<SharedStats> stats_;  // counters of every server of this mount
   sigset_t old_mask_{};
   Fd signals_;
 
@@ -193,6 +196,7 @@ Status Supervisor::start_server() {
     takeover.init = init_->get();
     takeover.requests = &*requests_;
     takeover.ready_fd = ready_write.release();
+    takeover.stats = stats_ ? stats_->get() : nullptr;
     int status = serve(options_, fuse_argv_, &takeover);
     std::fflush(nullptr);
     _exit(status);
@@ -264,6 +268,8 @@ int Supervisor::run() {
   journal_[1].reset((*journal)[1]);
   init_.emplace(std::move(*page));
   requests_.emplace(std::move(*requests));
+  stats_ = SharedStats::create();  // without it (mmap failed) each server counts from zero
+  set_process_title({"[supervisor]", options_.mountpoint});
 
   sigset_t handled;
   sigemptyset(&handled);

@@ -8,13 +8,17 @@
 #include <nlohmann/json.hpp>
 
 #include "log.h"
-#include "master.h"
+#include "outcome_json.h"
+#include "persistent_connection.h"
 #include "push.h"
-#include "serve_protocol.h"
+#include "root_commands.h"
 
 namespace {
 
 using lazystore::ExitCode;
+
+// How long connections stay open after the last push when --persist does not say.
+constexpr const char* kDefaultPersist = "5m";
 
 constexpr const char* kExitCodes = R"(Exit codes:
   0  success (also: nothing to copy, dry run)
@@ -23,44 +27,20 @@ constexpr const char* kExitCodes = R"(Exit codes:
   4  cannot connect: unknown alias/host, unreachable, unreadable ssh config
   5  host key unknown (see --accept-new-host-key) or changed
   6  authentication failed
-  7  the remote command failed or does not speak the serve protocol
+  7  the remote command failed or speaks neither Nix protocol
   8  transfer broke off; the server is consistent, rerun to send the rest
   9  GC roots could not be set, listed or deleted
 )";
 
-std::string version_text(uint64_t version) {
-  if (version == 0) return "";
-  return std::to_string(lazystore::serve::version_major(version)) + "." +
-         std::to_string(lazystore::serve::version_minor(version));
-}
-
-int report_push(const lazystore::PushOutcome& outcome, bool json, bool dry_run) {
+int report_push(const lazystore::PushOutcome& outcome, bool json) {
   const auto& s = outcome.summary;
-  if (json) {
-    nlohmann::json j = {
-        {"destination", s.destination},
-        {"requested", s.requested},
-        {"closure_paths", s.closure_paths},
-        {"closure_bytes", s.closure_bytes},
-        {"missing", s.missing},
-        {"missing_bytes", s.missing_bytes},
-        {"copied_paths", s.copied_paths},
-        {"bytes_sent", s.bytes_sent},
-        {"seconds", s.seconds},
-        {"server_version", version_text(s.server_version)},
-        {"root", s.root ? nlohmann::json(*s.root) : nlohmann::json(nullptr)},
-        {"dry_run", dry_run},
-        {"exit_code", static_cast<int>(outcome.code)},
-        {"error", outcome.code == ExitCode::Ok ? nlohmann::json(nullptr) : nlohmann::json(outcome.message)},
-    };
-    std::printf("%s\n", j.dump(2).c_str());
-  }
+  if (json) std::printf("%s\n", nlohmann::json(outcome).dump(2).c_str());
   if (outcome.code != ExitCode::Ok) {
     LOG_ERROR("%s", outcome.message.c_str());
     return static_cast<int>(outcome.code);
   }
   if (json) return 0;
-  if (dry_run) {
+  if (s.dry_run) {
     for (const auto& path : s.missing) std::printf("%s\n", path.c_str());
     std::fprintf(stderr, "would copy %zu of %llu paths (%s) to %s\n", s.missing.size(),
                  static_cast<unsigned long long>(s.closure_paths),
@@ -81,19 +61,8 @@ int report_push(const lazystore::PushOutcome& outcome, bool json, bool dry_run) 
   return 0;
 }
 
-int report_roots(const lazystore::RootsOutcome& outcome, bool json) {
-  if (json) {
-    nlohmann::json roots = nlohmann::json::array();
-    for (const auto& root : outcome.roots) {
-      roots.push_back({{"name", root.name}, {"mtime", root.mtime}, {"paths", root.paths}});
-    }
-    nlohmann::json j = {{"roots", roots},
-                        {"deleted", outcome.removed},
-                        {"exit_code", static_cast<int>(outcome.code)},
-                        {"error", outcome.code == ExitCode::Ok ? nlohmann::json(nullptr)
-                                                               : nlohmann::json(outcome.message)}};
-    std::printf("%s\n", j.dump(2).c_str());
-  }
+int report_roots(const lazystore::RootsOutcome& outcome, bool json, bool roots_delete) {
+  if (json) std::printf("%s\n", nlohmann::json(outcome).dump(2).c_str());
   if (outcome.code != ExitCode::Ok) {
     LOG_ERROR("%s", outcome.message.c_str());
     return static_cast<int>(outcome.code);
@@ -109,7 +78,11 @@ int report_roots(const lazystore::RootsOutcome& outcome, bool json) {
                   return paths;
                 }().c_str());
   }
-  if (outcome.removed) std::fprintf(stderr, "deleted %zu roots\n", outcome.roots.size());
+  if (roots_delete) {
+    for (const auto& name : outcome.deleted) std::fprintf(stderr, "deleted %s\n", name.c_str());
+    std::fprintf(stderr, "deleted %zu of %zu roots listed%s\n", outcome.deleted.size(), outcome.roots.size(),
+                 outcome.deleted.size() < outcome.roots.size() ? " (the others were renewed meanwhile)" : "");
+  }
   return 0;
 }
 
@@ -120,8 +93,9 @@ int main(int argc, char** argv) {
   lazystore::set_log_program("lazystore-push");
 
   CLI::App app{
-      "lazystore-push: copy the closure of store PATHs to a Nix server over SSH (Nix serve "
-      "protocol), sending only what the server lacks, and keep GC roots for them there.",
+      "lazystore-push: copy the closure of store PATHs to a Nix server over SSH (Nix's daemon "
+      "protocol, as ssh-ng:// stores speak it, or its serve protocol), sending only what the server "
+      "lacks, and keep GC roots for them there.",
       "lazystore-push"};
   app.footer(kExitCodes);
   app.set_version_flag("--version", std::string("lazystore-push ") + LAZYSTORE_VERSION);
@@ -148,6 +122,10 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   app.add_flag("--accept-new-host-key", push.ssh.accept_new_host_key,
                "trust and record the key of a host not yet in known_hosts (a changed key is always refused)");
+  app.add_option("--io-timeout", push.ssh.io_timeout_seconds,
+                 "fail when the server sends nothing for this many seconds")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_flag("--json", json, "print a JSON summary on stdout instead of progress");
   app.add_flag("-v,--verbose", verbose, "more messages");
 
@@ -156,6 +134,15 @@ int main(int argc, char** argv) {
   push_options->add_flag("-n,--dry-run", push.dry_run, "only print the paths the server lacks");
   push_options->add_option("--from-store", push.from_store, "local store URI (default: Nix's default store)");
   push_options->add_option("--nix-store", push.nix_store, "local nix-store program")->capture_default_str();
+  std::string protocol = "auto";
+  push_options->add_option("--protocol", protocol,
+                           "auto: Nix's daemon protocol (ssh-ng, nix-daemon --stdio), the serve protocol "
+                           "(ssh, nix-store --serve) where the server has no daemon for us; or only one")
+      ->check(CLI::IsMember({"auto", "daemon", "serve"}))
+      ->capture_default_str();
+  push_options->add_option("--daemon-command", push.daemon_command,
+                           "command run on the server for the daemon protocol")
+      ->capture_default_str();
   push_options->add_option("--remote-command", push.remote_command,
                            "command run on the server for the serve protocol")
       ->capture_default_str();
@@ -163,17 +150,17 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "bar", "lines", "none"}))
       ->capture_default_str();
   push_options->add_flag("--import-paths", push.import_paths,
-                         "send with ImportPaths (for servers older than Nix 2.4) instead of AddToStoreNar");
+                         "send with ImportPaths (servers older than Nix 2.4; implies --protocol serve)");
   std::string persist;
   std::string control_dir = lazystore::default_control_dir();
   bool stop_persist = false;
   push_options->add_option("--persist", persist,
-                           "keep the connections open this long (e.g. 10m) in a background master "
-                           "that later pushes reuse, like ControlPersist; 0 = off")
+                           "keep the connections open in the background for this long after the last push "
+                           "(like OpenSSH's ControlPersist), for later pushes to reuse; 0 = off (default 5m)")
       ->envname("LAZYSTORE_PUSH_PERSIST");
-  app.add_option("--control-dir", control_dir, "directory of the --persist master's socket")
+  app.add_option("--control-dir", control_dir, "directory of the persistent connections' sockets")
       ->capture_default_str();
-  app.add_flag("--stop-persist", stop_persist, "stop the --persist master for this destination and exit");
+  app.add_flag("--stop-persist", stop_persist, "stop the persistent connection for this destination and exit");
   app.add_option("--roots-command", push.roots_command, "command run on the server for GC roots")
       ->capture_default_str();
   push_options->add_option("PATH", push.paths, "store paths or symlinks to them (such as result)");
@@ -218,13 +205,18 @@ int main(int argc, char** argv) {
     if (roots.remove && !roots.older_than_seconds && roots.names.empty()) {
       return usage("roots --delete needs --older-than AGE or root NAMEs");
     }
-    return report_roots(lazystore::run_roots(roots), json);
+    return report_roots(lazystore::run_roots(roots), json, roots.remove);
   }
 
   push.ssh = ssh;
+  push.protocol = protocol == "daemon"  ? lazystore::Protocol::Daemon
+                  : protocol == "serve" ? lazystore::Protocol::Serve
+                                        : lazystore::Protocol::Auto;
+  if (push.import_paths) push.protocol = lazystore::Protocol::Serve;
   if (stop_persist) {
-    bool stopped = lazystore::stop_master(lazystore::control_socket_path(control_dir, push));
-    std::fprintf(stderr, "%s\n", stopped ? "persistent master stopped" : "no persistent master running");
+    auto socket = lazystore::control_socket_path(control_dir, push);
+    bool stopped = socket && lazystore::stop_persistent_connection(*socket);
+    std::fprintf(stderr, "%s\n", stopped ? "persistent connection stopped" : "no persistent connection running");
     return 0;
   }
   if (push.paths.empty()) return usage("no PATH given (see --help)");
@@ -236,19 +228,23 @@ int main(int argc, char** argv) {
   } else {
     push.progress = lazystore::Progress::Mode::Lines;
   }
-  int64_t persist_seconds = 0;
-  if (!persist.empty()) {
-    auto age = lazystore::parse_age(persist);
-    if (!age) return usage("--persist: " + age.error().message);
-    persist_seconds = *age;
-  }
-  if (persist_seconds > 0) {
+  // Connections are shared across invocations unless --persist 0: the first push leaves them
+  // open in the background, later ones reuse them.
+  bool persist_asked = !persist.empty();
+  auto age = lazystore::parse_age(persist_asked ? persist : kDefaultPersist);
+  if (!age) return usage("--persist: " + age.error().message);
+  if (*age > 0) {
     auto request = lazystore::make_push_request(push);
     if (!request) return usage(request.error().message);
-    auto outcome = lazystore::push_via_master(lazystore::control_socket_path(control_dir, push), push,
-                                              *request, persist_seconds);
-    if (outcome) return report_push(*outcome, json, push.dry_run);
-    LOG_WARNING("no persistent connection (%s); pushing directly", outcome.error().message.c_str());
+    auto socket = lazystore::control_socket_path(control_dir, push);
+    auto outcome = socket ? lazystore::push_over_persistent_connection(*socket, push, *request, *age)
+                          : lazystore::Result<lazystore::PushOutcome>(socket.error());
+    if (outcome) return report_push(*outcome, json);
+    if (persist_asked) {
+      LOG_WARNING("no persistent connection (%s); pushing directly", outcome.error().message.c_str());
+    } else {
+      LOG_INFO("no persistent connection (%s); pushing directly", outcome.error().message.c_str());
+    }
   }
-  return report_push(lazystore::run_push(push), json, push.dry_run);
+  return report_push(lazystore::run_push(push), json);
 }

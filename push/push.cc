@@ -2,32 +2,19 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <set>
 
 #include "child_process.h"
 #include "closure.h"
+#include "daemon_destination.h"
 #include "log.h"
+#include "root_commands.h"
 #include "serve_connection.h"
+#include "serve_destination.h"
 
 namespace lazystore {
 
 namespace {
-
-// How many AddToStoreNar answers may be outstanding: enough to keep the link busy, few enough
-// that the server's 8-byte answers never fill a channel window while we are writing.
-constexpr size_t kMaxOutstanding = 64;
-
-ExitCode ssh_exit_code(const Error& error) {
-  switch (error.code) {
-    case kSshHostKeyRefused:
-      return ExitCode::HostKey;
-    case kSshAuthFailed:
-      return ExitCode::Auth;
-    default:
-      return ExitCode::Connect;
-  }
-}
 
 PushOutcome fail(PushOutcome outcome, ExitCode code, std::string message) {
   outcome.code = code;
@@ -45,88 +32,6 @@ std::vector<std::string> local_store_command(const PushOptions& options) {
   return argv;
 }
 
-// Sends `missing` with one AddToStoreNar per path, pipelined; NARs stream from the local store.
-Status send_add_to_store_nar(ServeConnection& local, ServeConnection& remote,
-                             const std::vector<serve::PathInfo>& missing, Progress& progress,
-                             PushSummary& summary) {
-  if (missing.empty()) return {};
-  if (auto s = local.write(serve::encode_dump_store_path(missing[0].path)); !s) return s;
-  size_t outstanding = 0;
-  for (size_t i = 0; i < missing.size(); ++i) {
-    const auto& info = missing[i];
-    progress.path_started(info.path, info.nar_size);
-    if (auto s = remote.write(serve::encode_add_to_store_nar(info)); !s) return s;
-    // The next dump is queued before this one is read, so the local side never idles.
-    if (i + 1 < missing.size()) {
-      if (auto s = local.write(serve::encode_dump_store_path(missing[i + 1].path)); !s) return s;
-    }
-    auto status = local.read_raw(info.nar_size, [&](std::span<const std::byte> data) -> Status {
-      if (auto s = remote.write(data); !s) return s;
-      summary.bytes_sent += data.size();
-      progress.transferred(data.size());
-      return {};
-    });
-    if (!status) return status;
-    if (++outstanding > kMaxOutstanding) {
-      if (auto s = remote.read_success(); !s) return s;
-      --outstanding;
-      ++summary.copied_paths;
-      progress.path_done();
-    }
-  }
-  while (outstanding > 0) {
-    if (auto s = remote.read_success(); !s) return s;
-    --outstanding;
-    ++summary.copied_paths;
-    progress.path_done();
-  }
-  return {};
-}
-
-// The same with one ImportPaths for all (servers older than serve protocol 2.5).
-Status send_import_paths(ServeConnection& local, ServeConnection& remote,
-                         const std::vector<serve::PathInfo>& missing, Progress& progress,
-                         PushSummary& summary) {
-  if (missing.empty()) return {};
-  if (auto s = remote.write(serve::encode_import_paths_begin()); !s) return s;
-  for (const auto& info : missing) {
-    progress.path_started(info.path, info.nar_size);
-    if (auto s = local.write(serve::encode_dump_store_path(info.path)); !s) return s;
-    if (auto s = remote.write(serve::encode_import_path_begin()); !s) return s;
-    auto status = local.read_raw(info.nar_size, [&](std::span<const std::byte> data) -> Status {
-      if (auto s = remote.write(data); !s) return s;
-      summary.bytes_sent += data.size();
-      progress.transferred(data.size());
-      return {};
-    });
-    if (!status) return status;
-    if (auto s = remote.write(serve::encode_import_path_trailer(info)); !s) return s;
-  }
-  if (auto s = remote.write(serve::encode_import_paths_end()); !s) return s;
-  if (auto s = remote.read_success(); !s) return s;
-  summary.copied_paths = missing.size();
-  for (size_t i = 0; i < missing.size(); ++i) progress.path_done();
-  return {};
-}
-
-Status set_root(SshSession& session, const std::string& roots_command, const std::string& root,
-                const std::vector<std::string>& paths) {
-  auto channel = session.exec(roots_add_command(roots_command, root));
-  if (!channel) return channel.error();
-  std::string input;
-  for (const auto& path : paths) input += path + "\n";
-  if (auto s = channel->write_all(input); !s) return s;
-  if (auto s = channel->close_write(); !s) return s;
-  auto status = channel->finish();
-  if (!status) return status.error();
-  if (*status != 0) {
-    std::string tail = channel->stderr_tail();
-    return make_error(EPROTO, "setting GC root '" + root + "' failed" +
-                                  (tail.empty() ? " (exit status " + std::to_string(*status) + ")" : ": " + tail));
-  }
-  return {};
-}
-
 }  // namespace
 
 Result<PushRequest> make_push_request(const PushOptions& options) {
@@ -142,7 +47,6 @@ Result<PushRequest> make_push_request(const PushOptions& options) {
   }
   request.root = options.root;
   request.dry_run = options.dry_run;
-  request.import_paths = options.import_paths;
   return request;
 }
 
@@ -156,26 +60,40 @@ struct Pusher::Local {
 
 struct Pusher::Remote {
   SshSession session;
-  std::unique_ptr<SshChannel> channel;
-  std::unique_ptr<ServeConnection> connection;
-  bool hello_pending = true;
+  std::unique_ptr<Destination> destination;
   bool reused = false;
   explicit Remote(SshSession s) : session(std::move(s)) {}
 };
 
-Pusher::Pusher(PushOptions options) : options_(std::move(options)) {}
+Pusher::Pusher(PushOptions options) : options_(std::move(options)) {
+  if (options_.import_paths) options_.protocol = Protocol::Serve;  // ImportPaths is the serve protocol's
+}
 
 Pusher::~Pusher() {
-  // Orderly shutdown: both serve processes exit on EOF.
-  if (remote_) (void)remote_->channel->close_write();
+  // Orderly shutdown: both store processes exit on EOF.
+  if (remote_) remote_->destination->close();
   if (local_) (void)local_->process.close_write();
 }
 
 void Pusher::drop_local() { local_.reset(); }
 
 void Pusher::drop_remote() {
-  if (remote_) (void)remote_->channel->close_write();
+  if (remote_) remote_->destination->close();
   remote_.reset();
+}
+
+Result<std::unique_ptr<Destination>> Pusher::open_destination(SshSession& session, Protocol protocol) {
+  const std::string& command = protocol == Protocol::Serve ? options_.remote_command : options_.daemon_command;
+  auto channel = session.exec(command);
+  if (!channel) return channel.error();
+  std::unique_ptr<Destination> destination;
+  if (protocol == Protocol::Serve) {
+    destination = std::make_unique<ServeDestination>(std::move(*channel), options_.import_paths);
+  } else {
+    destination = std::make_unique<DaemonDestination>(std::move(*channel));
+  }
+  if (auto s = destination->start(); !s) return s.error();
+  return destination;
 }
 
 PushOutcome Pusher::push(const PushRequest& request, Progress& progress) {
@@ -193,6 +111,7 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
   summary.destination = options_.ssh.destination;
   summary.root = request.root;
   summary.requested = request.paths;
+  summary.dry_run = request.dry_run;
   auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   auto finish_time = [&] { summary.seconds = elapsed(); };
@@ -221,20 +140,18 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
   ServeConnection& local = local_->connection;
   if (auto s = local.write(serve::encode_query_closure(false, request.paths)); !s) return local_failed(s.error());
 
+  Protocol first = options_.protocol == Protocol::Serve ? Protocol::Serve : Protocol::Daemon;
+  summary.connection_reused = remote_ != nullptr;
   if (!remote_) {
     auto session = SshSession::connect(options_.ssh);
     if (!session) return fail(std::move(outcome), ssh_exit_code(session.error()), session.error().message);
     LOG_INFO("%.3f s: connected to %s", elapsed(), session->description().c_str());
     auto remote = std::make_unique<Remote>(std::move(*session));
-    auto channel = remote->session.exec(options_.remote_command);
-    if (!channel) return fail(std::move(outcome), ExitCode::Remote, channel.error().message);
-    remote->channel = std::make_unique<SshChannel>(std::move(*channel));
-    remote->connection = std::make_unique<ServeConnection>(*remote->channel, "server");
+    auto destination = open_destination(remote->session, first);
+    if (!destination) return fail(std::move(outcome), ExitCode::Remote, destination.error().message);
+    remote->destination = std::move(*destination);
     remote_ = std::move(remote);
-    if (auto s = remote_->connection->send_hello(); !s) return remote_failed(ExitCode::Remote, s.error());
-    LOG_INFO("%.3f s: started '%s' on the server", elapsed(), options_.remote_command.c_str());
   }
-  ServeConnection& remote = *remote_->connection;
 
   // The closure and its path infos, from the local store.
   if (local_->hello_pending) {
@@ -258,24 +175,31 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
   // One round trip: which of them does the server have? With a root to set, the server also
   // holds temporary roots on them until the root exists, so its GC cannot race us.
   bool lock = request.root.has_value() && !request.dry_run;
-  if (auto s = remote.write(serve::encode_query_valid_paths(lock, false, *closure)); !s) {
-    return remote_failed(ExitCode::Remote, s.error());
+  if (auto s = remote_->destination->send_query(*closure, lock); !s) return remote_failed(ExitCode::Remote, s.error());
+  auto valid = remote_->destination->read_valid();
+  if (!valid && valid.error().code == kNoDaemon && options_.protocol == Protocol::Auto && !remote_->reused) {
+    // No nix-daemon --stdio for us there (an older forced command, no daemon installed): the
+    // serve protocol, on a new channel of the same session.
+    LOG_INFO("%.3f s: %s; falling back to '%s'", elapsed(), valid.error().message.c_str(), options_.remote_command.c_str());
+    remote_->destination->close();
+    auto destination = open_destination(remote_->session, Protocol::Serve);
+    if (!destination) return remote_failed(ExitCode::Remote, destination.error());
+    remote_->destination = std::move(*destination);
+    if (auto s = remote_->destination->send_query(*closure, lock); !s) return remote_failed(ExitCode::Remote, s.error());
+    valid = remote_->destination->read_valid();
   }
-  if (remote_->hello_pending) {
-    if (auto s = remote.read_hello(); !s) return remote_failed(ExitCode::Remote, s.error());
-    remote_->hello_pending = false;
-  }
-  summary.server_version = remote.server_version();
-  auto valid = remote.read_path_set();
   if (!valid) return remote_failed(ExitCode::Remote, valid.error());
-  LOG_INFO("%.3f s: server (serve protocol %u.%u) has %zu of them", elapsed(),
-           serve::version_major(remote.server_version()), serve::version_minor(remote.server_version()),
+  Destination& remote = *remote_->destination;
+  summary.protocol = remote.protocol();
+  summary.server_version = remote.version();
+  summary.server_nix_version = remote.nix_version();
+  LOG_INFO("%.3f s: server (%s protocol %s) has %zu of them", elapsed(), remote.protocol(), summary.server_version.c_str(),
            valid->size());
   // From here on a failure is reported, never retried: paths may have been sent.
   local_->reused = true;
   remote_->reused = true;
   std::set<std::string> present(valid->begin(), valid->end());
-  std::vector<serve::PathInfo> missing;
+  std::vector<PathInfo> missing;
   for (auto& info : *ordered) {
     if (present.count(info.path) != 0) continue;
     summary.missing.push_back(info.path);
@@ -288,24 +212,27 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
     return outcome;
   }
 
-  bool use_import = request.import_paths || serve::version_minor(remote.version()) < 5;
-  for (const auto& info : missing) {
-    if (info.nar_hash.empty() && !use_import) use_import = true;  // an old local store gave no hash
-  }
   if (!missing.empty()) {
     progress.begin(missing.size(), summary.missing_bytes);
-    Status sent = use_import ? send_import_paths(local, remote, missing, progress, summary)
-                             : send_add_to_store_nar(local, remote, missing, progress, summary);
+    Status sent = remote.send(local, missing, progress, summary.copied_paths, summary.bytes_sent);
     progress.finish();
     if (!sent) {
       finish_time();
       drop_remote();
       drop_local();
+      if (sent.error().code == kDaemonError) {
+        // The daemon read everything and refused (an untrusted key's unsigned path, say): a
+        // rerun would be refused again.
+        return fail(std::move(outcome), ExitCode::Remote,
+                    "the server refused the paths (" + std::to_string(summary.copied_paths) + " of " +
+                        std::to_string(missing.size()) + " confirmed): " + sent.error().message);
+      }
       return fail(std::move(outcome), ExitCode::Incomplete,
                   "push incomplete (" + std::to_string(summary.copied_paths) + " of " +
                       std::to_string(missing.size()) + " paths confirmed; rerun to send the rest): " +
                       sent.error().message);
     }
+    LOG_INFO("%.3f s: %zu paths sent", elapsed(), missing.size());
   }
 
   if (request.root) {
@@ -328,68 +255,6 @@ PushOutcome run_push(const PushOptions& options) {
   Progress progress(options.progress);
   Pusher pusher(options);
   return pusher.push(*request, progress);
-}
-
-RootsOutcome run_roots(const RootsOptions& options) {
-  RootsOutcome outcome;
-  for (const auto& name : options.names) {
-    if (!is_valid_root_name(name)) {
-      outcome.code = ExitCode::Usage;
-      outcome.message = "bad root name '" + name + "'";
-      return outcome;
-    }
-  }
-  auto session = SshSession::connect(options.ssh);
-  if (!session) {
-    outcome.code = ssh_exit_code(session.error());
-    outcome.message = session.error().message;
-    return outcome;
-  }
-  auto run = [&](const std::string& command, std::string* output) -> Status {
-    auto channel = session->exec(command);
-    if (!channel) return channel.error();
-    if (auto s = channel->close_write(); !s) return s;
-    auto status = channel->finish(output);
-    if (!status) return status.error();
-    if (*status != 0) {
-      std::string tail = channel->stderr_tail();
-      return make_error(EPROTO, "'" + command + "' failed on the server" +
-                                    (tail.empty() ? " (exit status " + std::to_string(*status) + ")" : ": " + tail));
-    }
-    return {};
-  };
-  std::string listing;
-  if (auto s = run(roots_list_command(options.roots_command), &listing); !s) {
-    outcome.code = ExitCode::Roots;
-    outcome.message = s.error().message;
-    return outcome;
-  }
-  auto roots = parse_root_listing(listing);
-  if (!roots) {
-    outcome.code = ExitCode::Roots;
-    outcome.message = roots.error().message;
-    return outcome;
-  }
-  int64_t now = static_cast<int64_t>(std::time(nullptr));
-  for (auto& root : *roots) {
-    if (!options.names.empty() &&
-        std::find(options.names.begin(), options.names.end(), root.name) == options.names.end()) {
-      continue;
-    }
-    if (options.older_than_seconds && now - root.mtime < *options.older_than_seconds) continue;
-    outcome.roots.push_back(std::move(root));
-  }
-  if (options.remove && !outcome.roots.empty()) {
-    std::vector<std::string> names;
-    for (const auto& root : outcome.roots) names.push_back(root.name);
-    if (auto s = run(roots_delete_command(options.roots_command, names), nullptr); !s) {
-      outcome.code = ExitCode::Roots;
-      outcome.message = s.error().message;
-      return outcome;
-    }
-    outcome.removed = true;
-  }
-  return outcome;
 }
 
 }  // namespace lazystore

@@ -1,5 +1,5 @@
-// The two things lazystore-push does: copy a closure to the server (run_push) and list or expire
-// the server's GC roots (run_roots). Both return an outcome with the exit code to use.
+// What lazystore-push does: copy the closure of store paths to the server, only what it lacks,
+// and set a GC root there (run_push, or a Pusher that keeps its connections open).
 #pragma once
 
 #include <cstdint>
@@ -8,35 +8,29 @@
 #include <string>
 #include <vector>
 
+#include "destination.h"
+#include "exit_code.h"
 #include "progress.h"
-#include "roots.h"
 #include "ssh_session.h"
 
 namespace lazystore {
 
-// Exit codes of lazystore-push (also in --help and push/README.md).
-enum class ExitCode : int {
-  Ok = 0,
-  Usage = 2,        // bad arguments, or an argument is not a store path
-  LocalStore = 3,   // the local store could not be read (path not valid, nix-store failed)
-  Connect = 4,      // alias/host unknown or unreachable, ssh config unreadable
-  HostKey = 5,      // host key unknown (without --accept-new-host-key) or changed
-  Auth = 6,         // no key was accepted
-  Remote = 7,       // the remote command failed or does not speak the serve protocol
-  Incomplete = 8,   // the transfer broke off: some paths are missing on the server; rerun
-  Roots = 9,        // the paths were copied but the GC root could not be set / listed / deleted
-};
+// Which protocol the server is spoken to in: the daemon's (ssh-ng://) where the server runs
+// `nix-daemon --stdio` for us, else the serve protocol (Auto); or only one of them.
+enum class Protocol { Auto, Daemon, Serve };
 
 struct PushOptions {
   std::vector<std::string> paths;  // store paths or symlinks to them
   SshOptions ssh;
   std::string nix_store = "nix-store";  // local program
   std::string from_store;               // local store URI ("" = nix's default)
-  std::string remote_command = "nix-store --serve --write";
+  Protocol protocol = Protocol::Auto;
+  std::string daemon_command = "nix-daemon --stdio";
+  std::string remote_command = "nix-store --serve --write";  // the serve protocol's
   std::string roots_command = "lazystore-roots";
   std::optional<std::string> root;
   bool dry_run = false;
-  bool import_paths = false;  // use the older ImportPaths command instead of AddToStoreNar
+  bool import_paths = false;  // the serve protocol's older ImportPaths instead of AddToStoreNar
   Progress::Mode progress = Progress::Mode::Lines;
 };
 
@@ -50,8 +44,13 @@ struct PushSummary {
   uint64_t copied_paths = 0;            // acknowledged by the server
   uint64_t bytes_sent = 0;
   double seconds = 0;
-  uint64_t server_version = 0;
+  std::string protocol;            // "daemon" (nix-daemon --stdio) or "serve" (nix-store --serve)
+  std::string server_version;      // the protocol version the server answered ("1.34", "2.7")
+  std::string server_nix_version;  // Nix's version, where the protocol says it ("2.8.0")
   std::optional<std::string> root;
+  bool dry_run = false;
+  bool persistent = false;         // went through a persistent connection
+  bool connection_reused = false;  // on a connection to the server that was already open
 };
 
 struct PushOutcome {
@@ -65,15 +64,15 @@ struct PushRequest {
   std::vector<std::string> paths;
   std::optional<std::string> root;
   bool dry_run = false;
-  bool import_paths = false;
 };
 
 // Resolves PATH arguments (store paths or symlinks to them) and checks the root name.
 Result<PushRequest> make_push_request(const PushOptions& options);
 
-// Holds the serve connections to the local store and to the server. They are opened by the
-// first push and kept, so a long-lived Pusher (the --persist master) answers a no-op push with
-// one round trip on connections that are already open.
+// Holds the connections to the local store (nix-store --serve, a pipe) and to the server (one
+// SSH session; nix-daemon --stdio or nix-store --serve --write on a channel of it). They are
+// opened by the first push and kept, so a long-lived Pusher (the persistent connection) answers
+// a no-op push with one round trip on connections that are already open.
 class Pusher {
  public:
   explicit Pusher(PushOptions options);
@@ -85,6 +84,7 @@ class Pusher {
 
  private:
   PushOutcome attempt(const PushRequest& request, Progress& progress, bool& retry);
+  Result<std::unique_ptr<Destination>> open_destination(SshSession& session, Protocol protocol);
   void drop_local();
   void drop_remote();
 
@@ -97,22 +97,5 @@ class Pusher {
 
 // One push on fresh connections (what lazystore-push does without --persist).
 PushOutcome run_push(const PushOptions& options);
-
-struct RootsOptions {
-  SshOptions ssh;
-  std::string roots_command = "lazystore-roots";
-  std::optional<int64_t> older_than_seconds;
-  bool remove = false;
-  std::vector<std::string> names;  // only these roots (all if empty)
-};
-
-struct RootsOutcome {
-  ExitCode code = ExitCode::Ok;
-  std::string message;
-  std::vector<RootEntry> roots;  // listed (matching the filters)
-  bool removed = false;          // the listed roots were deleted
-};
-
-RootsOutcome run_roots(const RootsOptions& options);
 
 }  // namespace lazystore

@@ -4,12 +4,35 @@
 
 namespace lazystore {
 
+namespace {
+
+bool is_store_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
+         c == '-' || c == '.' || c == '_' || c == '?' || c == '=';
+}
+
+std::string older_than_argument(std::optional<int64_t> seconds) {
+  return seconds ? " --older-than " + std::to_string(*seconds) : "";
+}
+
+}  // namespace
+
 bool is_valid_root_name(std::string_view name) {
   if (name.empty() || name.size() > 100 || name.front() == '.' || name.front() == '-') return false;
   for (char c : name) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '+' || c == '-';
     if (!ok) return false;
+  }
+  return true;
+}
+
+bool is_valid_listed_root_name(std::string_view name) {
+  if (!name.starts_with(kRulesNixpkgsPrefix)) return is_valid_root_name(name);
+  name.remove_prefix(kRulesNixpkgsPrefix.size());
+  if (name.empty() || name.size() > 255 || name.front() == '.' || name.front() == '-') return false;
+  for (char c : name) {
+    if (!is_store_name_char(c)) return false;
   }
   return true;
 }
@@ -48,7 +71,7 @@ Result<std::vector<RootEntry>> parse_root_listing(std::string_view text) {
     entry.name = std::string(line.substr(0, tab1));
     std::string_view mtime = line.substr(tab1 + 1, tab2 - tab1 - 1);
     auto [end, ec] = std::from_chars(mtime.data(), mtime.data() + mtime.size(), entry.mtime);
-    if (ec != std::errc() || end != mtime.data() + mtime.size() || !is_valid_root_name(entry.name)) {
+    if (ec != std::errc() || end != mtime.data() + mtime.size() || !is_valid_listed_root_name(entry.name)) {
       return make_error(EPROTO, "bad roots listing line '" + std::string(line) + "'");
     }
     std::string_view paths = line.substr(tab2 + 1);
@@ -63,17 +86,37 @@ Result<std::vector<RootEntry>> parse_root_listing(std::string_view text) {
   return entries;
 }
 
+Result<std::vector<std::string>> parse_deleted_names(std::string_view text) {
+  std::vector<std::string> names;
+  while (!text.empty()) {
+    size_t eol = text.find('\n');
+    std::string_view line = text.substr(0, eol);
+    text = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);
+    if (line.empty()) continue;
+    if (!is_valid_listed_root_name(line)) return make_error(EPROTO, "bad deleted root name '" + std::string(line) + "'");
+    names.emplace_back(line);
+  }
+  return names;
+}
+
 // Names are validated to a shell-safe alphabet, so no quoting is needed.
 std::string roots_add_command(std::string_view roots_command, std::string_view name) {
   return std::string(roots_command) + " add " + std::string(name);
 }
 
-std::string roots_list_command(std::string_view roots_command) {
-  return std::string(roots_command) + " list";
+std::string roots_add_input(const std::vector<std::string>& paths) {
+  std::string input;
+  for (const auto& path : paths) input += path + "\n";
+  return input + ".\n";
 }
 
-std::string roots_delete_command(std::string_view roots_command, const std::vector<std::string>& names) {
-  std::string command = std::string(roots_command) + " delete";
+std::string roots_list_command(std::string_view roots_command, std::optional<int64_t> older_than_seconds) {
+  return std::string(roots_command) + " list" + older_than_argument(older_than_seconds);
+}
+
+std::string roots_delete_command(std::string_view roots_command, const std::vector<std::string>& names,
+                                 std::optional<int64_t> older_than_seconds) {
+  std::string command = std::string(roots_command) + " delete" + older_than_argument(older_than_seconds);
   for (const auto& name : names) command += " " + name;
   return command;
 }

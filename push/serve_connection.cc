@@ -1,31 +1,11 @@
 #include "serve_connection.h"
 
 #include <algorithm>
-#include <cstring>
 
 namespace lazystore {
 
 ServeConnection::ServeConnection(ByteStream& stream, std::string peer)
-    : stream_(stream),
-      peer_(std::move(peer)),
-      reader_([this](std::span<std::byte> out) { return fill(out); }),
-      buffer_(std::make_unique_for_overwrite<std::byte[]>(kBufferSize)) {}
-
-Result<size_t> ServeConnection::fill(std::span<std::byte> out) {
-  if (begin_ == end_) {
-    // Large reads go straight to the caller; small ones are buffered.
-    if (out.size() >= kBufferSize) return stream_.read_some(out);
-    auto n = stream_.read_some(std::span(buffer_.get(), kBufferSize));
-    if (!n) return n.error();
-    if (*n == 0) return size_t{0};
-    begin_ = 0;
-    end_ = *n;
-  }
-  size_t n = std::min(out.size(), end_ - begin_);
-  std::memcpy(out.data(), buffer_.get() + begin_, n);
-  begin_ += n;
-  return n;
-}
+    : stream_(stream), peer_(std::move(peer)), buffered_(stream), reader_(buffered_.source(), "serve protocol") {}
 
 Error ServeConnection::explain(const Error& error) {
   std::string tail = stream_.stderr_tail();
@@ -72,16 +52,15 @@ Status ServeConnection::read_success() {
 
 Status ServeConnection::read_raw(uint64_t size,
                                  const std::function<Status(std::span<const std::byte>)>& sink) {
-  if (!chunk_) chunk_ = std::make_unique_for_overwrite<std::byte[]>(kBufferSize);
-  while (size > 0) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(size, kBufferSize));
-    auto n = fill(std::span(chunk_.get(), want));
-    if (!n) return explain(n.error());
-    if (*n == 0) return explain(make_error(EPROTO, "unexpected end of stream in a NAR"));
-    if (auto s = sink(std::span<const std::byte>(chunk_.get(), *n)); !s) return s;
-    size -= *n;
-  }
-  return {};
+  // The peer's failures are explained with its stderr; the sink's are its own.
+  bool sink_failed = false;
+  auto status = buffered_.read_raw(size, [&](std::span<const std::byte> data) {
+    auto s = sink(data);
+    sink_failed = !s;
+    return s;
+  });
+  if (!status && !sink_failed) return explain(status.error());
+  return status;
 }
 
 }  // namespace lazystore

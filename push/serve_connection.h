@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "buffered_reader.h"
 #include "byte_stream.h"
 #include "result.h"
 #include "serve_protocol.h"
@@ -43,17 +44,10 @@ class ServeConnection {
   Error explain(const Error& error);
 
  private:
-  Result<size_t> fill(std::span<std::byte> out);
-
   ByteStream& stream_;
   std::string peer_;
+  BufferedReader buffered_;
   serve::WireReader reader_;
-  // Not zero-filled: a session that reads little touches (and faults in) little of them.
-  static constexpr size_t kBufferSize = 256 * 1024;
-  std::unique_ptr<std::byte[]> buffer_;
-  std::unique_ptr<std::byte[]> chunk_;  // read_raw's piece, kept across paths
-  size_t begin_ = 0;
-  size_t end_ = 0;
   uint64_t version_ = 0;
   uint64_t server_version_ = 0;
 };

@@ -7,6 +7,7 @@
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 
@@ -153,11 +154,11 @@ Status apply_ssh_option(SshOptions& options, std::string_view option) {
   return {};
 }
 
-Result<SshSession> SshSession::connect(const SshOptions& options) {
-  SessionHandle session(ssh_new());
-  if (!session) return make_error(ENOMEM, "cannot create an ssh session");
-  ssh_session s = session.get();
+namespace {
 
+// Sets up `s` from the options and the ssh config, as OpenSSH would read them; what was read
+// goes to `config_files`.
+Status configure(ssh_session s, const SshOptions& options, std::vector<std::string>& config_files) {
   // We read the config files ourselves, so -F and $HOME decide which ones (never libssh's guess).
   bool process_config = false;
   ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &process_config);
@@ -167,7 +168,6 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
   std::string ssh_dir = home_directory() + "/.ssh";
   ssh_options_set(s, SSH_OPTIONS_SSH_DIR, ssh_dir.c_str());
 
-  std::string config_description;
   if (options.config_file) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(*options.config_file, ec)) {
@@ -176,7 +176,7 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
     if (ssh_options_parse_config(s, options.config_file->c_str()) != 0) {
       return make_error(EINVAL, "cannot parse ssh config " + *options.config_file + ": " + ssh_get_error(s));
     }
-    config_description = *options.config_file;
+    config_files.push_back(*options.config_file);
   } else {
     for (const std::string& file : {ssh_dir + "/config", std::string("/etc/ssh/ssh_config")}) {
       std::error_code ec;
@@ -184,9 +184,8 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
       if (ssh_options_parse_config(s, file.c_str()) != 0) {
         return make_error(EINVAL, "cannot parse ssh config " + file + ": " + ssh_get_error(s));
       }
-      if (config_description.empty()) config_description = file;
+      config_files.push_back(file);
     }
-    if (config_description.empty()) config_description = ssh_dir + "/config";
   }
 
   // Command-line options win over the config, as in OpenSSH.
@@ -210,6 +209,35 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
       return make_error(EINVAL, "bad cipher list '" + ciphers + "': " + ssh_get_error(s));
     }
   }
+  return {};
+}
+
+}  // namespace
+
+Result<SshTarget> resolve_ssh_target(const SshOptions& options) {
+  SessionHandle session(ssh_new());
+  if (!session) return make_error(ENOMEM, "cannot create an ssh session");
+  SshTarget target;
+  if (auto status = configure(session.get(), options, target.config_files); !status) return status.error();
+  target.host = option_string(session.get(), SSH_OPTIONS_HOST);
+  ssh_options_get_port(session.get(), &target.port);
+  target.user = option_string(session.get(), SSH_OPTIONS_USER);
+  target.known_hosts = option_string(session.get(), SSH_OPTIONS_KNOWNHOSTS);
+  target.identities = options.identity_files;
+  if (std::string first = option_string(session.get(), SSH_OPTIONS_IDENTITY); !first.empty()) {
+    target.identities.push_back(expand_tilde(first));
+  }
+  return target;
+}
+
+Result<SshSession> SshSession::connect(const SshOptions& options) {
+  SessionHandle session(ssh_new());
+  if (!session) return make_error(ENOMEM, "cannot create an ssh session");
+  ssh_session s = session.get();
+  std::vector<std::string> config_files;
+  if (auto status = configure(s, options, config_files); !status) return status.error();
+  std::string config_description =
+      config_files.empty() ? home_directory() + "/.ssh/config" : config_files.front();
 
   std::string host = option_string(s, SSH_OPTIONS_HOST);
   unsigned port = 22;
@@ -234,7 +262,7 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
                                                 : ": the server accepted none of the offered keys (ssh-agent, IdentityFile)";
     return make_error(kSshAuthFailed, "authentication to " + where + " failed" + reason);
   }
-  return SshSession(std::move(session), where);
+  return SshSession(std::move(session), where, options.io_timeout_seconds);
 }
 
 Result<SshChannel> SshSession::exec(const std::string& command) {
@@ -247,7 +275,7 @@ Result<SshChannel> SshSession::exec(const std::string& command) {
   if (ssh_channel_request_exec(channel.get(), command.c_str()) != SSH_OK) {
     return make_error(EPROTO, "the server refused to run '" + command + "': " + ssh_get_error(s));
   }
-  return SshChannel(std::move(channel));
+  return SshChannel(std::move(channel), io_timeout_seconds_);
 }
 
 void SshChannel::drain_stderr() {
@@ -261,12 +289,26 @@ void SshChannel::drain_stderr() {
 
 Result<size_t> SshChannel::read_some(std::span<std::byte> buffer) {
   uint32_t count = static_cast<uint32_t>(std::min<size_t>(buffer.size(), 1u << 20));
-  int n = ssh_channel_read(channel_.get(), buffer.data(), count, 0);
-  if (n == SSH_ERROR) {
+  // Waits at most read_timeout_seconds_ for the next byte (libssh's own default waits for ever).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(read_timeout_seconds_);
+  auto lost = [&] {
     return make_error(ECONNRESET, std::string("ssh connection lost: ") +
                                       ssh_get_error(ssh_channel_get_session(channel_.get())));
+  };
+  while (true) {
+    // Bytes waiting on stdout, SSH_EOF once the remote closed it (whatever its stderr holds).
+    int available = ssh_channel_poll_timeout(channel_.get(), 1000, 0);
+    if (available == SSH_ERROR) return lost();
+    if (available == SSH_EOF) return size_t{0};
+    if (available > 0) {
+      int n = ssh_channel_read(channel_.get(), buffer.data(), std::min<uint32_t>(count, static_cast<uint32_t>(available)), 0);
+      if (n == SSH_ERROR) return lost();
+      return static_cast<size_t>(n);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return make_error(ETIMEDOUT, "the server sent nothing for " + std::to_string(read_timeout_seconds_) + " s");
+    }
   }
-  return static_cast<size_t>(n);
 }
 
 Status SshChannel::write_all(std::span<const std::byte> data) {

@@ -29,6 +29,9 @@ struct SshOptions {
   long connect_timeout_seconds = 30;
   std::optional<std::string> ciphers;  // -o Ciphers=…; default prefers AES-GCM where the CPU has AES
   bool accept_new_host_key = false;  // add an unknown host's key to known_hosts (never a changed one)
+  // How long a read may wait for the server's next byte. Generous: the daemon answers a long
+  // AddMultipleToStore only at its end.
+  long io_timeout_seconds = 600;
 };
 
 // Applies one OpenSSH-style "-o Key=Value" (or "Key Value") to the options; EINVAL if unsupported.
@@ -46,7 +49,11 @@ using ChannelHandle = std::unique_ptr<ssh_channel_struct, ChannelDeleter>;
 // A remote command's stdin/stdout over one channel. Must not outlive its SshSession.
 class SshChannel final : public ByteStream {
  public:
-  explicit SshChannel(ChannelHandle channel) : channel_(std::move(channel)) {}
+
+  // A read that gets nothing for `read_timeout_seconds` fails (ETIMEDOUT): a server process
+  // that hangs does not hang the push.
+  SshChannel(ChannelHandle channel, long read_timeout_seconds)
+      : channel_(std::move(channel)), read_timeout_seconds_(read_timeout_seconds) {}
 
   Result<size_t> read_some(std::span<std::byte> buffer) override;
   Status write_all(std::span<const std::byte> data) override;
@@ -59,8 +66,20 @@ class SshChannel final : public ByteStream {
  private:
   void drain_stderr();
   ChannelHandle channel_;
+  long read_timeout_seconds_;
   TailBuffer stderr_;
 };
+
+// Where the ssh config sends a destination, resolved as connect() would (no network).
+struct SshTarget {
+  std::string host;
+  unsigned port = 22;
+  std::string user;
+  std::string known_hosts;               // the file host keys are checked against
+  std::vector<std::string> config_files;  // the ssh config files read
+  std::vector<std::string> identities;    // -i files and the config's first IdentityFile
+};
+Result<SshTarget> resolve_ssh_target(const SshOptions& options);
 
 class SshSession {
  public:
@@ -74,10 +93,11 @@ class SshSession {
   const std::string& description() const { return description_; }
 
  private:
-  SshSession(SessionHandle session, std::string description)
-      : session_(std::move(session)), description_(std::move(description)) {}
+  SshSession(SessionHandle session, std::string description, long io_timeout_seconds)
+      : session_(std::move(session)), description_(std::move(description)), io_timeout_seconds_(io_timeout_seconds) {}
   SessionHandle session_;
   std::string description_;
+  long io_timeout_seconds_;
 };
 
 }  // namespace lazystore

@@ -2,7 +2,9 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <future>
 #include <map>
 #include <vector>
@@ -40,6 +42,10 @@ struct CurlWorker::Transfer {
   std::string range_text;
   char error_buffer[CURL_ERROR_SIZE] = {};
   std::atomic<bool> cancelled{false};
+  // Held while on_data runs; the caller takes it to cancel, so that once it gives up, the
+  // callback (which may point into the caller's stack) never runs again.
+  std::mutex consumer;
+  bool abandoned = false;  // guarded by consumer
   bool refused = false;  // the write callback refused the body (see response.error)
   std::promise<void> done;
 
@@ -47,6 +53,8 @@ struct CurlWorker::Transfer {
     auto* t = static_cast<Transfer*>(self);
     size_t n = size * count;
     if (t->cancelled.load(std::memory_order_relaxed)) return 0;
+    std::lock_guard lock(t->consumer);
+    if (t->abandoned) return 0;
     long status = 0;
     curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &status);
     if (status < 200 || status >= 300) return n;  // an error page: read and dropped
@@ -74,7 +82,7 @@ struct CurlWorker::Transfer {
   }
 };
 
-Result<std::unique_ptr<CurlWorker>> CurlWorker::start(unsigned max_connections) {
+Result<std::unique_ptr<CurlWorker>> CurlWorker::create(unsigned max_connections) {
   if (!global_init()) return make_error(EIO, "libcurl initialisation failed");
   std::unique_ptr<CurlWorker> worker(new CurlWorker());
   worker->multi_ = std::make_unique<Multi>();
@@ -85,8 +93,19 @@ Result<std::unique_ptr<CurlWorker>> CurlWorker::start(unsigned max_connections) 
   curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, connections);
   curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, connections * 2);
   curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, connections * 2);
-  worker->thread_ = std::thread([w = worker.get()] { w->run(); });
+  // Where Nix looks for a CA bundle other than the system's (e.g. a private CA).
+  for (const char* name : {"NIX_SSL_CERT_FILE", "SSL_CERT_FILE"}) {
+    if (const char* value = std::getenv(name); value && *value) {
+      worker->ca_file_ = value;
+      break;
+    }
+  }
   return worker;
+}
+
+void CurlWorker::start() {
+  std::lock_guard lock(mutex_);
+  if (!thread_.joinable() && !stopping_) thread_ = std::thread([this] { run(); });
 }
 
 CurlWorker::~CurlWorker() {
@@ -100,26 +119,36 @@ CurlWorker::~CurlWorker() {
 
 HttpResponse CurlWorker::perform(HttpRequest request) {
   auto transfer = std::make_shared<Transfer>();
+  if (!(request.timeout_seconds > 0)) request.timeout_seconds = 10;  // never without a deadline
   transfer->request = std::move(request);
   std::future<void> done = transfer->done.get_future();
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) {
+    if (stopping_ || !thread_.joinable()) {
       HttpResponse response;
-      response.error = "the HTTP worker is stopping";
+      response.error = stopping_ ? "the HTTP worker is stopping" : "the HTTP worker was not started";
       return response;
     }
     incoming_.push_back(transfer);
   }
   curl_multi_wakeup(multi_->handle.get());
-  // libcurl enforces the timeout itself; this bound only catches a stuck worker. The transfer
-  // is cancelled and then awaited, because its callback may still touch the caller's state.
-  double bound = transfer->request.timeout_seconds > 0 ? transfer->request.timeout_seconds + 5 : 0;
-  if (bound > 0 && done.wait_for(std::chrono::duration<double>(bound)) != std::future_status::ready) {
+  // libcurl enforces the timeout itself; this bound only catches a stuck worker. Past it the
+  // transfer is cancelled, and given a moment to end; if the worker still does not answer, the
+  // transfer is abandoned (its callback can no longer run) and answered as timed out.
+  const auto bound = std::chrono::duration<double>(transfer->request.timeout_seconds + 5);
+  if (done.wait_for(bound) != std::future_status::ready) {
     transfer->cancelled = true;
     curl_multi_wakeup(multi_->handle.get());
+    if (done.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+      std::lock_guard lock(transfer->consumer);
+      transfer->abandoned = true;
+      LOG_ERROR("HTTP worker: %s did not end 10 s past its deadline: abandoned", transfer->request.url.c_str());
+      HttpResponse response;
+      response.timed_out = true;
+      response.error = "abandoned after the deadline";
+      return response;
+    }
   }
-  done.wait();
   if (transfer->cancelled && transfer->response.status == 0) transfer->response.timed_out = true;
   return std::move(transfer->response);
 }
@@ -162,7 +191,9 @@ void CurlWorker::run() {
       const HttpRequest& r = t->request;
       curl_easy_setopt(easy, CURLOPT_URL, r.url.c_str());
       curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-      curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+      // An https SOURCE stays https: a redirect to http would hand the transfer to anyone on the path.
+      curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, r.url.starts_with("https://") ? "https" : "http,https");
+      if (!ca_file_.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, ca_file_.c_str());
       curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
       curl_easy_setopt(easy, CURLOPT_MAXREDIRS, 5L);
       curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -171,11 +202,9 @@ void CurlWorker::run() {
       curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Transfer::on_write);
       curl_easy_setopt(easy, CURLOPT_WRITEDATA, t.get());
       curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-      double connect = r.timeout_seconds > 0 ? r.timeout_seconds : (r.stall_seconds > 0 ? r.stall_seconds : 30);
+      double connect = r.stall_seconds > 0 ? std::min(r.stall_seconds, r.timeout_seconds) : r.timeout_seconds;
       curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect * 1000));
-      if (r.timeout_seconds > 0) {
-        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(r.timeout_seconds * 1000));
-      }
+      curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(r.timeout_seconds * 1000));
       if (r.stall_seconds > 0) {
         curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, static_cast<long>(r.stall_seconds + 0.999));
@@ -213,6 +242,11 @@ void CurlWorker::run() {
       Transfer& t = *it->second;
       CURLcode code = message->data.result;
       curl_easy_getinfo(message->easy_handle, CURLINFO_RESPONSE_CODE, &t.response.status);
+      if (code == CURLE_UNSUPPORTED_PROTOCOL && t.request.url.starts_with("https://")) {
+        t.refused = true;  // not worth a retry: the server will redirect the same way
+        t.response.error = "refused a redirect from https to another scheme";
+      }
+      t.response.refused = t.refused;
       if (code != CURLE_OK) {
         if (!t.refused) {
           t.response.error = t.error_buffer[0] ? t.error_buffer : curl_easy_strerror(code);

@@ -145,6 +145,7 @@ Result<Fd> DirUpstream::open_beneath(const Fd& root, const std::string& relative
 }
 
 Result<bool> DirUpstream::exists(const StorePath& path) {
+  if (StorePath::is_build_scratch(path.base_name())) return false;
   auto root = open_root();
   if (!root) return root.error();
   struct stat st {};
@@ -166,7 +167,7 @@ Result<std::vector<StorePath>> DirUpstream::list_store() {
   if (!names) return names.error();
   std::vector<StorePath> paths;
   for (const std::string& name : *names) {
-    if (!StorePath::is_valid(name)) continue;
+    if (!StorePath::is_valid(name) || StorePath::is_build_scratch(name)) continue;
     // A "<name>.lock" sibling means Nix is still writing the path.
     if (std::binary_search(names->begin(), names->end(), name + ".lock")) continue;
     if (is_lock_file(root->get(), name)) continue;

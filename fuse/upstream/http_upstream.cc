@@ -5,6 +5,8 @@
 #include <cstring>
 #include <thread>
 
+#include <openssl/evp.h>
+
 #include "log.h"
 #include "nar_listing.h"
 #include "stats.h"
@@ -14,8 +16,11 @@ namespace {
 
 constexpr int kRounds = 2;                     // passes over all base URLs before giving up
 constexpr size_t kMaxNarInfos = 100000;        // verified narinfos kept in memory
-constexpr size_t kMaxSpools = 16;              // whole NARs kept for reads (anonymous files)
-constexpr uint64_t kMaxSpoolBytes = 8ull << 30;
+constexpr size_t kMaxManifests = 4096;         // manifests (or "none") kept in memory
+constexpr size_t kMaxManifestNodes = 4u << 20;  // tree nodes of the manifests kept in memory
+constexpr size_t kMaxWarned = 100000;
+// A path whose NAR did not match its narinfo stays absent this long before it is tried again.
+constexpr auto kRefusalTime = std::chrono::seconds(60);
 
 // A listing must describe the NAR the narinfo names: every file inside it, no sizes beyond it.
 Status fits_nar(const Tree& tree, uint64_t nar_size) {
@@ -44,7 +49,8 @@ bool is_http_source(std::string_view source) {
 
 HttpUpstream::HttpUpstream(std::string source, std::vector<std::string> bases, const UpstreamOptions& options,
                            std::vector<PublicKey> keys)
-    : source_(std::move(source)), bases_(std::move(bases)), options_(options), keys_(std::move(keys)) {}
+    : source_(std::move(source)), bases_(std::move(bases)), options_(options), keys_(std::move(keys)),
+      spools_(options.spool_dir, options.spool_max_bytes) {}
 
 HttpUpstream::~HttpUpstream() = default;
 
@@ -63,6 +69,7 @@ Result<std::unique_ptr<HttpUpstream>> HttpUpstream::open(std::string_view source
     bases.push_back(std::move(base));
   }
   if (bases.empty()) return make_error(EINVAL, "SOURCE names no binary cache URL");
+  if (options.spool_dir.empty()) return make_error(EINVAL, "an HTTP SOURCE needs a spool directory");
   std::vector<PublicKey> keys;
   for (const std::string& text : options.trusted_public_keys) {
     auto key = parse_public_key(text);
@@ -74,17 +81,33 @@ Result<std::unique_ptr<HttpUpstream>> HttpUpstream::open(std::string_view source
                               "required, as in Nix), or -o require-sigs=false for an unsigned cache");
   }
   std::unique_ptr<HttpUpstream> upstream(new HttpUpstream(std::string(source), std::move(bases), options, std::move(keys)));
-  auto worker = CurlWorker::start(options.connections);
+  auto worker = CurlWorker::create(options.connections);
   if (!worker) return worker.error();
   upstream->worker_ = std::move(*worker);
   return upstream;
 }
 
-Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative,
-                                                std::optional<std::pair<uint64_t, uint64_t>> range,
-                                                const std::function<bool(std::span<const char>)>& on_data,
-                                                const std::function<Status()>& reset, double stall_seconds,
-                                                size_t max_body) {
+Status HttpUpstream::start() {
+  try {
+    worker_->start();
+  } catch (const std::exception& e) {
+    return make_error(EAGAIN, std::string("cannot start the HTTP worker thread: ") + e.what());
+  }
+  return {};
+}
+
+double HttpUpstream::whole_nar_seconds(uint64_t nar_size) const {
+  // A week at most: NarSize may be up to 2^62, and a deadline must stay a representable time.
+  return std::min(options_.timeout_seconds + static_cast<double>(nar_size) / kMinNarBytesPerSecond, 7 * 86400.0);
+}
+
+bool HttpUpstream::first_time(const std::string& what, const StorePath& path) {
+  std::lock_guard lock(mutex_);
+  if (warned_.size() >= kMaxWarned) warned_.clear();
+  return warned_.insert(what + " " + path.base_name()).second;
+}
+
+Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative, const GetOptions& how) {
   size_t first;
   {
     std::lock_guard lock(mutex_);
@@ -93,28 +116,35 @@ Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative,
   std::string last_error;
   bool timed_out = false;
   int attempt = 0;
+  auto remaining = [&]() -> double {
+    if (!how.deadline) return 1e9;
+    return std::chrono::duration<double>(*how.deadline - Clock::now()).count();
+  };
   for (int round = 0; round < kRounds; ++round) {
     if (round > 0) {
       // Backoff between passes: a restarting server or a full connection table gets a moment.
-      std::this_thread::sleep_for(std::chrono::milliseconds(100 << round));
+      auto pause = std::chrono::milliseconds(100 << round);
+      if (remaining() <= std::chrono::duration<double>(pause).count()) break;
+      std::this_thread::sleep_for(pause);
     }
     for (size_t i = 0; i < bases_.size(); ++i) {
+      double left = remaining();
+      if (left <= 0) {
+        timed_out = true;
+        break;
+      }
       size_t index = (first + i) % bases_.size();
       if (attempt++ > 0) count(&Stats::http_retries, options_.stats);
-      if (reset) {
-        if (auto st = reset(); !st) return st.error();
+      if (how.reset) {
+        if (auto st = how.reset(); !st) return st.error();
       }
       HttpRequest request;
       request.url = bases_[index] + "/" + relative;
-      request.range = range;
-      request.on_data = on_data;
-      request.max_body = max_body;
-      if (stall_seconds > 0) {
-        request.timeout_seconds = 0;
-        request.stall_seconds = stall_seconds;
-      } else {
-        request.timeout_seconds = options_.timeout_seconds;
-      }
+      request.range = how.range;
+      request.on_data = how.on_data;
+      request.max_body = how.max_body;
+      request.timeout_seconds = std::min(how.timeout_seconds > 0 ? how.timeout_seconds : options_.timeout_seconds, left);
+      request.stall_seconds = how.stall_seconds;
       count(&Stats::http_requests, options_.stats);
       HttpResponse response = worker_->perform(std::move(request));
       count(&Stats::http_bytes, options_.stats, response.bytes);
@@ -140,11 +170,16 @@ Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative,
       last_error = bases_[index] + "/" + relative + ": " +
                    (response.status ? "HTTP status " + std::to_string(response.status) : response.error);
       LOG_DEBUG("%s", last_error.c_str());
-      if (response.status >= 400 && response.status < 500 && response.status != 408 && response.status != 429) {
-        return make_error(EIO, last_error);  // the request itself is wrong: a mirror will not help
+      // An answer larger than allowed, or bytes the consumer refused: the same file elsewhere
+      // would be refused too (and a whole NAR that outgrew its NarSize is not worth a second try).
+      if (response.refused && !response.timed_out) return make_error(EIO, last_error);
+      if (response.status >= 300 && response.status < 500 && response.status != 408 && response.status != 429) {
+        // The request itself is wrong (or a redirect that may not be followed): a mirror will not help.
+        return make_error(EIO, last_error);
       }
     }
   }
+  if (last_error.empty()) last_error = bases_[first] + "/" + relative + ": no answer within its deadline";
   return make_error(timed_out ? ETIMEDOUT : EIO, last_error);
 }
 
@@ -153,7 +188,7 @@ Status HttpUpstream::check_cache_info() {
     std::lock_guard lock(mutex_);
     if (cache_info_checked_) return {};
   }
-  auto fetched = get("nix-cache-info", std::nullopt, nullptr, nullptr);
+  auto fetched = get("nix-cache-info", {});
   if (!fetched) return fetched.error();
   if (fetched->absent) return make_error(EIO, source_ + " has no nix-cache-info: not a Nix binary cache");
   std::string_view text = fetched->body;
@@ -175,37 +210,49 @@ Status HttpUpstream::check_cache_info() {
 
 Result<HttpUpstream::NarInfoPtr> HttpUpstream::narinfo(const StorePath& path) {
   std::string hash(path.hash_part());
+  NarInfoPtr known;
   {
     std::lock_guard lock(mutex_);
     if (auto it = narinfos_.find(hash); it != narinfos_.end() && it->second->store_path == path.base_name()) {
-      return it->second;
+      known = it->second;
     }
   }
-  if (auto st = check_cache_info(); !st) return st.error();
-  auto fetched = get(hash + ".narinfo", std::nullopt, nullptr, nullptr, 0, kMaxNarInfoBytes);
-  if (!fetched) return fetched.error();
-  if (fetched->absent) return make_error(ENOENT, path.base_name() + ": not in the binary cache");
-  auto info = parse_narinfo(fetched->body);
-  if (!info) {
-    LOG_WARNING("%s.narinfo: %s", hash.c_str(), info.error().message.c_str());
-    return make_error(EIO, hash + ".narinfo: " + info.error().message);
+  if (!known) {
+    if (auto st = check_cache_info(); !st) return st.error();
+    GetOptions how;
+    how.max_body = kMaxNarInfoBytes;
+    auto fetched = get(hash + ".narinfo", how);
+    if (!fetched) return fetched.error();
+    if (fetched->absent) return make_error(ENOENT, path.base_name() + ": not in the binary cache");
+    auto info = parse_narinfo(fetched->body);
+    if (!info) {
+      LOG_WARNING("%s.narinfo: %s", hash.c_str(), info.error().message.c_str());
+      return make_error(EIO, hash + ".narinfo: " + info.error().message);
+    }
+    if (info->store_path != path.base_name()) {
+      // Another name under this hash: not the path asked for.
+      return make_error(ENOENT, path.base_name() + ": not in the binary cache");
+    }
+    if (options_.require_sigs && !has_valid_signature(*info, keys_)) {
+      count(&Stats::signature_failures, options_.stats);
+      LOG_WARNING("%s: refused: %s", path.base_name().c_str(),
+                  info->sigs.empty() ? "unsigned narinfo" : "no valid signature by a trusted key");
+      return make_error(ENOENT, path.base_name() + ": signature not trusted");
+    }
+    known = std::make_shared<const NarInfo>(std::move(*info));
+    std::lock_guard lock(mutex_);
+    if (narinfos_.size() >= kMaxNarInfos) narinfos_.clear();
+    narinfos_[hash] = known;
   }
-  if (info->store_path != path.base_name()) {
-    // Another name under this hash: not the path asked for.
-    return make_error(ENOENT, path.base_name() + ": not in the binary cache");
-  }
-  if (options_.require_sigs && !has_valid_signature(*info, keys_)) {
-    count(&Stats::signature_failures, options_.stats);
-    LOG_WARNING("%s: refused: %s", path.base_name().c_str(),
-                info->sigs.empty() ? "unsigned narinfo" : "no valid signature by a trusted key");
-    return make_error(ENOENT, path.base_name() + ": signature not trusted");
-  }
-  auto shared = std::make_shared<const NarInfo>(std::move(*info));
   std::lock_guard lock(mutex_);
-  if (narinfos_.size() >= kMaxNarInfos) narinfos_.clear();
-  narinfos_[hash] = shared;
+  if (auto it = refused_.find(hash); it != refused_.end()) {
+    if (Clock::now() < it->second.until && it->second.nar_sha256 == known->nar_sha256) {
+      return make_error(ENOENT, path.base_name() + ": its NAR did not match its narinfo");
+    }
+    refused_.erase(it);
+  }
   if (seen_.size() < kMaxNarInfos) seen_.insert(path.base_name());
-  return shared;
+  return known;
 }
 
 Result<bool> HttpUpstream::exists(const StorePath& path) {
@@ -225,16 +272,215 @@ Result<std::vector<StorePath>> HttpUpstream::list_store() {
   return out;
 }
 
+Result<HttpUpstream::ManifestPtr> HttpUpstream::manifest(const StorePath& path, const NarInfo& info) {
+  std::string hash(path.hash_part());
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = manifests_.find(hash); it != manifests_.end()) {
+      if (!it->second || it->second->header.nar_sha256 == info.nar_sha256) return it->second;
+    }
+  }
+  auto wait = std::chrono::milliseconds(static_cast<int64_t>((options_.timeout_seconds * kRounds + 2) * 1000));
+  auto fetched = manifest_flights_.run(hash, wait, [&] { return fetch_manifest(path, info); });
+  if (!fetched) return fetched.error();
+  std::lock_guard lock(mutex_);
+  if (manifests_.size() >= kMaxManifests || manifest_nodes_ > kMaxManifestNodes) {
+    manifests_.clear();
+    manifest_nodes_ = 0;
+  }
+  if (auto [it, added] = manifests_.emplace(hash, *fetched); added && *fetched) {
+    manifest_nodes_ += (*fetched)->tree.nodes.size();
+  }
+  return *fetched;
+}
+
+Result<HttpUpstream::ManifestPtr> HttpUpstream::fetch_manifest(const StorePath& path, const NarInfo& info) {
+  std::string hash(path.hash_part());
+  GetOptions how;
+  how.max_body = kMaxManifestBytes;
+  auto fetched = get(hash + std::string(kManifestSuffix), how);
+  if (!fetched) {
+    // Too large is the manifest's fault (refused like a bad one); no answer is not.
+    if (fetched.error().message.find("answer larger than") == std::string::npos) return fetched.error();
+    fetched = make_error(EINVAL, "manifest: larger than " + std::to_string(kMaxManifestBytes) + " bytes");
+  } else if (fetched->absent) {
+    return ManifestPtr();
+  }
+  Result<Manifest> verified = fetched ? verify_manifest(fetched->body, info, keys_) : Result<Manifest>(fetched.error());
+  if (!verified) {
+    count(&Stats::manifest_failures, options_.stats);
+    if (first_time("manifest", path)) {
+      LOG_WARNING("%s%s (%s): refused: %s; serving the path from its whole NAR", hash.c_str(),
+                  std::string(kManifestSuffix).c_str(), path.base_name().c_str(), verified.error().message.c_str());
+    }
+    return ManifestPtr();
+  }
+  return ManifestPtr(std::make_shared<const Manifest>(std::move(*verified)));
+}
+
+Result<HttpUpstream::SpoolPtr> HttpUpstream::spool(const StorePath& path, const NarInfo& info) {
+  std::string hash(path.hash_part());
+  auto wait = std::chrono::milliseconds(static_cast<int64_t>((whole_nar_seconds(info.nar_size) + 2) * 1000));
+  auto spooled = spools_.get(hash, info, wait, [&] { return download_nar(path, info); });
+  if (spooled || spooled.error().code != EBADMSG) return spooled;
+  // Not the NAR the signed narinfo describes: the path is absent, nothing of it is served.
+  count(&Stats::nar_hash_failures, options_.stats);
+  bool first = first_time("nar", path);
+  if (first) LOG_WARNING("%s: the path is absent (nothing of it is served)", spooled.error().message.c_str());
+  std::lock_guard lock(mutex_);
+  refused_[hash] = Refusal{info.nar_sha256, Clock::now() + kRefusalTime};
+  seen_.erase(path.base_name());
+  return make_error(ENOENT, spooled.error().message);
+}
+
+Result<std::unique_ptr<NarSpool>> HttpUpstream::download_nar(const StorePath& path, const NarInfo& info) {
+  std::unique_ptr<NarSpool> current;
+  GetOptions how;
+  how.reset = [&]() -> Status {
+    auto made = NarSpool::create(spools_.directory(), info.compression, info.nar_size);
+    if (!made) return made.error();
+    current = std::move(*made);
+    return {};
+  };
+  how.on_data = [&](std::span<const char> data) { return current->append(data); };
+  // No byte for upstream-timeout, or slower than the minimum rate overall: the download ends.
+  double bound = whole_nar_seconds(info.nar_size);
+  how.timeout_seconds = bound;
+  how.stall_seconds = options_.timeout_seconds;
+  how.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(bound));
+  LOG_INFO("%s: fetching the whole NAR (%s, compression %s)", path.base_name().c_str(), info.url.c_str(),
+           info.compression.c_str());
+  count(&Stats::nar_downloads, options_.stats);
+  auto fetched = get(info.url, how);
+  if (!fetched) {
+    std::string why = current && !current->error().empty() ? current->error() : fetched.error().message;
+    int code = fetched.error().code == ENOTSUP ? EIO : fetched.error().code;
+    // More bytes than NarSize, or a stream that does not decompress: not this path's NAR.
+    if (current && !current->error().empty() && current->error().find("cannot write") == std::string::npos) code = EBADMSG;
+    return make_error(code, path.base_name() + ": fetching its NAR: " + why);
+  }
+  if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
+  if (auto st = current->finish(info.nar_size, info.nar_sha256); !st) {
+    return make_error(st.error().code, path.base_name() + ": " + st.error().message);
+  }
+  return current;
+}
+
 Result<Tree> HttpUpstream::list_tree(const StorePath& path) {
   auto info = narinfo(path);
   if (!info) return info.error();
+  if (!options_.require_sigs) return list_tree_trusting(path, **info);
+  auto m = manifest(path, **info);
+  if (!m) return m.error();
+  if (*m) {
+    count(&Stats::manifest_paths, options_.stats);
+    return (*m)->tree;
+  }
+  auto spooled = spool(path, **info);
+  if (!spooled) return spooled.error();
+  return (*spooled)->tree();
+}
+
+Result<size_t> HttpUpstream::read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
+                                  std::span<std::byte> buf) {
+  if (node >= tree.nodes.size() || tree.nodes[node].type != NodeType::Regular) {
+    return make_error(EINVAL, "not a regular file");
+  }
+  const TreeNode& file = tree.nodes[node];
+  if (offset >= file.size || buf.empty()) return size_t{0};
+  buf = buf.first(static_cast<size_t>(std::min<uint64_t>(buf.size(), file.size - offset)));
+  auto info = narinfo(path);
+  if (!info) return info.error().code == ENOENT ? make_error(EIO, info.error().message) : info.error();
+  if (!options_.require_sigs) return read_trusting(path, **info, tree, node, offset, buf);
+  std::string relative = tree.path_of(node);
+  if ((*info)->compression == "none") {
+    auto m = manifest(path, **info);
+    if (!m) return m.error();
+    if (*m) {
+      auto found = (*m)->tree.resolve(relative);
+      // The tree asked about is the manifest's (or the NAR's, which the manifest describes).
+      if (found && (*m)->tree.nodes[*found].type == NodeType::Regular && (*m)->tree.nodes[*found].size == file.size) {
+        return read_blocks(path, **info, **m, *found, offset, buf);
+      }
+    }
+  }
+  return read_spooled(path, **info, relative, offset, buf);
+}
+
+Result<size_t> HttpUpstream::read_blocks(const StorePath& path, const NarInfo& info, const Manifest& manifest,
+                                         uint32_t node, uint64_t offset, std::span<std::byte> buf) {
+  const TreeNode& file = manifest.tree.nodes[node];
+  const uint64_t block = manifest.header.block_size;
+  const uint64_t first_block = offset / block, last_block = (offset + buf.size() - 1) / block;
+  const uint64_t begin = first_block * block, end = std::min(file.size, (last_block + 1) * block);
+  // Whole blocks are fetched and checked; a read that is not block-aligned goes through memory.
+  std::vector<std::byte> scratch;
+  std::span<std::byte> target = buf;
+  if (begin != offset || end - begin != buf.size()) {
+    scratch.resize(static_cast<size_t>(end - begin));
+    target = scratch;
+  }
+  size_t got = 0;
+  GetOptions how;
+  how.reset = [&]() -> Status {
+    got = 0;
+    return {};
+  };
+  how.on_data = [&](std::span<const char> data) {
+    if (data.size() > target.size() - got) return false;
+    std::memcpy(target.data() + got, data.data(), data.size());
+    got += data.size();
+    return true;
+  };
+  how.range = std::make_pair(file.nar_offset + begin, file.nar_offset + end - 1);
+  auto fetched = get(info.url, how);
+  if (!fetched) return fetched.error();
+  if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
+  if (got != target.size()) return make_error(EIO, path.base_name() + ": short range answer");
+  for (uint64_t b = first_block; b <= last_block; ++b) {
+    uint64_t at = (b - first_block) * block;
+    size_t length = static_cast<size_t>(std::min(block, end - b * block));
+    uint8_t digest[32];
+    unsigned digest_length = 0;
+    bool hashed = EVP_Digest(target.data() + at, length, digest, &digest_length, EVP_sha256(), nullptr) == 1;
+    auto expected = manifest.block_hash(node, b);
+    if (!hashed || digest_length != 32 || std::memcmp(digest, expected.data(), 32) != 0) {
+      count(&Stats::block_hash_failures, options_.stats);
+      std::string where = manifest.tree.path_of(node) + " block " + std::to_string(b);
+      if (first_time("block", path)) {
+        LOG_WARNING("%s: %s: the NAR's bytes do not match the signed manifest: not served", path.base_name().c_str(),
+                    where.c_str());
+      }
+      return make_error(EIO, path.base_name() + ": " + where + " does not match its manifest");
+    }
+  }
+  if (!scratch.empty()) std::memcpy(buf.data(), scratch.data() + (offset - begin), buf.size());
+  return buf.size();
+}
+
+Result<size_t> HttpUpstream::read_spooled(const StorePath& path, const NarInfo& info, const std::string& relative,
+                                          uint64_t offset, std::span<std::byte> buf) {
+  auto spooled = spool(path, info);
+  if (!spooled) return spooled.error().code == ENOENT ? make_error(EIO, spooled.error().message) : spooled.error();
+  auto got = (*spooled)->read(relative, offset, buf);
+  if (!got) {
+    // A kept NAR that cannot be read is dropped: the next read downloads it again.
+    LOG_WARNING("%s: %s", path.base_name().c_str(), got.error().message.c_str());
+    spools_.forget(std::string(path.hash_part()));
+  }
+  return got;
+}
+
+Result<Tree> HttpUpstream::list_tree_trusting(const StorePath& path, const NarInfo& info) {
   std::string hash(path.hash_part());
-  auto listing = get(hash + ".ls", std::nullopt, nullptr, nullptr, 0, kMaxNarListingBytes);
+  GetOptions how;
+  how.max_body = kMaxNarListingBytes;
+  auto listing = get(hash + ".ls", how);
   if (listing && !listing->absent) {
     auto tree = parse_nar_listing(listing->body);
     listing->body = std::string();  // a big listing's text is not kept next to its tree
     if (tree) {
-      if (auto fits = fits_nar(*tree, (*info)->nar_size); fits) return std::move(*tree);
+      if (auto fits = fits_nar(*tree, info.nar_size); fits) return std::move(*tree);
       else tree = fits.error();
     }
     // More entries than a store path may have: its NAR holds as many, and would be refused too.
@@ -246,111 +492,38 @@ Result<Tree> HttpUpstream::list_tree(const StorePath& path) {
   } else if (!listing) {
     return listing.error();
   }
-  auto spooled = spool(path, **info);
-  if (!spooled) return spooled.error();
+  auto spooled = spool(path, info);
+  if (!spooled) return spooled.error().code == ENOENT ? make_error(EIO, spooled.error().message) : spooled.error();
   return (*spooled)->tree();
 }
 
-Result<HttpUpstream::SpoolPtr> HttpUpstream::spool(const StorePath& path, const NarInfo& info) {
-  std::string hash(path.hash_part());
-  std::promise<Result<SpoolPtr>> promise;
-  {
-    std::unique_lock lock(mutex_);
-    if (auto it = spools_.find(hash); it != spools_.end()) {
-      auto waiting = it->second;
-      lock.unlock();
-      auto result = waiting.get();
-      if (result) return result;
-      return result.error();
-    }
-    spools_.emplace(hash, promise.get_future().share());
-  }
-  auto built = build_spool(path, info);
-  {
-    std::lock_guard lock(mutex_);
-    if (built) {
-      spool_order_.push_back(hash);
-      spool_bytes_ += (*built)->size();
-      // Bounded: the oldest spool goes (its file vanishes once no reader holds it).
-      while (spool_order_.size() > 1 && (spool_order_.size() > kMaxSpools || spool_bytes_ > kMaxSpoolBytes)) {
-        auto old = spools_.find(spool_order_.front());
-        if (old != spools_.end()) {
-          auto value = old->second.get();
-          if (value) spool_bytes_ -= (*value)->size();
-          spools_.erase(old);
-        }
-        spool_order_.erase(spool_order_.begin());
-      }
-    } else {
-      spools_.erase(hash);  // a failure is not remembered: the next read tries again
-    }
-  }
-  promise.set_value(built);
-  return built;
-}
-
-Result<HttpUpstream::SpoolPtr> HttpUpstream::build_spool(const StorePath& path, const NarInfo& info) {
-  std::string directory = options_.spool_dir.empty() ? "/tmp" : options_.spool_dir;
-  std::unique_ptr<NarSpool> current;
-  auto reset = [&]() -> Status {
-    auto made = NarSpool::create(directory, info.compression, info.nar_size);
-    if (!made) return made.error();
-    current = std::move(*made);
-    return {};
-  };
-  auto on_data = [&](std::span<const char> data) { return current->append(data); };
-  LOG_INFO("%s: fetching the whole NAR (%s, compression %s)", path.base_name().c_str(), info.url.c_str(),
-           info.compression.c_str());
-  auto fetched = get(info.url, std::nullopt, on_data, reset, options_.timeout_seconds);
-  if (!fetched) {
-    std::string why = current && !current->error().empty() ? current->error() : fetched.error().message;
-    return make_error(fetched.error().code == ENOTSUP ? EIO : fetched.error().code,
-                      path.base_name() + ": fetching its NAR: " + why);
-  }
-  if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
-  if (auto st = current->finish(info.nar_size, info.nar_sha256); !st) {
-    count(&Stats::nar_hash_failures, options_.stats);
-    LOG_WARNING("%s: %s: nothing of it is served", path.base_name().c_str(), st.error().message.c_str());
-    return make_error(EIO, path.base_name() + ": " + st.error().message);
-  }
-  return SpoolPtr(std::move(current));
-}
-
-Result<size_t> HttpUpstream::read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
-                                  std::span<std::byte> buf) {
-  if (node >= tree.nodes.size() || tree.nodes[node].type != NodeType::Regular) {
-    return make_error(EINVAL, "not a regular file");
-  }
+Result<size_t> HttpUpstream::read_trusting(const StorePath& path, const NarInfo& info, const Tree& tree,
+                                           uint32_t node, uint64_t offset, std::span<std::byte> buf) {
   const TreeNode& file = tree.nodes[node];
-  if (offset >= file.size || buf.empty()) return size_t{0};
-  size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), file.size - offset));
-  auto info = narinfo(path);
-  if (!info) return info.error().code == ENOENT ? make_error(EIO, info.error().message) : info.error();
-  const NarInfo& ni = **info;
-  if (ni.compression == "none" && file.nar_offset != 0 && file.size <= ni.nar_size &&
-      file.nar_offset <= ni.nar_size - file.size) {
-    // The lazy path: the file's bytes sit at nar_offset in the uncompressed NAR.
+  if (info.compression == "none" && file.nar_offset != 0 && file.size <= info.nar_size &&
+      file.nar_offset <= info.nar_size - file.size) {
+    // The lazy path: the file's bytes sit at nar_offset in the uncompressed NAR (unchecked).
     size_t got = 0;
-    auto reset = [&]() -> Status {
+    GetOptions how;
+    how.reset = [&]() -> Status {
       got = 0;
       return {};
     };
-    auto on_data = [&](std::span<const char> data) {
-      if (data.size() > want - got) return false;
+    how.on_data = [&](std::span<const char> data) {
+      if (data.size() > buf.size() - got) return false;
       std::memcpy(buf.data() + got, data.data(), data.size());
       got += data.size();
       return true;
     };
     uint64_t first = file.nar_offset + offset;
-    auto fetched = get(ni.url, std::make_pair(first, first + want - 1), on_data, reset);
+    how.range = std::make_pair(first, first + buf.size() - 1);
+    auto fetched = get(info.url, how);
     if (!fetched) return fetched.error();
-    if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + ni.url + " is missing");
-    if (got != want) return make_error(EIO, path.base_name() + ": short range answer");
+    if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
+    if (got != buf.size()) return make_error(EIO, path.base_name() + ": short range answer");
     return got;
   }
-  auto spooled = spool(path, ni);
-  if (!spooled) return spooled.error();
-  return (*spooled)->read(tree.path_of(node), offset, buf.first(want));
+  return read_spooled(path, info, tree.path_of(node), offset, buf);
 }
 
 Result<UpstreamStatfs> HttpUpstream::statfs() {

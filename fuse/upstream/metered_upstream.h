@@ -11,6 +11,7 @@ class MeteredUpstream final : public Upstream {
   MeteredUpstream(std::unique_ptr<Upstream> inner, Stats& stats) : inner_(std::move(inner)), stats_(stats) {}
 
   std::string describe() const override { return inner_->describe(); }
+  Status start() override { return inner_->start(); }
   Result<bool> exists(const StorePath& path) override {
     LatencyTimer timer(stats_.upstream_latency);
     return count(inner_->exists(path));
@@ -23,6 +24,11 @@ class MeteredUpstream final : public Upstream {
     LatencyTimer timer(stats_.upstream_latency);
     return count(inner_->list_tree(path));
   }
+  Status walk_tree(const StorePath& path, TreeBuilder& builder) override {
+    LatencyTimer timer(stats_.upstream_latency);
+    return count(inner_->walk_tree(path, builder));
+  }
+  uint64_t read_window_bytes() override { return inner_->read_window_bytes(); }
   Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
                       std::span<std::byte> buf) override {
     LatencyTimer timer(stats_.upstream_latency);
@@ -40,6 +46,7 @@ class MeteredUpstream final : public Upstream {
   Result<T> count(Result<T> result) {
     stats_.upstream_requests++;
     if (!result) stats_.upstream_errors++;
+    stats_.upstream_health.record(result ? 0 : result.error().code);
     return result;
   }
 

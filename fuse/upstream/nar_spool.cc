@@ -1,6 +1,7 @@
 #include "nar_spool.h"
 
 #include "nar.h"
+#include "nar_listing.h"
 #include "openssl_handles.h"
 
 #include <fcntl.h>
@@ -139,6 +140,17 @@ Result<std::unique_ptr<Decompressor>> make_decompressor(std::string_view compres
                                  "' is not supported (use none, xz or zstd when publishing the cache)");
 }
 
+// A NAR that really holds a file past the cap is refused like any NAR that cannot be served.
+Status within_file_size_cap(const Tree& tree) {
+  for (uint32_t i = 0; i < tree.nodes.size(); ++i) {
+    if (tree.nodes[i].type == NodeType::Regular && tree.nodes[i].size > kMaxFileSize) {
+      return make_error(EBADMSG, "the NAR's file " + tree.path_of(i) + " is larger than " +
+                                     std::to_string(kMaxFileSize) + " bytes");
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 struct NarSpool::Sha256 {
@@ -155,7 +167,9 @@ std::string to_hex(std::span<const uint8_t> bytes) {
   return out;
 }
 
-NarSpool::~NarSpool() = default;
+NarSpool::~NarSpool() {
+  if (!kept_ && !path_.empty()) ::unlink(path_.c_str());
+}
 
 Result<std::unique_ptr<NarSpool>> NarSpool::create(const std::string& directory, std::string_view compression,
                                                   uint64_t nar_size) {
@@ -166,22 +180,52 @@ Result<std::unique_ptr<NarSpool>> NarSpool::create(const std::string& directory,
   std::unique_ptr<NarSpool> spool(new NarSpool());
   spool->decompressor_ = std::move(*decompressor);
   spool->limit_ = nar_size;
-  // Anonymous: nothing to clean up after a crash, and the data vanishes with its last reader.
-  spool->fd_.reset(::open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  // A named temporary (".tmp-*": removed by the store's scan after a crash) that keep() renames.
+  std::string name = directory + "/.tmp-XXXXXX";
+  std::vector<char> path(name.begin(), name.end());
+  path.push_back('\0');
+  spool->fd_.reset(::mkostemp(path.data(), O_CLOEXEC));
   if (!spool->fd_) {
-    std::string name = directory + "/spool-XXXXXX";
-    std::vector<char> path(name.begin(), name.end());
-    path.push_back('\0');
-    spool->fd_.reset(::mkostemp(path.data(), O_CLOEXEC));
-    if (!spool->fd_) {
-      return make_error(errno, "cannot create a NAR spool in " + directory + ": " + std::strerror(errno));
-    }
-    ::unlink(path.data());
+    return make_error(errno, "cannot create a NAR spool in " + directory + ": " + std::strerror(errno));
   }
+  spool->path_ = path.data();
   spool->sha256_ = std::make_unique<Sha256>();
   if (!spool->sha256_->ctx || EVP_DigestInit_ex(spool->sha256_->ctx.get(), EVP_sha256(), nullptr) != 1) {
     return make_error(ENOMEM, "cannot start sha256");
   }
+  return spool;
+}
+
+Status NarSpool::keep(const std::string& path) {
+  if (::rename(path_.c_str(), path.c_str()) != 0) {
+    return make_error(errno, "cannot keep the NAR spool as " + path + ": " + std::strerror(errno));
+  }
+  path_ = path;
+  kept_ = true;
+  return {};
+}
+
+Result<std::unique_ptr<NarSpool>> NarSpool::open_kept(const std::string& path, uint64_t nar_size,
+                                                      std::span<const uint8_t> nar_sha256) {
+  std::unique_ptr<NarSpool> spool(new NarSpool());
+  spool->fd_.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!spool->fd_) return make_error(errno, path + ": " + std::strerror(errno));
+  spool->path_ = path;
+  spool->kept_ = true;
+  struct stat st{};
+  if (::fstat(spool->fd_.get(), &st) != 0) return make_error(errno, path + ": " + std::strerror(errno));
+  spool->size_ = static_cast<uint64_t>(st.st_size);
+  spool->sha256_ = std::make_unique<Sha256>();
+  if (!spool->sha256_->ctx || EVP_DigestInit_ex(spool->sha256_->ctx.get(), EVP_sha256(), nullptr) != 1) {
+    return make_error(ENOMEM, "cannot start sha256");
+  }
+  Status verified = spool->size_ == nar_size ? spool->check_digest(nar_sha256)
+                                             : make_error(EBADMSG, "kept NAR " + path + " has the wrong size");
+  if (!verified) {
+    if (verified.error().code == EBADMSG) ::unlink(path.c_str());
+    return verified.error();
+  }
+  ::futimens(spool->fd_.get(), nullptr);  // recently used: the store's eviction order survives restarts
   return spool;
 }
 
@@ -216,7 +260,7 @@ Status NarSpool::finish(uint64_t nar_size, std::span<const uint8_t> nar_sha256) 
   auto st = decompressor_->finish([this](std::span<const std::byte> d) { return write_out(d); });
   if (!st) return make_error(EIO, error_.empty() ? st.error().message : error_);
   if (size_ != nar_size) {
-    return make_error(EIO, "NAR size " + std::to_string(size_) + " is not NarSize " + std::to_string(nar_size));
+    return make_error(EBADMSG, "NAR size " + std::to_string(size_) + " is not NarSize " + std::to_string(nar_size));
   }
   uint8_t digest[EVP_MAX_MD_SIZE];
   unsigned length = 0;
@@ -224,8 +268,8 @@ Status NarSpool::finish(uint64_t nar_size, std::span<const uint8_t> nar_sha256) 
     return make_error(EIO, "sha256 failed");
   }
   if (nar_sha256.size() != 32 || std::memcmp(digest, nar_sha256.data(), 32) != 0) {
-    return make_error(EIO, "NAR hash mismatch: sha256 " + to_hex(std::span<const uint8_t>(digest, 32)) +
-                               ", NarHash says " + to_hex(nar_sha256));
+    return make_error(EBADMSG, "NAR hash mismatch: sha256 " + to_hex(std::span<const uint8_t>(digest, 32)) +
+                                   ", NarHash says " + to_hex(nar_sha256));
   }
   // The archive is verified; its own listing gives every file's offset.
   uint64_t position = 0;
@@ -237,7 +281,45 @@ Status NarSpool::finish(uint64_t nar_size, std::span<const uint8_t> nar_sha256) 
     return static_cast<size_t>(n);
   };
   auto tree = tree_from_nar(source);
-  if (!tree) return make_error(EIO, "the NAR is not a valid archive: " + tree.error().message);
+  if (!tree) {
+    return make_error(tree.error().code == EINVAL || tree.error().code == EPROTO ? EBADMSG : EIO,
+                      "the NAR is not a valid archive: " + tree.error().message);
+  }
+  if (auto sizes = within_file_size_cap(*tree); !sizes) return sizes;
+  tree_ = std::move(*tree);
+  return {};
+}
+
+// One pass over a kept file: its archive parsed while its sha256 is taken.
+Status NarSpool::check_digest(std::span<const uint8_t> nar_sha256) {
+  uint64_t position = 0;
+  int fd = fd_.get();
+  EVP_MD_CTX* ctx = sha256_->ctx.get();
+  bool read_failed = false;
+  NarSource source = [&](std::span<std::byte> buf) -> Result<size_t> {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(position));
+    if (n < 0) {
+      read_failed = true;
+      return make_error(errno, std::string("reading the kept NAR: ") + std::strerror(errno));
+    }
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n));
+    position += static_cast<uint64_t>(n);
+    return static_cast<size_t>(n);
+  };
+  auto tree = tree_from_nar(source);
+  if (!tree) return make_error(read_failed ? EIO : EBADMSG, path_ + ": " + tree.error().message);
+  std::vector<std::byte> rest(64 << 10);
+  for (;;) {
+    auto n = source(rest);
+    if (!n) return make_error(EIO, n.error().message);
+    if (*n == 0) break;
+  }
+  uint8_t digest[EVP_MAX_MD_SIZE];
+  unsigned length = 0;
+  if (EVP_DigestFinal_ex(ctx, digest, &length) != 1 || length != 32) return make_error(EIO, "sha256 failed");
+  if (nar_sha256.size() != 32 || std::memcmp(digest, nar_sha256.data(), 32) != 0) {
+    return make_error(EBADMSG, path_ + ": kept NAR no longer matches its NarHash");
+  }
   tree_ = std::move(*tree);
   return {};
 }

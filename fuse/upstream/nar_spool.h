@@ -1,6 +1,8 @@
-// A whole NAR fetched from a binary cache, decompressed once into an anonymous file under the
-// cache directory, and verified (NarSize and the sha256 NarHash) before anything is read from
-// it. Used when a file cannot be read with a range request: compressed NARs, or no listing.
+// A whole NAR fetched from a binary cache, decompressed once into a file under the cache
+// directory, and verified (NarSize and the sha256 NarHash) before anything is read from it. Once
+// verified it may be kept (renamed to its final name) so that a restart does not download it
+// again; a kept NAR is verified again when it is opened after a restart. Used when a file cannot
+// be read with a verified range request: no manifest, or a compressed NAR.
 #pragma once
 
 #include <cstdint>
@@ -31,8 +33,17 @@ class NarSpool {
   bool append(std::span<const char> compressed);
   const std::string& error() const { return error_; }
 
-  // Ends the stream, checks size and hash, and parses the archive. EIO on a mismatch.
+  // Ends the stream, checks size and hash, and parses the archive. EBADMSG when the NAR is not
+  // the one NarSize and NarHash describe (or not an archive); EIO when it could not be read.
   Status finish(uint64_t nar_size, std::span<const uint8_t> nar_sha256);
+
+  // Keeps the verified file as `path` (same directory): it outlives this object.
+  Status keep(const std::string& path);
+
+  // A NAR kept before, verified again (size, sha256, archive); ENOENT when there is none, EBADMSG
+  // (and the file is removed) when it no longer matches.
+  static Result<std::unique_ptr<NarSpool>> open_kept(const std::string& path, uint64_t nar_size,
+                                                     std::span<const uint8_t> nar_sha256);
 
   // The archive's own tree (valid after finish()).
   const Tree& tree() const { return tree_; }
@@ -45,7 +56,11 @@ class NarSpool {
   NarSpool() = default;
   bool write_out(std::span<const std::byte> data);
 
+  Status check_digest(std::span<const uint8_t> nar_sha256);
+
   Fd fd_;
+  std::string path_;   // the temporary file until keep(), then the kept one
+  bool kept_ = false;  // a temporary file is removed with this object
   std::unique_ptr<Decompressor> decompressor_;
   struct Sha256;
   std::unique_ptr<Sha256> sha256_;

@@ -2,10 +2,8 @@
 // (nfs4_tree_walk, nfs4_read): the pump that services a context, and reading a reply.
 #pragma once
 
-// libnfs 4.0 needs <sys/time.h> before its header.
-#include <sys/time.h>
-#include <nfsc/libnfs.h>
-#include <nfsc/libnfs-raw.h>
+#include "nfs_rpc.h"
+
 #include <nfsc/libnfs-raw-nfs4.h>
 
 #include <cstddef>
@@ -15,10 +13,7 @@
 
 namespace lazystore {
 
-// Services the context until done() holds. The deadline restarts whenever `progress` changes.
-// Returns 0, or a negative errno after the context was destroyed (no answer in time, transport
-// error); destroying it cancels what is in flight, while the caller's state is still alive.
-using Nfs4Pump = std::function<int(const std::function<bool()>& done, const size_t& progress)>;
+using Nfs4Pump = NfsPump;
 
 // The errno of an NFSv4 status (EIO for what has no closer meaning).
 int nfs4_errno(nfsstat4 status);

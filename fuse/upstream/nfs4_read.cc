@@ -3,16 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "nfs_read_window.h"
+
 namespace lazystore {
 namespace {
 
 struct ReadCall {
-  std::span<std::byte> buf;
   std::string* fh;
-  std::string* error;
-  int result = 0;
-  bool done = false;
-  size_t progress = 0;
 };
 
 bool refuses_anonymous(nfsstat4 status) {
@@ -22,79 +19,92 @@ bool refuses_anonymous(nfsstat4 status) {
 }
 
 void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept {
-  auto& call = *static_cast<ReadCall*>(private_data);
-  call.done = true;
-  call.progress++;
+  auto* piece = static_cast<NfsReadWindow::Piece*>(private_data);
+  auto& call = *static_cast<ReadCall*>(piece->window->context());
   try {
     if (status != RPC_STATUS_SUCCESS) {
-      *call.error = status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled";
-      call.result = -EIO;
-      return;
+      return NfsReadWindow::answered(piece, -EIO, false,
+                                     status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled");
     }
     const auto& res = *static_cast<const COMPOUND4res*>(data);
     if (res.status != NFS4_OK) {
       nfsstat4 failed = nfs4_failed_status(res);
       auto read = nfs4_result(res, OP_READ);
       if (read && read->nfs_resop4_u.opread.status != NFS4_OK && refuses_anonymous(failed)) {
-        call.result = kNfs4AnonymousReadRefused;
-        return;
+        return NfsReadWindow::answered(piece, kNfs4AnonymousReadRefused, false, nfsstat4_to_str(failed));
       }
-      *call.error = nfsstat4_to_str(failed);
-      call.result = -nfs4_errno(failed);
-      return;
+      return NfsReadWindow::answered(piece, -nfs4_errno(failed), false, nfsstat4_to_str(failed));
     }
     if (auto getfh = nfs4_result(res, OP_GETFH)) {
       const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
       call.fh->assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
     }
     auto read = nfs4_result(res, OP_READ);
-    if (!read) {
-      *call.error = "no READ result";
-      call.result = -EIO;
-      return;
-    }
+    if (!read) return NfsReadWindow::answered(piece, -EIO, false, "no READ result");
     const READ4resok& ok = read->nfs_resop4_u.opread.READ4res_u.resok4;
-    size_t n = std::min<size_t>(ok.data.data_len, call.buf.size());
-    std::memcpy(call.buf.data(), ok.data.data_val, n);
-    call.result = static_cast<int>(n);
+    size_t n = std::min<size_t>(ok.data.data_len, piece->buf.size());
+    std::memcpy(piece->buf.data(), ok.data.data_val, n);
+    NfsReadWindow::answered(piece, static_cast<int64_t>(n), ok.eof != 0);
   } catch (...) {
-    *call.error = "out of memory";
-    call.result = -ENOMEM;
+    NfsReadWindow::answered(piece, -ENOMEM, false, "out of memory");
   }
+}
+
+// One window of READs; the first piece's COMPOUND resolves the path when the handle is unknown.
+int64_t read_window(rpc_context* rpc, std::vector<std::string>& components, std::string* fh, uint64_t offset,
+                    std::span<std::byte> buf, size_t piece, size_t window, std::string* error, const NfsPump& pump) {
+  ReadCall call{fh};
+  NfsReadWindow reads(offset, buf, piece, window, &call);
+  auto send = [&](NfsReadWindow::Piece* p) {
+    std::vector<nfs_argop4> ops;
+    if (!fh->empty()) {
+      ops.push_back(nfs4_putfh(*fh));
+    } else {
+      ops.push_back(nfs4_op(OP_PUTROOTFH));
+      for (std::string& component : components) ops.push_back(nfs4_lookup(component));
+      ops.push_back(nfs4_op(OP_GETFH));
+    }
+    ops.push_back(nfs4_op(OP_READ));
+    READ4args& read = ops.back().nfs_argop4_u.opread;
+    read.offset = p->offset;
+    read.count = static_cast<count4>(p->buf.size());
+    // The READ-bypass stateid (all bits one, RFC 7530 9.1.4.3), not the anonymous one (all zeros):
+    // the Linux server refuses an anonymous READ with NFS4ERR_GRACE for its whole grace period
+    // after a restart (90 s by default), a bypass READ it serves at once.
+    read.stateid.seqid = 0xffffffff;
+    std::memset(read.stateid.other, 0xff, sizeof read.stateid.other);
+    COMPOUND4args args{};
+    args.argarray.argarray_len = static_cast<u_int>(ops.size());
+    args.argarray.argarray_val = ops.data();
+    // libnfs encodes the arguments before it returns: they may live on this stack.
+    if (rpc_nfs4_compound_async(rpc, &on_reply, &args, p) != 0) {
+      *error = std::string("cannot queue an NFS request: ") + rpc_get_error(rpc);
+      return false;
+    }
+    return true;
+  };
+  return reads.run(send, pump, error);
 }
 
 }  // namespace
 
-int nfs4_read(nfs_context* ctx, std::vector<std::string> components, std::string* fh, uint64_t offset,
-              std::span<std::byte> buf, std::string* error, const Nfs4Pump& pump) {
-  std::vector<nfs_argop4> ops;
-  if (!fh->empty()) {
-    ops.push_back(nfs4_putfh(*fh));
-  } else {
-    ops.push_back(nfs4_op(OP_PUTROOTFH));
-    for (std::string& component : components) ops.push_back(nfs4_lookup(component));
-    ops.push_back(nfs4_op(OP_GETFH));
-  }
-  ops.push_back(nfs4_op(OP_READ));
-  READ4args& read = ops.back().nfs_argop4_u.opread;
-  read.offset = offset;
-  read.count = static_cast<count4>(buf.size());
-  // The READ-bypass stateid (all bits one, RFC 7530 9.1.4.3), not the anonymous one (all zeros):
-  // the Linux server refuses an anonymous READ with NFS4ERR_GRACE for its whole grace period
-  // after a restart (90 s by default), a bypass READ it serves at once.
-  read.stateid.seqid = 0xffffffff;
-  std::memset(read.stateid.other, 0xff, sizeof read.stateid.other);
-  COMPOUND4args args{};
-  args.argarray.argarray_len = static_cast<u_int>(ops.size());
-  args.argarray.argarray_val = ops.data();
-  ReadCall call{buf, fh, error};
+int64_t nfs4_read(nfs_context* ctx, std::vector<std::string> components, std::string* fh, uint64_t offset,
+                  std::span<std::byte> buf, size_t piece, size_t window, std::string* error, const NfsPump& pump) {
   rpc_context* rpc = nfs_get_rpc_context(ctx);
-  if (rpc_nfs4_compound_async(rpc, &on_reply, &args, &call) != 0) {
-    *error = std::string("cannot queue an NFS request: ") + rpc_get_error(rpc);
-    return -EIO;
+  if (buf.empty()) return 0;
+  size_t first = 0;
+  if (fh->empty()) {  // the first piece alone: it learns the handle the others use
+    size_t n = std::min(buf.size(), piece ? piece : buf.size());
+    int64_t got = read_window(rpc, components, fh, offset, buf.first(n), n, 1, error, pump);
+    if (got < 0 || static_cast<size_t>(got) < n || n == buf.size()) return got;
+    if (fh->empty()) {
+      *error = "no file handle in the READ reply";
+      return -EIO;
+    }
+    first = n;
   }
-  if (int rc = pump([&call] { return call.done; }, call.progress); rc < 0) return rc;
-  return call.result;
+  int64_t rest = read_window(rpc, components, fh, offset + first, buf.subspan(first), piece, window, error, pump);
+  return rest < 0 ? rest : static_cast<int64_t>(first) + rest;
 }
 
 }  // namespace lazystore

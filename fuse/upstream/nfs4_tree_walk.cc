@@ -1,23 +1,19 @@
 #include "nfs4_tree_walk.h"
 
-#include "nfs4_compound.h"
-
 #include <arpa/inet.h>
 #include <sys/stat.h>
 
-#include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <deque>
+#include <memory>
 #include <optional>
 #include <string_view>
+
+#include "nfs_tree_walk.h"
 
 namespace lazystore {
 namespace {
 
-constexpr size_t kMaxInFlight = 48;       // COMPOUNDs outstanding on the connection
 constexpr uint32_t kReaddirBytes = 65536;  // maxcount of one READDIR reply (libnfs takes ≤ 1 MiB)
-constexpr size_t kNone = static_cast<size_t>(-1);
 
 // What READDIR and GETATTR ask for: no file handles (a subdirectory or symlink is reached by
 // LOOKUP in the COMPOUND that lists or reads it, so regular files cost no handle on the wire).
@@ -74,119 +70,70 @@ std::optional<NodeType> node_type(uint32_t nfs_type) {
   }
 }
 
-class Walk {
+class Nfs4Walk final : public NfsTreeWalk {
  public:
-  Walk(nfs_context* ctx, std::string root_path, const Nfs4Pump& pump)
-      : rpc_(nfs_get_rpc_context(ctx)), root_path_(std::move(root_path)), pump_(pump) {}
-
-  Result<Tree> run(const std::vector<std::string>& export_path, const std::string& name);
+  Nfs4Walk(nfs_context* ctx, const std::vector<std::string>& export_path, const std::string& name,
+           TreeBuilder& builder, const NfsPump& pump)
+      : NfsTreeWalk(nfs_get_rpc_context(ctx), name, builder, pump), components_(export_path) {
+    components_.push_back(name);
+  }
 
  private:
-  struct Entry {
-    std::string name;
-    NodeType type = NodeType::Regular;
-    uint64_t size = 0;
-    bool executable = false;
-    std::string target;  // Symlink
-    size_t dir = kNone;  // Directory: index into dirs_
-  };
-  struct Dir {
-    std::string fh;    // empty until the first READDIR reply: LOOKUP name from the parent
-    size_t parent = kNone;
-    std::string name;
-    std::string path;  // relative to the store path, for messages
-    size_t depth = 0;
-    uint64_t cookie = 0;
-    char verifier[NFS4_VERIFIER_SIZE] = {};
-    std::vector<Entry> entries;
-  };
   enum class Kind { Resolve, Readdir, Readlink };
   struct Request {
-    Walk* walk;
+    Nfs4Walk* walk;
     Kind kind;
     size_t dir;
     size_t entry;
   };
 
-  static void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept;
-  void handle(const Request& request, int status, void* data);
-  void fail(int code, const std::string& message) {
-    if (!error_) error_ = make_error(code, message);
+  static void on_reply(rpc_context*, int status, void* data, void* private_data) noexcept {
+    std::unique_ptr<Request> request(static_cast<Request*>(private_data));
+    Nfs4Walk& walk = *request->walk;
+    try {
+      walk.replied();
+      walk.handle(*request, status, data);
+    } catch (...) {
+      walk.fail(ENOMEM, "out of memory while listing " + walk.where(kNone));
+    }
   }
-  std::string where(size_t dir, std::string_view name = {}) const {
-    std::string path = root_path_ + (dir == kNone ? "" : dirs_[dir].path);
-    if (!name.empty()) path += "/" + std::string(name);
-    return path;
-  }
-  bool send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& ops);
-  // The pump gave up (what was in flight was cancelled): its reason, not the cancellations'.
-  Error lost(int rc) const {
-    return make_error(rc == -ETIMEDOUT ? ETIMEDOUT : EIO,
-                      root_path_ + (rc == -ETIMEDOUT ? ": no answer within the deadline (upstream-timeout)"
-                                                     : ": connection lost"));
-  }
-  void issue();
-  int drain();
-  void on_readdir(size_t dir, const READDIR4resok& ok);
-  Status build(Tree& tree, uint32_t node, size_t dir);
 
-  rpc_context* rpc_;
-  std::string root_path_;  // "/<name>" for messages
-  const Nfs4Pump& pump_;
-  std::deque<Dir> dirs_;          // stable addresses: replies refer to them by index
-  std::deque<Request> requests_;  // one per COMPOUND sent, alive until the walk ends
-  std::deque<size_t> to_list_;    // dirs with a READDIR to send
-  // Symlinks with a READLINK to send: (dir, entry), or (kNone, 0) for the root.
-  std::deque<std::pair<size_t, size_t>> to_readlink_;
-  size_t in_flight_ = 0;
-  size_t replies_ = 0;
-  size_t entries_ = 0;
-  std::optional<Error> error_;
-  // The resolved root.
-  Attrs root_;
-  std::string root_fh_;
-  std::string root_target_;
+  void handle(const Request& request, int status, void* data);
+  bool send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& ops);
+  bool send_resolve() override;
+  bool send_readdir(size_t dir) override;
+  bool send_readlink(size_t dir, size_t entry) override;
+  void on_readdir(size_t dir, const READDIR4resok& ok);
+
+  std::vector<std::string> components_;  // from the server's root to the store path
 };
 
-void Walk::on_reply(rpc_context*, int status, void* data, void* private_data) noexcept {
-  auto* request = static_cast<Request*>(private_data);
-  Walk& walk = *request->walk;
-  walk.in_flight_--;
-  walk.replies_++;
-  try {
-    walk.handle(*request, status, data);
-  } catch (...) {
-    walk.fail(ENOMEM, "out of memory while listing " + walk.root_path_);
-  }
-}
-
-void Walk::handle(const Request& request, int status, void* data) {
+void Nfs4Walk::handle(const Request& request, int status, void* data) {
+  if (failed()) return;
   if (status != RPC_STATUS_SUCCESS) {
     std::string why = status == RPC_STATUS_ERROR && data ? static_cast<const char*>(data) : "cancelled";
-    fail(EIO, where(request.kind == Kind::Resolve ? kNone : request.dir) + ": " + why);
-    return;
+    return fail(EIO, where(request.kind == Kind::Resolve ? kNone : request.dir) + ": " + why);
   }
   const auto& res = *static_cast<const COMPOUND4res*>(data);
   if (res.status != NFS4_OK) {
-    nfsstat4 failed = nfs4_failed_status(res);
+    nfsstat4 failed_status = nfs4_failed_status(res);
     std::string what = request.kind == Kind::Readdir ? "listing " : request.kind == Kind::Readlink ? "readlink " : "";
-    std::string path = request.kind == Kind::Resolve ? root_path_
+    std::string path = request.kind == Kind::Resolve ? where(kNone)
                        : request.kind == Kind::Readlink && request.dir != kNone
-                           ? where(request.dir, dirs_[request.dir].entries[request.entry].name)
+                           ? where(request.dir, dirs_[request.dir].entries[request.entry].entry.name)
                            : where(request.dir);
-    fail(nfs4_errno(failed), what + path + ": " + nfsstat4_to_str(failed));
-    return;
+    return fail(nfs4_errno(failed_status), what + path + ": " + nfsstat4_to_str(failed_status));
   }
   if (request.kind == Kind::Resolve) {
     auto getattr = nfs4_result(res, OP_GETATTR);
     auto getfh = nfs4_result(res, OP_GETFH);
+    Attrs attrs;
     if (!getattr || !getfh ||
-        !parse_attrs(getattr->nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, &root_)) {
-      fail(EIO, root_path_ + ": malformed GETATTR reply");
-      return;
+        !parse_attrs(getattr->nfs_resop4_u.opgetattr.GETATTR4res_u.resok4.obj_attributes, &attrs)) {
+      return fail(EIO, where(kNone) + ": malformed GETATTR reply");
     }
     const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
-    root_fh_.assign(fh.nfs_fh4_val, fh.nfs_fh4_len);
+    resolved(node_type(attrs.type), attrs.size, (attrs.mode & S_IXUSR) != 0, std::string(fh.nfs_fh4_val, fh.nfs_fh4_len));
   } else if (request.kind == Kind::Readdir) {
     auto readdir = nfs4_result(res, OP_READDIR);
     if (!readdir) return fail(EIO, "listing " + where(request.dir) + ": no READDIR result");
@@ -200,190 +147,92 @@ void Walk::handle(const Request& request, int status, void* data) {
     auto readlink = nfs4_result(res, OP_READLINK);
     if (!readlink) return fail(EIO, "readlink under " + where(request.dir) + ": no READLINK result");
     const linktext4& link = readlink->nfs_resop4_u.opreadlink.READLINK4res_u.resok4.link;
-    std::string target(link.utf8string_val, link.utf8string_len);
-    if (request.dir == kNone) {
-      root_target_ = std::move(target);
-    } else {
-      dirs_[request.dir].entries[request.entry].target = std::move(target);
-    }
+    target_read(request.dir, request.entry, std::string(link.utf8string_val, link.utf8string_len));
   }
 }
 
-void Walk::on_readdir(size_t dir_index, const READDIR4resok& ok) {
+void Nfs4Walk::on_readdir(size_t dir_index, const READDIR4resok& ok) {
   // Entries are copied out: libnfs' decoder aligns them to 4 bytes, their cookie needs 8.
   entry4 e;
-  for (const entry4* next = ok.reply.entries; next; next = e.nextentry) {
+  for (const entry4* next = ok.reply.entries; next && !failed(); next = e.nextentry) {
     std::memcpy(&e, next, sizeof e);
-    Dir& dir = dirs_[dir_index];
-    dir.cookie = e.cookie;
+    dirs_[dir_index].cookie = e.cookie;
     std::string name(e.name.utf8string_val, e.name.utf8string_len);
-    if (name == "." || name == "..") continue;
     Attrs attrs;
     if (!parse_attrs(e.attrs, &attrs)) return fail(EIO, where(dir_index, name) + ": malformed attributes");
-    auto type = node_type(attrs.type);
-    if (!type) return fail(EIO, where(dir_index, name) + ": not a file, directory or symlink");
-    if (++entries_ > Tree::kMaxNodes) return fail(EIO, root_path_ + ": too many entries");
-    Entry entry{name, *type, attrs.size, (attrs.mode & S_IXUSR) != 0, {}, kNone};
-    if (*type == NodeType::Directory) {
-      if (dir.depth + 1 > Tree::kMaxDepth) return fail(ELOOP, where(dir_index, name) + ": directory tree too deep");
-      entry.dir = dirs_.size();
-      Dir child;
-      child.parent = dir_index;
-      child.name = name;
-      child.path = dir.path + "/" + name;
-      child.depth = dir.depth + 1;
-      dirs_.push_back(std::move(child));
-      to_list_.push_back(entry.dir);
-    } else if (*type == NodeType::Symlink) {
-      to_readlink_.push_back({dir_index, dirs_[dir_index].entries.size()});
-    }
-    dirs_[dir_index].entries.push_back(std::move(entry));
+    add_entry(dir_index, std::move(name), node_type(attrs.type), attrs.size, (attrs.mode & S_IXUSR) != 0, {});
   }
+  if (failed()) return;
   if (!ok.reply.eof) {
     if (!ok.reply.entries) return fail(EIO, "listing " + where(dir_index) + ": the server sent no entry and no end");
-    std::memcpy(dirs_[dir_index].verifier, ok.cookieverf, NFS4_VERIFIER_SIZE);
-    to_list_.push_front(dir_index);  // the rest of a listing first: it is the oldest work
+    std::memcpy(dirs_[dir_index].verifier.data(), ok.cookieverf, NFS4_VERIFIER_SIZE);
   }
+  page_done(dir_index, ok.reply.eof);
 }
 
-bool Walk::send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& ops) {
+bool Nfs4Walk::send(Kind kind, size_t dir, size_t entry, std::vector<nfs_argop4>& ops) {
   COMPOUND4args args{};
   args.argarray.argarray_len = static_cast<u_int>(ops.size());
   args.argarray.argarray_val = ops.data();
-  requests_.push_back(Request{this, kind, dir, entry});
+  auto request = std::make_unique<Request>(Request{this, kind, dir, entry});
   // libnfs encodes the arguments before it returns: they may live on this stack.
-  if (rpc_nfs4_compound_async(rpc_, &Walk::on_reply, &args, &requests_.back()) != 0) {
-    requests_.pop_back();
-    fail(EIO, root_path_ + ": cannot queue an NFS request: " + rpc_get_error(rpc_));
+  if (rpc_nfs4_compound_async(rpc_, &Nfs4Walk::on_reply, &args, request.get()) != 0) {
+    fail(EIO, where(kNone) + ": cannot queue an NFS request: " + rpc_get_error(rpc_));
     return false;
   }
-  in_flight_++;
+  request.release();  // the callback owns it now
+  sent();
   return true;
 }
 
-void Walk::issue() {
-  std::vector<nfs_argop4> ops;
-  while (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !to_readlink_.empty())) {
-    ops.clear();
-    if (!to_readlink_.empty()) {  // readlinks are one small round trip each: keep them flowing
-      auto [dir_index, entry] = to_readlink_.front();
-      to_readlink_.pop_front();
-      if (dir_index == kNone) {
-        ops.push_back(nfs4_putfh(root_fh_));
-      } else {
-        ops.push_back(nfs4_putfh(dirs_[dir_index].fh));
-        ops.push_back(nfs4_lookup(dirs_[dir_index].entries[entry].name));
-      }
-      ops.push_back(nfs4_op(OP_READLINK));
-      if (!send(Kind::Readlink, dir_index, entry, ops)) return;
-      continue;
-    }
-    size_t dir_index = to_list_.front();
-    to_list_.pop_front();
-    Dir& dir = dirs_[dir_index];
-    if (dir.fh.empty()) {  // first page: PUTFH parent, LOOKUP name, GETFH, READDIR
-      ops.push_back(nfs4_putfh(dirs_[dir.parent].fh));
-      ops.push_back(nfs4_lookup(dir.name));
-      ops.push_back(nfs4_op(OP_GETFH));
-    } else {
-      ops.push_back(nfs4_putfh(dir.fh));
-    }
-    ops.push_back(nfs4_op(OP_READDIR));
-    READDIR4args& readdir = ops.back().nfs_argop4_u.opreaddir;
-    readdir.cookie = dir.cookie;
-    std::memcpy(readdir.cookieverf, dir.verifier, NFS4_VERIFIER_SIZE);
-    readdir.dircount = kReaddirBytes;
-    readdir.maxcount = kReaddirBytes;
-    readdir.attr_request = {2, const_cast<uint32_t*>(kAttrs)};
-    if (!send(Kind::Readdir, dir_index, 0, ops)) return;
-  }
-}
-
-// Sends and services until nothing is left in flight; 0 or the pump's negative errno.
-int Walk::drain() {
-  for (;;) {
-    issue();
-    if (in_flight_ == 0) return 0;
-    int rc = pump_(
-        [this] {
-          return in_flight_ == 0 || (!error_ && in_flight_ < kMaxInFlight && (!to_list_.empty() || !to_readlink_.empty()));
-        },
-        replies_);
-    if (rc < 0) return rc;
-  }
-}
-
-Status Walk::build(Tree& tree, uint32_t node, size_t dir_index) {
-  Dir& dir = dirs_[dir_index];
-  std::sort(dir.entries.begin(), dir.entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
-  for (Entry& e : dir.entries) {
-    auto child = tree.add_child(node, e.name, e.type);
-    if (!child) return make_error(EIO, where(dir_index, e.name) + ": " + child.error().message);
-    TreeNode& n = tree.nodes[*child];
-    if (e.type == NodeType::Regular) {
-      n.size = e.size;
-      n.executable = e.executable;
-    } else if (e.type == NodeType::Symlink) {
-      if (e.target.empty() || e.target.size() > Tree::kMaxTargetLength || e.target.size() != e.size) {
-        return make_error(EIO, where(dir_index, e.name) +
-                                   ": symlink target empty, too long or not as long as its attributes say");
-      }
-      n.size = e.target.size();
-      n.target = std::move(e.target);
-    } else if (auto built = build(tree, *child, e.dir); !built) {
-      return built;
-    }
-  }
-  return {};
-}
-
-Result<Tree> Walk::run(const std::vector<std::string>& export_path, const std::string& name) {
+bool Nfs4Walk::send_resolve() {
   // PUTROOTFH, LOOKUP every component of the export and the name, GETFH, GETATTR.
-  std::vector<std::string> components = export_path;
-  components.push_back(name);
   std::vector<nfs_argop4> ops{nfs4_op(OP_PUTROOTFH)};
-  for (std::string& component : components) ops.push_back(nfs4_lookup(component));
+  for (std::string& component : components_) ops.push_back(nfs4_lookup(component));
   ops.push_back(nfs4_op(OP_GETFH));
   ops.push_back(nfs4_op(OP_GETATTR));
   ops.back().nfs_argop4_u.opgetattr.attr_request = {2, const_cast<uint32_t*>(kAttrs)};
-  if (!send(Kind::Resolve, 0, 0, ops)) return *error_;
-  if (int rc = drain(); rc < 0) return lost(rc);
-  if (error_) return *error_;
+  return send(Kind::Resolve, kNone, 0, ops);
+}
 
-  auto type = node_type(root_.type);
-  if (!type) return make_error(EIO, root_path_ + ": not a file, directory or symlink");
-  Tree tree = Tree::with_root(*type);
-  if (*type == NodeType::Regular) {
-    tree.nodes[0].size = root_.size;
-    tree.nodes[0].executable = (root_.mode & S_IXUSR) != 0;
-    return tree;
-  }
-  if (*type == NodeType::Symlink) {
-    to_readlink_.push_back({kNone, 0});
+bool Nfs4Walk::send_readdir(size_t dir_index) {
+  std::vector<nfs_argop4> ops;
+  Dir& dir = dirs_[dir_index];
+  if (dir.fh.empty()) {  // first page: PUTFH parent, LOOKUP name, GETFH, READDIR
+    ops.push_back(nfs4_putfh(dirs_[dir.parent].fh));
+    ops.push_back(nfs4_lookup(dir.name));
+    ops.push_back(nfs4_op(OP_GETFH));
   } else {
-    dirs_.push_back(Dir{root_fh_, kNone, "", "", 0, 0, {}, {}});
-    to_list_.push_back(0);
+    ops.push_back(nfs4_putfh(dir.fh));
   }
-  if (int rc = drain(); rc < 0) return lost(rc);
-  if (error_) return *error_;
-  if (*type == NodeType::Symlink) {
-    if (root_target_.empty() || root_target_.size() > Tree::kMaxTargetLength || root_target_.size() != root_.size) {
-      return make_error(EIO, root_path_ + ": symlink target empty, too long or not as long as its attributes say");
-    }
-    tree.nodes[0].size = root_target_.size();
-    tree.nodes[0].target = std::move(root_target_);
-    return tree;
+  ops.push_back(nfs4_op(OP_READDIR));
+  READDIR4args& readdir = ops.back().nfs_argop4_u.opreaddir;
+  readdir.cookie = dir.cookie;
+  std::memcpy(readdir.cookieverf, dir.verifier.data(), NFS4_VERIFIER_SIZE);
+  readdir.dircount = kReaddirBytes;
+  readdir.maxcount = kReaddirBytes;
+  readdir.attr_request = {2, const_cast<uint32_t*>(kAttrs)};
+  return send(Kind::Readdir, dir_index, 0, ops);
+}
+
+bool Nfs4Walk::send_readlink(size_t dir_index, size_t entry) {
+  std::vector<nfs_argop4> ops;
+  if (dir_index == kNone) {
+    ops.push_back(nfs4_putfh(root_fh_));
+  } else {
+    ops.push_back(nfs4_putfh(dirs_[dir_index].fh));
+    ops.push_back(nfs4_lookup(dirs_[dir_index].entries[entry].entry.name));
   }
-  if (auto built = build(tree, Tree::kRoot, 0); !built) return built.error();
-  return tree;
+  ops.push_back(nfs4_op(OP_READLINK));
+  return send(Kind::Readlink, dir_index, entry, ops);
 }
 
 }  // namespace
 
-Result<Tree> nfs4_walk_tree(nfs_context* ctx, const std::vector<std::string>& export_path,
-                            const std::string& name, const Nfs4Pump& pump) {
-  Walk walk(ctx, "/" + name, pump);
-  return walk.run(export_path, name);
+Status nfs4_walk_tree(nfs_context* ctx, const std::vector<std::string>& export_path, const std::string& name,
+                      TreeBuilder& builder, const NfsPump& pump) {
+  Nfs4Walk walk(ctx, export_path, name, builder, pump);
+  return walk.run();
 }
 
 }  // namespace lazystore

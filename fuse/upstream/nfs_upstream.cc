@@ -5,6 +5,7 @@
 #include <sys/time.h>
 #include <fcntl.h>
 #include <nfsc/libnfs.h>
+#include <nfsc/libnfs-raw-nfs.h>
 
 #include <poll.h>
 #include <unistd.h>
@@ -18,6 +19,9 @@
 #include <list>
 
 #include "log.h"
+#include "nfs3_read.h"
+#include "nfs3_tree_walk.h"
+#include "nfs4_lookup.h"
 #include "nfs4_read.h"
 #include "nfs4_tree_walk.h"
 #include "stats.h"
@@ -26,6 +30,10 @@ namespace lazystore {
 namespace {
 
 constexpr size_t kMaxRead = 1 << 20;     // libnfs 4.0 fails NFSv4 READs over 1 MiB
+// Reads measured for the window's round trip and bandwidth: at least this many bytes.
+constexpr size_t kMinMeasured = 128 << 10;
+// READs of one read() in flight at least (more when bandwidth x round trip needs more).
+constexpr size_t kMinPieces = 4;
 constexpr size_t kOpenFilesPerConnection = 64;
 // After a connection attempt that got no answer within the deadline, further attempts wait this
 // long (at most the deadline): while the server is silent, the many requests readers make fail at
@@ -100,6 +108,13 @@ class NfsConnection {
       return make_error(rc == -ETIMEDOUT || is_timeout_text(c->error()) ? ETIMEDOUT : EIO,
                         "mounting " + where + " over NFSv" + std::to_string(source.version) + ": " + c->error());
     }
+    c->version_ = source.version;
+    if (source.version == 3) {
+      c->root_handle_ = nfs3_root_handle(c->ctx_);
+      if (c->root_handle_.empty()) return make_error(EIO, "mounting " + where + " over NFSv3: no root file handle");
+    }
+    uint64_t readmax = nfs_get_readmax(c->ctx_);
+    c->readmax_ = static_cast<size_t>(std::clamp<uint64_t>(readmax ? readmax : kMaxRead, 4096, kMaxRead));
     return c;
   }
 
@@ -110,10 +125,6 @@ class NfsConnection {
   bool dead() const { return ctx_ == nullptr; }
   const std::string& error() const { return last_error_; }
 
-  int lstat(const std::string& path, nfs_stat_64* out) {
-    return call([&](nfs_cb cb, void* p) { return nfs_lstat64_async(ctx_, path.c_str(), cb, p); },
-                [out](int, void* data) { *out = *static_cast<nfs_stat_64*>(data); });
-  }
 
   int list(const std::string& path, std::vector<DirEntry>* out) {
     nfsdir* dir = nullptr;
@@ -128,25 +139,54 @@ class NfsConnection {
     return 0;
   }
 
-  // `length`: the target's length from the entry's attributes. libnfs' NFSv4 answer is not
-  // always NUL-terminated, so the attributes bound the copy.
-  int readlink(const std::string& path, uint64_t length, std::string* out) {
-    size_t bound = static_cast<size_t>(std::min<uint64_t>(length, Tree::kMaxTargetLength + 1));
-    return call([&](nfs_cb cb, void* p) { return nfs_readlink_async(ctx_, path.c_str(), cb, p); },
-                [out, bound](int, void* data) {
-                  const char* target = static_cast<const char*>(data);
-                  out->assign(target, strnlen(target, bound));
-                });
+  // The tree of /name into `builder` (nfs4_tree_walk.h, nfs3_tree_walk.h). Transport failures
+  // and timeouts destroy the context, as for every other call.
+  Status walk_tree(const std::string& name, TreeBuilder& builder, NfsHandleSink handles) {
+    if (!ctx_) return make_error(EIO, "connection is closed");
+    auto pump = [this](const std::function<bool()>& done, const size_t& progress) { return pump_until(done, progress); };
+    if (version_ == 3) return nfs3_walk_tree(ctx_, root_handle_, name, builder, pump, std::move(handles));
+    return nfs4_walk_tree(ctx_, export_path_, name, builder, pump);
   }
 
-  // NFSv4 only: the whole tree of /name (see nfs4_tree_walk.h). Transport failures and
-  // timeouts destroy the context, as for every other call.
-  Result<Tree> walk_tree(const std::string& name) {
-    if (!ctx_) return make_error(EIO, "connection is closed");
-    return nfs4_walk_tree(ctx_, export_path_, name,
-                          [this](const std::function<bool()>& done, const size_t& progress) {
-                            return pump(done, progress);
-                          });
+  int version() const { return version_; }
+  const std::string& root_handle() const { return root_handle_; }
+  size_t readmax() const { return readmax_; }
+
+  // NFSv3: LOOKUPs of names in the directory with handle `dir`, all at once.
+  int lookup3(const std::string& dir, const std::vector<std::string>& names, std::vector<Nfs3Lookup>* answers) {
+    if (!ctx_) return fail_closed();
+    int rc = nfs3_lookup_all(ctx_, dir, names, answers, pump_fn());
+    if (rc < 0) return rc;
+    for (const Nfs3Lookup& answer : *answers) {
+      if (answer.rc < 0 && answer.rc != -ENOENT) {
+        last_error_ = answer.error;
+        return answer.rc;
+      }
+    }
+    return 0;
+  }
+
+  // NFSv4: the same, by path from the export's root (the store's top level).
+  int lookup4(const std::vector<std::string>& names, std::vector<Nfs4Lookup>* answers) {
+    if (!ctx_) return fail_closed();
+    int rc = nfs4_lookup_all(ctx_, export_path_, names, answers, pump_fn());
+    if (rc < 0) return rc;
+    for (const Nfs4Lookup& answer : *answers) {
+      if (answer.rc < 0 && answer.rc != -ENOENT) {
+        last_error_ = answer.error;
+        return answer.rc;
+      }
+    }
+    return 0;
+  }
+
+  // NFSv3: reads buf at offset from the file with handle fh, `window` READs in flight.
+  int64_t read3(const std::string& fh, uint64_t offset, std::span<std::byte> buf, size_t window) {
+    if (!ctx_) return fail_closed();
+    std::string error;
+    int64_t rc = nfs3_read(ctx_, fh, offset, buf, piece_for(buf.size()), window, &error, pump_fn());
+    if (rc < 0 && !error.empty() && ctx_) last_error_ = error;
+    return rc;
   }
 
   int statvfs(nfs_statvfs_64* out) {
@@ -154,21 +194,29 @@ class NfsConnection {
                 [out](int, void* data) { *out = *static_cast<nfs_statvfs_64*>(data); });
   }
 
-  // Reads into buf from `path` at offset (one READ of at most kMaxRead); bytes read or -errno.
-  int pread(const std::string& path, uint64_t offset, std::span<std::byte> buf) {
-    size_t want = std::min(kMaxRead, buf.size());
+  // Reads buf from `path` at offset (NFSv4), `window` READs in flight; bytes read (short only at
+  // the end of the file) or -errno.
+  int64_t read4(const std::string& path, uint64_t offset, std::span<std::byte> buf, size_t window) {
     if (anonymous_reads_) {
-      int rc = anonymous_pread(path, offset, buf.first(want));
+      int64_t rc = anonymous_read(path, offset, buf, window);
       if (rc != kNfs4AnonymousReadRefused) return rc;
       LOG_INFO("%s: the NFS server refuses READ without OPEN: reading through OPEN", path.c_str());
       anonymous_reads_ = false;
     }
     nfsfh* fh = nullptr;
     if (int rc = open_file(path, &fh); rc != 0) return rc;
-    return call([&](nfs_cb cb, void* p) { return nfs_pread_async(ctx_, fh, offset, want, cb, p); },
-                [&buf, want](int status, void* data) {
-                  std::memcpy(buf.data(), data, std::min<size_t>(static_cast<size_t>(status), want));
-                });
+    size_t done = 0;
+    while (done < buf.size()) {  // libnfs' own reads: one at a time
+      size_t want = std::min(kMaxRead, buf.size() - done);
+      int rc = call([&](nfs_cb cb, void* p) { return nfs_pread_async(ctx_, fh, offset + done, want, cb, p); },
+                    [&buf, done, want](int status, void* data) {
+                      std::memcpy(buf.data() + done, data, std::min<size_t>(static_cast<size_t>(status), want));
+                    });
+      if (rc < 0) return rc;
+      if (rc == 0) break;
+      done += static_cast<size_t>(rc);
+    }
+    return static_cast<int64_t>(done);
   }
 
  private:
@@ -209,7 +257,7 @@ class NfsConnection {
       return -EIO;
     }
     static const size_t kNoProgress = 0;
-    if (int rc = pump([&pending] { return pending.done; }, kNoProgress); rc < 0) {
+    if (int rc = pump_until([&pending] { return pending.done; }, kNoProgress); rc < 0) {
       return rc == -EIO && pending.done && pending.status >= 0 ? pending.status : rc;
     }
     if (pending.status < 0) {
@@ -221,7 +269,7 @@ class NfsConnection {
 
   // Services the context until done(); the deadline restarts whenever `progress` changes.
   // On timeout or a transport error the context is destroyed (cancelling what is in flight).
-  int pump(const std::function<bool()>& done, const size_t& progress) {
+  int pump_until(const std::function<bool()>& done, const size_t& progress) {
     auto deadline = std::chrono::steady_clock::now() + timeout_;
     size_t seen = progress;
     while (!done()) {
@@ -248,8 +296,19 @@ class NfsConnection {
     return 0;
   }
 
-  // NFSv4: one COMPOUND per READ, with the anonymous stateid (nfs4_read.h); handles by path, LRU.
-  int anonymous_pread(const std::string& path, uint64_t offset, std::span<std::byte> buf) {
+  // One READ is as large as the server allows: a read() of more is cut in READs in flight.
+  size_t piece_for(size_t bytes) const { return std::min(bytes, readmax_); }
+  NfsPump pump_fn() {
+    return [this](const std::function<bool()>& done, const size_t& progress) { return pump_until(done, progress); };
+  }
+  int fail_closed() {
+    last_error_ = "connection is closed";
+    return -EIO;
+  }
+
+  // NFSv4: COMPOUNDs with the anonymous stateid (nfs4_read.h); handles by path, LRU.
+  int64_t anonymous_read(const std::string& path, uint64_t offset, std::span<std::byte> buf, size_t window) {
+    if (!ctx_) return fail_closed();
     auto it = std::find_if(file_handles_.begin(), file_handles_.end(), [&](const auto& e) { return e.first == path; });
     if (it != file_handles_.end()) {
       file_handles_.splice(file_handles_.begin(), file_handles_, it);
@@ -264,10 +323,8 @@ class NfsConnection {
       rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
     }
     std::string error;
-    int rc = nfs4_read(ctx_, std::move(components), &file_handles_.front().second, offset, buf, &error,
-                       [this](const std::function<bool()>& done, const size_t& progress) {
-                         return pump(done, progress);
-                       });
+    int64_t rc = nfs4_read(ctx_, std::move(components), &file_handles_.front().second, offset, buf,
+                           piece_for(buf.size()), window, &error, pump_fn());
     if (rc < 0) {
       if (!error.empty() && ctx_) last_error_ = error;  // else the pump's reason stands
       if (!file_handles_.empty() && file_handles_.front().first == path) file_handles_.pop_front();
@@ -315,6 +372,9 @@ class NfsConnection {
   std::list<std::pair<std::string, nfsfh*>> handles_;  // most recently used first
   std::list<std::pair<std::string, std::string>> file_handles_;  // path, NFSv4 handle; MRU first
   bool anonymous_reads_ = false;  // NFSv4, until the server refuses one
+  int version_ = 3;
+  std::string root_handle_;       // NFSv3: the export's root
+  size_t readmax_ = kMaxRead;     // the server's largest READ (at most kMaxRead)
 };
 
 NfsUpstream::Lease::Lease(NfsUpstream& owner, std::unique_ptr<NfsConnection> connection, bool reused)
@@ -433,23 +493,54 @@ void NfsUpstream::give_back(std::unique_ptr<NfsConnection> connection, bool brok
 }
 
 Result<bool> NfsUpstream::exists(const StorePath& path) {
-  return with_connection<bool>([&](Lease& nfs) { return exists_on(nfs, path); });
+  return with_connection<bool>([&](Lease& nfs) {
+    auto started = std::chrono::steady_clock::now();
+    auto answer = exists_on(nfs, path);
+    // Small requests of one round trip (two LOOKUPs at once): the window's round trip.
+    if (answer) {
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      std::lock_guard lock(mutex_);
+      rtt_seconds_ = rtt_seconds_ > 0 ? std::min(rtt_seconds_, seconds) : seconds;
+    }
+    return answer;
+  });
 }
 
 Result<bool> NfsUpstream::exists_on(Lease& nfs, const StorePath& path) {
-  nfs_stat_64 st{};
-  std::string lock = "/" + path.base_name() + ".lock";
-  int rc = nfs->lstat(lock, &st);
-  if (rc == 0) return false;  // Nix is still writing the path
-  if (rc != -ENOENT) return nfs.failed(rc, source_.display + lock);
-  std::string name = "/" + path.base_name();
-  rc = nfs->lstat(name, &st);
+  if (StorePath::is_build_scratch(path.base_name())) return false;
+  // Both LOOKUPs at once, raw: one round trip (libnfs' lstat costs two per name over NFSv3, and
+  // over NFSv4 resolves owner names through the user database).
+  std::string base = path.base_name();
+  std::vector<std::string> names{base + ".lock", base};
+  int lock_rc = 0, rc = 0;
+  uint64_t size = 0;
+  bool regular = false;
+  if (nfs->version() == 3) {
+    std::vector<Nfs3Lookup> answers;
+    if (int failed = nfs->lookup3(nfs->root_handle(), names, &answers); failed != 0) {
+      return nfs.failed(failed, source_.display + "/" + base);
+    }
+    lock_rc = answers[0].rc;
+    rc = answers[1].rc;
+    size = answers[1].size;
+    regular = answers[1].type == NF3REG;
+    if (rc == 0) handles_.put(base, answers[1].fh);
+  } else {
+    std::vector<Nfs4Lookup> answers;
+    if (int failed = nfs->lookup4(names, &answers); failed != 0) {
+      return nfs.failed(failed, source_.display + "/" + base);
+    }
+    lock_rc = answers[0].rc;
+    rc = answers[1].rc;
+    size = answers[1].size;
+    regular = answers[1].type == NF4REG;
+  }
+  if (lock_rc == 0) return false;  // Nix is still writing the path
   if (rc == -ENOENT) return false;
-  if (rc != 0) return nfs.failed(rc, source_.display + name);
+  if (rc != 0) return nfs.failed(rc, source_.display + "/" + base);
   // A lock file of another path ("<path>.lock", empty) is not a store path.
-  std::string_view base = path.base_name();
-  bool lock_file = base.ends_with(".lock") && S_ISREG(st.nfs_mode) && st.nfs_size <= 1 &&
-                   StorePath::is_valid(base.substr(0, base.size() - 5));
+  bool lock_file = base.ends_with(".lock") && regular && size <= 1 &&
+                   StorePath::is_valid(std::string_view(base).substr(0, base.size() - 5));
   return !lock_file;
 }
 
@@ -467,7 +558,7 @@ Result<std::vector<StorePath>> NfsUpstream::list_store_on(Lease& nfs) {
   };
   std::vector<StorePath> paths;
   for (const auto& e : entries) {
-    if (!StorePath::is_valid(e.name) || has(e.name + ".lock")) continue;
+    if (!StorePath::is_valid(e.name) || has(e.name + ".lock") || StorePath::is_build_scratch(e.name)) continue;
     bool lock_file = S_ISREG(e.mode) && e.size <= 1 && e.name.ends_with(".lock") &&
                      StorePath::is_valid(e.name.substr(0, e.name.size() - 5));
     if (!lock_file) paths.emplace_back(e.name);
@@ -475,81 +566,114 @@ Result<std::vector<StorePath>> NfsUpstream::list_store_on(Lease& nfs) {
   return paths;
 }
 
-Result<std::string> NfsUpstream::symlink_target(Lease& nfs, const std::string& path, uint64_t length) {
-  std::string target;
-  if (int rc = nfs->readlink(path, length, &target); rc != 0) return nfs.failed(rc, "readlink " + source_.display + path);
-  if (target.empty() || target.size() > Tree::kMaxTargetLength || target.size() != length) {
-    return make_error(EIO, source_.display + path + ": symlink target empty, too long or not as long as its attributes say");
-  }
-  return target;
-}
+namespace {
 
-Status NfsUpstream::walk(Lease& nfs, Tree& tree, uint32_t node, const std::string& path, size_t depth) {
-  if (depth > Tree::kMaxDepth) return make_error(ELOOP, path + ": directory tree too deep");
-  std::vector<NfsConnection::DirEntry> entries;
-  if (int rc = nfs->list(path, &entries); rc != 0) return nfs.failed(rc, "listing " + source_.display + path);
-  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  for (const auto& e : entries) {
-    std::string child_path = path + "/" + e.name;
-    NodeType type;
-    if (S_ISREG(e.mode)) type = NodeType::Regular;
-    else if (S_ISDIR(e.mode)) type = NodeType::Directory;
-    else if (S_ISLNK(e.mode)) type = NodeType::Symlink;
-    else return make_error(EIO, source_.display + child_path + ": not a file, directory or symlink");
-    auto child = tree.add_child(node, e.name, type);
-    if (!child) return make_error(EIO, source_.display + child_path + ": " + child.error().message);
-    if (type == NodeType::Regular) {
-      tree.nodes[*child].size = e.size;
-      tree.nodes[*child].executable = (e.mode & S_IXUSR) != 0;
-    } else if (type == NodeType::Symlink) {
-      auto target = symlink_target(nfs, child_path, e.size);
-      if (!target) return target.error();
-      tree.nodes[*child].size = target->size();
-      tree.nodes[*child].target = std::move(*target);
-    } else if (auto walked = walk(nfs, tree, *child, child_path, depth + 1); !walked) {
-      return walked;
-    }
+// Builds a whole Tree from a walk (list_tree).
+class WholeTree final : public TreeBuilder {
+ public:
+  Status set_root(Entry root) override {
+    tree_ = Tree::with_root(root.type);
+    fill(tree_.nodes[Tree::kRoot], std::move(root));
+    return {};
   }
-  return {};
-}
+  Result<std::vector<uint32_t>> add_listing(uint32_t dir, std::vector<Entry> entries) override {
+    std::vector<uint32_t> nodes;
+    nodes.reserve(entries.size());
+    for (Entry& e : entries) {
+      auto child = tree_.append_child(dir, e.name, e.type);
+      if (!child) return child.error();
+      fill(tree_.nodes[*child], std::move(e));
+      nodes.push_back(*child);
+    }
+    if (auto sorted = tree_.sort_children(dir); !sorted) return sorted.error();
+    return nodes;
+  }
+  Tree take() { return std::move(tree_); }
+
+ private:
+  static void fill(TreeNode& node, Entry e) {
+    node.size = node.type == NodeType::Symlink ? e.target.size() : node.type == NodeType::Regular ? e.size : 0;
+    node.executable = node.type == NodeType::Regular && e.executable;
+    if (node.type == NodeType::Symlink) node.target = std::move(e.target);
+  }
+  Tree tree_;
+};
+
+}  // namespace
 
 Result<Tree> NfsUpstream::list_tree(const StorePath& path) {
-  return with_connection<Tree>([&](Lease& nfs) { return list_tree_on(nfs, path); });
+  WholeTree whole;
+  if (auto walked = walk_tree(path, whole); !walked) return walked.error();
+  return whole.take();
 }
 
-Result<Tree> NfsUpstream::list_tree_on(Lease& nfs, const StorePath& path) {
-  if (source_.version == 4) {
-    auto tree = nfs->walk_tree(path.base_name());
-    if (!tree) {
-      Error error = tree.error();
-      error.message = source_.display + ": " + error.message;
-      return nfs.failed(std::move(error));
+Status NfsUpstream::walk_tree(const StorePath& path, TreeBuilder& builder) {
+  // Not retried on a fresh connection once the builder has something: a listing goes in once.
+  bool started = false;
+  struct Watch final : TreeBuilder {
+    Watch(TreeBuilder& inner, bool& started) : inner_(inner), started_(started) {}
+    Status set_root(Entry root) override {
+      started_ = true;
+      return inner_.set_root(std::move(root));
     }
-    return tree;
+    Result<std::vector<uint32_t>> add_listing(uint32_t dir, std::vector<Entry> entries) override {
+      return inner_.add_listing(dir, std::move(entries));
+    }
+    std::vector<uint32_t> take_wanted() override { return inner_.take_wanted(); }
+    void progressed() override { inner_.progressed(); }
+    TreeBuilder& inner_;
+    bool& started_;
+  } watch(builder, started);
+  const std::string base = path.base_name();
+  for (int attempt = 0;; ++attempt) {
+    auto nfs = lease();
+    if (!nfs) return nfs.error();
+    NfsHandleSink handles;
+    if (source_.version == 3) {
+      handles = [this, &base](const std::string& relative, const std::string& fh) {
+        handles_.put(relative.empty() ? base : base + "/" + relative, fh);
+      };
+    }
+    auto walked = (*nfs)->walk_tree(base, watch, std::move(handles));
+    if (walked) return walked;
+    Error error = walked.error();
+    error.message = source_.display + ": " + error.message;
+    Error failed = nfs->failed(std::move(error));
+    // A pooled connection found dead (the server restarted) is replaced once, as in with_connection.
+    if (started || !nfs->broken() || !nfs->reused() || attempt > 0 || failed.code == ETIMEDOUT) return failed;
   }
-  std::string root = "/" + path.base_name();
-  nfs_stat_64 st{};
-  if (int rc = nfs->lstat(root, &st); rc != 0) return nfs.failed(rc, source_.display + root);
-  if (S_ISDIR(st.nfs_mode)) {
-    Tree tree = Tree::with_root(NodeType::Directory);
-    if (auto walked = walk(nfs, tree, Tree::kRoot, root, 0); !walked) return walked.error();
-    return tree;
+}
+
+Result<std::string> NfsUpstream::handle_of(Lease& nfs, const std::string& key) {
+  if (auto fh = handles_.get(key)) return *fh;
+  // The deepest ancestor whose handle is known (the export's root at worst), then LOOKUPs.
+  std::vector<std::string> missing;
+  std::string at = key;
+  std::string fh;
+  for (;;) {
+    if (auto known = handles_.get(at)) {
+      fh = *known;
+      break;
+    }
+    size_t slash = at.rfind('/');
+    missing.push_back(slash == std::string::npos ? at : at.substr(slash + 1));
+    if (slash == std::string::npos) {
+      fh = nfs->root_handle();
+      at.clear();
+      break;
+    }
+    at.resize(slash);
   }
-  if (S_ISREG(st.nfs_mode)) {
-    Tree tree = Tree::with_root(NodeType::Regular);
-    tree.nodes[0].size = st.nfs_size;
-    tree.nodes[0].executable = (st.nfs_mode & S_IXUSR) != 0;
-    return tree;
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    std::vector<Nfs3Lookup> answers;
+    std::string what = "lookup " + source_.display + "/" + (at.empty() ? "" : at + "/") + *it;
+    if (int rc = nfs->lookup3(fh, {*it}, &answers); rc != 0) return nfs.failed(rc, what);
+    if (answers[0].rc != 0) return nfs.failed(answers[0].rc, what);
+    at = at.empty() ? *it : at + "/" + *it;
+    handles_.put(at, answers[0].fh);
+    fh = std::move(answers[0].fh);
   }
-  if (S_ISLNK(st.nfs_mode)) {
-    auto target = symlink_target(nfs, root, st.nfs_size);
-    if (!target) return target.error();
-    Tree tree = Tree::with_root(NodeType::Symlink);
-    tree.nodes[0].size = target->size();
-    tree.nodes[0].target = std::move(*target);
-    return tree;
-  }
-  return make_error(EIO, source_.display + root + ": not a file, directory or symlink");
+  return fh;
 }
 
 Result<size_t> NfsUpstream::read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
@@ -559,17 +683,51 @@ Result<size_t> NfsUpstream::read(const StorePath& path, const Tree& tree, uint32
 
 Result<size_t> NfsUpstream::read_on(Lease& nfs, const StorePath& path, const Tree& tree, uint32_t node,
                                     uint64_t offset, std::span<std::byte> buf) {
-  std::string file = "/" + path.base_name();
-  if (node != Tree::kRoot) file += "/" + tree.path_of(node);
-  size_t done = 0;
-  while (done < buf.size()) {
-    int rc = nfs->pread(file, offset + done, buf.subspan(done));
-    if (rc < 0) return nfs.failed(rc, "read " + source_.display + file);
-    if (rc == 0) break;
-    done += static_cast<size_t>(rc);
+  std::string key = path.base_name();
+  if (node != Tree::kRoot) key += "/" + tree.path_of(node);
+  size_t window = window_pieces(buf.size(), nfs->readmax());
+  auto started = std::chrono::steady_clock::now();
+  int64_t rc;
+  if (nfs->version() == 3) {
+    auto fh = handle_of(nfs, key);
+    if (!fh) return fh.error();
+    rc = nfs->read3(*fh, offset, buf, window);
+    if (rc == -ESTALE && !nfs->dead()) {  // the server forgot the handle (restarted without keeping them)
+      handles_.erase(key);
+      fh = handle_of(nfs, key);
+      if (!fh) return fh.error();
+      rc = nfs->read3(*fh, offset, buf, window);
+    }
+  } else {
+    rc = nfs->read4("/" + key, offset, buf, window);
   }
-  return done;
+  if (rc < 0) return nfs.failed(static_cast<int>(rc), "read " + source_.display + "/" + key);
+  measure_read(static_cast<uint64_t>(rc), std::chrono::steady_clock::now() - started);
+  return static_cast<size_t>(rc);
 }
+
+size_t NfsUpstream::window_pieces(size_t bytes, size_t readmax) const {
+  // As many READs as fill bandwidth x round trip (read_window_bytes), at least kMinPieces.
+  uint64_t window = std::min<uint64_t>(window_bytes_.load(std::memory_order_relaxed), bytes);
+  uint64_t piece = std::max<size_t>(1, std::min(bytes, readmax));
+  return static_cast<size_t>(std::max<uint64_t>(kMinPieces, (window + piece - 1) / piece));
+}
+
+void NfsUpstream::measure_read(uint64_t bytes, std::chrono::steady_clock::duration took) {
+  double seconds = std::chrono::duration<double>(took).count();
+  if (bytes < kMinMeasured || seconds <= 0) return;
+  std::lock_guard lock(mutex_);
+  // A small read's time is mostly the round trip; a large one's mostly the transfer.
+  if (bytes <= kMinMeasured * 2) rtt_seconds_ = rtt_seconds_ > 0 ? std::min(rtt_seconds_, seconds) : seconds;
+  double rate = static_cast<double>(bytes) / seconds;
+  bytes_per_second_ = bytes_per_second_ > 0 ? 0.8 * bytes_per_second_ + 0.2 * rate : rate;
+  double rtt = rtt_seconds_ > 0 ? rtt_seconds_ : seconds;
+  double bdp = 2 * bytes_per_second_ * rtt;  // twice bandwidth x delay: the link stays full
+  window_bytes_.store(static_cast<uint64_t>(std::clamp(bdp, double{kMinWindow}, double{kMaxWindow})),
+                      std::memory_order_relaxed);
+}
+
+uint64_t NfsUpstream::read_window_bytes() { return window_bytes_.load(std::memory_order_relaxed); }
 
 Result<UpstreamStatfs> NfsUpstream::statfs() {
   return with_connection<UpstreamStatfs>([&](Lease& nfs) { return statfs_on(nfs); });

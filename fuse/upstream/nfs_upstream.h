@@ -11,12 +11,14 @@
 // owner strings, which libnfs 4.0 resolves through NSS for every entry it decodes.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "nfs_handle_cache.h"
 #include "nfs_source.h"
 #include "upstream.h"
 
@@ -33,6 +35,8 @@ class NfsUpstream final : public Upstream {
   Result<bool> exists(const StorePath& path) override;
   Result<std::vector<StorePath>> list_store() override;
   Result<Tree> list_tree(const StorePath& path) override;
+  Status walk_tree(const StorePath& path, TreeBuilder& builder) override;
+  uint64_t read_window_bytes() override;
   Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
                       std::span<std::byte> buf) override;
   Result<UpstreamStatfs> statfs() override;
@@ -70,12 +74,16 @@ class NfsUpstream final : public Upstream {
   void give_back(std::unique_ptr<NfsConnection> connection, bool broken);
   Result<bool> exists_on(Lease& nfs, const StorePath& path);
   Result<std::vector<StorePath>> list_store_on(Lease& nfs);
-  Result<Tree> list_tree_on(Lease& nfs, const StorePath& path);
   Result<size_t> read_on(Lease& nfs, const StorePath& path, const Tree& tree, uint32_t node,
                          uint64_t offset, std::span<std::byte> buf);
   Result<UpstreamStatfs> statfs_on(Lease& nfs);
-  Status walk(Lease& nfs, Tree& tree, uint32_t node, const std::string& path, size_t depth);
-  Result<std::string> symlink_target(Lease& nfs, const std::string& path, uint64_t length);
+  // NFSv3: the handle of node key `key` (from a walk, else by LOOKUPs from the nearest known).
+  Result<std::string> handle_of(Lease& nfs, const std::string& key);
+  size_t window_pieces(size_t bytes, size_t readmax) const;
+  void measure_read(uint64_t bytes, std::chrono::steady_clock::duration took);
+
+  static constexpr uint64_t kMinWindow = 1 << 20;
+  static constexpr uint64_t kMaxWindow = 64 << 20;
 
   const NfsSource source_;
   const UpstreamOptions options_;
@@ -86,6 +94,11 @@ class NfsUpstream final : public Upstream {
   // After a failed connection attempt: no new attempt before this instant (see lease()).
   std::chrono::steady_clock::time_point reconnect_after_{};
   Error last_connect_error_;
+  NfsHandleCache handles_;
+  // Read-ahead window: measured round trip and bandwidth (guarded by mutex_), and their product.
+  double rtt_seconds_ = 0;
+  double bytes_per_second_ = 0;
+  std::atomic<uint64_t> window_bytes_{kMinWindow};
 };
 
 }  // namespace lazystore

@@ -35,7 +35,37 @@ struct UpstreamOptions {
   // paths are refused unless require_sigs is false (Nix's default is to require them).
   std::vector<std::string> trusted_public_keys;
   bool require_sigs = true;
-  std::string spool_dir;        // where whole NARs are decompressed and verified (cache dir)
+  std::string spool_dir;        // where whole NARs are decompressed, verified and kept (cache dir)
+  uint64_t spool_max_bytes = 8ull << 30;  // bound on the whole NARs kept there
+};
+
+// Receives the tree of one store path while an upstream lists it (Upstream::walk_tree): the
+// store path itself first, then each directory's entries once all of them are known, in any
+// order of directories. The tree fills in while the walk goes on, so lookups are answered before
+// it ends; `take_wanted` tells the walk which directories someone is waiting for.
+class TreeBuilder {
+ public:
+  struct Entry {
+    std::string name;         // "" for the store path itself
+    NodeType type = NodeType::Regular;
+    uint64_t size = 0;        // Regular: bytes
+    bool executable = false;  // Regular only
+    std::string target;       // Symlink only
+    uint64_t nar_offset = 0;  // Regular: where its contents are in the NAR (HTTP), 0 unknown
+  };
+  virtual ~TreeBuilder() = default;
+  // The store path itself, once, before anything else. A directory is then node Tree::kRoot.
+  virtual Status set_root(Entry root) = 0;
+  // Every entry of directory `dir` (Tree::kRoot or a directory node returned earlier), once, in
+  // any order, each complete (a symlink with its target). Returns each entry's node, in the
+  // order given. An error (bad names, too many entries, nobody wants the tree any more) ends
+  // the walk with it.
+  virtual Result<std::vector<uint32_t>> add_listing(uint32_t dir, std::vector<Entry> entries) = 0;
+  // Directories someone waits for (nodes returned earlier, not listed yet), most urgent first;
+  // each is given once. A walk lists them before the others.
+  virtual std::vector<uint32_t> take_wanted() { return {}; }
+  // The walk got an answer: a waiter's deadline restarts (a listing may take many answers).
+  virtual void progressed() {}
 };
 
 class Upstream {
@@ -44,6 +74,10 @@ class Upstream {
 
   // For logs and `fsname`, e.g. "file:///srv/nix/store".
   virtual std::string describe() const = 0;
+
+  // Starts the backend's threads, if it has any: called once, after the daemon's last fork and
+  // before the first call below (constructors start no threads).
+  virtual Status start() { return {}; }
 
   // Is the store path present and complete (e.g. no "<name>.lock" sibling on NFS, a .narinfo on
   // HTTP)? false = absent; an Error = could not tell (EIO, ETIMEDOUT, ...).
@@ -55,6 +89,41 @@ class Upstream {
   // The whole tree of a complete store path, in as few round trips as the backend allows.
   // ENOENT when absent.
   virtual Result<Tree> list_tree(const StorePath& path) = 0;
+
+  // The same tree, handed to `builder` directory by directory while it is listed. The default
+  // lists the whole tree first (a backend whose listing comes in one piece: HTTP, a directory).
+  virtual Status walk_tree(const StorePath& path, TreeBuilder& builder) {
+    auto tree = list_tree(path);
+    if (!tree) return tree.error();
+    return feed(*tree, builder);
+  }
+
+  // Hands a whole tree to a builder, breadth-first.
+  static Status feed(const Tree& tree, TreeBuilder& builder) {
+    auto entry_of = [&tree](uint32_t node) {
+      const TreeNode& n = tree.nodes[node];
+      return TreeBuilder::Entry{n.name, n.type, n.size, n.executable, n.target, n.nar_offset};
+    };
+    if (auto set = builder.set_root(entry_of(Tree::kRoot)); !set) return set;
+    if (tree.nodes[Tree::kRoot].type != NodeType::Directory) return {};
+    std::vector<std::pair<uint32_t, uint32_t>> queue{{Tree::kRoot, Tree::kRoot}};  // ours, theirs
+    for (size_t head = 0; head < queue.size(); ++head) {
+      auto [ours, theirs] = queue[head];
+      std::vector<TreeBuilder::Entry> entries;
+      for (uint32_t child : tree.nodes[ours].children) entries.push_back(entry_of(child));
+      auto added = builder.add_listing(theirs, std::move(entries));
+      if (!added) return added.error();
+      const auto& children = tree.nodes[ours].children;
+      for (size_t i = 0; i < children.size() && i < added->size(); ++i) {
+        if (tree.nodes[children[i]].type == NodeType::Directory) queue.emplace_back(children[i], (*added)[i]);
+      }
+    }
+    return {};
+  }
+
+  // Bytes a reader should keep in flight to fill the link (bandwidth x round trip as measured),
+  // for read-ahead: a read() of that many bytes is split into parallel requests. 0: unknown.
+  virtual uint64_t read_window_bytes() { return 0; }
 
   // Reads up to buf.size() bytes of regular file `node` of `tree` (the tree of `path`) at
   // `offset`; returns the byte count, short only at end of file.

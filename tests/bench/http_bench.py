@@ -9,8 +9,8 @@ interpreter and its whole standard library (with bytecode), one with the shared 
 the interpreter and of every extension module (glibc, OpenSSL, libffi, sqlite, ...), started
 through that store path's own ld.so, and one with Debian's Python packages (like a
 python3.withPackages environment). It imports a handful of stdlib modules plus yaml and dateutil
-and prints one line. The store paths are published as one binary cache (compression=none, write-nar-listing=true, signed)
-behind nginx on 127.0.0.1. Each run starts from nothing (fresh lazystore cache, fresh local store):
+and prints one line. The store paths are published as one binary cache (compression=none, signed,
+with lazystore-publish's manifests: verified lazy reads) behind nginx on 127.0.0.1. Each run starts from nothing (fresh lazystore cache, fresh local store):
 
   lazystore  mount over HTTP, run the program in `bwrap --bind MNT /nix/store`
   copy       `nix copy --from http://…` of the closure into `local?root=FRESH`, then run it the
@@ -94,6 +94,7 @@ def run_program(store_dir, env_name, libs_name, site_name):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
+    parser.add_argument("--publish", help="lazystore-publish (default: BUILD/push/ next to --bin's BUILD/fuse/)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json")
     parser.add_argument("-o", dest="options", default="",
@@ -113,6 +114,9 @@ def main():
         cache = os.path.join(work, "cache")
         lib.run(["nix", "copy", "--to", f"file://{cache}?compression=none&write-nar-listing=true&secret-key={key}.sec",
                  "--from", f"local?root={nix.root}", *closure], env=nix.env)
+        publish = args.publish or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.bin))),
+                                               "push", "lazystore-publish")
+        lib.log(lib.run([publish, "--secret-key", key + ".sec", cache]).strip())
         server = Nginx(cache, os.path.join(work, "nginx")).start()
         lib.log(f"closure: {closure} ({closure_bytes} bytes on disk)")
 

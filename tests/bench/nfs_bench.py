@@ -25,6 +25,14 @@ Cases (median of --runs each; the sides of a case alternate inside each run):
   (c) warm read of (a)'s files: lazystore cache filled, daemon restarted, drop_caches, vs the
       export directory read natively after drop_caches. Target: >= 0.8x native throughput.
 Also: upstream bytes fetched by lazystore (user.lazystore.stats) vs bytes read.
+
+The cold path at network latency (--cases d,e; one ganesha serving NFSv3 and NFSv4 in a private
+network namespace, a fault proxy there adding --rtt milliseconds to every reply; with
+--before-bin, a second lazystore build, e.g. main's, is measured beside this one):
+  (d) time to first lookup (`stat` of a top-level and of a deep header) and cold walk
+      (`find -printf '%s %m %l'`) of the /usr/include store path, fresh mount and cache each.
+  (e) W4 seq cold: `dd bs=1M` of a 256 MiB file, fresh mount and cache, vs raw libnfs reading
+      the same file with the same window (JOBS contexts, one 1 MiB READ in flight each).
 """
 
 import argparse
@@ -180,7 +188,15 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", default=None, help="scratch directory parent (default: the temp dir)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--cases", default="a,b,c", help="which cases: a,b,c (NFSv4, loopback) and d,e "
+                        "(NFSv3 and NFSv4 at --rtt, see above)")
+    parser.add_argument("--rtt", default="0,0.5", help="round trips added by the proxy in (d)/(e), ms")
+    parser.add_argument("--before-bin", default=None, help="(d)/(e): another lazystore build to compare")
+    parser.add_argument("--window", type=int, default=5, help="(e): raw libnfs READs in flight (MiB)")
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
+    if cases & {"d", "e"}:
+        return latency_cases(args, cases)
     if not os.access(args.bin, os.X_OK):
         parser.error(f"{args.bin} is not an executable: give the daemon with --bin or LAZYSTORE_BIN")
     if os.geteuid() != 0:
@@ -435,6 +451,146 @@ def main():
                        "files": len(listing), "include_entries": include_entries, "rows": rows,
                        "cold_read_stats": fetched, "walk_upstream_requests": walk_requests,
                        "warm_upstream_bytes": warm_fetched}, f, indent=1)
+
+
+def latency_cases(args, cases):
+    """(d) and (e): see the module's docstring."""
+    os.environ["LAZYSTORE_BIN"] = os.path.abspath(args.bin)
+    os.environ.setdefault("LAZYSTORE_FIXTURE_DIR", "/tmp/nfsbench-fixture")
+    load_start = loadavg()
+    fixture = lib.fixture()
+    work = tempfile.mkdtemp(prefix="lazystore-nfsbench-rtt-", dir=args.work)
+    export = os.path.join(work, "export")
+    mnt = os.path.join(work, "mnt")
+    os.makedirs(mnt)
+    os.makedirs(export)
+    include = fixture.paths["include"]
+    lib.copy_store(fixture.path("include"), os.path.join(export, include))
+    large = "6" * 32 + "-large"
+    os.makedirs(os.path.join(export, large))
+    big = os.path.join(export, large, "big.bin")
+    with open(big, "wb") as f:
+        for _ in range(256):
+            f.write(os.urandom(1 << 20))
+    big_size = os.path.getsize(big)
+    entries = 1 + sum(len(d) + len(f) for _, d, f in os.walk(os.path.join(export, include)))
+    deep = "x86_64-linux-gnu/bits/types/struct_timespec.h"
+    if not os.path.exists(os.path.join(export, include, deep)):
+        deep = min((os.path.relpath(os.path.join(d, f), os.path.join(export, include))
+                    for d, _, fs in os.walk(os.path.join(export, include)) for f in fs),
+                   key=lambda rel: (-rel.count("/"), rel))
+    reader = compile_reader(work)
+    bins = {"after": os.path.abspath(args.bin)}
+    if args.before_bin:
+        bins["before"] = os.path.abspath(args.before_bin)
+    rtts = [float(x) for x in args.rtt.split(",")]
+    server = proxy = daemon = None
+    results = []
+    try:
+        server = nfs_server.Ganesha.v3(export, os.path.join(work, "ganesha"))
+        proxy = server.fault_proxy()
+
+        def url(version, rtt):
+            return server.url(version, nfsport=proxy.port)
+
+        def mount(binary, version, rtt):
+            nonlocal daemon
+            cache = os.path.join(work, "cache")
+            shutil.rmtree(cache, ignore_errors=True)
+            os.environ["LAZYSTORE_BIN"] = binary
+            daemon = nfs_server.NetnsDaemon(server, url(version, rtt), mnt, cache,
+                                            {"log-level": "warning", "upstream-timeout": 30})
+            daemon.start()
+            return daemon
+
+        def unmount():
+            nonlocal daemon
+            problems = daemon.stop(check=False)
+            if problems:
+                lib.log("lazystore: " + "; ".join(problems))
+            daemon = None
+
+        def timed(function):
+            began = time.perf_counter()
+            function()
+            return time.perf_counter() - began
+
+        def walk():
+            out = lib.run(["find", os.path.join(mnt, include), "-printf", "%s %m %l\\n"])
+            if out.count("\n") != entries:
+                raise RuntimeError(f"find: {out.count(chr(10))} entries, expected {entries}")
+
+        for version in (3, 4):
+            for rtt in rtts:
+                proxy.delay(rtt)
+                figures = {}
+                for run in range(args.runs):
+                    for side, binary in bins.items():
+                        if "d" in cases:
+                            lib.drop_page_cache()
+                            mount(binary, version, rtt)
+                            figures.setdefault((side, "first lookup, top"), []).append(
+                                timed(lambda: os.stat(os.path.join(mnt, include, "stdio.h"))))
+                            figures.setdefault((side, "first lookup, deep"), []).append(
+                                timed(lambda: os.stat(os.path.join(mnt, include, deep))))
+                            unmount()
+                            lib.drop_page_cache()
+                            mount(binary, version, rtt)
+                            figures.setdefault((side, "cold walk"), []).append(timed(walk))
+                            unmount()
+                        if "e" in cases:
+                            lib.drop_page_cache()
+                            mount(binary, version, rtt)
+                            figures.setdefault((side, "W4 seq cold"), []).append(timed(lambda: lib.run(
+                                ["dd", f"if={os.path.join(mnt, large, 'big.bin')}", "of=/dev/null", "bs=1M",
+                                 "status=none"])))
+                            unmount()
+                    if "e" in cases:
+                        lib.drop_page_cache()
+                        out = lib.run(server.netns_argv([reader, "nfs", url(version, rtt), str(args.window)]),
+                                      input=f"{big_size}\t{large}/big.bin\n")
+                        figures.setdefault(("raw libnfs", "W4 seq cold"), []).append(json.loads(out)["seconds"])
+                    lib.log(f"NFSv{version} rtt +{rtt} ms run {run + 1}: " + ", ".join(
+                        f"{side} {what} {v[-1]:.3f} s" for (side, what), v in figures.items()) + f" (load {loadavg()})")
+                results.append({"version": version, "rtt_ms": rtt,
+                                "figures": {f"{side}: {what}": v for (side, what), v in figures.items()}})
+    finally:
+        if daemon is not None:
+            daemon.kill()
+        if proxy is not None:
+            proxy.close()
+        if server is not None:
+            server.close()
+        if not is_mounted(mnt):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            lib.log(f"leaving {work}: still mounted")
+    med = statistics.median
+    load_end = loadavg()
+    print(f"\nlazystore cold path over NFS at added round trips: {args.runs} runs, medians; {os.cpu_count()} CPUs; "
+          f"load average at start {load_start}, at end {load_end}")
+    print(f"/usr/include store path: {entries} entries, deep header {deep}; W4: {big_size >> 20} MiB, dd bs=1M; "
+          f"raw libnfs window {args.window} x 1 MiB READs")
+    print("\n| NFS | +RTT | case | " + " | ".join(bins) + " | " + (" before/after |" if "before" in bins else "")
+          + (" raw libnfs | after/raw thr |" if "e" in cases else ""))
+    print("|---|---:|---|" + "---:|" * (len(bins) + ("before" in bins) + 2 * ("e" in cases)))
+    for r in results:
+        whats = sorted({k.split(": ", 1)[1] for k in r["figures"]})
+        for what in whats:
+            row = [f"v{r['version']}", f"{r['rtt_ms']} ms", what]
+            vals = {side: med(r["figures"][f"{side}: {what}"]) for side in bins if f"{side}: {what}" in r["figures"]}
+            row += [f"{vals[side]:.3f} s" if side in vals else "" for side in bins]
+            if "before" in bins:
+                row.append(f"{vals['before'] / vals['after']:.2f}×" if "before" in vals else "")
+            if "e" in cases:
+                raw = r["figures"].get(f"raw libnfs: {what}")
+                row.append(f"{med(raw):.3f} s" if raw else "")
+                row.append(f"{med(raw) / vals['after']:.2f}×" if raw else "")
+            print("| " + " | ".join(row) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": args.runs, "load_start": load_start, "load_end": load_end, "entries": entries,
+                       "deep": deep, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ set -euo pipefail
 RUNS=${RUNS:-1000000}
 SEED=${SEED:-1}
 MAX_LEN=${MAX_LEN:-8192}
-TARGETS=(store_path nar narinfo nar_listing serve_protocol)
+TARGETS=(store_path nar narinfo nar_listing manifest serve_protocol worker_protocol)
 
 main() {
     cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."

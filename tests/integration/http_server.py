@@ -30,10 +30,14 @@ def _port_open(port):
 
 
 class Nginx:
-    def __init__(self, root, work, port=None):
+    """`tls=(cert, key)` serves https; `extra` goes into the server block before `location /`
+    (e.g. a redirect)."""
+
+    def __init__(self, root, work, port=None, tls=None, extra=""):
         self.root = root
         self.work = work
         self.port = port or free_port()
+        self.tls = tls
         self.process = None
         os.makedirs(work, exist_ok=True)
         for sub in ("client", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
@@ -61,9 +65,11 @@ http {{
   default_type application/octet-stream;
   keepalive_requests 100000;
   server {{
-    listen 127.0.0.1:{self.port};
+    listen 127.0.0.1:{self.port}{" ssl" if tls else ""};
+    {f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ""}
     root {root};
     access_log {self.access_log} bytes;
+    {extra}
     location / {{ }}
   }}
 }}
@@ -71,7 +77,7 @@ http {{
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self):
         assert self.process is None
@@ -149,3 +155,76 @@ http {{
 
     def close(self):
         self.stop()
+
+
+def self_signed_certificate(work):
+    """A certificate for 127.0.0.1 (and its key) made with openssl; also the CA file to trust."""
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
+class DripServer:
+    """A small HTTP server (a thread in the test process) that serves a binary cache directory,
+    but sends the bodies of files whose path contains `drip` one `chunk` every `interval` seconds:
+    a server that answers, slowly, for ever. Counts what it sent."""
+
+    def __init__(self, root, drip="/nar/", chunk=1, interval=0.2):
+        import http.server
+        import threading
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = os.path.join(root, self.path.lstrip("/").split("?")[0])
+                if ".." in self.path or not os.path.isfile(path):
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                with open(path, "rb") as f:
+                    data = f.read()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if drip not in self.path:
+                    self.wfile.write(data)
+                    return
+                server.dripping += 1
+                try:
+                    for i in range(0, len(data), chunk):
+                        if server.stopping.wait(interval):
+                            return
+                        self.wfile.write(data[i:i + chunk])
+                        self.wfile.flush()
+                        server.dripped += len(data[i:i + chunk])
+                except OSError:
+                    server.aborted += 1  # the client gave up
+
+        self.stopping = threading.Event()
+        self.dripping = self.dripped = self.aborted = 0
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)

@@ -402,9 +402,8 @@ def mountinfo_entry(mountpoint):
             point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
             if point == mountpoint:
                 sep = fields.index("-")
-                found = {"options": fields[5].split(","), "fstype": fields[sep + 1],
-                         "source": fields[sep + 2], "super_options": fields[sep + 3].split(","),
-                         "device": fields[2]}
+                found = {"device": fields[2], "options": fields[5].split(","), "fstype": fields[sep + 1],
+                         "source": fields[sep + 2], "super_options": fields[sep + 3].split(",")}
     return found  # the last one: the mount on top
 
 
@@ -449,6 +448,42 @@ def is_lazystore_mounted(mountpoint):
     return entry is not None and entry["fstype"].startswith("fuse")
 
 
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def fuse_connection(mountpoint):
+    """The FUSE connection number of the mount at mountpoint (its device minor), or None."""
+    entry = mountinfo_entry(mountpoint)
+    if entry is None or not entry["fstype"].startswith("fuse"):
+        return None
+    major, minor = entry["device"].split(":")
+    return int(minor) if major == "0" else None
+
+
+def fuse_connection_alive(connection):
+    """Whether the kernel still has FUSE connection `connection` (fusectl, mounted if need be)."""
+    if not os.path.ismount(FUSECTL):
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", FUSECTL], stderr=subprocess.DEVNULL)
+    return os.path.isdir(os.path.join(FUSECTL, str(connection)))
+
+
+def abort_fuse_connection(connection):
+    with open(os.path.join(FUSECTL, str(connection), "abort"), "w") as f:
+        f.write("1")
+
+
+def wait_connection_gone(connection, deadline_seconds):
+    """True once the connection is gone. Right after a successful unmount it lives on only where
+    another mount namespace holds a copy of the mount (nix with a chroot store, `unshare --mount`,
+    taken while the mount existed)."""
+    deadline = time.monotonic() + deadline_seconds
+    while fuse_connection_alive(connection):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)  # polling interval, bounded by the deadline
+    return True
+
+
 # Lines a daemon may print on stderr: its own log lines below level error.
 _ALLOWED_LINE = re.compile(r"^lazystore: (warning|info|debug): ")
 # Always a failure, whatever a test allows.
@@ -458,6 +493,41 @@ _FATAL_LINE = re.compile(r"Sanitizer|runtime error:|Traceback|terminate called|A
 
 class DaemonError(AssertionError):
     pass
+
+
+def describe_stuck_process(pid):
+    """What a process that should have exited (and its children) is doing: each thread's state
+    and kernel wait channel, and the user-space stacks (gdb, bounded)."""
+    lines = []
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            tasks = sorted(os.listdir(f"/proc/{p}/task"), key=int)
+        except OSError:
+            continue
+        for tid in tasks:
+            def read(name):
+                try:
+                    with open(f"/proc/{p}/task/{tid}/{name}") as f:
+                        return f.read().strip()
+                except OSError:
+                    return "?"
+            state = read("stat").rsplit(")", 1)[-1].split()[:1]
+            lines.append(f"  pid {p} tid {tid} {read('comm')}: {' '.join(state)} wchan={read('wchan')}")
+        if shutil.which("gdb"):
+            try:
+                out = subprocess.run(["gdb", "-batch", "-nx", "-p", str(p), "-ex", "thread apply all bt 12"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     timeout=60).stdout
+                lines += ["  " + l for l in out.splitlines() if l.startswith(("#", "Thread"))][:200]
+            except subprocess.TimeoutExpired:
+                lines.append("  (gdb timed out)")
+    return "\n".join(lines)
 
 
 class Daemon:
@@ -537,14 +607,22 @@ class Daemon:
         if self.process is None:
             return
         problems = []
+        connection = fuse_connection(self.mountpoint)
         if is_lazystore_mounted(self.mountpoint):
             result = subprocess.run(["fusermount3", "-u", self.mountpoint],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if result.returncode != 0:
                 problems.append(f"fusermount3 -u failed: {result.stdout.strip()}")
+            elif connection is not None and not wait_connection_gone(connection, 2.0):
+                # A copy of the mount in another process's mount namespace keeps the connection,
+                # so the kernel never tells the daemon the mount ended: end it for them.
+                log(f"FUSE connection {connection} outlived the unmount of {self.mountpoint} "
+                    "(a copy in another mount namespace): aborting it")
+                abort_fuse_connection(connection)
         code, stopped = self._wait_after_unmount()
         if code is None:
-            problems.append(f"daemon still running {self.STOP_DEADLINE} s after fusermount3 -u")
+            problems.append(f"daemon still running {self.STOP_DEADLINE} s after fusermount3 -u:\n"
+                            + describe_stuck_process(self.process.pid))
             self.kill()
         elif stopped:
             code = 0  # told to stop while another namespace holds the mount: not a clean unmount

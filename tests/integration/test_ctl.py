@@ -1,14 +1,23 @@
 #!/usr/bin/python3
-"""lazystore-ctl against a real mount: stats (text, JSON, Prometheus), prefetch, evict, verify,
-the socket's mode, and clear errors when no daemon is running."""
+"""lazystore-ctl against a real mount: stats (text, JSON, Prometheus with the mount label),
+status, prefetch (with progress on a terminal), evict, verify, the socket's mode, finding a mount
+by its mount point, counters that survive a server restart, the upstream's reachability and the
+last error, ps titles, --version of every program, the accept loop out of descriptors, and clear
+errors when no daemon is running."""
 
+import errno
 import json
 import os
+import pty
 import re
+import select
+import socket
 import stat
 import subprocess
+import time
 
-from lazystore_testlib import MiB, LazystoreTestCase, join, main, read_file
+from http_server import Nginx, free_port
+from lazystore_testlib import MiB, LazystoreTestCase, join, log, main, random_hash, read_file
 
 # verify logs what it dropped as warnings; nothing else is expected.
 CTL_STDERR = ()
@@ -58,13 +67,21 @@ class StatsTest(CtlTestCase):
         self.assertIn("bytes fetched", text)
         self.assertRegex(text, r"upstream latency\s+p50 ")
 
+        # Every sample carries the mount label (one scrape may hold several mounts).
         prom = self.ctl(daemon, "--prometheus", "stats").stdout
+        mount = re.escape(f'mount="{daemon.mountpoint}"')
         self.assertRegex(prom, r"(?m)^# TYPE lazystore_upstream_bytes_total counter$")
-        self.assertRegex(prom, r"(?m)^lazystore_upstream_bytes_total \d+$")
-        self.assertRegex(prom, r'(?m)^lazystore_read_latency_seconds\{quantile="0.99"\} [0-9.e-]+$')
+        self.assertRegex(prom, r"(?m)^# HELP lazystore_upstream_bytes_total file bytes fetched from the upstream$")
+        self.assertRegex(prom, r"(?m)^lazystore_upstream_bytes_total\{" + mount + r"\} \d+$")
+        self.assertRegex(prom, r'(?m)^lazystore_read_latency_seconds\{' + mount + r',quantile="0.99"\} [0-9.e-]+$')
         for line in prom.splitlines():
             if not line.startswith("#"):
-                self.assertRegex(line, r'^lazystore_[a-z_]+(\{quantile="[0-9.]+"\})? [0-9.e+-]+$')
+                self.assertRegex(line, r'^lazystore_[a-z_]+\{' + mount + r'(,quantile="[0-9.]+")?\} [0-9.e+-]+$')
+
+        # The xattr and stats --json are one writer: the same object on an idle mount.
+        self.assertEqual(daemon.stats(), self.stats(daemon))
+        self.assertEqual(stats["mount"]["control_socket"], os.path.join(daemon.cache, "control.sock"))
+        self.assertEqual(stats["mount"]["mountpoint"], daemon.mountpoint)
 
     def test_socket_is_root_only_and_daemon_absence_is_clear(self):
         daemon = self.mount()
@@ -78,6 +95,21 @@ class StatsTest(CtlTestCase):
         bad = self.ctl(daemon, "frobnicate", check=False)
         self.assertEqual(bad.returncode, 1)
         self.assertIn("unknown command", bad.stderr)
+        # A hostile client: garbage, an old-style request, an endless line; the daemon goes on.
+        for garbage in (b"stats\tjson\n", b"\x00\xff{{{\n", b"[" * 100000 + b"\n", b"x" * (2 * MiB)):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(30)
+                s.connect(sock)
+                try:
+                    s.sendall(garbage)
+                    s.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass  # the daemon answered and closed before reading everything
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            self.assertTrue(answer.startswith(b'{"ok":false,"error":"invalid request: '), answer[:200])
+        self.assertIn("used", self.ctl(daemon, "cache-usage").stdout)
         daemon.stop()
         self.assertFalse(os.path.exists(sock), "the daemon leaves its socket behind")
         gone = self.ctl(daemon, "stats", check=False)
@@ -166,6 +198,311 @@ class PrefetchEvictVerifyTest(CtlTestCase):
         self.assertRegex(text, r"verified 3 chunks .* 0 bad chunks dropped")
         # The dropped chunk is refetched on read: right bytes, one more miss.
         self.assertEqual(read_file(os.path.join(daemon.path(misc), name)), expected)
+
+    def test_prefetch_wait_shows_progress_on_a_terminal_only(self):
+        daemon = self.mount()
+        blobs = join("/nix/store", self.fixture.paths["misc"], "blobs")
+        master, slave = pty.openpty()
+        try:
+            process = subprocess.Popen([ctl_bin(), "--cache", daemon.cache, "prefetch", "--wait", blobs],
+                                       stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+            os.close(slave)
+            slave = None
+            terminal = b""
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    break
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the last writer of the terminal is gone
+                    break
+                if not chunk:
+                    break
+                terminal += chunk
+            out = process.communicate(timeout=60)[0].decode()
+        finally:
+            os.close(master)
+            if slave is not None:
+                os.close(slave)
+        self.assertEqual(process.returncode, 0, terminal)
+        self.assertRegex(out, r"^prefetched \d+ files")
+        text = terminal.decode(errors="replace")
+        # At least the first report and the last (all done), each line erased again.
+        files = len(os.listdir(os.path.join(self.fixture.path("misc"), "blobs")))
+        self.assertRegex(text, rf"^\rprefetching: \d+ of {files} files, [0-9.]+ [KM]?i?B of [0-9.]+ MiB ")
+        self.assertRegex(text, rf"\rprefetching: {files} of {files} files, .* \(100\.0 %\)")
+        self.assertTrue(text.endswith("\r\x1b[K"), repr(text[-40:]))
+        # Not a terminal: no progress, stdout and stderr stay clean for scripts.
+        self.ctl(daemon, "evict")
+        plain = self.ctl(daemon, "prefetch", "--wait", blobs)
+        self.assertEqual(plain.stderr, "")
+        self.assertRegex(plain.stdout, r"^prefetched \d+ files")
+
+    def test_a_path_that_is_not_utf8_is_a_usage_error(self):
+        daemon = self.mount()
+        path = os.fsencode(join("/nix/store", self.fixture.paths["misc"])) + b"/bad\xff"
+        result = subprocess.run([os.fsencode(ctl_bin()), b"--cache", os.fsencode(daemon.cache), b"prefetch", path],
+                                capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn(b"not valid UTF-8", result.stderr)
+
+
+class StatusTest(CtlTestCase):
+    def test_status_at_a_glance(self):
+        daemon = self.mount()
+        misc = self.fixture.paths["misc"]
+        read_file(daemon.path(misc, "blobs", "small-a.bin"))
+        status = json.loads(self.ctl(daemon, "status", "--json").stdout)
+        self.assertEqual(status["mount"]["mountpoint"], daemon.mountpoint)
+        self.assertEqual(status["mount"]["source"], self.fixture.store)
+        self.assertEqual(status["mount"]["version"], project_version())
+        self.assertEqual(status["cache_dir"], daemon.cache)
+        self.assertEqual(status["server"]["generation"], 1)
+        self.assertEqual(status["server"]["pid"], daemon.server_pid())
+        self.assertLessEqual(status["started"], status["server"]["started"])
+        self.assertLessEqual(status["server"]["started"], status["now"])
+        self.assertEqual(status["upstream"]["state"], "reachable")
+        self.assertGreater(status["upstream"]["since"], 0)
+        self.assertIsNone(status["last_error"])
+        self.assertGreater(status["stats"]["chunk_misses"], 0)
+        text = self.ctl(daemon, "status").stdout
+        for expected in (rf"(?m)^mount +{re.escape(daemon.mountpoint)}$",
+                         rf"(?m)^source +{re.escape(self.fixture.store)}$",
+                         rf"(?m)^version +lazystore {re.escape(project_version())}$",
+                         r"(?m)^uptime +\d+ s \(server pid \d+\)$",
+                         r"(?m)^upstream +reachable since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+ s ago\)$",
+                         r"(?m)^cache +[0-9.]+ [KM]iB of 10\.0 GiB \([0-9.]+ %\) in " + re.escape(daemon.cache) + "$",
+                         r"(?m)^hit ratio +[0-9.]+ % of \d+ chunks, [0-9.]+ % of 1 store path trees$",
+                         r"(?m)^last error +none$"):
+            self.assertRegex(text, expected)
+
+    def test_unreachable_upstream_since_when_and_the_last_error(self):
+        port = free_port()
+        daemon = self.mount(f"http://127.0.0.1:{port}", {"upstream-timeout": 2, "require-sigs": "false"},
+                            allowed_stderr=(r"^lazystore: error: ",))
+        self.assertEqual(json.loads(self.ctl(daemon, "status", "--json").stdout)["upstream"]["state"], "unknown")
+        self.assertRegex(self.ctl(daemon, "status").stdout, r"(?m)^upstream +not contacted yet")
+        absent = daemon.path(random_hash() + "-absent")
+        self.assertErrno(errno.EIO, os.stat, absent)
+        status = json.loads(self.ctl(daemon, "status", "--json").stdout)
+        self.assertEqual(status["upstream"]["state"], "unreachable", status)
+        down_since = status["upstream"]["since"]
+        self.assertGreater(down_since, 0)
+        self.assertIsNotNone(status["last_error"], status)
+        self.assertIn("-absent", status["last_error"]["message"])
+        self.assertEqual(self.stats(daemon)["upstream_reachable"], 0)
+        prom = self.ctl(daemon, "--prometheus", "stats").stdout
+        self.assertRegex(prom, r'(?m)^lazystore_upstream_reachable\{mount="[^"]+"\} 0$')
+        self.assertRegex(self.ctl(daemon, "status").stdout,
+                         r"(?m)^upstream +UNREACHABLE since .* UTC \(\d+ s ago\); never answered$")
+        self.assertRegex(self.ctl(daemon, "status").stdout, r"(?m)^last error +.* UTC \(\d+ s ago\): (warning|error): ")
+
+        # The server comes (an empty binary cache): the next lookup is answered, "not there".
+        root = os.path.join(self.work, "binary-cache")
+        os.makedirs(root)
+        with open(os.path.join(root, "nix-cache-info"), "w") as f:
+            f.write("StoreDir: /nix/store\n")
+        server = Nginx(root, os.path.join(self.work, "nginx"), port=port).start()
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # a failed nix-cache-info may be held for a moment before it is asked again
+                try:
+                    os.stat(daemon.path(random_hash() + "-absent-too"))
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)  # polling interval, bounded by the deadline
+            status = json.loads(self.ctl(daemon, "status", "--json").stdout)
+            self.assertEqual(status["upstream"]["state"], "reachable", status)
+            self.assertGreaterEqual(status["upstream"]["since"], down_since)
+            self.assertGreaterEqual(status["upstream"]["last_failure"], down_since)
+            self.assertEqual(self.stats(daemon)["upstream_reachable"], 1)
+            self.assertRegex(self.ctl(daemon, "status").stdout, r"(?m)^upstream +reachable since ")
+        finally:
+            daemon.stop()
+            server.stop()
+
+
+class FindMountTest(CtlTestCase):
+    def test_by_mountpoint_whatever_the_cache_or_socket(self):
+        os.makedirs(os.path.join(self.work, "elsewhere"))
+        daemon = self.mount(cache=os.path.join(self.work, "elsewhere", "cache"))
+        for spelling in (daemon.mountpoint, daemon.mountpoint + "/", daemon.mountpoint + "/../mnt"):
+            result = subprocess.run([ctl_bin(), "-m", spelling, "status", "--json"], capture_output=True,
+                                    text=True, timeout=60)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(json.loads(result.stdout)["mount"]["mountpoint"], daemon.mountpoint)
+        relative = subprocess.run([ctl_bin(), "-m", "mnt", "cache-usage"], capture_output=True, text=True,
+                                  timeout=60, cwd=self.work)
+        self.assertEqual(relative.returncode, 0, relative.stderr)
+        self.assertIn("used", relative.stdout)
+        daemon.stop()
+
+        sock = os.path.join(self.work, "ctl.sock")
+        other = self.mount(options={"control": sock}, mountpoint=os.path.join(self.work, "mnt2"))
+        result = subprocess.run([ctl_bin(), "-m", other.mountpoint, "stats", "--json"], capture_output=True,
+                                text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout)["mount"]["control_socket"], sock)
+
+    def test_a_path_that_is_no_lazystore_mount_is_clear(self):
+        for path, message in ((self.work, "nothing is mounted at"), ("/proc", "is a proc mount")):
+            result = subprocess.run([ctl_bin(), "-m", path, "status"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(result.returncode, 3, result.stderr)
+            self.assertIn(message, result.stderr)
+        both = subprocess.run([ctl_bin(), "-m", self.work, "--cache", self.work, "status"], capture_output=True,
+                              text=True, timeout=60)
+        self.assertEqual(both.returncode, 2, both.stderr)
+
+
+class RestartTest(CtlTestCase):
+    KILLED = (r"^lazystore: error: the server of .* was killed by signal 9",)
+
+    def wait_for_generation(self, daemon, generation, deadline=30.0):
+        end = time.monotonic() + deadline
+        while True:
+            result = self.ctl(daemon, "status", "--json", check=False)
+            if result.returncode == 0 and json.loads(result.stdout)["server"]["generation"] == generation:
+                return json.loads(result.stdout)
+            if time.monotonic() > end:
+                self.fail(f"no server {generation} answering after {deadline} s: {result.stderr}")
+            time.sleep(0.05)  # polling interval, bounded by the deadline
+
+    def test_counters_survive_a_server_restart(self):
+        daemon = self.mount(allowed_stderr=self.KILLED)
+        misc = self.fixture.paths["misc"]
+        read_file(daemon.path(misc, "blobs", "3m-plus.bin"))
+        before = self.stats(daemon)
+        self.assertGreater(before["chunk_misses"], 0)
+        first = daemon.server_pid()
+        daemon.wait_for_server(daemon.kill_server())
+        status = self.wait_for_generation(daemon, 2)
+        after = self.stats(daemon)
+        counters = [m["name"] for m in json.loads(self.ctl(daemon, "counters", "--json").stdout)
+                    if m["kind"] == "counter"]
+        for name in counters:
+            self.assertGreaterEqual(after[name], before[name], name)
+        for name in ("chunk_misses", "upstream_bytes", "served_bytes", "lookups"):
+            self.assertGreater(after[name], 0, name)
+        self.assertEqual(after["server_restarts"], 1)
+        for histogram in ("upstream_latency", "read_latency"):
+            self.assertGreaterEqual(after[histogram]["count"], before[histogram]["count"])
+            self.assertEqual(len(after[histogram]["buckets"]), 32)
+        self.assertNotEqual(status["server"]["pid"], first)
+        self.assertLess(status["started"], status["server"]["started"] + 1)
+        self.assertRegex(self.ctl(daemon, "status").stdout,
+                         r"(?m)^uptime +.* \(server 2 of this mount, pid \d+, up \d+ s; 1 restart\)$")
+        # The xattr (answered by the new server) holds the same kept counters.
+        self.assertGreaterEqual(daemon.stats()["chunk_misses"], before["chunk_misses"])
+
+    def test_ps_tells_the_supervisor_from_the_server(self):
+        daemon = self.mount(allowed_stderr=self.KILLED)
+
+        def title(pid):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return [w.decode() for w in f.read().split(b"\0") if w]
+
+        self.assertEqual(title(daemon.process.pid), [os.environ["LAZYSTORE_BIN"], "[supervisor]", daemon.mountpoint])
+        self.assertEqual(title(daemon.server_pid()), [os.environ["LAZYSTORE_BIN"], "[server 1]", daemon.mountpoint])
+        daemon.wait_for_server(daemon.kill_server())
+        self.wait_for_generation(daemon, 2)
+        self.assertEqual(title(daemon.server_pid()), [os.environ["LAZYSTORE_BIN"], "[server 2]", daemon.mountpoint])
+        ps = subprocess.run(["ps", "-o", "args=", "-p", str(daemon.process.pid)], capture_output=True, text=True)
+        self.assertEqual(ps.stdout.strip(), f"{os.environ['LAZYSTORE_BIN']} [supervisor] {daemon.mountpoint}")
+        daemon.stop()
+        single = self.mount(options={"supervise": "false"}, mountpoint=os.path.join(self.work, "mnt2"))
+        self.assertEqual(title(single.process.pid), [os.environ["LAZYSTORE_BIN"], "[server]", single.mountpoint])
+
+
+class ProgramsTest(CtlTestCase):
+    def test_version_of_every_program(self):
+        version = project_version()
+        build = os.path.dirname(os.path.dirname(os.environ["LAZYSTORE_BIN"]))
+        for program, binary in (("lazystore", os.environ["LAZYSTORE_BIN"]), ("lazystore-ctl", ctl_bin()),
+                                ("lazystore-push", os.path.join(build, "push", "lazystore-push"))):
+            result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual(result.stdout.splitlines()[0], f"{program} {version}", program)
+            # A reader that stops at the first line is no failure (packaging's checks do this).
+            piped = subprocess.run(["bash", "-c", f'set -o pipefail; "{binary}" --version | grep -q "^{program} "'],
+                                   timeout=30)
+            self.assertEqual(piped.returncode, 0, program)
+
+    def test_ctl_links_no_fuse_nfs_curl_or_ssh(self):
+        needed = subprocess.run(["readelf", "-d", ctl_bin()], capture_output=True, text=True, check=True).stdout
+        libraries = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", needed)
+        self.assertTrue(libraries, needed)
+        for unwanted in ("libnfs", "libcurl", "libfuse", "libssh", "libcrypto"):
+            self.assertFalse([l for l in libraries if l.startswith(unwanted)], libraries)
+
+    def test_counters_table_needs_no_daemon(self):
+        markdown = subprocess.run([ctl_bin(), "counters", "--markdown"], capture_output=True, text=True,
+                                  timeout=30, check=True).stdout
+        self.assertIn("| `chunk_hits` | counter | `lazystore_chunk_hits_total` |", markdown)
+        docs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "operating.md")
+        self.assertIn(markdown, read_file(docs).decode(), "docs/operating.md lists other counters than the table")
+
+
+class DescriptorsTest(CtlTestCase):
+    def test_accept_loop_backs_off_out_of_descriptors(self):
+        daemon = self.mount()
+        pid = daemon.serving_pid()
+        self.ctl(daemon, "stats")
+        sock = os.path.join(daemon.cache, "control.sock")
+        free = 6
+        limit = len(os.listdir(f"/proc/{pid}/fd")) + free
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={limit}:{limit}"], check=True)
+        # Idle clients: the first ones take the daemon's last descriptors (each held until its
+        # 10 s read timeout), the rest wait in the listen backlog and cannot be accepted.
+        clients = []
+        try:
+            for _ in range(free + 20):
+                s = socket.socket(socket.AF_UNIX)
+                s.setblocking(False)
+                try:
+                    s.connect(sock)
+                except BlockingIOError:
+                    pass  # the backlog is full: enough are waiting
+                clients.append(s)
+            deadline = time.monotonic() + 10
+            while len(os.listdir(f"/proc/{pid}/fd")) < limit and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling interval, bounded by the deadline
+            self.assertGreaterEqual(len(os.listdir(f"/proc/{pid}/fd")), limit - 1, "descriptors not exhausted")
+            # While it lasts the accept loop must not spin: a busy loop burns a CPU second a second.
+            ticks = os.sysconf("SC_CLK_TCK")
+            cpu_before, wall_before = cpu_seconds(pid, ticks), time.monotonic()
+            time.sleep(3)  # the measurement window (what is measured is CPU time, not an event)
+            cpu, wall = cpu_seconds(pid, ticks) - cpu_before, time.monotonic() - wall_before
+            log(f"out of descriptors: the daemon used {cpu:.2f} s of CPU in {wall:.1f} s (load {os.getloadavg()[0]:.1f})")
+            self.assertLess(cpu, 0.3, f"the daemon used {cpu:.2f} s of CPU in {wall:.1f} s out of descriptors")
+        finally:
+            for s in clients:
+                s.close()
+        # Descriptors free again: lazystore-ctl is answered (the backoff is at most 1 s).
+        deadline = time.monotonic() + 30
+        while True:
+            result = self.ctl(daemon, "stats", "--json", check=False)
+            if result.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                self.fail(f"lazystore-ctl still fails: {result.stderr}")
+            time.sleep(0.1)  # polling interval, bounded by the deadline
+        self.assertIn("chunk_hits", json.loads(result.stdout))
+
+
+def cpu_seconds(pid, ticks):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+def project_version():
+    top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "meson.build")
+    return re.search(r"version\s*:\s*'([^']+)'", read_file(top).decode()).group(1)
 
 
 if __name__ == "__main__":

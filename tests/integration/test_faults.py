@@ -17,8 +17,9 @@ import threading
 import time
 
 from fault_proxy import FaultProxy
-from lazystore_testlib import MiB, LazystoreTestCase, log, main, read_file, regular_files
-from nfs_server import Ganesha, wait_until
+from lazystore_testlib import MiB, LazystoreTestCase, log, main, read_file, regular_files, \
+    tree_differences
+from nfs_server import WIDE_DEEP, Ganesha, NetnsDaemon, wait_until, wide_store_path
 
 TIMEOUT = 2.0  # -o upstream-timeout of every mount here
 # An uncached read of a dead or silent server: a call or a connection attempt on a pooled
@@ -320,6 +321,86 @@ class FaultTest(FaultTestCase):
         self.report("killed and restarted", restarts=restarts, reads_ok=outcomes["ok"],
                     reads_eio=outcomes["eio"], connects=stats["upstream_connects"],
                     disconnects=stats["upstream_disconnects"])
+
+
+WALK_TIMEOUT = 4.0  # upstream-timeout of the walk fault mounts: the walk must not time out by itself
+WALK_EIO_BOUND = 2 * WALK_TIMEOUT + 6.0
+
+
+class WalkFaultTest(LazystoreTestCase):
+    """Faults while a store path is walked with many requests in flight (NFSv4; NFSv3 in the
+    server's private network namespace, through a proxy there): the server goes silent, or its
+    connections are closed under the walk. Lookups answered before stay answered; a directory
+    not listed yet answers EIO within the deadline; nothing is persisted; once the server is back
+    the next lookup walks again and the tree equals the export."""
+
+    def setUp(self):
+        super().setUp()
+        self.export = os.path.join(self.work, "export")
+        os.makedirs(self.export)
+        self.name, self.dirs = wide_store_path(self.export)
+
+    def start(self, version):
+        work = os.path.join(self.work, "ganesha")
+        server = Ganesha.v4(self.export, work) if version == 4 else Ganesha.v3(self.export, work)
+        self.addCleanup(server.close)
+        proxy = server.fault_proxy()
+        self.addCleanup(proxy.close)  # cleanups run last-in first: before the daemons stop
+        mountpoint = os.path.join(self.work, "mnt")
+        os.makedirs(mountpoint)
+        daemon = NetnsDaemon(server, server.url(version, nfsport=proxy.port), mountpoint,
+                             os.path.join(self.work, "cache"), {"upstream-timeout": WALK_TIMEOUT})
+        self.daemons.append(daemon)
+        daemon.start()
+        return proxy, daemon
+
+    def check(self, version, fault):
+        proxy, daemon = self.start(version)
+        tree_file = os.path.join(daemon.cache, "v1", "meta", self.name + ".tree")
+        proxy.delay(40)  # the walk takes dozens of round trips, the lookup below a few
+        self.assertEqual(read_file(daemon.path(self.name, WIDE_DEEP)), b"found it\n")
+        self.assertFalse(os.path.exists(tree_file), "the walk ended before the fault")
+        proxy.delay(60_000)  # silent: every reply from now on is held
+        if fault == "closed":
+            proxy.close_all()  # and the connections the walk uses are gone
+        started = time.monotonic()
+        self.assertErrno(errno.EIO, os.listdir, daemon.path(self.name, "d37", "s21"))
+        seconds = time.monotonic() - started
+        self.assertLess(seconds, WALK_EIO_BOUND)
+        # What was answered before stays answered, from memory.
+        self.assertEqual(read_file(daemon.path(self.name, WIDE_DEEP)), b"found it\n")
+        self.assertFalse(os.path.exists(tree_file), "a walk that failed was persisted")
+        proxy.delay(0)
+        proxy.close_all()  # the held replies go with their connections
+        wait_until(lambda: self._listable(daemon.path(self.name, "d37", "s21")), 3 * WALK_EIO_BOUND,
+                   "listing works again once the server answers")
+        wait_until(lambda: os.path.exists(tree_file), 120, "the new walk finishes and is persisted")
+        self.assertEqual(tree_differences(os.path.join(self.export, self.name), daemon.path(self.name)), [])
+        stats = daemon.stats()
+        self.assertGreaterEqual(stats["metadata_misses"], 2, stats)  # walked again
+        log(f"FAULTS walk NFSv{version} {fault}: EIO after {seconds:.2f} s, then walked again; proxy {proxy.stats()}")
+
+    @staticmethod
+    def _listable(path):
+        try:
+            os.listdir(path)
+            return True
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
+            return False
+
+    def test_v4_silent(self):
+        self.check(4, "silent")
+
+    def test_v4_closed(self):
+        self.check(4, "closed")
+
+    def test_v3_silent(self):
+        self.check(3, "silent")
+
+    def test_v3_closed(self):
+        self.check(3, "closed")
 
 
 if __name__ == "__main__":

@@ -9,34 +9,29 @@ import errno
 import os
 import random
 import shutil
+import subprocess
 import threading
 import time
 
-from lazystore_testlib import Daemon, LazystoreTestCase, main, read_file, regular_files, \
+from lazystore_testlib import LazystoreTestCase, log, main, read_file, regular_files, \
     tree_differences
-from nfs_server import Ganesha, wait_until
+from nfs_server import WIDE_DEEP, Ganesha, NetnsDaemon, wait_until, wide_store_path
 
 TIMEOUT = 2.0  # upstream-timeout of the mounts below
 SERVER_WARNINGS = (r"lazystore: error: read .*", r"lazystore: error: .*(timed out|deadline|connection)")
 
 
-class NetnsDaemon(Daemon):
-    """A daemon whose network is the NFS server's private namespace (its mount stays visible)."""
-
-    def __init__(self, server, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.server = server
-
-    def argv(self):
-        return self.server.netns_argv(super().argv())
-
-
 class NfsTestCase(LazystoreTestCase):
     server = None
+    copy_fixture = True  # the export starts as a copy of the fixture store, else empty
 
     def setUp(self):
         super().setUp()
-        self.export = self.private_upstream("export")
+        if self.copy_fixture:
+            self.export = self.private_upstream("export")
+        else:
+            self.export = os.path.join(self.work, "export")
+            os.makedirs(self.export)
         self.servers = []
         self.addCleanup(self._stop_servers)  # runs before the daemons are stopped
 
@@ -172,6 +167,15 @@ class NfsV4Test(NfsTestCase):
 
 class NfsV3Test(NfsTestCase):
 
+    def test_a_v3_server_keeps_no_other_mount_alive(self):
+        # A mount up when the server's rpcbind gets its own mount namespace (a copy of every
+        # mount) still ends at its fusermount3 -u: stop() waits for the daemon to exit.
+        daemon = self.mount(self.export)
+        server = Ganesha.v3(self.export, os.path.join(self.work, "ganesha"))
+        self.servers.append(server)
+        self.assertTrue(os.listdir(daemon.mountpoint))
+        daemon.stop()
+
     def test_fstab_form_over_nfsv3_with_rpcbind(self):
         server = Ganesha.v3(self.export, os.path.join(self.work, "ganesha"))
         self.servers.append(server)
@@ -184,6 +188,102 @@ class NfsV3Test(NfsTestCase):
         daemon4 = self.mount_nfs(server, "127.0.0.1:/store", {"nfsvers": 4})
         name = self.fixture.paths["include"]
         self.assert_same_as_export(daemon4, [name])
+
+
+class NfsEarlyAnswerTest(NfsTestCase):
+    """A lookup deep in a store path of many directories is answered long before its walk ends
+    (every reply 40 ms late through the fault proxy: the walk needs dozens of round trips, the
+    lookup a few); the walk then finishes, is persisted, and the tree equals the export."""
+
+    REPLY_DELAY_MS = 40
+    copy_fixture = False
+
+    def start_server(self, version):
+        work = os.path.join(self.work, "ganesha")
+        server = Ganesha.v4(self.export, work) if version == 4 else Ganesha.v3(self.export, work)
+        self.servers.append(server)
+        return server
+
+    def check_early_answer(self, version):
+        name, dirs = wide_store_path(self.export)
+        server = self.start_server(version)
+        proxy = server.fault_proxy()
+        self.addCleanup(proxy.close)
+        proxy.delay(self.REPLY_DELAY_MS)
+        daemon = self.mount_nfs(server, server.url(version, nfsport=proxy.port))
+        tree_file = os.path.join(daemon.cache, "v1", "meta", name + ".tree")
+        started = time.monotonic()
+        with open(daemon.path(name, WIDE_DEEP), "rb") as f:
+            self.assertEqual(f.read(), b"found it\n")
+        first = time.monotonic() - started
+        # Answered while the walk goes on: nothing persisted yet, counted as a partial answer.
+        self.assertFalse(os.path.exists(tree_file), "the walk ended before the first answer")
+        self.assertGreater(daemon.stats()["metadata_partial_answers"], 0)
+        # readdir of a directory waits only for it.
+        self.assertEqual(sorted(os.listdir(daemon.path(name, "d39"))), [f"s{j:02}" for j in range(40)])
+        wait_until(lambda: os.path.exists(tree_file), 120, "the walk finishes and is persisted")
+        whole = time.monotonic() - started
+        self.assert_same_as_export(daemon, [name])
+        stats = daemon.stats()
+        self.assertEqual(stats["metadata_misses"], 1, stats)  # one walk served every lookup
+        self.assertEqual(stats["upstream_errors"], 0, stats)
+        log(f"NFSv{version} {dirs} directories, replies {self.REPLY_DELAY_MS} ms late: first answer "
+            f"{first:.2f} s, whole walk {whole:.2f} s")
+
+    def test_v4(self):
+        self.check_early_answer(4)
+
+    def test_v3(self):
+        self.check_early_answer(3)
+
+
+class NfsAbsurdSizeTest(NfsTestCase):
+    """A server that describes a file of 2^52 bytes (a sparse file on a tmpfs, which ganesha's
+    VFS FSAL serves as it is): its store path, or the directory that holds it, answers EIO with a
+    warning naming it; the rest of the store is served."""
+
+    copy_fixture = False
+    HUGE = 1 << 52
+
+    def setUp(self):
+        super().setUp()
+        hugefs = os.path.join(self.work, "hugefs")
+        os.makedirs(hugefs)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", hugefs], check=True)
+        # Cleanups run last-in first: the servers (added in setUp before) are still up here.
+        self.addCleanup(subprocess.run, ["umount", "-l", hugefs], check=False)
+        self.export = os.path.join(hugefs, "store")
+        self.inside, self.whole, self.fine = ("3" * 32 + "-huge-inside", "4" * 32 + "-huge-file",
+                                              "5" * 32 + "-fine")
+        os.makedirs(os.path.join(self.export, self.inside, "sub"))
+        os.makedirs(os.path.join(self.export, self.fine))
+        for path in (os.path.join(self.export, self.inside, "ok.txt"), os.path.join(self.export, self.fine, "ok.txt")):
+            with open(path, "w") as f:
+                f.write("ok\n")
+        for path in (os.path.join(self.export, self.inside, "sub", "huge.bin"), os.path.join(self.export, self.whole)):
+            with open(path, "wb") as f:
+                f.truncate(self.HUGE)
+        self.assertEqual(os.path.getsize(os.path.join(self.export, self.whole)), self.HUGE)
+
+    def check(self, version):
+        work = os.path.join(self.work, f"ganesha{version}")
+        server = Ganesha.v4(self.export, work) if version == 4 else Ganesha.v3(self.export, work)
+        self.servers.append(server)
+        daemon = self.mount_nfs(server, server.url(version))
+        self.assertErrno(errno.EIO, os.stat, daemon.path(self.whole))
+        self.assertEqual(read_file(daemon.path(self.inside, "ok.txt")), b"ok\n")
+        self.assertErrno(errno.EIO, os.listdir, daemon.path(self.inside, "sub"))
+        self.assertEqual(read_file(daemon.path(self.fine, "ok.txt")), b"ok\n")
+        warnings = daemon.stderr()
+        for name in (self.whole, self.inside):
+            self.assertRegex(warnings, rf"warning: .*{name}.*{self.HUGE} bytes, more than the largest file served")
+        daemon.stop()
+
+    def test_v4(self):
+        self.check(4)
+
+    def test_v3(self):
+        self.check(3)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ cleanup() {
   local rc=$?
   local hook
   for hook in "${EXTRA_CLEANUP[@]}"; do eval "$hook" || true; done
+  /usr/bin/python3 "$SOURCE_ROOT/tests/push/stop_persistent.py" "$WORK" 2>/dev/null || true
   if [ -n "$SSHD_PID" ]; then
     kill "$SSHD_PID" 2>/dev/null || true
     wait "$SSHD_PID" 2>/dev/null || true
@@ -41,10 +42,17 @@ step() { echo "== $*"; }
 
 export HOME=$WORK/home
 mkdir -p "$HOME"
+# lazystore-push shares connections across invocations by default; the tests push on fresh
+# connections unless they ask for it, and every connection left open is ended on exit.
+export LAZYSTORE_PUSH_PERSIST=0
+export XDG_RUNTIME_DIR=$WORK/run
+mkdir -m 0700 -p "$XDG_RUNTIME_DIR"
 unset SSH_AUTH_SOCK BAZEL_NIX_REMOTE
 export NIX_CONF_DIR=$WORK/nixconf
 mkdir -p "$NIX_CONF_DIR"
-printf 'build-users-group =\nsubstituters =\nexperimental-features = nix-command\n' > "$NIX_CONF_DIR/nix.conf"
+# Builds in a store under a root need the sandbox; builders need /bin/sh (and absolute paths).
+printf 'build-users-group =\nsubstituters =\nexperimental-features = nix-command\nsandbox = true\nsandbox-paths = /bin /lib /lib64 /usr\n' \
+  > "$NIX_CONF_DIR/nix.conf"
 
 DEV=$WORK/dev
 SRV=$WORK/srv
@@ -110,8 +118,10 @@ Host nix-server
 CONF
 }
 
-# lazystore-push with the test's ssh config and local store.
-push() { "$PUSH" -F "$WORK/ssh_config" --from-store "$DEV_STORE" "$@"; }
+# lazystore-push with the test's ssh config and local store; PUSH_PROTOCOL=daemon|serve picks a
+# protocol (default: lazystore-push's own choice, auto).
+PUSH_PROTOCOL=${PUSH_PROTOCOL:-}
+push() { "$PUSH" -F "$WORK/ssh_config" --from-store "$DEV_STORE" ${PUSH_PROTOCOL:+--protocol "$PUSH_PROTOCOL"} "$@"; }
 
 # Builds a closure of 10 trees (nix-store --add) and 40 toFile nodes referencing them and each
 # other (nix-instantiate --read-write-mode); prints the top node's store path.

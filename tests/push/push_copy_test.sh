@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# lazystore-push copies a 50-path closure to a real sshd + nix-store --serve --write, the server
-# verifies it, a second push is a no-op, GC roots are set, listed and expired.
+# lazystore-push copies a 50-path closure to a real sshd (the forced command of packaging/server/,
+# nix-daemon --stdio or nix-store --serve --write as PUSH_PROTOCOL says), the server verifies
+# it, a second push is a no-op, GC roots are set, listed and expired.
 source "$(dirname "$0")/lib.sh"
 
 start_sshd
@@ -40,6 +41,7 @@ push --to nix-server --json "$top" > "$WORK/noop.json"
 [ "$(json_field copied_paths < "$WORK/noop.json")" -eq 0 ] || fail "no-op push copied paths"
 [ "$(json_field bytes_sent < "$WORK/noop.json")" -eq 0 ] || fail "no-op push sent bytes"
 [ "$(json_field closure_paths < "$WORK/noop.json")" -eq "${#closure[@]}" ] || fail "wrong closure size"
+[ "$(json_field protocol < "$WORK/noop.json")" = "${PUSH_PROTOCOL:-daemon}" ] || fail "wrong protocol: $(json_field protocol < "$WORK/noop.json")"
 
 step "a new path on top: only it is sent"
 echo extra > "$WORK/extra"

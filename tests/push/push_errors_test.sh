@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # lazystore-push refuses unknown and changed host keys, and reports a wrong alias, an unreachable
-# host, a rejected key, a disallowed command and a bad argument with one line and its exit code.
+# host, a rejected key, a disallowed command, a server that never answers and a bad argument with
+# one line and its exit code.
 source "$(dirname "$0")/lib.sh"
 
 start_sshd
@@ -48,9 +49,21 @@ SSH_AUTH_SOCK="$WORK/agent.sock" "$PUSH" -F "$WORK/agent_config" --from-store "$
   --json "$path" > "$WORK/agent.json" || { cat "$WORK/agent.json"; fail "agent auth failed"; }
 expect_failure 6 "$PUSH" -F "$WORK/agent_config" --from-store "$DEV_STORE" --to via-agent "$path"
 
-step "the forced command refuses anything but the serve protocol and roots (exit 7)"
-expect_failure 7 push --to nix-server --remote-command 'cat /etc/passwd' "$path"
+step "the forced command refuses anything but the Nix protocols and roots (exit 7)"
+expect_failure 7 push --to nix-server --protocol serve --remote-command 'cat /etc/passwd' "$path"
 case "$ERR_LINE" in *"not allowed"*) ;; *) fail "message should carry the server's reason" ;; esac
+expect_failure 7 push --to nix-server --protocol daemon --daemon-command 'cat /etc/passwd' "$path"
+case "$ERR_LINE" in *"not allowed"*) ;; *) fail "message should carry the server's reason" ;; esac
+
+step "a server that never answers: the push gives up after --io-timeout (exit 7)"
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/hangkey" -C lazystore-test-hang
+printf 'restrict,command="exec cat > /dev/null" %s\n' "$(cat "$WORK/hangkey.pub")" >> "$WORK/authorized_keys"
+sed -e 's/^Host nix-server/Host hanging/' -e "s|IdentityFile .*|IdentityFile $WORK/hangkey|" \
+  "$WORK/ssh_config" > "$WORK/hang_config"
+started=$SECONDS
+expect_failure 7 timeout 120 "$PUSH" -F "$WORK/hang_config" --from-store "$DEV_STORE" --to hanging --io-timeout 2 "$path"
+case "$ERR_LINE" in *"sent nothing for 2 s"*) ;; *) fail "message should say the server went silent" ;; esac
+[ $((SECONDS - started)) -lt 60 ] || fail "gave up only after $((SECONDS - started)) s"
 
 step "bad arguments give exit 2"
 expect_failure 2 push --to nix-server /etc/passwd

@@ -31,7 +31,8 @@ mapfile -t order < <(push --to nix-server --dry-run "$top" 2>/dev/null)
 step "push, killed once the server has part of the big file"
 big_real=$SRV${big}
 # Started directly (not through the push function) so that $! is lazystore-push itself.
-"$PUSH" -F "$WORK/ssh_config" --from-store "$DEV_STORE" --to nix-server --nix-store "$WORK/slow-nix-store" \
+"$PUSH" -F "$WORK/ssh_config" --from-store "$DEV_STORE" ${PUSH_PROTOCOL:+--protocol "$PUSH_PROTOCOL"} \
+  --to nix-server --nix-store "$WORK/slow-nix-store" \
   "$top" > /dev/null 2>&1 &
 push_pid=$!
 partial() { [ "$(stat -c %s "$big_real" 2>/dev/null || echo 0)" -ge $((2 * 1024 * 1024)) ]; }
@@ -42,9 +43,9 @@ size=$(stat -c %s "$big_real")
 [ "$size" -lt $((24 * 1024 * 1024)) ] || fail "killed too late: the whole file had arrived"
 echo "   killed with $size of $((24 * 1024 * 1024)) bytes of the big file on the server"
 
-# The server's nix-store ends when it sees the connection gone; wait for that.
-server_gone() { ! pgrep -f -- "--store local.root=$SRV " > /dev/null; }
-wait_until 30 server_gone || fail "the server's nix-store did not exit"
+# The server's store process ends when it sees the connection gone; wait for that.
+server_gone() { ! pgrep -f -- "--store local.root=$SRV( |\$)" > /dev/null; }
+wait_until 30 server_gone || fail "the server's store process did not exit"
 
 step "server store is consistent"
 ! srv_store --check-validity "$big" 2>/dev/null || fail "partial path is valid"

@@ -115,5 +115,26 @@ TEST_F(LogTest, ConcurrentLinesStayWhole) {
   EXPECT_EQ(count, 8 * 200);
 }
 
+TEST_F(LogTest, ObserverSeesWhatIsLoggedUntilRemoved) {
+  StderrCapture capture;
+  set_log_level(LogLevel::Warning);
+  std::vector<std::pair<LogLevel, std::string>> seen;
+  set_log_observer(
+      [](void* context, LogLevel level, std::string_view message) {
+        static_cast<std::vector<std::pair<LogLevel, std::string>>*>(context)->emplace_back(level, message);
+      },
+      &seen);
+  LOG_WARNING("cache disk %s is full\n", "/var");
+  LOG_INFO("below the level: not formatted, not observed");
+  LOG_ERROR("upstream gone");
+  set_log_observer(nullptr, nullptr);
+  LOG_ERROR("after removal");
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], std::make_pair(LogLevel::Warning, std::string("cache disk /var is full")));
+  EXPECT_EQ(seen[1], std::make_pair(LogLevel::Error, std::string("upstream gone")));
+  EXPECT_EQ(log_level_name(LogLevel::Warning), "warning");
+  EXPECT_NE(capture.text().find("after removal"), std::string::npos);  // stderr still gets all
+}
+
 }  // namespace
 }  // namespace lazystore

@@ -133,3 +133,18 @@ TEST(StorePath, OrdersAndComparesByBaseName) {
 
 }  // namespace
 }  // namespace lazystore
+
+namespace lazystore {
+namespace {
+
+TEST(StorePath, BuildScratchDirectoriesAreNotStorePaths) {
+  // A sandboxed build's chroot beside its derivation: a valid name, hidden from the mount.
+  const std::string chroot = "fj0hcasl3p9k05015d0jwcrmy9kcng4g-slow-remote.drv.chroot";
+  EXPECT_TRUE(StorePath::is_valid(chroot));
+  EXPECT_TRUE(StorePath::is_build_scratch(chroot));
+  EXPECT_FALSE(StorePath::is_build_scratch("fj0hcasl3p9k05015d0jwcrmy9kcng4g-slow-remote.drv"));
+  EXPECT_FALSE(StorePath::is_build_scratch("fj0hcasl3p9k05015d0jwcrmy9kcng4g-chroot"));
+}
+
+}  // namespace
+}  // namespace lazystore

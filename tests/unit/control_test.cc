@@ -1,132 +1,231 @@
-// lazystore-ctl's wire format and output formats; the latency histogram; ChunkCache's
-// evict_all/verify_all on real data files.
+// The control server against real caches over a directory upstream, through its real socket:
+// every command's answer, prefetch progress lines, hostile connections, the last error, and
+// ChunkCache's evict_all/verify_all on real data files.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "chunk_cache.h"
 #include "control.h"
+#include "ctl_client.h"
+#include "io.h"
+#include "log.h"
+#include "metadata_cache.h"
 #include "stats.h"
+#include "unix_socket.h"
+#include "upstream/dir_upstream.h"
+#include "upstream/metered_upstream.h"
 
 namespace lazystore {
 namespace {
 
-TEST(ControlRequest, RoundTripsWordsWithSeparatorsAndEscapes) {
-  std::vector<std::string> words{"prefetch", "--wait", "/nix/store/x-a/with\ttab", "new\nline", "back\\slash", ""};
-  std::string line = encode_request(words);
-  ASSERT_EQ(line.back(), '\n');
-  EXPECT_EQ(line.find('\n'), line.size() - 1);
-  auto decoded = decode_request(line);
-  ASSERT_TRUE(decoded) << decoded.error().message;
-  EXPECT_EQ(*decoded, words);
+namespace fs = std::filesystem;
+const std::string kPath = "0a0d2h0b3y6fc9hcfzrq5wnhn8zbk3pv-hello-2.12";
+
+class ControlServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/lazystore-control-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    fs::create_directories(root_ + "/store/" + kPath + "/lib");
+    for (int i = 0; i < 6; ++i) {
+      std::ofstream(root_ + "/store/" + kPath + "/lib/f" + std::to_string(i)) << std::string(100000 + i, 'a' + i);
+    }
+    auto dir = DirUpstream::open(root_ + "/store");
+    ASSERT_TRUE(dir);
+    upstream_ = std::make_unique<MeteredUpstream>(std::move(*dir), stats_);
+    auto meta = MetadataCache::open(*upstream_, root_ + "/meta", 1.0, stats_);
+    ASSERT_TRUE(meta);
+    metadata_ = std::move(*meta);
+    auto cache = ChunkCache::open({root_ + "/data", 64ull << 20, 64u << 10}, stats_);
+    ASSERT_TRUE(cache);
+    cache_ = std::move(*cache);
+    socket_ = root_ + "/control.sock";
+  }
+  void TearDown() override {
+    server_.reset();
+    fs::remove_all(root_);
+  }
+
+  void start(uint64_t generation = 1) {
+    ControlContext context{stats_, *cache_, *metadata_, *upstream_,
+                           {.source = "file://" + root_ + "/store", .mountpoint = root_ + "/mnt",
+                            .control_socket = socket_},
+                           root_ + "/cache", generation};
+    auto server = ControlServer::open(socket_, std::move(context));
+    ASSERT_TRUE(server) << server.error().message;
+    server_ = std::move(*server);
+    server_->start();
+  }
+
+  // Every answer line of one request over the socket.
+  std::vector<Answer> ask(const Request& request) {
+    auto client = ControlClient::connect(socket_);
+    EXPECT_TRUE(client) << client.error().message;
+    if (!client) return {};
+    EXPECT_TRUE(client->send(request));
+    std::vector<Answer> answers;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      auto answer = client->next(deadline);
+      EXPECT_TRUE(answer) << answer.error().message;
+      if (!answer) return answers;
+      answers.push_back(*answer);
+      if (answer->kind != Answer::Kind::Progress) return answers;
+    }
+  }
+  Json ok(Command command) {
+    Request r;
+    r.command = command;
+    auto answers = ask(r);
+    EXPECT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers.back().kind, Answer::Kind::Ok) << answers.back().error;
+    return answers.back().body;
+  }
+  // What the daemon answers to raw bytes (the first line), the connection then closed.
+  std::string raw(const std::string& bytes, bool close_write = true) {
+    auto fd = connect_unix_socket(socket_);
+    EXPECT_TRUE(fd);
+    (void)send_all(fd->get(), bytes);
+    if (close_write) ::shutdown(fd->get(), SHUT_WR);
+    std::string answer;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::recv(fd->get(), buf, sizeof buf, 0)) > 0) answer.append(buf, static_cast<size_t>(n));
+    return answer;
+  }
+
+  std::string root_, socket_;
+  Stats stats_;
+  std::unique_ptr<Upstream> upstream_;
+  std::unique_ptr<MetadataCache> metadata_;
+  std::unique_ptr<ChunkCache> cache_;
+  std::unique_ptr<ControlServer> server_;
+};
+
+TEST_F(ControlServerTest, StatsStatusAndCacheUsageAnswerData) {
+  start(3);
+  auto stats = result_as<StatsSnapshot>(ok(Command::Stats));
+  ASSERT_TRUE(stats) << stats.error().message;
+  EXPECT_EQ(stats->mount.mountpoint, root_ + "/mnt");
+  EXPECT_EQ(stats->mount.control_socket, socket_);
+  EXPECT_EQ(stats->mount.version, kLazystoreVersion);
+  EXPECT_EQ((*stats)[Counter::server_restarts], 1u);  // this server followed a dead one
+  EXPECT_EQ((*stats)[Gauge::cache_limit], 64ull << 20);
+
+  auto usage = result_as<CacheUsage>(ok(Command::CacheUsage));
+  ASSERT_TRUE(usage);
+  EXPECT_EQ(usage->cache_limit, 64ull << 20);
+
+  LOG_WARNING("a warning for the status");
+  auto status = result_as<StatusReport>(ok(Command::Status));
+  ASSERT_TRUE(status) << status.error().message;
+  EXPECT_EQ(status->server.pid, getpid());
+  EXPECT_EQ(status->server.generation, 3u);
+  EXPECT_EQ(status->started, stats_.started);
+  EXPECT_LE(status->started, status->now);
+  EXPECT_EQ(status->cache_dir, root_ + "/cache");
+  EXPECT_EQ(status->upstream.state, UpstreamState::Unknown);
+  ASSERT_TRUE(status->last_error);
+  EXPECT_EQ(status->last_error->message, "a warning for the status");
+  EXPECT_EQ(status->last_error->level, "warning");
 }
 
-TEST(ControlRequest, RejectsMalformedLines) {
-  EXPECT_FALSE(decode_request(""));
-  EXPECT_FALSE(decode_request("\n"));
-  EXPECT_FALSE(decode_request("stats\\"));
-  EXPECT_FALSE(decode_request("stats\\x"));
-  EXPECT_FALSE(decode_request(std::string("st\0ats", 6)));
-  EXPECT_FALSE(decode_request("a\nb"));
-  auto one = decode_request("stats");
-  ASSERT_TRUE(one);
-  EXPECT_EQ(*one, std::vector<std::string>{"stats"});
+TEST_F(ControlServerTest, PrefetchWaitsWithProgressLinesThenReadsAreHits) {
+  start();
+  Request r;
+  r.command = Command::Prefetch;
+  r.paths = {"/nix/store/" + kPath + "/lib"};
+  r.wait = true;
+  r.progress = true;
+  auto answers = ask(r);
+  ASSERT_GE(answers.size(), 3u);  // at the start, at the end, then the result
+  auto first = result_as<PrefetchProgress>(answers.front().body);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->total_files, 6u);
+  EXPECT_EQ(first->total_bytes, 6 * 100000u + 15);
+  auto last = result_as<PrefetchProgress>(answers[answers.size() - 2].body);
+  ASSERT_TRUE(last);
+  EXPECT_EQ(last->files, 6u);
+  ASSERT_EQ(answers.back().kind, Answer::Kind::Ok);
+  auto result = result_as<PrefetchResult>(answers.back().body);
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->files, 6u);
+  EXPECT_EQ(result->bytes, 6 * 100000u + 15);
+  EXPECT_EQ(result->failed, 0u);
+  EXPECT_EQ(stats_.upstream_health.snapshot().state, UpstreamState::Reachable);
+  // Without progress: one line. Paths under the mount point are accepted too.
+  r.progress = false;
+  r.paths = {root_ + "/mnt/" + kPath + "/lib/f1"};
+  answers = ask(r);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(result_as<PrefetchResult>(answers[0].body)->files, 1u);
+  r.wait = false;
+  answers = ask(r);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(*result_as<PrefetchQueued>(answers[0].body), (PrefetchQueued{1, 100001}));
 }
 
-TEST(ControlResponse, OkAndErrorRoundTrip) {
-  std::string text = "line \"one\"\n\ttab \\ back\x01 end";
-  auto ok = parse_response(ok_response(text) + "\n");
-  ASSERT_TRUE(ok) << ok.error().message;
-  EXPECT_TRUE(ok->ok);
-  EXPECT_EQ(ok->text, text);
-  auto error = parse_response(error_response("no such path"));
-  ASSERT_TRUE(error);
-  EXPECT_FALSE(error->ok);
-  EXPECT_EQ(error->text, "no such path");
-}
-
-TEST(ControlResponse, RejectsGarbage) {
-  EXPECT_FALSE(parse_response(""));
-  EXPECT_FALSE(parse_response("hello"));
-  EXPECT_FALSE(parse_response("{\"ok\":true,\"output\":\"unterminated"));
-  EXPECT_FALSE(parse_response("{\"ok\":true,\"output\":\"x\"garbage"));
-  EXPECT_FALSE(parse_response("{\"ok\":true,\"output\":\"\\q\"}"));
-}
-
-TEST(JsonEscape, EscapesQuotesBackslashesAndControls) {
-  EXPECT_EQ(json_escape("a\"b\\c\nd\x1f"), "\"a\\\"b\\\\c\\nd\\u001f\"");
-}
-
-TEST(LatencyHistogram, PercentilesAreBucketUpperBounds) {
-  LatencyHistogram h;
-  EXPECT_EQ(h.percentile(0.5), 0.0);
-  for (int i = 0; i < 90; ++i) h.record(std::chrono::microseconds(3));   // bucket [2, 4) µs
-  for (int i = 0; i < 9; ++i) h.record(std::chrono::milliseconds(1));    // [512, 1024) µs → 1024
-  h.record(std::chrono::seconds(1));
-  EXPECT_EQ(h.count(), 100u);
-  EXPECT_DOUBLE_EQ(h.percentile(0.5), 4e-6);
-  EXPECT_DOUBLE_EQ(h.percentile(0.9), 4e-6);
-  EXPECT_DOUBLE_EQ(h.percentile(0.99), 1024e-6);
-  EXPECT_GE(h.percentile(1.0), 1.0);
-  EXPECT_NEAR(h.sum_seconds(), 90 * 3e-6 + 9e-3 + 1.0, 1e-9);
-  h.record(std::chrono::hours(10));  // past the last bucket: counted there
-  EXPECT_EQ(h.count(), 101u);
-}
-
-TEST(FormatStats, PrometheusHasPrefixTotalsAndQuantiles) {
-  Stats stats;
-  stats.chunk_hits = 7;
-  stats.upstream_bytes = 4096;
-  stats.upstream_latency.record(std::chrono::microseconds(100));
-  std::string text = format_stats(stats, 123, 456, OutputFormat::Prometheus);
-  EXPECT_NE(text.find("# TYPE lazystore_chunk_hits_total counter\nlazystore_chunk_hits_total 7\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("lazystore_upstream_bytes_total 4096\n"), std::string::npos);
-  EXPECT_NE(text.find("lazystore_cache_bytes 123\n"), std::string::npos);
-  EXPECT_NE(text.find("lazystore_cache_limit_bytes 456\n"), std::string::npos);
-  EXPECT_NE(text.find("lazystore_upstream_latency_seconds{quantile=\"0.99\"} 0.000128\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("lazystore_upstream_latency_seconds_count 1\n"), std::string::npos);
-  // Every sample line: a metric name with the prefix, optional labels, one value.
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    ASSERT_NE(end, std::string::npos) << "last line without LF";
-    std::string line = text.substr(start, end - start);
-    start = end + 1;
-    if (line.starts_with("# ")) continue;
-    EXPECT_TRUE(line.starts_with("lazystore_")) << line;
-    EXPECT_EQ(std::count(line.begin(), line.end(), ' '), 1) << line;
+TEST_F(ControlServerTest, BadPrefetchPathsAreErrors) {
+  start();
+  Request r;
+  r.command = Command::Prefetch;
+  for (std::string path : {std::string("/etc/passwd"), "/nix/store/" + std::string(32, '0') + "-absent",
+                           "/nix/store/" + kPath + "/no/such", std::string("not-a-store-path")}) {
+    r.paths = {path};
+    auto answers = ask(r);
+    ASSERT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers[0].kind, Answer::Kind::Error) << path;
+    EXPECT_FALSE(answers[0].error.empty());
   }
 }
 
-TEST(FormatStats, JsonAndTextHoldTheNumbers) {
-  Stats stats;
-  stats.chunk_misses = 3;
-  stats.served_bytes = 2u << 20;
-  std::string json = format_stats(stats, 1, 2, OutputFormat::Json);
-  EXPECT_EQ(json.front(), '{');
-  EXPECT_NE(json.find("\"chunk_misses\":3,"), std::string::npos) << json;
-  EXPECT_NE(json.find("\"read_latency\":{\"count\":0,"), std::string::npos) << json;
-  EXPECT_NE(json.find("\"p99\":"), std::string::npos);
-  std::string text = format_stats(stats, 1, 2, OutputFormat::Text);
-  EXPECT_NE(text.find("bytes served"), std::string::npos) << text;
-  EXPECT_NE(text.find("2.0 MiB"), std::string::npos) << text;
-  EXPECT_NE(text.find("p50"), std::string::npos);
+TEST_F(ControlServerTest, HostileConnectionsGetAReasonAndTheServerGoesOn) {
+  start();
+  EXPECT_TRUE(raw("stats\n").starts_with("{\"ok\":false,\"error\":\"invalid request: not JSON ("));
+  EXPECT_NE(raw("{\"protocol\":1,\"command\":\"stats\"}").find("incomplete"), std::string::npos);
+  EXPECT_NE(raw("").find("incomplete"), std::string::npos);
+  EXPECT_NE(raw(std::string(kMaxRequestBytes + 10, 'x')).find("longer than 1048576 bytes"), std::string::npos);
+  EXPECT_NE(raw("{\"protocol\":1,\"command\":\"frobnicate\"}\n").find("unknown command 'frobnicate'"), std::string::npos);
+  std::string two = raw("{\"protocol\":1,\"command\":\"cache-usage\"}\n{\"protocol\":1,\"command\":\"evict\"}\n");
+  EXPECT_TRUE(two.starts_with("{\"ok\":true,\"result\":{\"cache_bytes\":")) << two;
+  EXPECT_EQ(std::count(two.begin(), two.end(), '\n'), 1) << "one request per connection";
+  // Many connections in a row: finished ones are reaped, never "too many".
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(ok(Command::CacheUsage).at("cache_limit"), 64ull << 20);
 }
 
-TEST(StatsCounters, ListEveryCounterOfToJson) {
-  Stats stats;
-  std::string json = stats.to_json(0, 0);
-  std::string listed;
-  for (const auto& c : stats.counters()) listed += "\"" + std::string(c.name) + "\":0,";
-  listed += "\"cache_bytes\":0,\"cache_limit\":0}";
-  EXPECT_EQ(json, "{" + listed) << "a counter of to_json is missing in Stats::counters()";
+TEST_F(ControlServerTest, HandleLineIsWhatTheSocketAnswers) {
+  start();
+  std::vector<std::string> lines;
+  server_->handle_line("{\"protocol\":1,\"command\":\"evict\"}", [&](std::string_view l) {
+    lines.emplace_back(l);
+    return true;
+  });
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "{\"ok\":true,\"result\":{\"files\":0,\"bytes\":0,\"pinned_files\":0}}\n");
+}
+
+TEST_F(ControlServerTest, ALiveSocketIsRefusedADeadOneReplacedAndStopRemovesIt) {
+  start();
+  ControlContext again{stats_, *cache_, *metadata_, *upstream_, {}, root_, 1};
+  auto second = ControlServer::open(socket_, std::move(again));
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, EADDRINUSE);
+  server_->stop();
+  EXPECT_FALSE(fs::exists(socket_));
+  auto client = ControlClient::connect(socket_);
+  ASSERT_FALSE(client);
+  EXPECT_EQ(client.error().code, ENOENT);
 }
 
 class CacheMaintenance : public ::testing::Test {

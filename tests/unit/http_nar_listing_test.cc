@@ -169,3 +169,26 @@ TEST(NarListing, RefusesMoreEntriesThanTheCap) {
 
 }  // namespace
 }  // namespace lazystore
+
+namespace lazystore {
+namespace {
+
+TEST(NarListing, RefusesAFileLargerThanTheCap) {
+  auto file = [](uint64_t size) {
+    return R"({"version":1,"root":{"type":"regular","size":)" + std::to_string(size) + R"(,"narOffset":96}})";
+  };
+  EXPECT_TRUE(parse_nar_listing(file(kMaxFileSize)));
+  auto refused = parse_nar_listing(file(kMaxFileSize + 1));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("absurd size"), std::string::npos) << refused.error().message;
+  // A manifest body goes through the same check before its blocks are looked at.
+  BlockHashes blocks;
+  blocks.block_size = 1u << 20;
+  EXPECT_FALSE(parse_nar_listing_with_blocks(
+      R"({"version":1,"root":{"type":"regular","size":)" + std::to_string(kMaxFileSize + 1) +
+          R"(,"narOffset":96,"blocks":""}})",
+      blocks));
+}
+
+}  // namespace
+}  // namespace lazystore

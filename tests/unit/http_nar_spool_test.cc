@@ -5,6 +5,10 @@
 #include "http_test_data.h"
 #include "narinfo.h"
 #include "upstream/nar_spool.h"
+#include "upstream/nar_spool_store.h"
+
+#include <filesystem>
+#include <fstream>
 
 namespace lazystore {
 namespace {
@@ -48,7 +52,7 @@ TEST(NarSpool, HashMismatchIsRefused) {
   nar[240] ^= 1;  // inside file "a"
   auto spool = spool_of(nar, "none", info());
   ASSERT_FALSE(spool);
-  EXPECT_EQ(spool.error().code, EIO);
+  EXPECT_EQ(spool.error().code, EBADMSG);  // not the NAR the narinfo describes (not an I/O error)
   EXPECT_NE(spool.error().message.find("hash mismatch"), std::string::npos) << spool.error().message;
 }
 
@@ -71,6 +75,112 @@ TEST(NarSpool, UnsupportedCompressionIsAClearError) {
   ASSERT_FALSE(spool);
   EXPECT_EQ(spool.error().code, ENOTSUP);
   EXPECT_NE(spool.error().message.find("bzip2"), std::string::npos);
+}
+
+std::string fresh_dir(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "/" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(NarSpoolStore, AVerifiedNarIsKeptAndServedAfterARestartWithoutDownload) {
+  std::string dir = fresh_dir("spool-store-kept");
+  NarInfo ni = info();
+  int downloads = 0;
+  auto download = [&]() -> Result<std::unique_ptr<NarSpool>> {
+    ++downloads;
+    auto spool = NarSpool::create(dir, "none", ni.nar_size);
+    if (!spool) return spool.error();
+    std::string nar = data("signed.nar");
+    if (!(*spool)->append(nar)) return make_error(EIO, (*spool)->error());
+    if (auto st = (*spool)->finish(ni.nar_size, ni.nar_sha256); !st) return st.error();
+    return spool;
+  };
+  std::string hash = ni.store_path.substr(0, 32);
+  {
+    NarSpoolStore store(dir, 1 << 20);
+    auto spool = store.get(hash, ni, std::chrono::seconds(5), download);
+    ASSERT_TRUE(spool) << spool.error().message;
+    EXPECT_EQ(store.kept_bytes(), ni.nar_size);
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir + "/" + hash + ".nar"));
+  NarSpoolStore restarted(dir, 1 << 20);
+  auto spool = restarted.get(hash, ni, std::chrono::seconds(5), download);
+  ASSERT_TRUE(spool) << spool.error().message;
+  EXPECT_EQ(downloads, 1);
+  std::byte buf[16];
+  auto got = (*spool)->read("a", 0, buf);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf), *got), "hello\n");
+}
+
+TEST(NarSpoolStore, AKeptNarThatChangedOnDiskIsDownloadedAgain) {
+  std::string dir = fresh_dir("spool-store-changed");
+  NarInfo ni = info();
+  std::string hash = ni.store_path.substr(0, 32);
+  std::string nar = data("signed.nar");
+  nar[240] ^= 1;  // the local copy rotted (same size)
+  { std::ofstream(dir + "/" + hash + ".nar", std::ios::binary) << nar; }
+  { std::ofstream(dir + "/.tmp-a1B2c3", std::ios::binary) << "cut off by a crash"; }
+  int downloads = 0;
+  NarSpoolStore store(dir, 1 << 20);
+  auto spool = store.get(hash, ni, std::chrono::seconds(5), [&]() -> Result<std::unique_ptr<NarSpool>> {
+    ++downloads;
+    auto made = NarSpool::create(dir, "none", ni.nar_size);
+    if (!made) return made.error();
+    if (!(*made)->append(data("signed.nar"))) return make_error(EIO, (*made)->error());
+    if (auto st = (*made)->finish(ni.nar_size, ni.nar_sha256); !st) return st.error();
+    return made;
+  });
+  ASSERT_TRUE(spool) << spool.error().message;
+  EXPECT_EQ(downloads, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/.tmp-a1B2c3"));
+}
+
+TEST(NarSpoolStore, AFailedDownloadLeavesNothingAndIsRetried) {
+  std::string dir = fresh_dir("spool-store-failed");
+  NarInfo ni = info();
+  std::string hash = ni.store_path.substr(0, 32);
+  NarSpoolStore store(dir, 1 << 20);
+  auto failed = store.get(hash, ni, std::chrono::seconds(5), [&]() -> Result<std::unique_ptr<NarSpool>> {
+    auto made = NarSpool::create(dir, "none", ni.nar_size);
+    if (!made) return made.error();
+    (void)(*made)->append(data("signed.nar").substr(0, 100));
+    throw std::runtime_error("the consumer blew up");
+  });
+  ASSERT_FALSE(failed);
+  EXPECT_TRUE(std::filesystem::is_empty(dir));  // the temporary went with its spool
+  auto again = store.get(hash, ni, std::chrono::seconds(5), [&]() -> Result<std::unique_ptr<NarSpool>> {
+    auto made = NarSpool::create(dir, "none", ni.nar_size);
+    if (!made) return made.error();
+    if (!(*made)->append(data("signed.nar"))) return make_error(EIO, (*made)->error());
+    if (auto st = (*made)->finish(ni.nar_size, ni.nar_sha256); !st) return st.error();
+    return made;
+  });
+  ASSERT_TRUE(again) << again.error().message;
+}
+
+TEST(NarSpoolStore, TheBoundEvictsTheLeastRecentlyUsed) {
+  std::string dir = fresh_dir("spool-store-bound");
+  NarInfo ni = info();
+  NarSpoolStore store(dir, ni.nar_size * 2);  // room for two
+  auto download = [&]() -> Result<std::unique_ptr<NarSpool>> {
+    auto made = NarSpool::create(dir, "none", ni.nar_size);
+    if (!made) return made.error();
+    if (!(*made)->append(data("signed.nar"))) return make_error(EIO, (*made)->error());
+    if (auto st = (*made)->finish(ni.nar_size, ni.nar_sha256); !st) return st.error();
+    return made;
+  };
+  std::string a(32, 'a'), b(32, 'b'), c(32, 'c');
+  ASSERT_TRUE(store.get(a, ni, std::chrono::seconds(5), download));
+  ASSERT_TRUE(store.get(b, ni, std::chrono::seconds(5), download));
+  ASSERT_TRUE(store.get(a, ni, std::chrono::seconds(5), download));  // a is now the most recent
+  ASSERT_TRUE(store.get(c, ni, std::chrono::seconds(5), download));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/" + a + ".nar"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/" + b + ".nar"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/" + c + ".nar"));
+  EXPECT_LE(store.kept_bytes(), ni.nar_size * 2);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// Unit tests of lazystore-push's pure parts: reference order, argument resolution, roots
-// names/ages/listings, progress formatting, ssh -o options.
+// Unit tests of lazystore-push's pure parts: reference order, argument resolution, progress
+// formatting, ssh -o options.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -7,7 +7,6 @@
 
 #include "closure.h"
 #include "progress.h"
-#include "roots.h"
 #include "ssh_session.h"
 
 namespace lazystore {
@@ -64,45 +63,6 @@ TEST(PushClosure, ResolvesStorePathsAndSymlinks) {
   EXPECT_FALSE(resolve_store_path((dir / "nothing").string()).ok());
   EXPECT_FALSE(resolve_store_path("/nix/store/not-a-valid-hash").ok());
   std::filesystem::remove_all(dir);
-}
-
-TEST(PushRoots, Names) {
-  EXPECT_TRUE(is_valid_root_name("ci-main_2024.1+x"));
-  EXPECT_FALSE(is_valid_root_name(""));
-  EXPECT_FALSE(is_valid_root_name(".hidden"));
-  EXPECT_FALSE(is_valid_root_name("-opt"));
-  EXPECT_FALSE(is_valid_root_name("a/b"));
-  EXPECT_FALSE(is_valid_root_name("a b"));
-  EXPECT_FALSE(is_valid_root_name("a;rm"));
-  EXPECT_FALSE(is_valid_root_name(std::string(101, 'a')));
-}
-
-TEST(PushRoots, Ages) {
-  EXPECT_EQ(*parse_age("90"), 90);
-  EXPECT_EQ(*parse_age("90s"), 90);
-  EXPECT_EQ(*parse_age("15m"), 900);
-  EXPECT_EQ(*parse_age("12h"), 43200);
-  EXPECT_EQ(*parse_age("30d"), 30 * 86400);
-  EXPECT_EQ(*parse_age("2w"), 14 * 86400);
-  EXPECT_FALSE(parse_age("").ok());
-  EXPECT_FALSE(parse_age("d").ok());
-  EXPECT_FALSE(parse_age("3y").ok());
-  EXPECT_FALSE(parse_age("-3d").ok());
-  EXPECT_FALSE(parse_age("99999999999999999w").ok());
-}
-
-TEST(PushRoots, Listing) {
-  auto entries = parse_root_listing("ci\t1700000000\t/nix/store/" + A + " /nix/store/" + B + "\nempty\t5\t\n");
-  ASSERT_TRUE(entries.ok()) << entries.error().message;
-  ASSERT_EQ(entries->size(), 2u);
-  EXPECT_EQ((*entries)[0].name, "ci");
-  EXPECT_EQ((*entries)[0].mtime, 1700000000);
-  EXPECT_EQ((*entries)[0].paths.size(), 2u);
-  EXPECT_TRUE((*entries)[1].paths.empty());
-  EXPECT_FALSE(parse_root_listing("no tabs here\n").ok());
-  EXPECT_FALSE(parse_root_listing("x\tnotanumber\t\n").ok());
-  EXPECT_EQ(roots_add_command("lazystore-roots", "ci"), "lazystore-roots add ci");
-  EXPECT_EQ(roots_delete_command("r", {"a", "b"}), "r delete a b");
 }
 
 TEST(PushProgress, Formatting) {

@@ -1,4 +1,4 @@
-#include "master.h"
+#include "persistent_connection.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -13,13 +13,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <algorithm>
 
 #include "fd.h"
+#include "hash.h"
 #include "io.h"
+#include "outcome_json.h"
 #include "serve_protocol.h"
 #include "unix_socket.h"
 
@@ -74,59 +78,10 @@ serve::WireReader payload_reader(const std::string& payload) {
   return serve::WireReader(nar_source_from(std::as_bytes(std::span(payload.data(), payload.size()))));
 }
 
+// A push request: kind, then a JSON document (the request and the progress mode).
 std::string encode_request(const PushRequest& request, Progress::Mode mode) {
-  serve::WireWriter w;
-  w.u64(kRequestPush).strings(request.paths).boolean(request.root.has_value()).str(request.root.value_or(""));
-  w.boolean(request.dry_run).boolean(request.import_paths).u64(static_cast<uint64_t>(mode));
-  return w.take();
-}
-
-std::string encode_outcome(const PushOutcome& outcome) {
-  const PushSummary& s = outcome.summary;
-  serve::WireWriter w;
-  w.u64(static_cast<uint64_t>(outcome.code)).str(outcome.message).str(s.destination).strings(s.requested);
-  w.u64(s.closure_paths).u64(s.closure_bytes).strings(s.missing).u64(s.missing_bytes);
-  w.u64(s.copied_paths).u64(s.bytes_sent).u64(static_cast<uint64_t>(s.seconds * 1e6)).u64(s.server_version);
-  w.boolean(s.root.has_value()).str(s.root.value_or(""));
-  return w.take();
-}
-
-Result<PushOutcome> decode_outcome(const std::string& payload) {
-  auto r = payload_reader(payload);
-  PushOutcome outcome;
-  PushSummary& s = outcome.summary;
-  std::array<uint64_t, 9> numbers{};
-  auto code = r.u64();
-  auto message = r.str();
-  auto destination = r.str();
-  auto requested = r.strings();
-  if (!code || !message || !destination || !requested) return make_error(EPROTO, "bad answer from the master");
-  outcome.code = static_cast<ExitCode>(*code);
-  outcome.message = *message;
-  s.destination = *destination;
-  s.requested = *requested;
-  auto closure_paths = r.u64();
-  auto closure_bytes = r.u64();
-  auto missing = r.strings();
-  if (!closure_paths || !closure_bytes || !missing) return make_error(EPROTO, "bad answer from the master");
-  s.closure_paths = *closure_paths;
-  s.closure_bytes = *closure_bytes;
-  s.missing = *missing;
-  for (size_t i = 0; i < 5; ++i) {
-    auto n = r.u64();
-    if (!n) return make_error(EPROTO, "bad answer from the master");
-    numbers[i] = *n;
-  }
-  s.missing_bytes = numbers[0];
-  s.copied_paths = numbers[1];
-  s.bytes_sent = numbers[2];
-  s.seconds = static_cast<double>(numbers[3]) / 1e6;
-  s.server_version = numbers[4];
-  auto has_root = r.u64();
-  auto root = r.str();
-  if (!has_root || !root) return make_error(EPROTO, "bad answer from the master");
-  if (*has_root != 0) s.root = *root;
-  return outcome;
+  nlohmann::json j = {{"request", request}, {"progress", static_cast<int>(mode)}};
+  return serve::WireWriter().u64(kRequestPush).str(j.dump()).take();
 }
 
 // Sends the payload's first byte along with our stdout and stderr (SCM_RIGHTS).
@@ -177,8 +132,10 @@ Status receive_fds(int fd, char& first, Fd& out, Fd& err) {
   return {};
 }
 
-// Serves one client; returns false when the master should exit.
+// Serves one client; returns false when the connection should end.
 bool serve_client(int client, const PushOptions& options, std::unique_ptr<Pusher>& pusher) {
+  // Only this user's pushes (the socket's directory is private too).
+  if (auto uid = peer_uid(client); !uid || *uid != ::getuid()) return true;
   char first = 0;
   Fd out, err;
   if (!receive_fds(client, first, out, err)) return true;
@@ -191,38 +148,39 @@ bool serve_client(int client, const PushOptions& options, std::unique_ptr<Pusher
     (void)send_message(client, "");
     return false;
   }
+  auto document = r.str(kMaxMessage);
+  if (!document) return true;
   PushRequest request;
-  auto paths = r.strings();
-  auto has_root = r.u64();
-  auto root = r.str();
-  auto dry_run = r.u64();
-  auto import_paths = r.u64();
-  auto mode = r.u64();
-  if (!paths || !has_root || !root || !dry_run || !import_paths || !mode || *mode > 2) return true;
-  request.paths = *paths;
-  if (*has_root != 0) request.root = *root;
-  request.dry_run = *dry_run != 0;
-  request.import_paths = *import_paths != 0;
+  int mode = 0;
+  try {
+    auto j = nlohmann::json::parse(*document);
+    j.at("request").get_to(request);
+    j.at("progress").get_to(mode);
+  } catch (const nlohmann::json::exception&) {
+    return true;  // not from a client of this version: it gets no answer and pushes directly
+  }
+  if (mode < 0 || mode > 2) return true;
 
   PushOutcome outcome;
   std::FILE* progress_file = ::fdopen(err.get(), "w");
   if (progress_file != nullptr) (void)err.release();
   {
     // Progress goes to the client's stderr, as if the client were writing it.
-    Progress progress(static_cast<Progress::Mode>(*mode), progress_file != nullptr ? progress_file : stderr);
+    Progress progress(static_cast<Progress::Mode>(mode), progress_file != nullptr ? progress_file : stderr);
     outcome = pusher->push(request, progress);
+    outcome.summary.persistent = true;
   }
   if (progress_file != nullptr) std::fclose(progress_file);
   // A broken connection is not kept: the next request starts afresh.
   bool broken = outcome.code != ExitCode::Ok && outcome.code != ExitCode::Usage &&
                 outcome.code != ExitCode::LocalStore && outcome.code != ExitCode::Roots;
   if (broken) pusher = std::make_unique<Pusher>(options);
-  (void)send_message(client, encode_outcome(outcome));
+  (void)send_message(client, nlohmann::json(outcome).dump());
   return !(broken && (outcome.code == ExitCode::HostKey || outcome.code == ExitCode::Auth ||
                       outcome.code == ExitCode::Connect));
 }
 
-[[noreturn]] void master_main(Fd listener, Fd ready, const std::string& socket_path, ino_t socket_inode,
+[[noreturn]] void connection_main(Fd listener, Fd ready, const std::string& socket_path, ino_t socket_inode,
                               const PushOptions& options, int64_t persist_seconds) {
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null >= 0) {
@@ -245,7 +203,7 @@ bool serve_client(int client, const PushOptions& options, std::unique_ptr<Pusher
     if (!client) continue;
     running = serve_client(client.get(), options, pusher);
   }
-  // Only remove the socket if it is still ours (a newer master may have replaced it).
+  // Only remove the socket if it is still ours (a newer one may have replaced it).
   struct stat current{};
   if (::stat(socket_path.c_str(), &current) == 0 && current.st_ino == socket_inode) {
     ::unlink(socket_path.c_str());
@@ -264,7 +222,7 @@ Status ensure_private_dir(const std::string& dir) {
   return {};
 }
 
-Status start_master(const std::string& socket_path, const PushOptions& options, int64_t persist_seconds) {
+Status start_persistent_connection(const std::string& socket_path, const PushOptions& options, int64_t persist_seconds) {
   auto slash = socket_path.rfind('/');
   if (auto s = ensure_private_dir(socket_path.substr(0, slash)); !s) return s;
   std::string temporary = socket_path + "." + std::to_string(::getpid());
@@ -289,8 +247,8 @@ Status start_master(const std::string& socket_path, const PushOptions& options, 
     ready_read.reset();
     ::setsid();
     pid_t grandchild = ::fork();
-    if (grandchild != 0) std::_Exit(0);  // the master is re-parented to init
-    master_main(std::move(listener), std::move(ready_write), socket_path, bound.st_ino, options,
+    if (grandchild != 0) std::_Exit(0);  // re-parented to init
+    connection_main(std::move(listener), std::move(ready_write), socket_path, bound.st_ino, options,
                 persist_seconds);
   }
   ready_write.reset();
@@ -302,50 +260,84 @@ Status start_master(const std::string& socket_path, const PushOptions& options, 
   ssize_t n;
   while ((n = ::read(ready_read.get(), &byte, 1)) < 0 && errno == EINTR) {
   }
-  if (n != 1) return make_error(EIO, "the persistent master did not start");
+  if (n != 1) return make_error(EIO, "the persistent connection did not start");
   return {};
 }
 
 }  // namespace
 
 std::string default_control_dir() {
+  // $XDG_RUNTIME_DIR only if it is this user's private directory (sudo may pass another's).
   if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime != nullptr && runtime[0] == '/') {
-    return std::string(runtime) + "/lazystore-push";
+    struct stat st{};
+    if (::stat(runtime, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::getuid() && (st.st_mode & 077) == 0) {
+      return std::string(runtime) + "/lazystore-push";
+    }
   }
   return "/tmp/lazystore-push-" + std::to_string(::getuid());
 }
 
-std::string control_socket_path(const std::string& control_dir, const PushOptions& options) {
-  std::string key = options.ssh.destination + '\n' + options.ssh.config_file.value_or("") + '\n' +
-                    options.ssh.known_hosts_file.value_or("") + '\n' + options.ssh.user.value_or("") + '\n' +
-                    std::to_string(options.ssh.port.value_or(0)) + '\n' + options.ssh.ciphers.value_or("") + '\n' +
-                    (options.ssh.accept_new_host_key ? "1" : "0") + '\n' + options.nix_store + '\n' +
-                    options.from_store + '\n' + options.remote_command + '\n' + options.roots_command + '\n' +
-                    std::to_string(options.ssh.connect_timeout_seconds);
-  for (const auto& identity : options.ssh.identity_files) key += '\n' + identity;
-  std::array<char, 32> name{};
-  std::snprintf(name.data(), name.size(), "%016zx", std::hash<std::string>{}(key));
-  return control_dir + "/" + name.data() + ".sock";
+Result<std::string> control_socket_path(const std::string& control_dir, const PushOptions& options) {
+  // Everything that decides where and how the connection goes, and the files that decide which
+  // host key and identity are accepted: a change to any of them (a removed known_hosts line, a
+  // new Hostname, a rebuilt lazystore-push) means another socket, so a kept connection is only
+  // ever reused for what would have been connected the same way.
+  auto target = resolve_ssh_target(options.ssh);
+  if (!target) return target.error();
+  std::string key = "lazystore-push persistent connection 2\n";
+  for (const std::string& item :
+       {options.ssh.destination, target->host, std::to_string(target->port), target->user, target->known_hosts,
+        options.ssh.ciphers.value_or(""), std::string(options.ssh.accept_new_host_key ? "1" : "0"),
+        std::to_string(options.ssh.connect_timeout_seconds), std::to_string(options.ssh.io_timeout_seconds),
+        options.nix_store, options.from_store,
+        std::to_string(static_cast<int>(options.protocol)), options.daemon_command, options.remote_command,
+        options.roots_command, std::string(options.import_paths ? "1" : "0")}) {
+    key += item + '\n';
+  }
+  auto add_content = [&key](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    key += path + '\n' + std::string(std::istreambuf_iterator<char>(in), {}) + '\n';
+  };
+  auto add_identity = [&key](const std::string& path) {
+    struct stat st{};
+    if (::stat(path.c_str(), &st) == 0) {
+      key += path + ' ' + std::to_string(st.st_dev) + ' ' + std::to_string(st.st_ino) + ' ' +
+             std::to_string(st.st_size) + ' ' + std::to_string(st.st_mtim.tv_sec) + '.' +
+             std::to_string(st.st_mtim.tv_nsec) + '\n';
+    } else {
+      key += path + " absent\n";
+    }
+  };
+  for (const auto& file : target->config_files) add_content(file);
+  add_content(target->known_hosts);
+  for (const auto& identity : target->identities) add_identity(identity);
+  add_identity("/proc/self/exe");
+  return control_dir + "/" + xxh3_128_hex(key) + ".sock";
 }
 
-Result<PushOutcome> push_via_master(const std::string& socket, const PushOptions& options,
+Result<PushOutcome> push_over_persistent_connection(const std::string& socket, const PushOptions& options,
                                     const PushRequest& request, int64_t persist_seconds) {
+  // Nobody else may be able to put a socket there, or reach ours.
+  if (auto s = ensure_private_dir(socket.substr(0, socket.rfind('/'))); !s) return s.error();
   auto fd = connect_unix_socket(socket);
   if (!fd) {
-    if (auto s = start_master(socket, options, persist_seconds); !s) return s.error();
+    if (auto s = start_persistent_connection(socket, options, persist_seconds); !s) return s.error();
     fd = connect_unix_socket(socket);
     if (!fd) return fd.error();
+  }
+  if (auto uid = peer_uid(fd->get()); !uid || *uid != ::getuid()) {
+    return make_error(EPERM, socket + " is not served by this user");
   }
   std::string payload = encode_request(request, options.progress);
   if (auto s = send_with_fds(fd->get(), serve::WireWriter().u64(payload.size()).take() + payload); !s) {
     return s.error();
   }
   auto answer = receive_message(fd->get());
-  if (!answer) return make_error(answer.error().code, "the persistent master went away: " + answer.error().message);
-  return decode_outcome(*answer);
+  if (!answer) return make_error(answer.error().code, "the persistent connection went away: " + answer.error().message);
+  return push_outcome_from_json(*answer);
 }
 
-bool stop_master(const std::string& socket) {
+bool stop_persistent_connection(const std::string& socket) {
   auto fd = connect_unix_socket(socket);
   if (!fd) return false;
   std::string payload = serve::WireWriter().u64(kRequestExit).take();

@@ -1,0 +1,101 @@
+// A signed manifest of one store path in a Nix binary cache (`<hash>.manifest`, written by
+// lazystore-publish next to `<hash>.narinfo`): the path's tree with each file's offset in the
+// NAR, and the SHA-256 of every block of every file, signed with the cache's Nix key over a
+// fingerprint that binds it to the store path and its NarHash. With it, a reader can serve any
+// byte range of an uncompressed NAR, verified, without downloading the whole NAR.
+//
+// Format, version 1 (text header, a blank line, then the body):
+//
+//   lazystore-manifest-1
+//   StorePath: /nix/store/<hash>-<name>
+//   NarHash: sha256:<nix32>             the narinfo's (signed) NarHash and NarSize
+//   NarSize: <bytes>
+//   BlockSize: 65536                     a power of two, 4 KiB .. 1 MiB
+//   Compression: zstd                    of the body: zstd or none
+//   BodyHash: sha256:<nix32>             of the body bytes as stored
+//   BodySize: <bytes>                    of the body bytes as stored
+//   Sig: <key name>:<base64 ed25519>     one or more
+//
+//   <body>: a `.ls` listing (JSON) whose regular files also have "blocks" (common/nar_listing.h)
+//
+// Signed fingerprint: "lazystore-manifest-1;/nix/store/<hash>-<name>;sha256:<nix32 NarHash>;
+// <NarSize>;<BlockSize>;<Compression>;sha256:<nix32 BodyHash>;<BodySize>". The body is parsed
+// only after its signature and hash were checked.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nar_listing.h"
+#include "narinfo.h"
+#include "result.h"
+#include "tree.h"
+
+namespace lazystore {
+
+inline constexpr std::string_view kManifestMagic = "lazystore-manifest-1";
+inline constexpr std::string_view kManifestSuffix = ".manifest";
+inline constexpr uint32_t kDefaultManifestBlockSize = 64u << 10;
+inline constexpr uint32_t kMinManifestBlockSize = 4u << 10;
+inline constexpr uint32_t kMaxManifestBlockSize = 1u << 20;
+// A manifest file larger than this is refused (HTTP: not downloaded past it).
+inline constexpr size_t kMaxManifestBytes = 128u << 20;
+inline constexpr size_t kMaxManifestHeaderBytes = 64u << 10;
+
+struct ManifestHeader {
+  std::string store_path;            // base name "<hash>-<name>", valid
+  std::vector<uint8_t> nar_sha256;   // 32 bytes
+  uint64_t nar_size = 0;
+  uint32_t block_size = 0;
+  std::string compression;           // "zstd" or "none"
+  std::vector<uint8_t> body_sha256;  // 32 bytes
+  uint64_t body_size = 0;
+  std::vector<std::string> sigs;     // "name:base64"
+
+  std::string fingerprint() const;
+};
+
+struct Manifest {
+  ManifestHeader header;
+  Tree tree;            // regular files carry size, executable and nar_offset
+  BlockHashes blocks;   // the hashes of every block of every file
+
+  // Blocks of regular file `node`; the hash of its block `index` (< block_count(node)).
+  uint64_t block_count(uint32_t node) const;
+  std::span<const uint8_t> block_hash(uint32_t node, uint64_t index) const;
+};
+
+// The header, and the offset of the body in `file`. EINVAL on anything malformed (strict: every
+// key once, no unknown key, the body exactly BodySize bytes).
+Result<ManifestHeader> parse_manifest_header(std::string_view file, size_t& body_offset);
+
+// The body of `header` (already checked), decompressed and parsed; the tree must fit the NAR
+// (every file inside NarSize) and every file must have exactly its blocks.
+Result<Manifest> parse_manifest_body(ManifestHeader header, std::string_view body);
+
+// The whole check of a manifest fetched for the store path of `info` (a narinfo the caller
+// trusts): header, the store path, NarHash and NarSize of `info`, a valid signature by one of
+// `keys`, the body hash, then the body. EINVAL (with the reason) when it must not be used.
+Result<Manifest> verify_manifest(std::string_view file, const NarInfo& info, const std::vector<PublicKey>& keys);
+
+// True when `header` is signed by one of `keys`.
+bool manifest_signed_by(const ManifestHeader& header, const std::vector<PublicKey>& keys);
+
+// --- Writing (lazystore-publish) ---
+
+// Reads `buf.size()` bytes of the NAR at `offset` (short only at its end).
+using NarReadAt = std::function<Result<size_t>(uint64_t offset, std::span<std::byte> buf)>;
+
+// The JSON body of the manifest of a NAR whose own tree (tree_from_nar) is `tree`.
+Result<std::string> manifest_body(const Tree& tree, uint32_t block_size, const NarReadAt& read_at);
+
+// The manifest file: header signed with `key`, then `body` compressed with zstd.
+Result<std::string> seal_manifest(std::string_view body, std::string_view store_path_base,
+                                  std::span<const uint8_t> nar_sha256, uint64_t nar_size, uint32_t block_size,
+                                  const SecretKey& key);
+
+}  // namespace lazystore
