@@ -45,7 +45,6 @@ namespace lazystore {
   X(uncached_chunks, "chunks served without being cached (no room in the cache or on its disk)") \
   X(metadata_hits, "store path trees found in the metadata cache")                             \
   X(metadata_misses, "store path trees fetched from the upstream")                             \
-  X(metadata_partial_answers, "lookups answered from a tree still being listed")               \
   X(errors, "operations answered with an error other than ENOENT")                             \
   X(http_requests, "HTTP transfers started (retries included)")                                \
   X(http_bytes, "body bytes received over HTTP")                                               \
@@ -58,6 +57,7 @@ namespace lazystore {
   X(manifest_failures, "manifests refused: signature, path, NarHash or body")                  \
   X(block_hash_failures, "Range-read blocks that did not match their manifest")                \
   X(server_restarts, "servers started after the one before died (supervised mounts)")          \
+  X(metadata_partial_answers, "lookups answered from a tree still being listed")               \
   X(replayed_requests, "requests a crashed server had read, answered by its successor")       \
   X(refused_replies, "replies the kernel refused (answered before a crash, or resent)")        \
   X(forgotten_inodes, "inode numbers dropped after the kernel forgot them")

@@ -184,7 +184,8 @@ TEST(StatsJson, FlatInTableOrderWithHistogramsAndMount) {
       << json;
   EXPECT_NE(json.find("\"chunk_hits\":7,"), std::string::npos);
   EXPECT_NE(json.find("\"signature_failures\":0,\"nar_downloads\":0,\"manifest_paths\":0,"
-                      "\"manifest_failures\":0,\"block_hash_failures\":0,\"server_restarts\":1,\"replayed_requests\":0,"
+                      "\"manifest_failures\":0,\"block_hash_failures\":0,\"server_restarts\":1,"
+                      "\"metadata_partial_answers\":0,\"replayed_requests\":0,"
                       "\"refused_replies\":0,\"forgotten_inodes\":0,\"cache_bytes\":123,\"cache_limit\":456,"
                       "\"upstream_reachable\":1,\"upstream_latency\":{\"count\":1,\"sum_seconds\":0.0001,"
                       "\"p50\":0.000128,\"p90\":0.000128,\"p99\":0.000128,\"buckets\":[0,0,0,0,0,0,0,1,0,0"),
