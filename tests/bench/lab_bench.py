@@ -119,17 +119,22 @@ def measure(system, argv, key, wl, runs, hot_runs, work, guestlib):
                     cell["upstream_bytes"].append(system.upstream_bytes() - up_before)
                 if counters and run == 0:
                     cell["counters"][state] = suite.counter_delta(c0, counters())
-        _, result = suite.timed(argv, capture)  # the hot runs' own check
+        c0 = counters() if counters else None
+        cpu0 = cpu() if cpu else None
+        seconds, result = suite.timed(argv, capture)  # the hot runs' own check
         problem = wl.validate(key, result)
         if problem:
             raise RuntimeError("hot: " + problem)
-        c0 = counters() if counters else None
-        cpu0 = cpu() if cpu else None
-        cell["hot"] = suite.hyperfine(argv, hot_runs, os.path.join(work, "hf.json"))
+        if hot_runs <= 1:  # one hot run: this checked one (a plain timed run, like cold's)
+            cell["hot"] = [seconds]
+        else:
+            c0 = counters() if counters else None
+            cpu0 = cpu() if cpu else None
+            cell["hot"] = suite.hyperfine(argv, hot_runs, os.path.join(work, "hf.json"))
         if counters:
             cell["counters"]["hot"] = suite.counter_delta(c0, counters())
         if cpu:
-            cell["cpu"]["hot"].append((cpu() - cpu0) / hot_runs)
+            cell["cpu"]["hot"].append((cpu() - cpu0) / max(1, hot_runs))
     except (RuntimeError, OSError, suite.subprocess.TimeoutExpired) as e:
         cell["problem"] = (str(e).strip().splitlines() or [repr(e)])[0][:300]
         lib.log(f"{key} on {system.name}: {cell['problem']}")
@@ -181,10 +186,21 @@ def guest_main(params_path):
         problem = wl.validate(key, result)
         if problem:
             raise RuntimeError(f"{key} fails natively: {problem}")
-    results = {"cells": {}, "mount_options": {}}
-    for rtt in params["rtts"]:
-        guestlib.set_rtt(rtt)
-        for key in params["workloads"]:
+    results = {"cells": {}, "mount_options": {}, "describe": wl.describe(), "guest_kernel": os.uname().release,
+               "guest_cpus": os.cpu_count(), "partial": True}
+    out_path = os.path.join(guestlib.OUT, "lab-results.json")
+
+    def save():
+        """After every cell: a run cut short by its timeout still reports what it measured."""
+        results["guest_seconds"] = round(time.monotonic() - started)
+        with open(out_path + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(out_path + ".tmp", out_path)
+    # Workload by workload, every round trip of each: a run cut short by its timeout misses the
+    # last workloads, not a round trip.
+    for key in params["workloads"]:
+        for rtt in params["rtts"]:
+            guestlib.set_rtt(rtt)
             for system in systems:
                 cell = measure(system, wl.argv(key, system.root), key, wl, params["runs"],
                                params["hot_runs"], work, guestlib)
@@ -192,16 +208,16 @@ def guest_main(params_path):
                 med = {s: (f"{statistics.median(cell[s]):.3f}" if cell[s] else "-") for s in STATES}
                 lib.log(f"rtt {rtt:g} ms {key} {system.name}: cold {med['cold']} warm {med['disk-warm']} "
                         f"hot {med['hot']} s ({time.monotonic() - started:.0f} s in)")
+                save()
     guestlib.set_rtt(0)
     for system in systems:
         if isinstance(system, KernelNfs) and system.mounted_options:
             results["mount_options"][system.key] = system.mounted_options
+    save()
     results["bytes"] = verify(systems, names, guestlib) if params["verify"] else {}
-    results.update({"describe": wl.describe(), "guest_seconds": round(time.monotonic() - started),
-                    "guest_kernel": os.uname().release, "guest_cpus": os.cpu_count(),
+    results.update({"partial": False,
                     "lazystore_problems": [p for s in systems for p in getattr(s, "problems", [])]})
-    with open(os.path.join(guestlib.OUT, "lab-results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    save()
     return 0
 
 
@@ -290,11 +306,16 @@ def host_main(args):
                           scratch_mb=6144, echo=sys.stderr if args.verbose else None)
         lib.log(f"booting the guest ({guest.accel}); the defaults take hours under emulation on 2 CPUs")
         result = guest.run(["/usr/bin/python3", os.path.abspath(__file__), "--guest", params_path])
-        if result.status != 0:
+        partial_path = os.path.join(result.out, "lab-results.json")
+        if result.status != 0 and not os.path.exists(partial_path):
             sys.exit(f"lab_bench.py: the guest run failed (status {result.status}, timed out: "
                      f"{result.timed_out}):\n{result.console_tail(60)}")
-        with open(os.path.join(result.out, "lab-results.json")) as f:
+        with open(partial_path) as f:
             results = json.load(f)
+        if result.status != 0:  # cut short (its timeout): report the cells it finished
+            lib.log(f"the guest run ended with status {result.status} (timed out: {result.timed_out}) "
+                    f"after {len(results['cells'])} cells: reporting those\n{result.console_tail(20)}")
+            results["partial"] = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results.update({"w5": w5, "runs": args.runs, "hot_runs": args.hot_runs, "rtts": args.rtts,

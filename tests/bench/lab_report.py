@@ -83,11 +83,15 @@ def markdown(results):
         "server exports an ext4 disk with the seed's options (`ro,sync,no_subtree_check`, for 127.0.0.1); "
         "every system reads the same store paths from it. Medians of "
         f"{results['runs']} cold and {results['runs']} disk-warm runs and {results['hot_runs']} hot runs "
-        "(`hyperfine -N`). Cold: fresh mount (lazystore: empty cache), `echo 3 > /proc/sys/vm/drop_caches` "
+        f"({'`hyperfine -N`' if results['hot_runs'] > 1 else 'one timed and checked run'}). Cold: fresh mount (lazystore: empty cache), `echo 3 > /proc/sys/vm/drop_caches` "
         "(server and client caches alike: one kernel); disk-warm: lazystore restarted on its cache, the "
         "kernel client unmounted and mounted again (it keeps nothing), drop_caches; hot: right after. "
         f"Daemon `{results.get('bin', '?')}` built {results.get('bin_mtime', '?')}. Kernel client, as "
         f"mounted: {options or '?'}. The guest CPU is emulated: compare systems within this run only.\n")
+    if results.get("partial"):
+        add(f"**Cut short** (the guest's timeout): {len(results['cells'])} of "
+            f"{len(results['rtts']) * len(keys) * len(systems)} cells measured"
+            f"{'' if results.get('bytes') else ', bytes not compared'}; \"–\" = not measured.\n")
     add("Workloads:\n")
     for key in keys:
         add(f"- **{key}**: {results['describe'][key]}")
