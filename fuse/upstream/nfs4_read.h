@@ -1,7 +1,8 @@
 // NFSv4 reads as raw COMPOUNDs, many in flight (nfs_read_window.h): PUTFH + READ when the file's
 // handle is known, else PUTROOTFH, LOOKUP every component, GETFH, READ (the first piece alone,
-// which learns the handle). They read with the anonymous stateid (RFC 7530 9.1.4.3: no OPEN,
-// OPEN_CONFIRM or CLOSE round trips, no owner strings resolved through NSS).
+// which learns the handle). They read with a special stateid (the READ-bypass one, RFC 7530
+// 9.1.4.3: no OPEN, OPEN_CONFIRM or CLOSE round trips, no owner strings resolved through NSS,
+// and no wait for the server's grace period after a restart).
 #pragma once
 
 #include <cstddef>

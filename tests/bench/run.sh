@@ -4,6 +4,7 @@
 #   tests/bench/run.sh [suite] [--rtt 0,0.5,2] [--runs 2] [--hot-runs 3] [--out DIR] ...
 #                          lazystore (NFS, HTTP) vs native, sshfs, rclone at each round trip
 #   tests/bench/run.sh scale [--mounts 1,4,16] [--rtt 0.5]   many executors, one server
+#   tests/bench/run.sh lab [--runs 2] [--rtts 0,0.5]   the kernel NFS client and server in the qemu lab
 #   tests/bench/run.sh nfs|http|verified-http|supervisor|load|mount|push [ARGS...]
 #                          the focused benchmarks (each script's --help)
 #
@@ -28,7 +29,7 @@ export LAZYSTORE_PUBLISH=${LAZYSTORE_PUBLISH:-$(dirname "$(dirname "$LAZYSTORE_B
 export PUSH=${PUSH:-$(dirname "$(dirname "$LAZYSTORE_BIN")")/push/lazystore-push}
 what=suite
 case "${1:-}" in
-    suite|scale|nfs|http|verified-http|supervisor|load|mount|push) what=$1; shift ;;
+    suite|scale|lab|nfs|http|verified-http|supervisor|load|mount|push) what=$1; shift ;;
 esac
 # Debian's python3 (matplotlib from python3-matplotlib); the python3 on PATH may be pyenv's.
 case "$what" in
@@ -41,4 +42,5 @@ case "$what" in
     load) exec /usr/bin/python3 "$here/load.py" "$@" ;;
     mount) exec /usr/bin/python3 "$here/mount_bench.py" "$@" ;;
     push) exec bash "$here/push_bench.sh" "$@" ;;
+    lab) exec /usr/bin/python3 "$here/lab_bench.py" "$@" ;;
 esac

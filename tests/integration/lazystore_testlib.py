@@ -254,8 +254,9 @@ def _write(path, data, mode=0o644):
     os.chmod(path, mode)
 
 
-def _make_misc_tree(top):
-    """Files of every kind the mount must reproduce; returns {relative path: role note}."""
+def make_misc_tree(top, big_size=64 * MiB):
+    """Files of every kind the mount must reproduce; returns {relative path: size}. big_size: the
+    size of big.bin (the lab's emulated guest uses a smaller one)."""
     os.makedirs(top)
     files = {}
 
@@ -265,7 +266,7 @@ def _make_misc_tree(top):
         _write(path, data, mode)
         files[rel] = len(data)
 
-    add_file("big.bin", deterministic_bytes(1, 64 * MiB))           # 64 chunks of 1 MiB
+    add_file("big.bin", deterministic_bytes(1, big_size))           # 64 chunks of 1 MiB by default
     add_file("blobs/3m-plus.bin", deterministic_bytes(2, 3 * MiB + 12345))
     add_file("blobs/1m-exact.bin", deterministic_bytes(3, MiB))
     add_file("blobs/1m-minus-1.bin", deterministic_bytes(4, MiB - 1))
@@ -300,6 +301,9 @@ def _make_misc_tree(top):
     os.symlink("relative", os.path.join(links, "chain"))
     os.symlink("x" * 200, os.path.join(links, "long-target"))
     return files
+
+
+_make_misc_tree = make_misc_tree  # its first name
 
 
 def _build_fixture(root):
@@ -781,9 +785,8 @@ class Daemon:
                 log(f"FUSE connection {connection} outlived the unmount of {self.mountpoint} "
                     "(a copy in another mount namespace): aborting it")
                 abort_fuse_connection(connection)
-        try:
-            code = self.process.wait(timeout=self.STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
+        code, stopped = self._wait_after_unmount()
+        if code is None:
             problems.append(f"daemon still running {self.STOP_DEADLINE} s after fusermount3 -u:\n"
                             + describe_stuck_process(self.process.pid))
             self.kill()
