@@ -26,6 +26,8 @@ missing=0
 for f in /usr/sbin/lazystore /usr/sbin/lazystore-ctl /usr/bin/lazystore-push /usr/bin/lazystore-publish \
          /lib/systemd/system/nix-store.mount /usr/lib/tmpfiles.d/lazystore.conf \
          /usr/lib/lazystore/lazystore-serve /usr/share/lazystore/entrypoint.sh \
+         /lib/systemd/system/lazystore-roots-expire.service /lib/systemd/system/lazystore-roots-expire.timer \
+         /etc/default/lazystore-roots-expire \
          /usr/share/man/man8/lazystore.8.gz /usr/share/man/man8/lazystore-ctl.8.gz \
          /usr/share/man/man1/lazystore-push.1.gz /usr/share/man/man1/lazystore-publish.1.gz \
          /usr/share/doc/lazystore/copyright; do
