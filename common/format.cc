@@ -15,8 +15,10 @@ std::string format_bytes(uint64_t bytes) {
     ++unit;
   }
   std::array<char, 32> text{};
-  if (unit == 0) std::snprintf(text.data(), text.size(), "%" PRIu64 " B", bytes);
-  else std::snprintf(text.data(), text.size(), "%.1f %s", value, kUnits[unit]);
+  if (unit == 0)
+    std::snprintf(text.data(), text.size(), "%" PRIu64 " B", bytes);
+  else
+    std::snprintf(text.data(), text.size(), "%.1f %s", value, kUnits[unit]);
   return text.data();
 }
 

@@ -33,9 +33,7 @@ void Xxh3Stream::update(std::span<const std::byte> data) {
   XXH3_64bits_update(&state_->state, data.data(), data.size());
 }
 
-void Xxh3Stream::update(std::string_view data) {
-  XXH3_64bits_update(&state_->state, data.data(), data.size());
-}
+void Xxh3Stream::update(std::string_view data) { XXH3_64bits_update(&state_->state, data.data(), data.size()); }
 
 uint64_t Xxh3Stream::digest() const { return XXH3_64bits_digest(&state_->state); }
 

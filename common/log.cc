@@ -183,8 +183,8 @@ void log_printf(LogLevel level, const char* format, ...) {
   if (g_syslog) syslog(syslog_priority(level), "%s: %s", level_name(level), message.c_str());
   if (g_stderr) write_line(STDERR_FILENO, g_program + ": " + level_name(level) + ": " + message + "\n");
   if (g_file) {
-    write_line(g_file.get(), timestamp() + " " + g_program + "[" + std::to_string(getpid()) + "]: " +
-                                 level_name(level) + ": " + message + "\n");
+    write_line(g_file.get(), timestamp() + " " + g_program + "[" + std::to_string(getpid()) +
+                                 "]: " + level_name(level) + ": " + message + "\n");
   }
 }
 

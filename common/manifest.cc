@@ -138,8 +138,8 @@ class BodyWriter {
 
 std::string ManifestHeader::fingerprint() const {
   return std::string(kManifestMagic) + ";" + std::string(StorePath::kStoreDir) + "/" + store_path + ";" +
-         hash_text(nar_sha256) + ";" + std::to_string(nar_size) + ";" + std::to_string(block_size) + ";" +
-         compression + ";" + hash_text(body_sha256) + ";" + std::to_string(body_size);
+         hash_text(nar_sha256) + ";" + std::to_string(nar_size) + ";" + std::to_string(block_size) + ";" + compression +
+         ";" + hash_text(body_sha256) + ";" + std::to_string(body_size);
 }
 
 uint64_t Manifest::block_count(uint32_t node) const {

@@ -47,22 +47,22 @@ inline constexpr size_t kMaxManifestBytes = 128u << 20;
 inline constexpr size_t kMaxManifestHeaderBytes = 64u << 10;
 
 struct ManifestHeader {
-  std::string store_path;            // base name "<hash>-<name>", valid
-  std::vector<uint8_t> nar_sha256;   // 32 bytes
+  std::string store_path;           // base name "<hash>-<name>", valid
+  std::vector<uint8_t> nar_sha256;  // 32 bytes
   uint64_t nar_size = 0;
   uint32_t block_size = 0;
   std::string compression;           // "zstd" or "none"
   std::vector<uint8_t> body_sha256;  // 32 bytes
   uint64_t body_size = 0;
-  std::vector<std::string> sigs;     // "name:base64"
+  std::vector<std::string> sigs;  // "name:base64"
 
   std::string fingerprint() const;
 };
 
 struct Manifest {
   ManifestHeader header;
-  Tree tree;            // regular files carry size, executable and nar_offset
-  BlockHashes blocks;   // the hashes of every block of every file
+  Tree tree;           // regular files carry size, executable and nar_offset
+  BlockHashes blocks;  // the hashes of every block of every file
 
   // Blocks of regular file `node`; the hash of its block `index` (< block_count(node)).
   uint64_t block_count(uint32_t node) const;

@@ -49,7 +49,7 @@ class NarReader {
 
   Status parse() {
     if (auto s = expect(kMagic, "archive magic"); !s) return s;
-    std::string path;  // of the node being parsed
+    std::string path;             // of the node being parsed
     std::vector<Directory> dirs;  // open directories, root first
     while (true) {
       if (auto s = parse_node(path, dirs); !s) return s;
@@ -92,8 +92,7 @@ class NarReader {
       if (!n) return n.error();
       if (*n > out.size() - got) return make_error(EIO, "NAR source returned more than asked");
       if (*n == 0) {
-        return make_error(EPROTO, "truncated NAR at byte " + std::to_string(offset_) +
-                                      ": end of input inside " + what);
+        return make_error(EPROTO, "truncated NAR at byte " + std::to_string(offset_) + ": end of input inside " + what);
       }
       got += *n;
       offset_ += *n;
@@ -124,8 +123,8 @@ class NarReader {
     auto length = read_u64(what);
     if (!length) return length.error();
     if (*length > max) {
-      return malformed(at, std::string(what) + " of " + std::to_string(*length) +
-                               " bytes exceeds the limit of " + std::to_string(max));
+      return malformed(at, std::string(what) + " of " + std::to_string(*length) + " bytes exceeds the limit of " +
+                               std::to_string(max));
     }
     out.clear();
     while (out.size() < *length) {
@@ -142,8 +141,7 @@ class NarReader {
     std::string got;
     if (auto s = read_string(kMaxKeyword, got, what); !s) return s;
     if (got != keyword) {
-      return malformed(at, "expected '" + std::string(keyword) + "' (" + what + "), found '" +
-                               printable(got) + "'");
+      return malformed(at, "expected '" + std::string(keyword) + "' (" + what + "), found '" + printable(got) + "'");
     }
     return {};
   }
@@ -273,8 +271,7 @@ class TreeBuilder : public NarVisitor {
     tree_.nodes[*node].size = target.size();
     return {};
   }
-  Status file_begin(std::string_view path, bool executable, uint64_t size,
-                    uint64_t nar_offset) override {
+  Status file_begin(std::string_view path, bool executable, uint64_t size, uint64_t nar_offset) override {
     auto node = place(path, NodeType::Regular);
     if (!node) return node.error();
     tree_.nodes[*node].executable = executable;
@@ -308,8 +305,7 @@ class TreeBuilder : public NarVisitor {
 // validated names: a hostile archive cannot reach outside the destination.
 class Restorer : public NarVisitor {
  public:
-  Restorer(Fd parent, std::string root_name)
-      : parent_(std::move(parent)), root_name_(std::move(root_name)) {}
+  Restorer(Fd parent, std::string root_name) : parent_(std::move(parent)), root_name_(std::move(root_name)) {}
 
   Status finish() { return close_dirs(0); }
 
@@ -333,8 +329,7 @@ class Restorer : public NarVisitor {
   Status file_begin(std::string_view path, bool executable, uint64_t, uint64_t) override {
     auto at = place(path);
     if (!at) return at.error();
-    file_.reset(openat(at->first, at->second.c_str(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    file_.reset(openat(at->first, at->second.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!file_) return failed("create", path);
     executable_ = executable;
     file_path_.assign(path);
@@ -357,8 +352,8 @@ class Restorer : public NarVisitor {
 
  private:
   Error failed(const char* what, std::string_view path) const {
-    return errno_error(errno, std::string("restoring NAR: ") + what + " " + root_name_ +
-                                  (path.empty() ? "" : "/") + std::string(path));
+    return errno_error(errno, std::string("restoring NAR: ") + what + " " + root_name_ + (path.empty() ? "" : "/") +
+                                  std::string(path));
   }
 
   // Directories get their final mode once all their entries exist.
@@ -471,8 +466,7 @@ class NarWriter {
     if (!names) return names.error();
     // parse_nar would refuse deeper entries, so do not write them either.
     if (!names->empty() && depth + 1 > Tree::kMaxDepth) {
-      return make_error(ELOOP, shown + ": directories nested deeper than " +
-                                   std::to_string(Tree::kMaxDepth));
+      return make_error(ELOOP, shown + ": directories nested deeper than " + std::to_string(Tree::kMaxDepth));
     }
     if (auto s = put_string("directory"); !s) return s;
     for (const std::string& entry : *names) {
@@ -533,8 +527,7 @@ Result<Tree> tree_from_nar(const NarSource& source, const NarLimits& limits) {
   return builder.take();
 }
 
-Status restore_nar(const NarSource& source, const std::filesystem::path& destination,
-                   const NarLimits& limits) {
+Status restore_nar(const NarSource& source, const std::filesystem::path& destination, const NarLimits& limits) {
   std::filesystem::path target = destination;
   if (!target.has_filename()) target = target.parent_path();  // "dir/" names "dir"
   std::filesystem::path parent = target.parent_path();

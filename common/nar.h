@@ -27,8 +27,7 @@ class NarVisitor {
   virtual Status directory(std::string_view path) = 0;
   virtual Status symlink(std::string_view path, std::string_view target) = 0;
   // nar_offset: offset of the first content byte in the archive.
-  virtual Status file_begin(std::string_view path, bool executable, uint64_t size,
-                            uint64_t nar_offset) = 0;
+  virtual Status file_begin(std::string_view path, bool executable, uint64_t size, uint64_t nar_offset) = 0;
   virtual Status file_data(std::span<const std::byte> data) = 0;
   virtual Status file_end() = 0;
 };
@@ -45,8 +44,7 @@ Status parse_nar(const NarSource& source, NarVisitor& visitor, const NarLimits& 
 // Parses an archive into its Tree (file contents are skipped, nar_offset recorded).
 Result<Tree> tree_from_nar(const NarSource& source, const NarLimits& limits = {});
 // Unpacks an archive to `destination`, which must not exist. Modes: 0444/0555 files, 0555 dirs.
-Status restore_nar(const NarSource& source, const std::filesystem::path& destination,
-                   const NarLimits& limits = {});
+Status restore_nar(const NarSource& source, const std::filesystem::path& destination, const NarLimits& limits = {});
 
 // Writes the archive of `path` (a file, directory or symlink; symlinks are never followed) to the
 // sink, entries in Nix's order; file contents streamed in bounded pieces.

@@ -25,8 +25,10 @@ bool nesting_within(std::string_view text, size_t limit) {
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
@@ -169,14 +171,11 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     Frame top = std::move(stack_.back());
     stack_.pop_back();
     switch (top.kind) {
-      case Kind::Document:
-        done_ = true;
-        return true;
+      case Kind::Document: done_ = true; return true;
       case Kind::Entries:
         if (auto st = tree_.sort_children(top.node); !st) return fail(where(top), st.error().message);
         return true;
-      case Kind::Entry:
-        return finish_entry(top);
+      case Kind::Entry: return finish_entry(top);
     }
     return false;
   }
@@ -281,8 +280,7 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
     if (stack_.empty()) return fail("", "not a JSON object");
     Frame& top = stack_.back();
     switch (top.kind) {
-      case Kind::Entries:
-        return fail(where(top) + "/" + printable(top.key), "entry is not an object");
+      case Kind::Entries: return fail(where(top) + "/" + printable(top.key), "entry is not an object");
       case Kind::Entry:
         if (known_key(top.key)) return fail(where(top), "invalid " + top.key + " (" + what + ")");
         return true;  // an unknown key: ignored
@@ -315,8 +313,7 @@ class ListingBuilder final : public nlohmann::json_sax<Json> {
         node.target = *f.target;
         node.size = f.target->size();
         return true;
-      case NodeType::Directory:
-        return true;
+      case NodeType::Directory: return true;
     }
     return false;
   }

@@ -23,8 +23,7 @@ Result<uint64_t> parse_u64(std::string_view key, std::string_view value) {
   uint64_t out = 0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
   if (ec != std::errc() || end != value.data() + value.size() || value.empty()) {
-    return make_error(EINVAL, "narinfo: invalid " + std::string(key) + " '" +
-                                  std::string(value.substr(0, 100)) + "'");
+    return make_error(EINVAL, "narinfo: invalid " + std::string(key) + " '" + std::string(value.substr(0, 100)) + "'");
   }
   if (out > kMaxNarSize) {
     return make_error(EINVAL, "narinfo: " + std::string(key) + " " + std::to_string(out) + " is absurd");
@@ -63,8 +62,8 @@ Result<std::vector<uint8_t>> parse_sha256(std::string_view key, std::string_view
 
 Status check_base_name(std::string_view key, std::string_view name) {
   if (!StorePath::is_valid(name)) {
-    return make_error(EINVAL, "narinfo: invalid store path in " + std::string(key) + ": '" +
-                                  std::string(name.substr(0, 300)) + "'");
+    return make_error(
+        EINVAL, "narinfo: invalid store path in " + std::string(key) + ": '" + std::string(name.substr(0, 300)) + "'");
   }
   return {};
 }
@@ -72,8 +71,8 @@ Status check_base_name(std::string_view key, std::string_view name) {
 }  // namespace
 
 std::string NarInfo::fingerprint() const {
-  std::string out = "1;" + std::string(StorePath::kStoreDir) + "/" + store_path + ";sha256:" +
-                    nix32::encode(nar_sha256) + ";" + std::to_string(nar_size) + ";";
+  std::string out = "1;" + std::string(StorePath::kStoreDir) + "/" + store_path +
+                    ";sha256:" + nix32::encode(nar_sha256) + ";" + std::to_string(nar_size) + ";";
   for (size_t i = 0; i < references.size(); ++i) {
     if (i) out += ",";
     out += std::string(StorePath::kStoreDir) + "/" + references[i];
@@ -175,8 +174,7 @@ Result<NarInfo> parse_narinfo(std::string_view text) {
 }
 
 Result<std::vector<uint8_t>> base64_decode(std::string_view text) {
-  static constexpr std::string_view kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   if (text.size() % 4 != 0) return make_error(EINVAL, "base64: length is not a multiple of 4");
   std::vector<uint8_t> out;
   out.reserve(text.size() / 4 * 3);
@@ -220,8 +218,8 @@ Result<PublicKey> parse_public_key(std::string_view text) {
   }
   auto key = base64_decode(text.substr(colon + 1));
   if (!key || key->size() != 32) {
-    return make_error(EINVAL, "public key '" + std::string(text.substr(0, colon)) +
-                                  "': not the base64 of a 32-byte ed25519 key");
+    return make_error(
+        EINVAL, "public key '" + std::string(text.substr(0, colon)) + "': not the base64 of a 32-byte ed25519 key");
   }
   return PublicKey{std::string(text.substr(0, colon)), std::move(*key)};
 }
@@ -244,8 +242,8 @@ bool signed_by(std::string_view message, const std::vector<std::string>& sigs, c
       EvpMdCtx ctx = make_evp_md_ctx();
       if (!pkey || !ctx) continue;
       if (EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, pkey.get()) != 1) continue;
-      if (EVP_DigestVerify(ctx.get(), raw->data(), raw->size(),
-                           reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1) {
+      if (EVP_DigestVerify(ctx.get(), raw->data(), raw->size(), reinterpret_cast<const unsigned char*>(message.data()),
+                           message.size()) == 1) {
         return true;
       }
     }
@@ -253,9 +251,7 @@ bool signed_by(std::string_view message, const std::vector<std::string>& sigs, c
   return false;
 }
 
-PublicKey SecretKey::public_key() const {
-  return PublicKey{name, std::vector<uint8_t>(key.begin() + 32, key.end())};
-}
+PublicKey SecretKey::public_key() const { return PublicKey{name, std::vector<uint8_t>(key.begin() + 32, key.end())}; }
 
 Result<SecretKey> parse_secret_key(std::string_view text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
@@ -269,8 +265,7 @@ Result<SecretKey> parse_secret_key(std::string_view text) {
     return make_error(EINVAL, "secret key '" + name + "': not the base64 of a 64-byte ed25519 key");
   }
   // The seed must give the public half the file carries (a damaged key signs nothing useful).
-  std::unique_ptr<EVP_PKEY, PkeyDeleter> pkey(
-      EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, key->data(), 32));
+  std::unique_ptr<EVP_PKEY, PkeyDeleter> pkey(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, key->data(), 32));
   uint8_t derived[32];
   size_t length = sizeof derived;
   if (!pkey || EVP_PKEY_get_raw_public_key(pkey.get(), derived, &length) != 1 || length != 32 ||
@@ -289,8 +284,9 @@ Result<std::string> sign_message(const SecretKey& key, std::string_view message)
   }
   uint8_t sig[64];
   size_t length = sizeof sig;
-  if (EVP_DigestSign(ctx.get(), sig, &length, reinterpret_cast<const unsigned char*>(message.data()),
-                     message.size()) != 1 || length != 64) {
+  if (EVP_DigestSign(ctx.get(), sig, &length, reinterpret_cast<const unsigned char*>(message.data()), message.size()) !=
+          1 ||
+      length != 64) {
     return make_error(EIO, "ed25519: signing failed");
   }
   return key.name + ":" + base64_encode(std::span<const uint8_t>(sig, 64));

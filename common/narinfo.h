@@ -20,18 +20,18 @@ inline constexpr size_t kMaxNarInfoBytes = 1 << 20;  // a narinfo is a few hundr
 inline constexpr uint64_t kMaxNarSize = uint64_t{1} << 62;
 
 struct NarInfo {
-  std::string store_path;     // base name "<hash>-<name>", valid
-  std::string url;            // relative to the cache's base URL, e.g. "nar/<filehash>.nar.xz"
-  std::string compression;    // "none", "xz", "zstd", "bzip2", ...; Nix's default is "bzip2"
-  std::string file_hash;      // "sha256:<nix32>" of the compressed file, optional
-  uint64_t file_size = 0;     // optional (0 = unknown)
-  std::string nar_hash;       // "sha256:<nix32>", required
-  std::vector<uint8_t> nar_sha256;  // nar_hash decoded (32 bytes)
-  uint64_t nar_size = 0;      // required, > 0
+  std::string store_path;               // base name "<hash>-<name>", valid
+  std::string url;                      // relative to the cache's base URL, e.g. "nar/<filehash>.nar.xz"
+  std::string compression;              // "none", "xz", "zstd", "bzip2", ...; Nix's default is "bzip2"
+  std::string file_hash;                // "sha256:<nix32>" of the compressed file, optional
+  uint64_t file_size = 0;               // optional (0 = unknown)
+  std::string nar_hash;                 // "sha256:<nix32>", required
+  std::vector<uint8_t> nar_sha256;      // nar_hash decoded (32 bytes)
+  uint64_t nar_size = 0;                // required, > 0
   std::vector<std::string> references;  // base names
-  std::string deriver;        // base name or ""
-  std::vector<std::string> sigs;  // "keyname:base64(signature)"
-  std::string ca;             // content address or ""
+  std::string deriver;                  // base name or ""
+  std::vector<std::string> sigs;        // "keyname:base64(signature)"
+  std::string ca;                       // content address or ""
 
   // What Nix signs: "1;/nix/store/<path>;<narHash>;<narSize>;<ref>,<ref>,..." (full paths).
   std::string fingerprint() const;

@@ -47,8 +47,7 @@ Result<std::vector<uint8_t>> decode(std::string_view text, size_t bytes) {
     char c = text[text.size() - n - 1];
     int digit = kDigits[static_cast<uint8_t>(c)];
     if (digit < 0) {
-      return make_error(EINVAL, "invalid nix32 character at position " +
-                                    std::to_string(text.size() - n - 1));
+      return make_error(EINVAL, "invalid nix32 character at position " + std::to_string(text.size() - n - 1));
     }
     size_t b = n * 5;
     size_t i = b / 8;

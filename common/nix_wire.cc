@@ -64,12 +64,11 @@ Result<std::string> WireReader::str(size_t max_length) {
   auto length = u64();
   if (!length) return length.error();
   if (*length > max_length) {
-    return make_error(EINVAL, protocol_ + ": string of " + std::to_string(*length) +
-                                  " bytes exceeds the limit of " + std::to_string(max_length));
+    return make_error(EINVAL, protocol_ + ": string of " + std::to_string(*length) + " bytes exceeds the limit of " +
+                                  std::to_string(max_length));
   }
   std::string value(*length + padding(*length), '\0');
-  if (auto s = read_exact(std::as_writable_bytes(std::span(value.data(), value.size()))); !s)
-    return s.error();
+  if (auto s = read_exact(std::as_writable_bytes(std::span(value.data(), value.size()))); !s) return s.error();
   for (size_t i = *length; i < value.size(); ++i) {
     if (value[i] != '\0') return make_error(EINVAL, protocol_ + ": non-zero string padding");
   }

@@ -37,10 +37,7 @@ class WireWriter {
   WireWriter& strings(std::span<const std::string> values);
   // An operation code or another enum, as its u64.
   template <class Enum>
-    requires std::is_enum_v<Enum>
-  WireWriter& op(Enum value) {
-    return u64(static_cast<uint64_t>(value));
-  }
+  requires std::is_enum_v<Enum> WireWriter& op(Enum value) { return u64(static_cast<uint64_t>(value)); }
   // Bytes as they are (no length, no padding).
   WireWriter& raw(std::string_view bytes);
   // A ValidPathInfo as both protocols send one to be added: path, deriver, `nar_hash` (each

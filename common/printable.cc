@@ -26,8 +26,10 @@ std::string replace_bytes(std::string_view text,
   std::string out;
   for (char c : text) {
     auto it = std::find_if(replacements.begin(), replacements.end(), [c](const auto& r) { return r.first == c; });
-    if (it == replacements.end()) out += c;
-    else out += it->second;
+    if (it == replacements.end())
+      out += c;
+    else
+      out += it->second;
   }
   return out;
 }

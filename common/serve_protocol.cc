@@ -15,21 +15,14 @@ Result<uint64_t> decode_server_hello(WireReader& reader) {
   auto version = reader.u64();
   if (!version) return version.error();
   if (version_major(*version) != 2) {
-    return make_error(EPROTO, "serve protocol: unsupported server version " +
-                                  std::to_string(version_major(*version)) + "." +
-                                  std::to_string(version_minor(*version)));
+    return make_error(EPROTO, "serve protocol: unsupported server version " + std::to_string(version_major(*version)) +
+                                  "." + std::to_string(version_minor(*version)));
   }
   return *version;
 }
 
-std::string encode_query_valid_paths(bool lock, bool substitute,
-                                     std::span<const std::string> paths) {
-  return WireWriter()
-      .op(Command::QueryValidPaths)
-      .boolean(lock)
-      .boolean(substitute)
-      .strings(paths)
-      .take();
+std::string encode_query_valid_paths(bool lock, bool substitute, std::span<const std::string> paths) {
+  return WireWriter().op(Command::QueryValidPaths).boolean(lock).boolean(substitute).strings(paths).take();
 }
 
 std::string encode_query_path_infos(std::span<const std::string> paths) {

@@ -38,18 +38,17 @@ enum class Command : uint64_t {
 };
 
 using PathInfo = lazystore::PathInfo;
-using wire::WireReader;
-using wire::WireWriter;
 using wire::kMaxListLength;
 using wire::kMaxStringLength;
+using wire::WireReader;
+using wire::WireWriter;
 
 // Client hello: magic then our version.
 std::string encode_client_hello(uint64_t client_version = kClientVersion);
 // The server's answer: its magic then its version. Returns the server version.
 Result<uint64_t> decode_server_hello(WireReader& reader);
 
-std::string encode_query_valid_paths(bool lock, bool substitute,
-                                     std::span<const std::string> paths);
+std::string encode_query_valid_paths(bool lock, bool substitute, std::span<const std::string> paths);
 std::string encode_query_path_infos(std::span<const std::string> paths);
 std::string encode_query_closure(bool include_outputs, std::span<const std::string> paths);
 std::string encode_dump_store_path(std::string_view path);

@@ -9,8 +9,8 @@ namespace lazystore {
 namespace {
 
 bool is_name_char(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' ||
-         c == '-' || c == '.' || c == '_' || c == '?' || c == '=';
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '+' || c == '-' ||
+         c == '.' || c == '_' || c == '?' || c == '=';
 }
 
 // Hostile names end up in log lines: show at most a prefix, control bytes escaped.
@@ -55,16 +55,13 @@ Result<StorePath> StorePath::parse(std::string_view base_name) {
 }
 
 Result<StorePath> StorePath::parse_absolute(std::string_view path) {
-  if (!path.starts_with(kStoreDir) || path.size() <= kStoreDir.size() ||
-      path[kStoreDir.size()] != '/') {
+  if (!path.starts_with(kStoreDir) || path.size() <= kStoreDir.size() || path[kStoreDir.size()] != '/') {
     return make_error(EINVAL, quoted(path) + " is not in " + std::string(kStoreDir));
   }
   std::string_view rest = path.substr(kStoreDir.size() + 1);
   return parse(rest.substr(0, rest.find('/')));
 }
 
-bool StorePath::is_valid(std::string_view base_name) {
-  return base_name_problem(base_name) == nullptr;
-}
+bool StorePath::is_valid(std::string_view base_name) { return base_name_problem(base_name) == nullptr; }
 
 }  // namespace lazystore

@@ -26,7 +26,7 @@ class StorePath {
   static Result<StorePath> parse_absolute(std::string_view path);
   static bool is_valid(std::string_view base_name);
 
-  const std::string& base_name() const { return base_; }              // "<hash>-<name>"
+  const std::string& base_name() const { return base_; }  // "<hash>-<name>"
   std::string_view hash_part() const { return std::string_view(base_).substr(0, kHashLength); }
   std::string_view name() const { return std::string_view(base_).substr(kHashLength + 1); }
   std::string absolute() const { return std::string(kStoreDir) + "/" + base_; }

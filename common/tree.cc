@@ -67,9 +67,8 @@ Error bad_structure(const std::string& what, uint32_t node) {
 Status read_node(Reader& in, uint32_t index, size_t node_count, TreeNode& node) {
   size_t start = in.pos();
   uint64_t type = 0, flags = 0, name_len = 0, target_len = 0, parent = 0, child_count = 0;
-  if (!in.get(1, type) || !in.get(1, flags) || !in.get(4, name_len) || !in.get(4, target_len) ||
-      !in.get(4, parent) || !in.get(8, node.size) || !in.get(8, node.nar_offset) ||
-      !in.get(4, child_count)) {
+  if (!in.get(1, type) || !in.get(1, flags) || !in.get(4, name_len) || !in.get(4, target_len) || !in.get(4, parent) ||
+      !in.get(8, node.size) || !in.get(8, node.nar_offset) || !in.get(4, child_count)) {
     return corrupt("truncated node", start);
   }
   if (type < 1 || type > 3) return corrupt("bad node type", start);
@@ -100,8 +99,7 @@ Status read_node(Reader& in, uint32_t index, size_t node_count, TreeNode& node) 
     child = static_cast<uint32_t>(value);
   }
 
-  if (index == 0 ? (!node.name.empty() || node.parent != 0)
-                 : (!is_valid_name(node.name) || node.parent == index)) {
+  if (index == 0 ? (!node.name.empty() || node.parent != 0) : (!is_valid_name(node.name) || node.parent == index)) {
     return corrupt("bad name or parent", start);
   }
   switch (node.type) {
@@ -114,8 +112,8 @@ Status read_node(Reader& in, uint32_t index, size_t node_count, TreeNode& node) 
       }
       break;
     case NodeType::Symlink:
-      if (node.target.empty() || node.target.find('\0') != std::string::npos ||
-          node.size != node.target.size() || node.nar_offset != 0 || !node.children.empty()) {
+      if (node.target.empty() || node.target.find('\0') != std::string::npos || node.size != node.target.size() ||
+          node.nar_offset != 0 || !node.children.empty()) {
         return corrupt("bad symlink", start);
       }
       break;
@@ -242,8 +240,7 @@ std::optional<uint32_t> Tree::child(uint32_t dir, std::string_view name) const {
 std::string Tree::path_of(uint32_t node) const {
   std::vector<const std::string*> names;
   // Bounded so that a hand-made tree with a parent cycle cannot loop forever.
-  for (uint32_t n = node; n != kRoot && n < nodes.size() && names.size() <= nodes.size();
-       n = nodes[n].parent) {
+  for (uint32_t n = node; n != kRoot && n < nodes.size() && names.size() <= nodes.size(); n = nodes[n].parent) {
     names.push_back(&nodes[n].name);
   }
   std::string path;

@@ -16,12 +16,12 @@ enum class NodeType : uint8_t { Regular = 1, Directory = 2, Symlink = 3 };
 
 struct TreeNode {
   NodeType type = NodeType::Regular;
-  bool executable = false;      // Regular only
-  uint64_t size = 0;            // Regular: bytes; Symlink: target length
-  uint64_t nar_offset = 0;      // Regular: offset of its contents in the NAR, 0 when unknown
-  std::string name;             // entry name in its parent; "" for node 0
-  std::string target;           // Symlink only
-  uint32_t parent = 0;          // node 0 is its own parent
+  bool executable = false;         // Regular only
+  uint64_t size = 0;               // Regular: bytes; Symlink: target length
+  uint64_t nar_offset = 0;         // Regular: offset of its contents in the NAR, 0 when unknown
+  std::string name;                // entry name in its parent; "" for node 0
+  std::string target;              // Symlink only
+  uint32_t parent = 0;             // node 0 is its own parent
   std::vector<uint32_t> children;  // Directory only: indices into Tree::nodes, sorted by name
 };
 
@@ -73,9 +73,8 @@ class Tree {
 };
 
 inline bool operator==(const TreeNode& a, const TreeNode& b) {
-  return a.type == b.type && a.executable == b.executable && a.size == b.size &&
-         a.nar_offset == b.nar_offset && a.name == b.name && a.target == b.target &&
-         a.parent == b.parent && a.children == b.children;
+  return a.type == b.type && a.executable == b.executable && a.size == b.size && a.nar_offset == b.nar_offset &&
+         a.name == b.name && a.target == b.target && a.parent == b.parent && a.children == b.children;
 }
 
 }  // namespace lazystore

@@ -105,8 +105,7 @@ Result<LogMessage> decode_log_message(WireReader& reader, uint64_t version) {
   LogMessage message;
   message.kind = static_cast<Stderr>(*kind);
   switch (message.kind) {
-    case Stderr::Last:
-      return message;
+    case Stderr::Last: return message;
     case Stderr::Next: {
       auto text = reader.str(kMaxMessageLength);
       if (!text) return text.error();
@@ -157,12 +156,12 @@ Result<LogMessage> decode_log_message(WireReader& reader, uint64_t version) {
       return message;
     }
     case Stderr::Read:
-    case Stderr::Write:
-      return protocol_error("the daemon asked to tunnel data, which this client never offers");
+    case Stderr::Write: return protocol_error("the daemon asked to tunnel data, which this client never offers");
   }
-  return protocol_error("unknown log message 0x" + to_hex(std::array<uint8_t, 4>{
-                                                        static_cast<uint8_t>(*kind >> 24), static_cast<uint8_t>(*kind >> 16),
-                                                        static_cast<uint8_t>(*kind >> 8), static_cast<uint8_t>(*kind)}));
+  return protocol_error(
+      "unknown log message 0x" +
+      to_hex(std::array<uint8_t, 4>{static_cast<uint8_t>(*kind >> 24), static_cast<uint8_t>(*kind >> 16),
+                                    static_cast<uint8_t>(*kind >> 8), static_cast<uint8_t>(*kind)}));
 }
 
 std::string encode_query_valid_paths(std::span<const std::string> paths, bool substitute) {

@@ -53,10 +53,10 @@ inline constexpr size_t kMaxMessageLength = 1 << 20;
 
 struct LogMessage {
   Stderr kind = Stderr::Last;
-  std::string text;         // Next: the line; Error: the message; StartActivity: its description
-  uint64_t activity = 0;    // StartActivity, StopActivity, Result: the activity's id
+  std::string text;            // Next: the line; Error: the message; StartActivity: its description
+  uint64_t activity = 0;       // StartActivity, StopActivity, Result: the activity's id
   uint64_t activity_type = 0;  // StartActivity: Nix's ActivityType; Result: its ResultType
-  uint64_t status = 0;      // Error before protocol 1.26: an exit status
+  uint64_t status = 0;         // Error before protocol 1.26: an exit status
 };
 
 // Magic, our version, no CPU affinity (≥ 1.14), no reserveSpace (≥ 1.11).

@@ -85,9 +85,7 @@ bool CacheBudget::reserve(const std::string& id, uint64_t bytes, std::string& wh
   }
   // What other fills reserved and have not written yet is not free, whatever the disk says.
   auto over_bound = [&] { return used_ + bytes > max_bytes_; };
-  auto disk_short = [&] {
-    return free_disk != UINT64_MAX && free_disk < pending_ + bytes + kDiskSlack;
-  };
+  auto disk_short = [&] { return free_disk != UINT64_MAX && free_disk < pending_ + bytes + kDiskSlack; };
   auto victim = lru_.begin();
   while ((over_bound() || disk_short()) && victim != lru_.end()) {
     auto it = entries_.find(*victim);
@@ -102,8 +100,8 @@ bool CacheBudget::reserve(const std::string& id, uint64_t bytes, std::string& wh
     return false;
   }
   if (disk_short()) {
-    why = "the cache disk is full (" + std::to_string(free_disk >> 10) + " KiB free, " +
-          std::to_string(used_ >> 20) + " MiB cached, the rest in open files)";
+    why = "the cache disk is full (" + std::to_string(free_disk >> 10) + " KiB free, " + std::to_string(used_ >> 20) +
+          " MiB cached, the rest in open files)";
     return false;
   }
   used_ += bytes;

@@ -62,8 +62,8 @@ Result<CacheDirectory> CacheDirectory::open(const std::string& directory) {
                                  "): refusing it (chown it, or choose another with -o cache=)");
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-    return make_error(EPERM, "cache directory " + directory + " is writable by others (mode " +
-                                 octal_mode(st.st_mode) + "): refusing it (chmod 700 it, or choose another with -o cache=)");
+    return make_error(EPERM, "cache directory " + directory + " is writable by others (mode " + octal_mode(st.st_mode) +
+                                 "): refusing it (chmod 700 it, or choose another with -o cache=)");
   }
   // Cached store contents are readable through the mount only as the mount allows; the cache
   // itself (and the control socket in it) is the daemon user's alone.

@@ -91,7 +91,10 @@ class BusyChunk {
   ~BusyChunk() {
     if (settled_) return;
     if (!lock_.owns_lock()) lock_.lock();
-    if (before_) file_.chunks[index_] = *before_; else file_.chunks.erase(index_);
+    if (before_)
+      file_.chunks[index_] = *before_;
+    else
+      file_.chunks.erase(index_);
     file_.changed.notify_all();
   }
   BusyChunk(const BusyChunk&) = delete;
@@ -154,9 +157,8 @@ Result<std::unique_ptr<ChunkCache>> ChunkCache::open(const ChunkCacheOptions& op
   existing.reserve(found->size());
   for (const auto& f : *found) existing.push_back({f.id, f.bytes});
   cache->budget_.add_existing(existing);
-  LOG_INFO("content cache %s: %zu files, %llu bytes of %llu; up to %zu data files kept open",
-           options.directory.c_str(), cache->budget_.files(),
-           static_cast<unsigned long long>(cache->budget_.used()),
+  LOG_INFO("content cache %s: %zu files, %llu bytes of %llu; up to %zu data files kept open", options.directory.c_str(),
+           cache->budget_.files(), static_cast<unsigned long long>(cache->budget_.used()),
            static_cast<unsigned long long>(options.max_bytes), cache->descriptors_->capacity());
   return cache;
 }
@@ -166,14 +168,15 @@ ChunkCache::ChunkCache(ChunkCacheOptions options, DataDirectory directory, Stats
       directory_(std::move(directory)),
       stats_(stats),
       descriptors_(DescriptorPool::make(
-          options_.descriptors > 0 ? options_.descriptors : DescriptorPool::default_capacity(),
-          &stats.cache_reopens)),
-      budget_(options_.max_bytes, stats, [this](const std::string& id) {
-                if (auto removed = directory_.remove(id); !removed) {
-                  LOG_WARNING("evicting: %s", removed.error().message.c_str());
-                }
-              },
-              [this] { return directory_.free_bytes(); }) {}
+          options_.descriptors > 0 ? options_.descriptors : DescriptorPool::default_capacity(), &stats.cache_reopens)),
+      budget_(
+          options_.max_bytes, stats,
+          [this](const std::string& id) {
+            if (auto removed = directory_.remove(id); !removed) {
+              LOG_WARNING("evicting: %s", removed.error().message.c_str());
+            }
+          },
+          [this] { return directory_.free_bytes(); }) {}
 
 ChunkCache::~ChunkCache() { workers_.stop(); }
 
@@ -210,9 +213,8 @@ Result<DescriptorPool::Lease> ChunkCache::descriptor(CachedFile& file, bool crea
     if (file.identity && file.identity != identity) {
       // Removed or replaced outside lazystore: what it held is gone. Chunks being filled now
       // go to the new file.
-      size_t lost = std::erase_if(file.chunks, [](const auto& entry) {
-        return entry.second.state != CachedFile::State::Busy;
-      });
+      size_t lost =
+          std::erase_if(file.chunks, [](const auto& entry) { return entry.second.state != CachedFile::State::Busy; });
       LOG_WARNING("cache file %s was %s outside lazystore: %zu chunk(s) fetched again",
                   directory_.path_of(file.id).c_str(), identity ? "replaced" : "removed", lost);
     }
@@ -270,9 +272,10 @@ void ChunkCache::note_uncached(const std::string& why) {
   std::lock_guard lock(log_mutex_);
   uncached_since_log_++;
   if (now < next_no_room_log_) return;
-  LOG_WARNING("content cache %s: %s: serving from the upstream without caching (%llu chunk(s) "
-              "since the last such message)", options_.directory.c_str(), why.c_str(),
-              static_cast<unsigned long long>(uncached_since_log_));
+  LOG_WARNING(
+      "content cache %s: %s: serving from the upstream without caching (%llu chunk(s) "
+      "since the last such message)",
+      options_.directory.c_str(), why.c_str(), static_cast<unsigned long long>(uncached_since_log_));
   uncached_since_log_ = 0;
   next_no_room_log_ = now + kNoRoomLogInterval;
 }
@@ -300,8 +303,8 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint64_t inde
     auto got = fetch(offset + done, std::span(data).subspan(done));
     if (!got || *got == 0) {
       if (!got) return got.error();
-      return make_error(EIO, "upstream file is shorter than its listing (" + std::to_string(offset + done) +
-                                 " of " + std::to_string(file.layout.size) + " bytes)");
+      return make_error(EIO, "upstream file is shorter than its listing (" + std::to_string(offset + done) + " of " +
+                                 std::to_string(file.layout.size) + " bytes)");
     }
     done += *got;
   }
@@ -333,8 +336,7 @@ Result<ChunkCache::Fill> ChunkCache::fetch_chunk(CachedFile& file, uint64_t inde
   return Fill::Cached;
 }
 
-Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t index,
-                                                  const FetchFn& fetch,
+Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
                                                   std::vector<std::byte>& uncached, bool background) {
   using State = CachedFile::State;
   std::unique_lock lock(file.mutex);
@@ -357,7 +359,10 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t ind
       lock.unlock();
       auto filled = fetch_chunk(file, index, fetch, uncached, background);
       lock.lock();
-      if (filled && *filled == Fill::Cached) busy.settle(State::Verified); else busy.settle_absent();
+      if (filled && *filled == Fill::Cached)
+        busy.settle(State::Verified);
+      else
+        busy.settle_absent();
       if (!filled) {
         file.failures++;
         file.failed_index = index;
@@ -397,11 +402,14 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t ind
         auto lease = descriptor(file, false);
         bool good = lease && ChunkFile((*lease)->get(), file.layout).verify_chunk(index, hash);
         lock.lock();
-        if (good) busy.settle(State::Verified); else busy.settle_absent();
+        if (good)
+          busy.settle(State::Verified);
+        else
+          busy.settle_absent();
         if (!good) {
           stats_.verify_failures++;
-          LOG_WARNING("cache file %s: chunk %llu failed verification, refetching",
-                      directory_.path_of(file.id).c_str(), static_cast<unsigned long long>(index));
+          LOG_WARNING("cache file %s: chunk %llu failed verification, refetching", directory_.path_of(file.id).c_str(),
+                      static_cast<unsigned long long>(index));
         }
         continue;
       }
@@ -409,8 +417,7 @@ Result<ChunkCache::Fill> ChunkCache::ensure_chunk(CachedFile& file, uint64_t ind
   }
 }
 
-Result<ChunkCache::ReadReply> ChunkCache::read(CachedFile& file, uint64_t offset, size_t length,
-                                               const FetchFn& fetch) {
+Result<ChunkCache::ReadReply> ChunkCache::read(CachedFile& file, uint64_t offset, size_t length, const FetchFn& fetch) {
   const ChunkLayout& layout = file.layout;
   if (offset >= layout.size || length == 0) return ReadReply{};
   length = static_cast<size_t>(std::min<uint64_t>(length, layout.size - offset));
@@ -473,8 +480,7 @@ Result<ChunkCache::ReadReply> ChunkCache::read(CachedFile& file, uint64_t offset
   return make_error(EIO, "cache file " + directory_.path_of(file.id) + " keeps being replaced");
 }
 
-void ChunkCache::prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offset, unsigned chunks,
-                          FetchFn fetch) {
+void ChunkCache::prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offset, unsigned chunks, FetchFn fetch) {
   if (offset >= file->layout.size) return;
   uint64_t first = file->layout.chunk_of(offset);
   uint64_t end = std::min<uint64_t>(file->layout.chunks(), first + chunks);
@@ -523,7 +529,10 @@ ChunkCache::VerifyReport ChunkCache::verify_all() {
     }
     ScopeExit unpin([this, &id] { release_id(id); });
     bool keep = true;
-    if (file) verify_loaded(*file, report); else keep = verify_on_disk(id, report);
+    if (file)
+      verify_loaded(*file, report);
+    else
+      keep = verify_on_disk(id, report);
     std::lock_guard lock(mutex_);
     if (!keep && !loaded_.contains(id) && budget_.evict_if_only_pin(id)) {
       report.dropped_files++;
@@ -561,8 +570,8 @@ void ChunkCache::verify_loaded(CachedFile& file, VerifyReport& report) {
       report.bad_chunks++;
       stats_.verify_failures++;
       busy.settle_absent();
-      LOG_WARNING("cache file %s: chunk %llu failed verification, dropped",
-                  directory_.path_of(file.id).c_str(), static_cast<unsigned long long>(i));
+      LOG_WARNING("cache file %s: chunk %llu failed verification, dropped", directory_.path_of(file.id).c_str(),
+                  static_cast<unsigned long long>(i));
     }
   }
 }

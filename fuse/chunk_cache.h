@@ -33,8 +33,8 @@
 namespace lazystore {
 
 struct ChunkCacheOptions {
-  std::string directory;               // the data files live in DIRECTORY/XX/<id>
-  uint64_t max_bytes = 10ull << 30;    // bound on the disk blocks of all data files
+  std::string directory;             // the data files live in DIRECTORY/XX/<id>
+  uint64_t max_bytes = 10ull << 30;  // bound on the disk blocks of all data files
   uint32_t chunk_size = 1u << 20;
   // How long a reader waits for another thread's fetch or verification of the same chunk.
   std::chrono::milliseconds wait_timeout = std::chrono::minutes(5);
@@ -50,7 +50,7 @@ class CachedFile;
 class ChunkCache {
  public:
   struct ReadReply {
-    int fd = -1;            // splice `length` bytes from fd at fd_offset, or, when fd < 0,
+    int fd = -1;  // splice `length` bytes from fd at fd_offset, or, when fd < 0,
     uint64_t fd_offset = 0;
     size_t length = 0;
     std::vector<std::byte> memory;  // answer these bytes (the cache could not keep them)
@@ -75,8 +75,7 @@ class ChunkCache {
   // chunk another thread is fetching waits for that fetch), and says where to answer from.
   Result<ReadReply> read(CachedFile& file, uint64_t offset, size_t length, const FetchFn& fetch);
   // Fetches up to `chunks` chunks from `offset` on in the background.
-  void prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offset, unsigned chunks,
-                FetchFn fetch);
+  void prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offset, unsigned chunks, FetchFn fetch);
   // Bytes of the file present in the cache (verified or not yet verified).
   uint64_t cached_bytes(const CachedFile& file) const;
 
@@ -90,9 +89,9 @@ class ChunkCache {
 
   struct VerifyReport {
     uint64_t files = 0;
-    uint64_t chunks = 0;      // chunks with a slot, checked against their xxh3
-    uint64_t bytes = 0;       // bytes of those chunks
-    uint64_t bad_chunks = 0;  // mismatches: their slots were cleared (a later read refetches)
+    uint64_t chunks = 0;         // chunks with a slot, checked against their xxh3
+    uint64_t bytes = 0;          // bytes of those chunks
+    uint64_t bad_chunks = 0;     // mismatches: their slots were cleared (a later read refetches)
     uint64_t dropped_files = 0;  // data files without a usable slot, removed
   };
   // Rechecks every cached chunk against its slot's xxh3.
@@ -115,10 +114,10 @@ class ChunkCache {
   // The data file's descriptor (reopened when the pool closed it; created with `create`).
   // Never called with file.mutex held.
   Result<DescriptorPool::Lease> descriptor(CachedFile& file, bool create);
-  Result<Fill> ensure_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
-                            std::vector<std::byte>& uncached, bool background);
-  Result<Fill> fetch_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch,
-                           std::vector<std::byte>& data, bool background);
+  Result<Fill> ensure_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch, std::vector<std::byte>& uncached,
+                            bool background);
+  Result<Fill> fetch_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch, std::vector<std::byte>& data,
+                           bool background);
   // Counts a chunk served without being cached; logs why, at most every kNoRoomLogInterval.
   void note_uncached(const std::string& why);
   // verify_all() of one file: through its loaded state when pinned, else from the data file.

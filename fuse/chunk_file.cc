@@ -140,8 +140,7 @@ std::optional<uint64_t> ChunkFile::recover_size(int fd, uint32_t chunk_size) {
   if (slot.index >= length / kSlotSize) return std::nullopt;
   ChunkLayout layout{length - (slot.index + 1) * kSlotSize, chunk_size};
   if (slot.index >= layout.chunks()) return std::nullopt;
-  if (!is_valid(slot, slot.index, layout) &&
-      slot.check != tombstone_check(slot.index, layout.size, chunk_size)) {
+  if (!is_valid(slot, slot.index, layout) && slot.check != tombstone_check(slot.index, layout.size, chunk_size)) {
     return std::nullopt;
   }
   return layout.size;

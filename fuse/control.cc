@@ -26,9 +26,7 @@ constexpr std::chrono::milliseconds kLongestBackoff{1000};
 constexpr auto kWarnEvery = std::chrono::seconds(30);
 constexpr size_t kMaxDrainBytes = 16 << 20;  // of a request past its end, read to close cleanly
 
-bool out_of_resources(int error) {
-  return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
-}
+bool out_of_resources(int error) { return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM; }
 
 Fd open_reserve() { return Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
 
@@ -171,8 +169,10 @@ void ControlServer::reap_finished_connections() {
   {
     std::lock_guard lock(mutex_);
     for (auto it = connections_.begin(); it != connections_.end();) {
-      if (*it->done) finished.splice(finished.end(), connections_, it++);
-      else ++it;
+      if (*it->done)
+        finished.splice(finished.end(), connections_, it++);
+      else
+        ++it;
     }
   }
   for (auto& c : finished) c.thread.join();
@@ -252,12 +252,8 @@ void ControlServer::handle(const Request& request, const std::function<bool(std:
       send(ok_line(snapshot));
       return;
     }
-    case Command::Status:
-      send(ok_line(status()));
-      return;
-    case Command::CacheUsage:
-      send(ok_line(CacheUsage{context_.cache.used_bytes(), context_.cache.limit()}));
-      return;
+    case Command::Status: send(ok_line(status())); return;
+    case Command::CacheUsage: send(ok_line(CacheUsage{context_.cache.used_bytes(), context_.cache.limit()})); return;
     case Command::Evict: {
       auto report = context_.cache.evict_all();
       LOG_INFO("control: evicted %" PRIu64 " files, %" PRIu64 " bytes", report.files, report.bytes);
@@ -269,8 +265,8 @@ void ControlServer::handle(const Request& request, const std::function<bool(std:
       auto report = context_.cache.verify_all();
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       LOG_INFO("control: verified %" PRIu64 " chunks, %" PRIu64 " bad", report.chunks, report.bad_chunks);
-      send(ok_line(VerifyResult{report.files, report.chunks, report.bytes, report.bad_chunks, report.dropped_files,
-                                seconds}));
+      send(ok_line(
+          VerifyResult{report.files, report.chunks, report.bytes, report.bad_chunks, report.dropped_files, seconds}));
       return;
     }
     case Command::Prefetch: {

@@ -32,10 +32,10 @@ struct ControlContext {
   Stats& stats;
   ChunkCache& cache;
   MetadataCache& metadata;
-  Upstream& upstream;        // what prefetch reads from (the metered upstream)
-  MountIdentity mount;       // prefetch also accepts paths under mount.mountpoint
+  Upstream& upstream;   // what prefetch reads from (the metered upstream)
+  MountIdentity mount;  // prefetch also accepts paths under mount.mountpoint
   std::string cache_dir;
-  uint64_t generation = 1;   // of this server (Takeover::generation; 1 unsupervised)
+  uint64_t generation = 1;  // of this server (Takeover::generation; 1 unsupervised)
 };
 
 class ControlServer {
@@ -50,7 +50,7 @@ class ControlServer {
   // The accepting thread (call after daemonizing); from now on the last warning or error this
   // process logs is kept in the stats for `status`.
   void start();
-  void stop();   // stops accepting, cancels prefetches, joins every thread, removes the socket
+  void stop();  // stops accepting, cancels prefetches, joins every thread, removes the socket
 
   // Answers one request line: each answer line (progress, then the result) goes to `send`,
   // which returns false once the client is gone. Public for tests.

@@ -7,8 +7,8 @@ namespace lazystore {
 namespace {
 
 constexpr std::pair<Command, std::string_view> kCommands[] = {
-    {Command::Stats, "stats"},   {Command::Status, "status"}, {Command::Prefetch, "prefetch"},
-    {Command::Evict, "evict"},   {Command::Verify, "verify"}, {Command::CacheUsage, "cache-usage"},
+    {Command::Stats, "stats"}, {Command::Status, "status"}, {Command::Prefetch, "prefetch"},
+    {Command::Evict, "evict"}, {Command::Verify, "verify"}, {Command::CacheUsage, "cache-usage"},
 };
 
 constexpr double kQuantiles[] = {0.5, 0.9, 0.99};
@@ -108,8 +108,7 @@ Result<Request> decode_request(std::string_view line) {
   if (line.find('\n') != std::string_view::npos) return invalid("more than one line");
   auto parsed = parse_json_line(line);
   if (!parsed) {
-    return invalid("not JSON (" + parsed.error().message +
-                   "); is lazystore-ctl of the same version as the daemon?");
+    return invalid("not JSON (" + parsed.error().message + "); is lazystore-ctl of the same version as the daemon?");
   }
   const Json& j = *parsed;
   if (!j.is_object()) return invalid("not a JSON object");
@@ -130,7 +129,8 @@ Result<Request> decode_request(std::string_view line) {
   request.command = *command;
   for (const auto& [key, value] : j.items()) {
     if (key == "protocol" || key == "command") continue;
-    if (request.command != Command::Prefetch) return invalid(command_field->get<std::string>() + " takes no \"" + key + "\"");
+    if (request.command != Command::Prefetch)
+      return invalid(command_field->get<std::string>() + " takes no \"" + key + "\"");
     if (key == "paths") {
       if (!value.is_array()) return invalid("\"paths\" is not an array");
       for (const auto& path : value) {
@@ -177,8 +177,7 @@ std::string progress_line(const PrefetchProgress& progress) {
 Result<Answer> decode_answer(std::string_view line) {
   auto parsed = parse_json_line(line);
   auto unexpected = [&](const std::string& why) {
-    return make_error(EPROTO, "unexpected answer from the daemon (" + why + "): " +
-                                  std::string(line.substr(0, 200)));
+    return make_error(EPROTO, "unexpected answer from the daemon (" + why + "): " + std::string(line.substr(0, 200)));
   };
   if (!parsed) return unexpected(parsed.error().message);
   if (!parsed->is_object()) return unexpected("not an object");
@@ -268,7 +267,9 @@ std::string_view upstream_state_name(UpstreamState state) {
 }
 
 void to_json(Json& j, const UpstreamHealthSnapshot& v) {
-  j = Json{{"state", upstream_state_name(v.state)}, {"since", v.since}, {"last_success", v.last_success},
+  j = Json{{"state", upstream_state_name(v.state)},
+           {"since", v.since},
+           {"last_success", v.last_success},
            {"last_failure", v.last_failure}};
 }
 void from_json(const Json& j, UpstreamHealthSnapshot& v) {

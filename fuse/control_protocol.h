@@ -68,7 +68,9 @@ template <class T>
 struct JsonTable {};
 
 template <class T>
-concept HasJsonTable = requires { JsonTable<T>::fields; };
+concept HasJsonTable = requires {
+  JsonTable<T>::fields;
+};
 
 // An unsigned JSON number; std::invalid_argument for anything else (nlohmann would turn -1 into
 // 2^64-1).
@@ -84,18 +86,19 @@ template <HasJsonTable T>
 void from_json(const Json& j, T& v) {
   auto read = [&](const auto& field) {
     auto& out = v.*field.member;
-    if constexpr (std::is_same_v<std::remove_reference_t<decltype(out)>, uint64_t>) out = json_u64(j.at(field.key));
-    else j.at(field.key).get_to(out);
+    if constexpr (std::is_same_v<std::remove_reference_t<decltype(out)>, uint64_t>)
+      out = json_u64(j.at(field.key));
+    else
+      j.at(field.key).get_to(out);
   };
   std::apply([&](const auto&... field) { (read(field), ...); }, JsonTable<T>::fields);
 }
 
 template <>
 struct JsonTable<MountIdentity> {
-  static constexpr std::tuple fields{JsonField{"source", &MountIdentity::source},
-                                     JsonField{"mountpoint", &MountIdentity::mountpoint},
-                                     JsonField{"control_socket", &MountIdentity::control_socket},
-                                     JsonField{"version", &MountIdentity::version}};
+  static constexpr std::tuple fields{
+      JsonField{"source", &MountIdentity::source}, JsonField{"mountpoint", &MountIdentity::mountpoint},
+      JsonField{"control_socket", &MountIdentity::control_socket}, JsonField{"version", &MountIdentity::version}};
 };
 
 template <>
@@ -126,8 +129,7 @@ struct EvictResult {
 };
 template <>
 struct JsonTable<EvictResult> {
-  static constexpr std::tuple fields{JsonField{"files", &EvictResult::files},
-                                     JsonField{"bytes", &EvictResult::bytes},
+  static constexpr std::tuple fields{JsonField{"files", &EvictResult::files}, JsonField{"bytes", &EvictResult::bytes},
                                      JsonField{"pinned_files", &EvictResult::pinned_files}};
 };
 
@@ -171,11 +173,10 @@ struct PrefetchProgress {
 };
 template <>
 struct JsonTable<PrefetchProgress> {
-  static constexpr std::tuple fields{JsonField{"files", &PrefetchProgress::files},
-                                     JsonField{"bytes", &PrefetchProgress::bytes},
-                                     JsonField{"failed", &PrefetchProgress::failed},
-                                     JsonField{"total_files", &PrefetchProgress::total_files},
-                                     JsonField{"total_bytes", &PrefetchProgress::total_bytes}};
+  static constexpr std::tuple fields{
+      JsonField{"files", &PrefetchProgress::files}, JsonField{"bytes", &PrefetchProgress::bytes},
+      JsonField{"failed", &PrefetchProgress::failed}, JsonField{"total_files", &PrefetchProgress::total_files},
+      JsonField{"total_bytes", &PrefetchProgress::total_bytes}};
 };
 
 struct PrefetchResult {  // prefetch with wait
@@ -187,10 +188,9 @@ struct PrefetchResult {  // prefetch with wait
 };
 template <>
 struct JsonTable<PrefetchResult> {
-  static constexpr std::tuple fields{JsonField{"files", &PrefetchResult::files},
-                                     JsonField{"bytes", &PrefetchResult::bytes},
-                                     JsonField{"failed", &PrefetchResult::failed},
-                                     JsonField{"seconds", &PrefetchResult::seconds}};
+  static constexpr std::tuple fields{
+      JsonField{"files", &PrefetchResult::files}, JsonField{"bytes", &PrefetchResult::bytes},
+      JsonField{"failed", &PrefetchResult::failed}, JsonField{"seconds", &PrefetchResult::seconds}};
 };
 
 struct ServerInfo {

@@ -90,13 +90,10 @@ int connect_failure(const std::string& socket, const Error& error) {
                                    "with --cache DIR or its -o control=PATH with --socket PATH)");
     case ECONNREFUSED:
       return die(kUnreachable, "nothing listens on " + socket + ": the lazystore daemon is not running");
-    case EACCES:
-      return die(kUnreachable, "permission denied on " + socket + ": lazystore-ctl must run as root");
+    case EACCES: return die(kUnreachable, "permission denied on " + socket + ": lazystore-ctl must run as root");
     case ENAMETOOLONG:
-    case EINVAL:
-      return die(kUsage, error.message);
-    default:
-      return die(kUnreachable, "cannot connect to " + socket + ": " + error.message);
+    case EINVAL: return die(kUsage, error.message);
+    default: return die(kUnreachable, "cannot connect to " + socket + ": " + error.message);
   }
 }
 
@@ -118,8 +115,7 @@ int run(const std::string& socket, const Request& request, bool json, bool prome
   }
   ControlClient::Deadline deadline;
   if (timeout > 0) {
-    deadline = std::chrono::steady_clock::now() +
-               std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
+    deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
   }
   bool progress_shown = false;
   for (;;) {
@@ -184,9 +180,9 @@ int main(int argc, char** argv) {
   auto* socket = app.add_option("--socket", selection.socket, "the daemon's -o control=PATH");
   auto* mount = app.add_option("-m,--mount", selection.mountpoint,
                                "the mount point of the mount (found in /proc/self/mountinfo; it names its socket)");
-  auto* cache = app.add_option("--cache", selection.cache,
-                               std::string("the daemon's -o cache=DIR: the socket DIR/control.sock (default ") +
-                                   kDefaultCache + ")");
+  auto* cache = app.add_option(
+      "--cache", selection.cache,
+      std::string("the daemon's -o cache=DIR: the socket DIR/control.sock (default ") + kDefaultCache + ")");
   socket->excludes(mount)->excludes(cache);
   mount->excludes(cache);
   auto* json_flag = app.add_flag("--json", json, "the daemon's answer as one JSON object");
@@ -198,9 +194,11 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->option_text("SEC");
 
-  auto* status = app.add_subcommand("status", "the mount at a glance: source, uptime, upstream, cache, hit ratio, last error");
+  auto* status =
+      app.add_subcommand("status", "the mount at a glance: source, uptime, upstream, cache, hit ratio, last error");
   auto* stats = app.add_subcommand("stats", "every counter, cache usage, latency percentiles (--json, --prometheus)");
-  auto* prefetch = app.add_subcommand("prefetch", "fetch the whole tree of store paths (or of paths inside them) into the cache");
+  auto* prefetch =
+      app.add_subcommand("prefetch", "fetch the whole tree of store paths (or of paths inside them) into the cache");
   bool wait = false;
   std::vector<std::string> paths;
   prefetch->add_flag("--wait", wait, "return when done (with progress on a terminal)");
@@ -223,7 +221,8 @@ int main(int argc, char** argv) {
   if (auto extras = app.remaining(); !extras.empty()) {
     const std::string first = extras.front();
     if (app.get_subcommands().empty() && !first.starts_with("-")) {
-      return die(kFailed, "unknown command '" + first + "' (status, stats, prefetch, evict, verify, cache-usage, counters)");
+      return die(kFailed,
+                 "unknown command '" + first + "' (status, stats, prefetch, evict, verify, cache-usage, counters)");
     }
     return die(kUsage, "unexpected argument " + first + " (see --help)");
   }

@@ -20,7 +20,8 @@ std::string number(double value) {
 
 std::string percent(uint64_t part, uint64_t whole) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %%", whole ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0);
+  std::snprintf(buf, sizeof buf, "%.1f %%",
+                whole ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0);
   return buf;
 }
 
@@ -39,17 +40,18 @@ std::string kind_name(MetricKind kind) {
   return "?";
 }
 
-std::string ago(int64_t now, int64_t then) {
-  return format_time(then) + " (" + format_duration(now - then) + " ago)";
-}
+std::string ago(int64_t now, int64_t then) { return format_time(then) + " (" + format_duration(now - then) + " ago)"; }
 
 }  // namespace
 
 std::string format_latency(double seconds) {
   char buf[32];
-  if (seconds < 1e-3) std::snprintf(buf, sizeof buf, "%.0f µs", seconds * 1e6);
-  else if (seconds < 1) std::snprintf(buf, sizeof buf, "%.1f ms", seconds * 1e3);
-  else std::snprintf(buf, sizeof buf, "%.2f s", seconds);
+  if (seconds < 1e-3)
+    std::snprintf(buf, sizeof buf, "%.0f µs", seconds * 1e6);
+  else if (seconds < 1)
+    std::snprintf(buf, sizeof buf, "%.1f ms", seconds * 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f s", seconds);
   return buf;
 }
 
@@ -57,10 +59,14 @@ std::string format_duration(int64_t seconds) {
   if (seconds < 0) seconds = 0;
   int64_t days = seconds / 86400, hours = seconds / 3600 % 24, minutes = seconds / 60 % 60, secs = seconds % 60;
   char buf[64];
-  if (days > 0) std::snprintf(buf, sizeof buf, "%" PRId64 " d %" PRId64 " h", days, hours);
-  else if (hours > 0) std::snprintf(buf, sizeof buf, "%" PRId64 " h %" PRId64 " min", hours, minutes);
-  else if (minutes > 0) std::snprintf(buf, sizeof buf, "%" PRId64 " min %" PRId64 " s", minutes, secs);
-  else std::snprintf(buf, sizeof buf, "%" PRId64 " s", secs);
+  if (days > 0)
+    std::snprintf(buf, sizeof buf, "%" PRId64 " d %" PRId64 " h", days, hours);
+  else if (hours > 0)
+    std::snprintf(buf, sizeof buf, "%" PRId64 " h %" PRId64 " min", hours, minutes);
+  else if (minutes > 0)
+    std::snprintf(buf, sizeof buf, "%" PRId64 " min %" PRId64 " s", minutes, secs);
+  else
+    std::snprintf(buf, sizeof buf, "%" PRId64 " s", secs);
   return buf;
 }
 
@@ -89,9 +95,9 @@ std::string render_stats_text(const StatsSnapshot& s) {
     const auto& h = s.histograms[i];
     std::string label(info(static_cast<Histogram>(i)).name);
     for (char& c : label) c = c == '_' ? ' ' : c;
-    out += row(label.c_str(), "p50 " + format_latency(h.percentile(0.5)) + ", p90 " + format_latency(h.percentile(0.9)) +
-                                  ", p99 " + format_latency(h.percentile(0.99)) + " (" + std::to_string(h.count) +
-                                  " calls)");
+    out += row(label.c_str(), "p50 " + format_latency(h.percentile(0.5)) + ", p90 " +
+                                  format_latency(h.percentile(0.9)) + ", p99 " + format_latency(h.percentile(0.99)) +
+                                  " (" + std::to_string(h.count) + " calls)");
   }
   out += "counters:\n";
   for (size_t i = 0; i < kCounterCount; ++i) {
@@ -149,12 +155,8 @@ std::string render_status_text(const StatusReport& r) {
   out += row("uptime", uptime);
   std::string upstream;
   switch (r.upstream.state) {
-    case UpstreamState::Unknown:
-      upstream = "not contacted yet (everything so far came from the cache)";
-      break;
-    case UpstreamState::Reachable:
-      upstream = "reachable since " + ago(r.now, r.upstream.since);
-      break;
+    case UpstreamState::Unknown: upstream = "not contacted yet (everything so far came from the cache)"; break;
+    case UpstreamState::Reachable: upstream = "reachable since " + ago(r.now, r.upstream.since); break;
     case UpstreamState::Unreachable:
       upstream = "UNREACHABLE since " + ago(r.now, r.upstream.since);
       upstream += r.upstream.last_success ? "; last answer " + ago(r.now, r.upstream.last_success) : "; never answered";
@@ -162,18 +164,19 @@ std::string render_status_text(const StatusReport& r) {
   }
   out += row("upstream", upstream);
   uint64_t used = s[Gauge::cache_bytes], limit = s[Gauge::cache_limit];
-  out += row("cache", format_bytes(used) + " of " + format_bytes(limit) + " (" + percent(used, limit) + ") in " +
-                          r.cache_dir);
+  out += row("cache",
+             format_bytes(used) + " of " + format_bytes(limit) + " (" + percent(used, limit) + ") in " + r.cache_dir);
   uint64_t hits = s[Counter::chunk_hits], misses = s[Counter::chunk_misses];
   uint64_t trees = s[Counter::metadata_hits] + s[Counter::metadata_misses];
-  std::string ratio = hits + misses == 0 ? std::string("no chunk read yet")
-                                         : percent(hits, hits + misses) + " of " + std::to_string(hits + misses) +
-                                               " chunks";
-  if (trees > 0) ratio += ", " + percent(s[Counter::metadata_hits], trees) + " of " + std::to_string(trees) + " store path trees";
+  std::string ratio = hits + misses == 0
+                          ? std::string("no chunk read yet")
+                          : percent(hits, hits + misses) + " of " + std::to_string(hits + misses) + " chunks";
+  if (trees > 0)
+    ratio += ", " + percent(s[Counter::metadata_hits], trees) + " of " + std::to_string(trees) + " store path trees";
   out += row("hit ratio", ratio);
-  out += row("last error", r.last_error ? ago(r.now, r.last_error->time) + ": " + r.last_error->level + ": " +
-                                              r.last_error->message
-                                        : "none");
+  out += row("last error",
+             r.last_error ? ago(r.now, r.last_error->time) + ": " + r.last_error->level + ": " + r.last_error->message
+                          : "none");
   return out;
 }
 
@@ -234,8 +237,11 @@ std::string render_counters_markdown() {
 Json counters_json() {
   Json out = Json::array();
   for (const MetricInfo& m : metric_table()) {
-    out.push_back(Json{{"name", m.name}, {"kind", kind_name(m.kind)}, {"unit", m.unit},
-                       {"prometheus", m.prometheus_name()}, {"help", m.help}});
+    out.push_back(Json{{"name", m.name},
+                       {"kind", kind_name(m.kind)},
+                       {"unit", m.unit},
+                       {"prometheus", m.prometheus_name()},
+                       {"help", m.help}});
   }
   return out;
 }

@@ -41,8 +41,10 @@ void require_single_thread(const char* before) {
     threads = thread_count();
   }
   if (threads <= 1) return;
-  LOG_ERROR("internal error: %d threads run before %s; a fork keeps only the calling thread, so no "
-            "thread may start before the last fork (see Upstream::start)", threads, before);
+  LOG_ERROR(
+      "internal error: %d threads run before %s; a fork keeps only the calling thread, so no "
+      "thread may start before the last fork (see Upstream::start)",
+      threads, before);
   std::abort();
 }
 

@@ -71,9 +71,7 @@ Result<DataDirectory> DataDirectory::open(const std::string& path) {
 
 bool DataDirectory::is_id(std::string_view name) { return name.size() == 32 && is_hex(name); }
 
-std::string DataDirectory::path_of(const std::string& id) const {
-  return path_ + "/" + id.substr(0, 2) + "/" + id;
-}
+std::string DataDirectory::path_of(const std::string& id) const { return path_ + "/" + id.substr(0, 2) + "/" + id; }
 
 Result<Fd> DataDirectory::open_file(const std::string& id, bool create) const {
   std::string relative = id.substr(0, 2) + "/" + id;

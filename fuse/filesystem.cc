@@ -60,10 +60,15 @@ struct Filesystem::DirHandle {
   std::vector<std::pair<std::string, uint64_t>> entries;  // the top level: name, inode number
 };
 
-Filesystem::Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata,
-                       ChunkCache& cache, Stats& stats, uint64_t generation)
-    : options_(options), upstream_(upstream), metadata_(metadata), cache_(cache), stats_(stats),
-      files_(generation), dirs_(generation) {}
+Filesystem::Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata, ChunkCache& cache,
+                       Stats& stats, uint64_t generation)
+    : options_(options),
+      upstream_(upstream),
+      metadata_(metadata),
+      cache_(cache),
+      stats_(stats),
+      files_(generation),
+      dirs_(generation) {}
 
 Filesystem::~Filesystem() = default;
 
@@ -253,16 +258,14 @@ void Filesystem::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fuse_reply_open(req, fi);
 }
 
-void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
-                         fuse_file_info* fi, bool plus) {
+void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi, bool plus) {
   stats_.readdir_requests++;
   std::vector<char> buffer(size);
   size_t used = 0;
   // Adds one entry at offset `index`; false when the buffer is full.
   auto add = [&](const char* name, struct stat st, const fuse_entry_param* entry, off_t index) {
     size_t room = size - used;
-    size_t needed = plus ? fuse_add_direntry_plus(req, buffer.data() + used, room, name,
-                                                  entry, index + 1)
+    size_t needed = plus ? fuse_add_direntry_plus(req, buffer.data() + used, room, name, entry, index + 1)
                          : fuse_add_direntry(req, buffer.data() + used, room, name, &st, index + 1);
     if (needed > room) return false;
     used += needed;
@@ -315,8 +318,7 @@ void Filesystem::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offs
       if (i == 0) {
         st.st_ino = ino;
       } else {
-        st.st_ino = listed->node == Tree::kRoot ? InodeTable::kRootInode
-                                                : inodes_.number_of(*tree, dir.parent);
+        st.st_ino = listed->node == Tree::kRoot ? InodeTable::kRootInode : inodes_.number_of(*tree, dir.parent);
       }
       fits = add_unreferenced(i == 0 ? "." : "..", st, i);
     } else {
@@ -453,8 +455,8 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
   FetchFn fetch = fetcher(handle->tree, handle->node);
   auto reply = cache_.read(*handle->file, off, size, fetch);
   if (!reply) {
-    LOG_WARNING("read %s at %llu: %s", handle->tree->key_of(handle->node).c_str(),
-                static_cast<unsigned long long>(off), reply.error().message.c_str());
+    LOG_WARNING("read %s at %llu: %s", handle->tree->key_of(handle->node).c_str(), static_cast<unsigned long long>(off),
+                reply.error().message.c_str());
     return reply_error(req, EIO);
   }
   // Sequential reads pull the next chunks in the background.
@@ -522,11 +524,12 @@ void Filesystem::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
       fuse_reply_err(req, ENODATA);
       return;
     }
-    reply_xattr_value(req,
-                      stats_json(stats_, cache_.used_bytes(), cache_.limit(),
-                                 {.source = options_.source, .mountpoint = options_.mountpoint,
-                                  .control_socket = options_.control_socket}),
-                      size);
+    reply_xattr_value(
+        req,
+        stats_json(
+            stats_, cache_.used_bytes(), cache_.limit(),
+            {.source = options_.source, .mountpoint = options_.mountpoint, .control_socket = options_.control_socket}),
+        size);
     return;
   }
   auto ref = find_inode(ino);
@@ -614,7 +617,9 @@ const fuse_lowlevel_ops& Filesystem::operations() {
     o.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t size) {
       guarded(req, [&] { fs_of(req).listxattr(req, ino, size); });
     };
-    o.access = [](fuse_req_t req, fuse_ino_t ino, int mask) { guarded(req, [&] { fs_of(req).access(req, ino, mask); }); };
+    o.access = [](fuse_req_t req, fuse_ino_t ino, int mask) {
+      guarded(req, [&] { fs_of(req).access(req, ino, mask); });
+    };
     // Every write-type operation: read-only store.
     o.setattr = [](fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { refuse(req); };
     o.mknod = [](fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { refuse(req); };

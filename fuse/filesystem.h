@@ -21,8 +21,8 @@ namespace lazystore {
 class Filesystem {
  public:
   // `generation`: 1 for the first server of a mount, +1 for each one that took over after a crash.
-  Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata,
-             ChunkCache& cache, Stats& stats, uint64_t generation = 1);
+  Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata, ChunkCache& cache, Stats& stats,
+             uint64_t generation = 1);
   ~Filesystem();
 
   static const fuse_lowlevel_ops& operations();

@@ -46,8 +46,7 @@ void write_record(unsigned char* to, uint64_t ino, std::string_view key, uint64_
   std::memcpy(to + kLookupsAt, &lookups, sizeof lookups);
   std::memcpy(to + kRecordHeader, key.data(), key.size());
   std::memset(to + kRecordHeader + key.size(), 0, padded(key.size()) - kRecordHeader - key.size());
-  std::atomic_ref<uint32_t>(*reinterpret_cast<uint32_t*>(to + kCommitAt))
-      .store(kCommitted, std::memory_order_release);
+  std::atomic_ref<uint32_t>(*reinterpret_cast<uint32_t*>(to + kCommitAt)).store(kCommitted, std::memory_order_release);
 }
 
 struct FileState {
@@ -119,14 +118,13 @@ Result<InodeJournal> InodeJournal::open(Files files, std::vector<Record>& live) 
     uint64_t size = data->size();
     for (uint64_t at = kHeader; size - at >= kRecordHeader;) {
       auto length = load<uint32_t>(bytes + at + kLengthAt);
-      if (load<uint32_t>(bytes + at + kCommitAt) != kCommitted || length > kLongestKey ||
-          padded(length) > size - at) {
+      if (load<uint32_t>(bytes + at + kCommitAt) != kCommitted || length > kLongestKey || padded(length) > size - at) {
         break;  // the end, or a record torn by a kill
       }
       auto lookups = load<uint64_t>(bytes + at + kLookupsAt);
       if (lookups > 0) {
-        live.push_back({load<uint64_t>(bytes + at + kInoAt),
-                        std::string(data->data() + at + kRecordHeader, length), lookups, kNoRecord});
+        live.push_back({load<uint64_t>(bytes + at + kInoAt), std::string(data->data() + at + kRecordHeader, length),
+                        lookups, kNoRecord});
       }
       at += padded(length);
     }
@@ -140,9 +138,14 @@ Result<InodeJournal> InodeJournal::open(Files files, std::vector<Record>& live) 
 }
 
 InodeJournal::InodeJournal(InodeJournal&& other) noexcept
-    : files_(other.files_), active_(other.active_), base_(std::exchange(other.base_, nullptr)),
-      mapped_(std::exchange(other.mapped_, 0)), end_(other.end_), epoch_(other.epoch_),
-      live_bytes_(other.live_bytes_), dead_bytes_(other.dead_bytes_) {}
+    : files_(other.files_),
+      active_(other.active_),
+      base_(std::exchange(other.base_, nullptr)),
+      mapped_(std::exchange(other.mapped_, 0)),
+      end_(other.end_),
+      epoch_(other.epoch_),
+      live_bytes_(other.live_bytes_),
+      dead_bytes_(other.dead_bytes_) {}
 
 InodeJournal::~InodeJournal() { unmap(); }
 
@@ -231,8 +234,6 @@ void InodeJournal::set_lookups(uint64_t at, uint64_t lookups) {
   }
 }
 
-bool InodeJournal::wants_compaction() const {
-  return dead_bytes_ > kCompactAbove && dead_bytes_ > live_bytes_;
-}
+bool InodeJournal::wants_compaction() const { return dead_bytes_ > kCompactAbove && dead_bytes_ > live_bytes_; }
 
 }  // namespace lazystore

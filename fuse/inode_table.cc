@@ -153,8 +153,7 @@ void InodeTable::compact_locked() {
     return;
   }
   LOG_INFO("inode journal compacted from %llu to %llu bytes (%zu numbers the kernel holds)",
-           static_cast<unsigned long long>(before), static_cast<unsigned long long>(journal_->bytes()),
-           live.size());
+           static_cast<unsigned long long>(before), static_cast<unsigned long long>(journal_->bytes()), live.size());
 }
 
 size_t InodeTable::size() const {

@@ -50,20 +50,15 @@ int main(int argc, char* argv[]) {
     return 2;
   }
   switch (options->help) {
-    case MountOptions::Help::None:
-      break;
+    case MountOptions::Help::None: break;
     case MountOptions::Help::Text:
       std::fputs(usage_text(argv[0]).c_str(), stdout);
       std::printf("\nFUSE options:\n");
       std::fflush(stdout);
       fuse_lowlevel_help();
       return 0;
-    case MountOptions::Help::Markdown:
-      std::fputs(options_markdown().c_str(), stdout);
-      return 0;
-    case MountOptions::Help::Man:
-      std::fputs(options_man().c_str(), stdout);
-      return 0;
+    case MountOptions::Help::Markdown: std::fputs(options_markdown().c_str(), stdout); return 0;
+    case MountOptions::Help::Man: std::fputs(options_man().c_str(), stdout); return 0;
   }
   if (options->show_version) {
     std::signal(SIGPIPE, SIG_IGN);  // a reader that stops after our line (grep -q) is no failure

@@ -29,7 +29,8 @@ std::optional<NodeKey> parse_node_key(std::string_view key) {
   size_t slash = key.find('/');
   auto path = StorePath::parse(key.substr(0, slash));
   if (!path) return std::nullopt;
-  return NodeKey{std::move(*path), slash == std::string_view::npos ? std::string() : std::string(key.substr(slash + 1))};
+  return NodeKey{std::move(*path),
+                 slash == std::string_view::npos ? std::string() : std::string(key.substr(slash + 1))};
 }
 bool StoreTree::settled(uint32_t node) const {
   if (complete) return node < tree.nodes.size();
@@ -58,20 +59,20 @@ struct MetadataCache::Walk {
 
   uint64_t id = 0;
   StorePath path;
-  Tree tree;                   // grows; node numbers never change
-  std::vector<bool> listed;    // by node
-  size_t directories = 0;      // directory nodes in `tree`
+  Tree tree;                 // grows; node numbers never change
+  std::vector<bool> listed;  // by node
+  size_t directories = 0;    // directory nodes in `tree`
   size_t listed_directories = 0;
-  bool rooted = false;         // the store path itself is known
-  uint64_t version = 0;        // bumped by every change of `tree`
-  uint64_t progress = 0;       // answers the walk got (restarts waiters' deadlines)
-  StoreTreePtr snapshot;       // the latest published, of `snapshot_version`
+  bool rooted = false;    // the store path itself is known
+  uint64_t version = 0;   // bumped by every change of `tree`
+  uint64_t progress = 0;  // answers the walk got (restarts waiters' deadlines)
+  StoreTreePtr snapshot;  // the latest published, of `snapshot_version`
   uint64_t snapshot_version = 0;
-  size_t copied = 0;           // nodes copied into snapshots so far
-  std::vector<uint32_t> wanted;       // for take_wanted, most urgent first
-  std::vector<bool> asked;            // by node: already in `wanted` once
-  bool finished = false;              // run() is over: `result` or `error`
-  StoreTreePtr result;                // the complete tree
+  size_t copied = 0;             // nodes copied into snapshots so far
+  std::vector<uint32_t> wanted;  // for take_wanted, most urgent first
+  std::vector<bool> asked;       // by node: already in `wanted` once
+  bool finished = false;         // run() is over: `result` or `error`
+  StoreTreePtr result;           // the complete tree
   std::optional<Error> error;
   std::condition_variable changed;
   std::thread thread;
@@ -103,7 +104,8 @@ class MetadataCache::WalkBuilder final : public TreeBuilder {
     // Checked before anything is added: a listing goes in whole or not at all.
     std::vector<uint32_t> order(entries.size());
     for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&entries](uint32_t a, uint32_t b) { return entries[a].name < entries[b].name; });
+    std::sort(order.begin(), order.end(),
+              [&entries](uint32_t a, uint32_t b) { return entries[a].name < entries[b].name; });
     for (size_t k = 0; k < order.size(); ++k) {
       const Entry& e = entries[order[k]];
       if (!Tree::valid_name(e.name)) return make_error(EIO, walk_.path.base_name() + ": an entry has an invalid name");
@@ -181,7 +183,10 @@ class MetadataCache::WalkBuilder final : public TreeBuilder {
 };
 
 MetadataCache::MetadataCache(Upstream& upstream, std::string directory, Stats& stats, Options options)
-    : upstream_(upstream), directory_(std::move(directory)), stats_(stats), options_(std::move(options)),
+    : upstream_(upstream),
+      directory_(std::move(directory)),
+      stats_(stats),
+      options_(std::move(options)),
       negative_timeout_(to_duration(options_.negative_timeout_seconds)),
       wait_timeout_(to_duration(options_.wait_timeout_seconds)) {}
 
@@ -382,8 +387,7 @@ Result<SettledNode> MetadataCache::wait(std::shared_ptr<Walk> walk, Want want) {
       seen = progress();
       deadline = Clock::now() + wait_timeout_;
     }
-    if (walk->changed.wait_until(lock, deadline) == std::cv_status::timeout && progress() == seen &&
-        !walk->finished) {
+    if (walk->changed.wait_until(lock, deadline) == std::cv_status::timeout && progress() == seen && !walk->finished) {
       stats_.upstream_timeouts++;
       return make_error(ETIMEDOUT, what + ": the listing made no progress within the deadline (upstream-timeout)");
     }
@@ -461,7 +465,8 @@ Result<SettledNode> MetadataCache::settle(const StorePath& path, std::string_vie
   if (!found) return found.error();
   if (*found) {
     auto node = (*found)->tree.resolve(relative);
-    if (!node) return make_error(ENOENT, path.base_name() + "/" + std::string(relative) + ": no such file or directory");
+    if (!node)
+      return make_error(ENOENT, path.base_name() + "/" + std::string(relative) + ": no such file or directory");
     return SettledNode{*found, *node};
   }
   return wait(std::move(walk), Want{relative, subdirectories, false});
@@ -560,8 +565,7 @@ size_t MetadataCache::nodes_in_memory() const {
 Result<std::vector<StorePath>> MetadataCache::list_top() {
   auto listed = upstream_.list_store();
   if (listed) return listed;
-  LOG_WARNING("listing the upstream store failed (%s): listing cached paths",
-              listed.error().message.c_str());
+  LOG_WARNING("listing the upstream store failed (%s): listing cached paths", listed.error().message.c_str());
   std::set<std::string> names;
   {
     std::lock_guard lock(mutex_);

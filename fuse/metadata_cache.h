@@ -40,7 +40,10 @@ struct StoreTree {
   StoreTree(StorePath store_path, Tree whole) : path(std::move(store_path)), tree(std::move(whole)) {}
   // A snapshot of walk `walk_id` (complete: every directory listed).
   StoreTree(StorePath store_path, Tree part, bool is_complete, std::vector<bool> listed_dirs, uint64_t walk_id)
-      : path(std::move(store_path)), tree(std::move(part)), complete(is_complete), listed(std::move(listed_dirs)),
+      : path(std::move(store_path)),
+        tree(std::move(part)),
+        complete(is_complete),
+        listed(std::move(listed_dirs)),
         walk(walk_id) {}
 
   StorePath path;
@@ -161,7 +164,7 @@ class MetadataCache {
   size_t nodes_ = 0;               // nodes of the trees in trees_
   std::unordered_map<std::string, Clock::time_point> absent_until_;
   std::unordered_map<std::string, std::shared_ptr<Walk>> walks_;  // in flight, by base name
-  std::vector<std::shared_ptr<Walk>> finished_;  // their threads are joined at the next start
+  std::vector<std::shared_ptr<Walk>> finished_;                   // their threads are joined at the next start
   uint64_t next_walk_ = 1;
   bool stopping_ = false;
 };

@@ -125,8 +125,8 @@ Status check_mountpoint(const std::string& mountpoint) {
       return make_error(errno, mountpoint + " is a dead lazystore mount (of " + entry->source +
                                    ") and unmounting it failed: " + std::strerror(errno));
     }
-    LOG_WARNING("%s was a dead lazystore mount (of %s; its daemon was killed): unmounted it",
-                mountpoint.c_str(), entry->source.c_str());
+    LOG_WARNING("%s was a dead lazystore mount (of %s; its daemon was killed): unmounted it", mountpoint.c_str(),
+                entry->source.c_str());
   }
 }
 

@@ -90,8 +90,7 @@ const OptionSpec kOptions[] = {
        o.negative_timeout = *t;
        return {};
      }},
-    {"upstream-timeout", "SEC", "10",
-     "deadline of one upstream request, also of the check of SOURCE before mounting",
+    {"upstream-timeout", "SEC", "10", "deadline of one upstream request, also of the check of SOURCE before mounting",
      [](std::string_view v, MountOptions& o) -> Status {
        auto t = parse_seconds("upstream-timeout", v);
        if (!t) return t.error();
@@ -126,8 +125,7 @@ const OptionSpec kOptions[] = {
        if (!parse_log_level(v, o.log_level)) return invalid("log-level", v, "must be error, warning, info or debug");
        return {};
      }},
-    {"log", "FILE", "none",
-     "also append every log line, with time and process id, to FILE, an absolute path",
+    {"log", "FILE", "none", "also append every log line, with time and process id, to FILE, an absolute path",
      [](std::string_view v, MountOptions& o) { return absolute_path("log", v, o.log_file); }},
     {"control", "PATH", "CACHE/control.sock", "the unix socket of lazystore-ctl, mode 0600: root only",
      [](std::string_view v, MountOptions& o) -> Status {
@@ -240,16 +238,19 @@ std::string usage_text(std::string_view program) {
                     "a dead lazystore mount there is cleared first, any other dead FUSE mount refused.\n"
                     "\n"
                     "Options (-o NAME=VALUE, comma-separated):\n";
-  for (const OptionSpec& option : kOptions) append_help_line(out, "    -o " + option_text(option), with_default(option));
-  out += "    The mount is always ro,nosuid,nodev (rw, suid and dev are ignored), and it goes away with\n"
-         "    its daemon, also after a kill -9 (a small lazystore-unmount-guard process sees to it).\n"
-         "\n";
+  for (const OptionSpec& option : kOptions)
+    append_help_line(out, "    -o " + option_text(option), with_default(option));
+  out +=
+      "    The mount is always ro,nosuid,nodev (rw, suid and dev are ignored), and it goes away with\n"
+      "    its daemon, also after a kill -9 (a small lazystore-unmount-guard process sees to it).\n"
+      "\n";
   for (const FlagSpec& flag : kFlags) append_help_line(out, "    " + std::string(flag.flag), flag.help);
-  out += "\n"
-         "Logs: in the foreground to stderr; in the background to syslog when /dev/log is there, else\n"
-         "to the stderr lazystore was started with; with -o log=FILE to FILE (in the background only).\n"
-         "\n"
-         "Extended attributes:\n";
+  out +=
+      "\n"
+      "Logs: in the foreground to stderr; in the background to syslog when /dev/log is there, else\n"
+      "to the stderr lazystore was started with; with -o log=FILE to FILE (in the background only).\n"
+      "\n"
+      "Extended attributes:\n";
   for (const XattrSpec& xattr : kXattrs) append_help_line(out, "    " + std::string(xattr.name), xattr.help);
   return out;
 }

@@ -23,7 +23,7 @@ struct OptionSpec {
   // Checks `value` and stores it in `options`; the Error's message says what is wrong with it.
   // nullptr: a libfuse option, left in the arguments for libfuse.
   Status (*parse)(std::string_view value, MountOptions& options);
-  std::string_view alias = {};    // a second accepted name ("vers" for "nfsvers"), undocumented
+  std::string_view alias = {};  // a second accepted name ("vers" for "nfsvers"), undocumented
 };
 
 // The -o options, in the order --help shows them.

@@ -64,16 +64,10 @@ int process_arg(void* data, const char* arg, int key, fuse_args* /*outargs*/) {
         return 0;
       }
       return 1;
-    case kKeyForced:
-      return 0;  // overridden by the forced ro,nosuid,nodev
-    case kKeyHelpMarkdown:
-      context->options.help = MountOptions::Help::Markdown;
-      return 0;
-    case kKeyHelpMan:
-      context->options.help = MountOptions::Help::Man;
-      return 0;
-    default:
-      break;
+    case kKeyForced: return 0;  // overridden by the forced ro,nosuid,nodev
+    case kKeyHelpMarkdown: context->options.help = MountOptions::Help::Markdown; return 0;
+    case kKeyHelpMan: context->options.help = MountOptions::Help::Man; return 0;
+    default: break;
   }
   auto table = option_table();
   if (key < kTableKey || static_cast<size_t>(key - kTableKey) >= table.size()) return 1;
@@ -102,12 +96,18 @@ Result<uint64_t> parse_size(std::string_view text) {
   std::string_view suffix = text.substr(i);
   if (suffix.size() == 2 && (suffix[1] == 'B' || suffix[1] == 'b')) suffix = suffix.substr(0, 1);
   unsigned shift = 0;
-  if (suffix.empty()) shift = 0;
-  else if (suffix == "K" || suffix == "k") shift = 10;
-  else if (suffix == "M" || suffix == "m") shift = 20;
-  else if (suffix == "G" || suffix == "g") shift = 30;
-  else if (suffix == "T" || suffix == "t") shift = 40;
-  else return make_error(EINVAL, "invalid size suffix in '" + std::string(text) + "' (use K, M, G or T)");
+  if (suffix.empty())
+    shift = 0;
+  else if (suffix == "K" || suffix == "k")
+    shift = 10;
+  else if (suffix == "M" || suffix == "m")
+    shift = 20;
+  else if (suffix == "G" || suffix == "g")
+    shift = 30;
+  else if (suffix == "T" || suffix == "t")
+    shift = 40;
+  else
+    return make_error(EINVAL, "invalid size suffix in '" + std::string(text) + "' (use K, M, G or T)");
   if (shift && value > (UINT64_MAX >> shift)) return make_error(EINVAL, "size too large: " + std::string(text));
   return value << shift;
 }

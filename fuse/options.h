@@ -18,7 +18,7 @@ struct MountOptions {
   std::string source;
   std::string mountpoint;
   std::string cache_dir = "/var/cache/lazystore";
-  std::string control_socket;  // lazystore-ctl's socket; default <cache_dir>/control.sock
+  std::string control_socket;         // lazystore-ctl's socket; default <cache_dir>/control.sock
   bool control_socket_given = false;  // -o control=PATH, else the default
   uint64_t cache_size = 10ull << 30;
   uint32_t chunk_size = 1u << 20;

@@ -81,8 +81,10 @@ void Prefetcher::reap_finished() {
         std::lock_guard job_lock((*it)->mutex);
         finished = (*it)->running == 0;
       }
-      if (finished) done.splice(done.end(), jobs_, it++);
-      else ++it;
+      if (finished)
+        done.splice(done.end(), jobs_, it++);
+      else
+        ++it;
     }
   }
   for (auto& job : done) {

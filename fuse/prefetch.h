@@ -68,7 +68,7 @@ class Prefetcher {
   Upstream& upstream_;
   const std::string mountpoint_;
   std::atomic<bool> stopping_{false};
-  std::mutex mutex_;  // guards jobs_
+  std::mutex mutex_;                      // guards jobs_
   std::list<std::shared_ptr<Job>> jobs_;  // joined when finished (reaped) or at stop
 };
 

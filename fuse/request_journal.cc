@@ -111,9 +111,14 @@ Result<RequestJournal> RequestJournal::create(unsigned slots) {
 RequestJournal::RequestJournal(void* region, size_t size) : region_(region), size_(size) {}
 
 RequestJournal::RequestJournal(RequestJournal&& other) noexcept
-    : region_(std::exchange(other.region_, nullptr)), size_(other.size_),
-      generation_(other.generation_), fuse_fd_(other.fuse_fd_), stats_(other.stats_), init_(std::move(other.init_)),
-      pending_(std::move(other.pending_)), free_mutex_(std::move(other.free_mutex_)),
+    : region_(std::exchange(other.region_, nullptr)),
+      size_(other.size_),
+      generation_(other.generation_),
+      fuse_fd_(other.fuse_fd_),
+      stats_(other.stats_),
+      init_(std::move(other.init_)),
+      pending_(std::move(other.pending_)),
+      free_mutex_(std::move(other.free_mutex_)),
       freed_(std::move(other.freed_)) {}
 
 RequestJournal::~RequestJournal() {
@@ -130,8 +135,7 @@ RequestJournal::~RequestJournal() {
 RequestJournal::Header& RequestJournal::header() const { return *static_cast<Header*>(region_); }
 
 RequestJournal::Slot& RequestJournal::slot(unsigned index) const {
-  return *reinterpret_cast<Slot*>(static_cast<char*>(region_) + header().first_slot +
-                                  size_t{index} * kSlotBytes);
+  return *reinterpret_cast<Slot*>(static_cast<char*>(region_) + header().first_slot + size_t{index} * kSlotBytes);
 }
 
 unsigned RequestJournal::slots() const { return header().slots; }
@@ -167,8 +171,7 @@ void RequestJournal::take_over(uint64_t generation) {
     s.unique().store(0);
     owners[i].store(0);
   }
-  std::sort(pending_.begin(), pending_.end(),
-            [](const Request& a, const Request& b) { return a.unique < b.unique; });
+  std::sort(pending_.begin(), pending_.end(), [](const Request& a, const Request& b) { return a.unique < b.unique; });
 }
 
 Status RequestJournal::attach(fuse_session* session, int fuse_fd, uint64_t generation) {
@@ -236,8 +239,7 @@ ssize_t RequestJournal::read_request(int fd, void* buf, size_t buf_len) {
   s.unique().store(0);  // armed: a successor sees a request here only once the kernel wrote one
   ssize_t n;
   if (buf_len > kSlotBytes) {
-    iovec parts[2] = {{s.bytes, kSlotBytes},
-                      {static_cast<char*>(buf) + kSlotBytes, buf_len - kSlotBytes}};
+    iovec parts[2] = {{s.bytes, kSlotBytes}, {static_cast<char*>(buf) + kSlotBytes, buf_len - kSlotBytes}};
     n = readv(fd, parts, 2);
   } else {
     n = read(fd, s.bytes, buf_len);
@@ -257,13 +259,12 @@ ssize_t RequestJournal::read_request(int fd, void* buf, size_t buf_len) {
 ssize_t RequestJournal::write_reply(int fd, const struct iovec* iov, int count) {
   uint64_t unique = 0;
   if (count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
-    std::memcpy(&unique, static_cast<const char*>(iov[0].iov_base) + offsetof(fuse_out_header, unique),
-                sizeof unique);
+    std::memcpy(&unique, static_cast<const char*>(iov[0].iov_base) + offsetof(fuse_out_header, unique), sizeof unique);
   }
   ssize_t n = writev(fd, iov, count);
   int error = errno;
   if (n < 0 && error == ENOENT && stats_) stats_->refused_replies++;  // answered before, or resent
-  if (unique != 0) {  // 0: a notification
+  if (unique != 0) {                                                  // 0: a notification
     if (t_slot.journal == this && t_slot.index >= 0 &&
         slot(static_cast<unsigned>(t_slot.index)).unique().load() == unique) {
       clear(static_cast<unsigned>(t_slot.index), unique);
@@ -279,8 +280,7 @@ ssize_t RequestJournal::write_reply(int fd, const struct iovec* iov, int count) 
   return n;
 }
 
-ssize_t RequestJournal::splice_reply(int fdin, off_t* offin, int fdout, off_t* offout, size_t len,
-                                     unsigned flags) {
+ssize_t RequestJournal::splice_reply(int fdin, off_t* offin, int fdout, off_t* offout, size_t len, unsigned flags) {
   ssize_t n = splice(fdin, offin, fdout, offout, len, flags);
   int error = errno;
   // The reply's header is in the pipe, out of sight: this is the answer to the request of the

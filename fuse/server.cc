@@ -37,8 +37,7 @@ int fail(const Error& error) {
 
 }  // namespace
 
-int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv,
-          const Takeover* takeover) {
+int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv, const Takeover* takeover) {
   Stats local_stats;  // a supervised server counts in the supervisor's memory: it survives us
   Stats& stats = takeover && takeover->stats ? *takeover->stats : local_stats;
   UpstreamOptions for_upstream = upstream_options(options);
@@ -57,10 +56,14 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
   if (!cache) return fail(cache.error());
 
-  ControlContext control_context{stats, **cache, **metadata, upstream,
-                                 {.source = options.source, .mountpoint = options.mountpoint,
-                                  .control_socket = options.control_socket},
-                                 options.cache_dir, takeover ? takeover->generation : 1};
+  ControlContext control_context{
+      stats,
+      **cache,
+      **metadata,
+      upstream,
+      {.source = options.source, .mountpoint = options.mountpoint, .control_socket = options.control_socket},
+      options.cache_dir,
+      takeover ? takeover->generation : 1};
   auto control = ControlServer::open(options.control_socket, std::move(control_context));
   std::unique_ptr<ControlServer> control_server;
   if (control) {
@@ -100,8 +103,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   } handlers{session.get()};
 
   // Under a supervisor the mount exists already: libfuse takes its descriptor as /dev/fd/N.
-  std::string mount_target =
-      takeover ? "/dev/fd/" + std::to_string(takeover->fuse_fd) : options.mountpoint;
+  std::string mount_target = takeover ? "/dev/fd/" + std::to_string(takeover->fuse_fd) : options.mountpoint;
   if (fuse_session_mount(session.get(), mount_target.c_str()) != 0) {
     return fail(make_error(EIO, "cannot mount on " + options.mountpoint));
   }
@@ -114,9 +116,8 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
       return fail(started.error());
     }
     guard = std::move(*started);
-    LOG_INFO("serving %s at %s (cache %s, %llu bytes)", upstream.describe().c_str(),
-             options.mountpoint.c_str(), options.cache_dir.c_str(),
-             static_cast<unsigned long long>(options.cache_size));
+    LOG_INFO("serving %s at %s (cache %s, %llu bytes)", upstream.describe().c_str(), options.mountpoint.c_str(),
+             options.cache_dir.c_str(), static_cast<unsigned long long>(options.cache_size));
     if (!options.foreground) {
       auto daemon = daemonize();
       if (!daemon) {
@@ -129,9 +130,8 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
     if (auto started = start_session(session.get(), *takeover); !started) {
       return fail(started.error());
     }
-    LOG_INFO("serving %s at %s (cache %s, %llu bytes; server %llu of this mount)",
-             upstream.describe().c_str(), options.mountpoint.c_str(), options.cache_dir.c_str(),
-             static_cast<unsigned long long>(options.cache_size),
+    LOG_INFO("serving %s at %s (cache %s, %llu bytes; server %llu of this mount)", upstream.describe().c_str(),
+             options.mountpoint.c_str(), options.cache_dir.c_str(), static_cast<unsigned long long>(options.cache_size),
              static_cast<unsigned long long>(takeover->generation));
   }
   // Threads start only now: daemonizing forks, and a fork keeps only the calling thread.
@@ -140,8 +140,8 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
     return fail(started.error());
   }
   (*cache)->start_workers(kPrefetchThreads);
-  set_process_title({takeover ? "[server " + std::to_string(takeover->generation) + "]" : "[server]",
-                     options.mountpoint});
+  set_process_title(
+      {takeover ? "[server " + std::to_string(takeover->generation) + "]" : "[server]", options.mountpoint});
   if (control_server) control_server->start();
   if (takeover && takeover->ready_fd >= 0) {
     char ready = 1;

@@ -13,7 +13,6 @@ namespace lazystore {
 
 // `fuse_argv`: what libfuse's session parses (argv[0], -o mount options, -d), see FuseArgs.
 // Returns the process exit status: 0 when the mount ended normally.
-int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv,
-          const Takeover* takeover);
+int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv, const Takeover* takeover);
 
 }  // namespace lazystore

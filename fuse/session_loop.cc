@@ -26,8 +26,7 @@ bool wants_resend(TakeoverMode mode, const std::vector<RequestJournal::Request>&
 
 }  // namespace
 
-int run_session_loop(fuse_session* session, const MountOptions& options, const Takeover* takeover,
-                     Stats& stats) {
+int run_session_loop(fuse_session* session, const MountOptions& options, const Takeover* takeover, Stats& stats) {
   TakeoverMode mode = takeover_mode();
   RequestJournal* requests = takeover && mode != TakeoverMode::kResend ? takeover->requests : nullptr;
   std::vector<RequestJournal::Request> pending;
@@ -49,9 +48,8 @@ int run_session_loop(fuse_session* session, const MountOptions& options, const T
   }
   replays.reserve(pending.size());
   for (auto& request : pending) {
-    replays.emplace_back([requests, session, request = std::move(request), resent] {
-      requests->replay(session, request, resent);
-    });
+    replays.emplace_back(
+        [requests, session, request = std::move(request), resent] { requests->replay(session, request, resent); });
   }
   std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
   // Under a supervisor every thread reads the supervisor's descriptor: requests a dead server

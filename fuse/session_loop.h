@@ -13,7 +13,6 @@ namespace lazystore {
 
 // Returns libfuse's loop status (0 when the mount ended normally). `takeover` is null for an
 // unsupervised mount.
-int run_session_loop(fuse_session* session, const MountOptions& options, const Takeover* takeover,
-                     Stats& stats);
+int run_session_loop(fuse_session* session, const MountOptions& options, const Takeover* takeover, Stats& stats);
 
 }  // namespace lazystore

@@ -37,8 +37,7 @@ Status receive_init(fuse_session* session, SharedInit& init) {
   } while (received == -EINTR || received == -EAGAIN);
   std::unique_ptr<void, BufferFree> owner(buf.mem);
   if (received <= 0) {
-    return make_error(received == 0 ? ENODEV : -received,
-                      "the mount ended before the kernel sent FUSE_INIT");
+    return make_error(received == 0 ? ENODEV : -received, "the mount ended before the kernel sent FUSE_INIT");
   }
   if (!(buf.flags & FUSE_BUF_IS_FD)) keep_init(init, buf.mem, static_cast<size_t>(received));
   fuse_session_process_buf(session, &buf);
@@ -70,8 +69,8 @@ bool ask_kernel_to_resend(int fuse_fd, const char* why) {
   notify.error = kNotifyResend;
   notify.unique = 0;
   if (write(fuse_fd, &notify, sizeof notify) == static_cast<ssize_t>(sizeof notify)) return true;
-  LOG_WARNING("the kernel cannot resend %s (%s; Linux 6.9 or later can): they stay unanswered",
-              why, std::strerror(errno));
+  LOG_WARNING("the kernel cannot resend %s (%s; Linux 6.9 or later can): they stay unanswered", why,
+              std::strerror(errno));
   return false;
 }
 

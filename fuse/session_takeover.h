@@ -28,9 +28,9 @@ struct SharedInit {
 
 // What the supervisor hands to each server process it starts.
 struct Takeover {
-  int fuse_fd = -1;                      // the mount's /dev/fuse, held open by the supervisor
-  InodeJournal::Files journal{-1, -1};   // the inode journal (InodeJournal)
-  uint64_t generation = 1;               // 1 for the first server, +1 for each restart
+  int fuse_fd = -1;                     // the mount's /dev/fuse, held open by the supervisor
+  InodeJournal::Files journal{-1, -1};  // the inode journal (InodeJournal)
+  uint64_t generation = 1;              // 1 for the first server, +1 for each restart
   SharedInit* init = nullptr;
   RequestJournal* requests = nullptr;  // the requests read and not answered yet
   int ready_fd = -1;                   // one byte is written here once the server is serving

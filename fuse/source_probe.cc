@@ -37,9 +37,10 @@ Result<SourceState> probe_source(const MountOptions& options) {
   }
   size_t cached = MetadataCache::stored_paths(CacheDirectory::meta_dir_of(options.cache_dir)).size();
   if (cached == 0) return answered.error();
-  LOG_WARNING("%s does not answer (%s): starting offline, serving the %zu store paths cached in %s "
-              "until it does", options.source.c_str(), answered.error().message.c_str(), cached,
-              options.cache_dir.c_str());
+  LOG_WARNING(
+      "%s does not answer (%s): starting offline, serving the %zu store paths cached in %s "
+      "until it does",
+      options.source.c_str(), answered.error().message.c_str(), cached, options.cache_dir.c_str());
   return SourceState::Offline;
 }
 

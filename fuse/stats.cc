@@ -18,10 +18,10 @@ constexpr MetricInfo kTable[] = {
     LAZYSTORE_COUNTERS(LAZYSTORE_ROW)
 #undef LAZYSTORE_ROW
 #define LAZYSTORE_ROW(name, help, unit) {#name, help, MetricKind::Gauge, unit},
-    LAZYSTORE_GAUGES(LAZYSTORE_ROW)
+        LAZYSTORE_GAUGES(LAZYSTORE_ROW)
 #undef LAZYSTORE_ROW
 #define LAZYSTORE_ROW(name, help) {#name, help, MetricKind::Histogram, "seconds"},
-    LAZYSTORE_HISTOGRAMS(LAZYSTORE_ROW)
+            LAZYSTORE_HISTOGRAMS(LAZYSTORE_ROW)
 #undef LAZYSTORE_ROW
 };
 static_assert(std::size(kTable) == kCounterCount + kGaugeCount + kHistogramCount);
@@ -90,17 +90,23 @@ HistogramSnapshot LatencyHistogram::snapshot() const {
 }
 
 int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 bool UpstreamHealth::is_unreachable_error(int error) {
   switch (error) {
-    case EIO: case ETIMEDOUT: case ECONNREFUSED: case ECONNRESET: case ECONNABORTED:
-    case EHOSTUNREACH: case EHOSTDOWN: case ENETUNREACH: case ENETDOWN: case ENOTCONN: case EPIPE:
-      return true;
-    default:
-      return false;
+    case EIO:
+    case ETIMEDOUT:
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case EHOSTUNREACH:
+    case EHOSTDOWN:
+    case ENETUNREACH:
+    case ENETDOWN:
+    case ENOTCONN:
+    case EPIPE: return true;
+    default: return false;
   }
 }
 
@@ -109,8 +115,8 @@ void UpstreamHealth::record(int error, int64_t now) {
   if (is_unreachable_error(error)) {
     state = UpstreamState::Unreachable;
     last_failure_.store(now, std::memory_order_relaxed);
-  } else if (error == 0 || error == ENOENT || error == ENOTDIR || error == ELOOP || error == EACCES ||
-             error == EPERM || error == EISDIR || error == ENAMETOOLONG) {
+  } else if (error == 0 || error == ENOENT || error == ENOTDIR || error == ELOOP || error == EACCES || error == EPERM ||
+             error == EISDIR || error == ENAMETOOLONG) {
     state = UpstreamState::Reachable;  // an answer, found or not
     last_success_.store(now, std::memory_order_relaxed);
   } else {

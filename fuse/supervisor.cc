@@ -99,7 +99,7 @@ class Supervisor {
   Fd report_;  // to the process that waits for the daemon to be up; closed after one byte
   std::unique_ptr<fuse_session, SessionDeleter> mount_session_;
   int fuse_fd_ = -1;
-  Fd guard_;  // while open, the unmount guard waits (unmount_guard.h); only this process holds it
+  Fd guard_;                   // while open, the unmount guard waits (unmount_guard.h); only this process holds it
   std::array<Fd, 2> journal_;  // the inode journal's two files
   std::optional<SharedInitPage> init_;
   std::optional<RequestJournal> requests_;
@@ -203,9 +203,11 @@ void Supervisor::on_server_exit(int status) {
   crashed_at_ = now;
   quick_crashes_ = now - serving_since_ < kYoung ? quick_crashes_ + 1 : 0;
   if (quick_crashes_ >= kGiveUpAfter) {
-    LOG_ERROR("the server of %s %s, the %dth to die within %lld ms of starting in a row: "
-              "ending the mount", options_.mountpoint.c_str(), how.c_str(), quick_crashes_,
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(kYoung).count()));
+    LOG_ERROR(
+        "the server of %s %s, the %dth to die within %lld ms of starting in a row: "
+        "ending the mount",
+        options_.mountpoint.c_str(), how.c_str(), quick_crashes_,
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(kYoung).count()));
     exit_status_ = 1;
     return;
   }
@@ -214,9 +216,8 @@ void Supervisor::on_server_exit(int status) {
     int doublings = std::min(quick_crashes_ - kQuickCrashes - 1, 6);
     delay = std::min<Clock::duration>(kFirstBackoff * (1 << doublings), kLongestBackoff);
   }
-  LOG_ERROR("the server of %s %s; starting another in %lld ms (requests wait meanwhile)",
-            options_.mountpoint.c_str(), how.c_str(),
-            static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(delay).count()));
+  LOG_ERROR("the server of %s %s; starting another in %lld ms (requests wait meanwhile)", options_.mountpoint.c_str(),
+            how.c_str(), static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(delay).count()));
   restart_at_ = now + delay;
 }
 

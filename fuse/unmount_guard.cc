@@ -21,7 +21,7 @@
 namespace lazystore {
 namespace {
 
-constexpr int kPipeFd = 3;         // the guard's end of the pipe, in the guard
+constexpr int kPipeFd = 3;  // the guard's end of the pipe, in the guard
 constexpr int kExecDeadlineMs = 10000;
 // How long a mount whose daemon just died may still answer before the guard takes it for
 // another, live one.
@@ -38,8 +38,8 @@ Result<Fd> start_unmount_guard(const std::string& mountpoint, const std::string&
   if (pipe2(fds, O_CLOEXEC) != 0) return make_error(errno, std::string("pipe: ") + std::strerror(errno));
   Fd read_end(fds[0]);
   Fd write_end(fds[1]);
-  std::vector<std::string> args = {"lazystore-unmount-guard", std::string(kUnmountGuardFlag), mountpoint,
-                                   mount->id, mount->device};
+  std::vector<std::string> args = {"lazystore-unmount-guard", std::string(kUnmountGuardFlag), mountpoint, mount->id,
+                                   mount->device};
   if (!log_file.empty()) args.push_back(log_file);
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
@@ -70,8 +70,7 @@ Result<Fd> start_unmount_guard(const std::string& mountpoint, const std::string&
   }
   exec_write.reset();
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
   // Mounted only once the guard runs: a kill right after the start must find it armed.
   pollfd ready{exec_read.get(), POLLIN, 0};
   int error = 0;
@@ -115,7 +114,7 @@ int run_unmount_guard(int argc, char* argv[]) {
     auto answer = ask_path(mountpoint, std::chrono::duration_cast<std::chrono::milliseconds>(kDeathDeadline));
     if (answer && answer->error == ENOTCONN) break;
     if (!answer || std::chrono::steady_clock::now() >= deadline) return 0;  // alive: not ours
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling, bounded by the deadline
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));             // polling, bounded by the deadline
   }
   if (umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
     auto mount = mount_at(mountpoint);

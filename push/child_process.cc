@@ -59,8 +59,7 @@ ChildProcess::~ChildProcess() {
   // A serve process exits on EOF; give it no chance to linger if it does not.
   if (waitpid(pid_, &status, WNOHANG) == 0) {
     kill(pid_, SIGTERM);
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {}
   }
 }
 

@@ -35,7 +35,8 @@ class ChildProcess final : public ByteStream {
   Result<int> wait();
 
  private:
-  ChildProcess(pid_t pid, Fd in, Fd out, Fd err) : pid_(pid), in_(std::move(in)), out_(std::move(out)), err_(std::move(err)) {}
+  ChildProcess(pid_t pid, Fd in, Fd out, Fd err)
+      : pid_(pid), in_(std::move(in)), out_(std::move(out)), err_(std::move(err)) {}
   void drain_stderr();
 
   pid_t pid_ = -1;

@@ -50,7 +50,7 @@ Result<std::string> resolve_store_path(const std::string& argument) {
 Result<std::vector<serve::PathInfo>> order_by_references(std::vector<serve::PathInfo> infos) {
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < infos.size(); ++i) index.emplace(infos[i].path, i);
-  std::vector<size_t> pending(infos.size(), 0);            // unsent references per path
+  std::vector<size_t> pending(infos.size(), 0);              // unsent references per path
   std::vector<std::vector<size_t>> referrers(infos.size());  // who waits for this path
   for (size_t i = 0; i < infos.size(); ++i) {
     std::set<std::string> seen;
@@ -58,8 +58,7 @@ Result<std::vector<serve::PathInfo>> order_by_references(std::vector<serve::Path
       if (reference == infos[i].path || !seen.insert(reference).second) continue;
       auto it = index.find(reference);
       if (it == index.end()) {
-        return make_error(EINVAL, infos[i].path + " references " + reference +
-                                      ", which is not in the closure");
+        return make_error(EINVAL, infos[i].path + " references " + reference + ", which is not in the closure");
       }
       ++pending[i];
       referrers[it->second].push_back(i);

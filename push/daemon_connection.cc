@@ -31,9 +31,9 @@ Status DaemonConnection::read_hello() {
   nix_version_ = hello->nix_version;
   if (auto s = read_until_last(); !s) return s;
   if (server_version_ < worker::kMinServerVersion) {
-    return make_error(EPROTO, peer_ + ": nix-daemon speaks protocol " + std::to_string(worker::version_major(server_version_)) +
-                                  "." + std::to_string(worker::version_minor(server_version_)) +
-                                  ", older than the 1.32 a push needs");
+    return make_error(
+        EPROTO, peer_ + ": nix-daemon speaks protocol " + std::to_string(worker::version_major(server_version_)) + "." +
+                    std::to_string(worker::version_minor(server_version_)) + ", older than the 1.32 a push needs");
   }
   return {};
 }
@@ -43,18 +43,13 @@ Status DaemonConnection::read_until_last() {
     auto message = worker::decode_log_message(reader_, version_);
     if (!message) return explain(message.error());
     switch (message->kind) {
-      case worker::Stderr::Last:
-        return {};
-      case worker::Stderr::Error:
-        return make_error(kDaemonError, peer_ + ": " + worker::plain_message(message->text));
-      case worker::Stderr::Next:
-        LOG_INFO("%s: %s", peer_.c_str(), worker::plain_message(message->text).c_str());
-        break;
+      case worker::Stderr::Last: return {};
+      case worker::Stderr::Error: return make_error(kDaemonError, peer_ + ": " + worker::plain_message(message->text));
+      case worker::Stderr::Next: LOG_INFO("%s: %s", peer_.c_str(), worker::plain_message(message->text).c_str()); break;
       case worker::Stderr::StartActivity:
         if (!message->text.empty()) LOG_INFO("%s: %s", peer_.c_str(), worker::plain_message(message->text).c_str());
         break;
-      default:
-        break;
+      default: break;
     }
   }
 }

@@ -43,8 +43,8 @@ int report_push(const lazystore::PushOutcome& outcome, bool json) {
   if (s.dry_run) {
     for (const auto& path : s.missing) std::printf("%s\n", path.c_str());
     std::fprintf(stderr, "would copy %zu of %llu paths (%s) to %s\n", s.missing.size(),
-                 static_cast<unsigned long long>(s.closure_paths),
-                 lazystore::format_bytes(s.missing_bytes).c_str(), s.destination.c_str());
+                 static_cast<unsigned long long>(s.closure_paths), lazystore::format_bytes(s.missing_bytes).c_str(),
+                 s.destination.c_str());
   } else if (s.missing.empty()) {
     std::fprintf(stderr, "all %llu paths already on %s, nothing to copy%s\n",
                  static_cast<unsigned long long>(s.closure_paths), s.destination.c_str(),
@@ -52,8 +52,7 @@ int report_push(const lazystore::PushOutcome& outcome, bool json) {
   } else {
     double rate = s.seconds > 0 ? static_cast<double>(s.bytes_sent) / s.seconds : 0;
     std::fprintf(stderr, "copied %llu of %llu paths (%s) to %s in %.1f s (%s/s)%s\n",
-                 static_cast<unsigned long long>(s.copied_paths),
-                 static_cast<unsigned long long>(s.closure_paths),
+                 static_cast<unsigned long long>(s.copied_paths), static_cast<unsigned long long>(s.closure_paths),
                  lazystore::format_bytes(s.bytes_sent).c_str(), s.destination.c_str(), s.seconds,
                  lazystore::format_bytes(static_cast<uint64_t>(rate)).c_str(),
                  s.root ? (", root '" + *s.root + "' set").c_str() : "");
@@ -76,7 +75,8 @@ int report_roots(const lazystore::RootsOutcome& outcome, bool json, bool roots_d
                   std::string paths;
                   for (const auto& p : root.paths) paths += (paths.empty() ? "" : " ") + p;
                   return paths;
-                }().c_str());
+                }()
+                    .c_str());
   }
   if (roots_delete) {
     for (const auto& name : outcome.deleted) std::fprintf(stderr, "deleted %s\n", name.c_str());
@@ -112,14 +112,12 @@ int main(int argc, char** argv) {
 
   app.add_option("--to", destination, "ssh config Host alias (or [user@]host) of the server")
       ->envname("BAZEL_NIX_REMOTE");
-  app.add_option("-F,--ssh-config", config_file,
-                 "ssh config file (default ~/.ssh/config and /etc/ssh/ssh_config)");
+  app.add_option("-F,--ssh-config", config_file, "ssh config file (default ~/.ssh/config and /etc/ssh/ssh_config)");
   app.add_option("-o", ssh_options,
                  "ssh option Key=Value: UserKnownHostsFile, IdentityFile, User, Port, "
                  "ConnectTimeout, StrictHostKeyChecking (yes|accept-new), Ciphers, BatchMode")
       ->allow_extra_args(false);
-  app.add_option("-i,--identity", identities, "private key file, tried before the config's")
-      ->allow_extra_args(false);
+  app.add_option("-i,--identity", identities, "private key file, tried before the config's")->allow_extra_args(false);
   app.add_flag("--accept-new-host-key", push.ssh.accept_new_host_key,
                "trust and record the key of a host not yet in known_hosts (a changed key is always refused)");
   app.add_option("--io-timeout", push.ssh.io_timeout_seconds,
@@ -135,16 +133,15 @@ int main(int argc, char** argv) {
   push_options->add_option("--from-store", push.from_store, "local store URI (default: Nix's default store)");
   push_options->add_option("--nix-store", push.nix_store, "local nix-store program")->capture_default_str();
   std::string protocol = "auto";
-  push_options->add_option("--protocol", protocol,
-                           "auto: Nix's daemon protocol (ssh-ng, nix-daemon --stdio), the serve protocol "
-                           "(ssh, nix-store --serve) where the server has no daemon for us; or only one")
+  push_options
+      ->add_option("--protocol", protocol,
+                   "auto: Nix's daemon protocol (ssh-ng, nix-daemon --stdio), the serve protocol "
+                   "(ssh, nix-store --serve) where the server has no daemon for us; or only one")
       ->check(CLI::IsMember({"auto", "daemon", "serve"}))
       ->capture_default_str();
-  push_options->add_option("--daemon-command", push.daemon_command,
-                           "command run on the server for the daemon protocol")
+  push_options->add_option("--daemon-command", push.daemon_command, "command run on the server for the daemon protocol")
       ->capture_default_str();
-  push_options->add_option("--remote-command", push.remote_command,
-                           "command run on the server for the serve protocol")
+  push_options->add_option("--remote-command", push.remote_command, "command run on the server for the serve protocol")
       ->capture_default_str();
   push_options->add_option("--progress", progress_mode, "auto|bar|lines|none")
       ->check(CLI::IsMember({"auto", "bar", "lines", "none"}))
@@ -154,9 +151,10 @@ int main(int argc, char** argv) {
   std::string persist;
   std::string control_dir = lazystore::default_control_dir();
   bool stop_persist = false;
-  push_options->add_option("--persist", persist,
-                           "keep the connections open in the background for this long after the last push "
-                           "(like OpenSSH's ControlPersist), for later pushes to reuse; 0 = off (default 5m)")
+  push_options
+      ->add_option("--persist", persist,
+                   "keep the connections open in the background for this long after the last push "
+                   "(like OpenSSH's ControlPersist), for later pushes to reuse; 0 = off (default 5m)")
       ->envname("LAZYSTORE_PUSH_PERSIST");
   app.add_option("--control-dir", control_dir, "directory of the persistent connections' sockets")
       ->capture_default_str();
@@ -169,7 +167,8 @@ int main(int argc, char** argv) {
   std::string older_than;
   auto* roots_command = app.add_subcommand("roots", "list the server's GC roots; with --delete, remove them");
   roots_command->fallthrough();
-  roots_command->add_option("--older-than", older_than, "only roots last set longer ago than AGE (90s, 15m, 12h, 30d, 2w)");
+  roots_command->add_option("--older-than", older_than,
+                            "only roots last set longer ago than AGE (90s, 15m, 12h, 30d, 2w)");
   roots_command->add_flag("--delete", roots.remove, "delete the roots listed (needs --older-than or NAMEs)");
   roots_command->add_option("NAME", roots.names, "only these roots");
 

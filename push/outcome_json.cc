@@ -78,9 +78,7 @@ void from_json(const nlohmann::json& j, PushOutcome& outcome) {
 }
 
 void to_json(nlohmann::json& j, const PushRequest& request) {
-  j = {{"paths", request.paths},
-       {"root", optional_string(request.root)},
-       {"dry_run", request.dry_run}};
+  j = {{"paths", request.paths}, {"root", optional_string(request.root)}, {"dry_run", request.dry_run}};
 }
 
 void from_json(const nlohmann::json& j, PushRequest& request) {

@@ -176,12 +176,12 @@ bool serve_client(int client, const PushOptions& options, std::unique_ptr<Pusher
                 outcome.code != ExitCode::LocalStore && outcome.code != ExitCode::Roots;
   if (broken) pusher = std::make_unique<Pusher>(options);
   (void)send_message(client, nlohmann::json(outcome).dump());
-  return !(broken && (outcome.code == ExitCode::HostKey || outcome.code == ExitCode::Auth ||
-                      outcome.code == ExitCode::Connect));
+  return !(broken &&
+           (outcome.code == ExitCode::HostKey || outcome.code == ExitCode::Auth || outcome.code == ExitCode::Connect));
 }
 
 [[noreturn]] void connection_main(Fd listener, Fd ready, const std::string& socket_path, ino_t socket_inode,
-                              const PushOptions& options, int64_t persist_seconds) {
+                                  const PushOptions& options, int64_t persist_seconds) {
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null >= 0) {
     ::dup2(null, STDIN_FILENO);
@@ -204,7 +204,7 @@ bool serve_client(int client, const PushOptions& options, std::unique_ptr<Pusher
     running = serve_client(client.get(), options, pusher);
   }
   // Only remove the socket if it is still ours (a newer one may have replaced it).
-  struct stat current{};
+  struct stat current {};
   if (::stat(socket_path.c_str(), &current) == 0 && current.st_ino == socket_inode) {
     ::unlink(socket_path.c_str());
   }
@@ -214,7 +214,7 @@ bool serve_client(int client, const PushOptions& options, std::unique_ptr<Pusher
 
 Status ensure_private_dir(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno_error("mkdir " + dir);
-  struct stat st{};
+  struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) return errno_error("stat " + dir);
   if (!S_ISDIR(st.st_mode) || st.st_uid != ::getuid() || (st.st_mode & 077) != 0) {
     return make_error(EPERM, dir + " is not a private directory of this user");
@@ -222,7 +222,8 @@ Status ensure_private_dir(const std::string& dir) {
   return {};
 }
 
-Status start_persistent_connection(const std::string& socket_path, const PushOptions& options, int64_t persist_seconds) {
+Status start_persistent_connection(const std::string& socket_path, const PushOptions& options,
+                                   int64_t persist_seconds) {
   auto slash = socket_path.rfind('/');
   if (auto s = ensure_private_dir(socket_path.substr(0, slash)); !s) return s;
   std::string temporary = socket_path + "." + std::to_string(::getpid());
@@ -231,7 +232,7 @@ Status start_persistent_connection(const std::string& socket_path, const PushOpt
   if (!listening) return listening.error();
   Fd listener = std::move(*listening);
   ::chmod(temporary.c_str(), 0600);
-  struct stat bound{};
+  struct stat bound {};
   if (::stat(temporary.c_str(), &bound) != 0) return errno_error("stat " + temporary);
   if (::rename(temporary.c_str(), socket_path.c_str()) != 0) {
     ::unlink(temporary.c_str());
@@ -248,18 +249,15 @@ Status start_persistent_connection(const std::string& socket_path, const PushOpt
     ::setsid();
     pid_t grandchild = ::fork();
     if (grandchild != 0) std::_Exit(0);  // re-parented to init
-    connection_main(std::move(listener), std::move(ready_write), socket_path, bound.st_ino, options,
-                persist_seconds);
+    connection_main(std::move(listener), std::move(ready_write), socket_path, bound.st_ino, options, persist_seconds);
   }
   ready_write.reset();
   listener.reset();
   int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {}
   char byte = 0;
   ssize_t n;
-  while ((n = ::read(ready_read.get(), &byte, 1)) < 0 && errno == EINTR) {
-  }
+  while ((n = ::read(ready_read.get(), &byte, 1)) < 0 && errno == EINTR) {}
   if (n != 1) return make_error(EIO, "the persistent connection did not start");
   return {};
 }
@@ -269,7 +267,7 @@ Status start_persistent_connection(const std::string& socket_path, const PushOpt
 std::string default_control_dir() {
   // $XDG_RUNTIME_DIR only if it is this user's private directory (sudo may pass another's).
   if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime != nullptr && runtime[0] == '/') {
-    struct stat st{};
+    struct stat st {};
     if (::stat(runtime, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::getuid() && (st.st_mode & 077) == 0) {
       return std::string(runtime) + "/lazystore-push";
     }
@@ -289,9 +287,9 @@ Result<std::string> control_socket_path(const std::string& control_dir, const Pu
        {options.ssh.destination, target->host, std::to_string(target->port), target->user, target->known_hosts,
         options.ssh.ciphers.value_or(""), std::string(options.ssh.accept_new_host_key ? "1" : "0"),
         std::to_string(options.ssh.connect_timeout_seconds), std::to_string(options.ssh.io_timeout_seconds),
-        options.nix_store, options.from_store,
-        std::to_string(static_cast<int>(options.protocol)), options.daemon_command, options.remote_command,
-        options.roots_command, std::string(options.import_paths ? "1" : "0")}) {
+        options.nix_store, options.from_store, std::to_string(static_cast<int>(options.protocol)),
+        options.daemon_command, options.remote_command, options.roots_command,
+        std::string(options.import_paths ? "1" : "0")}) {
     key += item + '\n';
   }
   auto add_content = [&key](const std::string& path) {
@@ -299,7 +297,7 @@ Result<std::string> control_socket_path(const std::string& control_dir, const Pu
     key += path + '\n' + std::string(std::istreambuf_iterator<char>(in), {}) + '\n';
   };
   auto add_identity = [&key](const std::string& path) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(path.c_str(), &st) == 0) {
       key += path + ' ' + std::to_string(st.st_dev) + ' ' + std::to_string(st.st_ino) + ' ' +
              std::to_string(st.st_size) + ' ' + std::to_string(st.st_mtim.tv_sec) + '.' +
@@ -316,7 +314,7 @@ Result<std::string> control_socket_path(const std::string& control_dir, const Pu
 }
 
 Result<PushOutcome> push_over_persistent_connection(const std::string& socket, const PushOptions& options,
-                                    const PushRequest& request, int64_t persist_seconds) {
+                                                    const PushRequest& request, int64_t persist_seconds) {
   // Nobody else may be able to put a socket there, or reach ours.
   if (auto s = ensure_private_dir(socket.substr(0, socket.rfind('/'))); !s) return s.error();
   auto fd = connect_unix_socket(socket);

@@ -29,7 +29,7 @@ Result<std::string> control_socket_path(const std::string& control_dir, const Pu
 // Runs the push through the persistent connection at `socket`, starting one (that lives
 // `persist_seconds` past its last request) if there is none. An error means none could be used.
 Result<PushOutcome> push_over_persistent_connection(const std::string& socket, const PushOptions& options,
-                                    const PushRequest& request, int64_t persist_seconds);
+                                                    const PushRequest& request, int64_t persist_seconds);
 
 // Asks the persistent connection at `socket` to end; true if one was running.
 bool stop_persistent_connection(const std::string& socket);

@@ -10,8 +10,8 @@ std::string format_duration(double seconds) {
   auto total = static_cast<uint64_t>(std::max(0.0, seconds) + 0.5);
   std::array<char, 32> text{};
   if (total >= 3600) {
-    std::snprintf(text.data(), text.size(), "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, total / 3600,
-                  total / 60 % 60, total % 60);
+    std::snprintf(text.data(), text.size(), "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, total / 3600, total / 60 % 60,
+                  total % 60);
   } else {
     std::snprintf(text.data(), text.size(), "%" PRIu64 ":%02" PRIu64, total / 60, total % 60);
   }
@@ -82,8 +82,9 @@ void Progress::draw(bool force) {
   last_draw_ = now;
   double elapsed = std::chrono::duration<double>(now - start_).count();
   double rate = elapsed > 0 ? static_cast<double>(bytes_done_) / elapsed : 0;
-  double fraction = total_bytes_ > 0 ? static_cast<double>(bytes_done_) / static_cast<double>(total_bytes_)
-                                     : (total_paths_ > 0 ? static_cast<double>(paths_done_) / static_cast<double>(total_paths_) : 1);
+  double fraction = total_bytes_ > 0
+                        ? static_cast<double>(bytes_done_) / static_cast<double>(total_bytes_)
+                        : (total_paths_ > 0 ? static_cast<double>(paths_done_) / static_cast<double>(total_paths_) : 1);
   fraction = std::clamp(fraction, 0.0, 1.0);
   constexpr int kWidth = 24;
   std::string bar(kWidth, ' ');
@@ -94,10 +95,9 @@ void Progress::draw(bool force) {
   if (rate > 0 && total_bytes_ >= bytes_done_) {
     eta = format_duration(static_cast<double>(total_bytes_ - bytes_done_) / rate);
   }
-  std::fprintf(out_, "\r\033[K[%s] %" PRIu64 "/%" PRIu64 " paths  %s/%s  %s/s  ETA %s", bar.c_str(),
-               paths_done_, total_paths_, format_bytes(bytes_done_).c_str(),
-               format_bytes(total_bytes_).c_str(), format_bytes(static_cast<uint64_t>(rate)).c_str(),
-               eta.c_str());
+  std::fprintf(out_, "\r\033[K[%s] %" PRIu64 "/%" PRIu64 " paths  %s/%s  %s/s  ETA %s", bar.c_str(), paths_done_,
+               total_paths_, format_bytes(bytes_done_).c_str(), format_bytes(total_bytes_).c_str(),
+               format_bytes(static_cast<uint64_t>(rate)).c_str(), eta.c_str());
   std::fflush(out_);
   bar_visible_ = true;
 }

@@ -29,7 +29,8 @@ Result<std::string> read_small_file(const std::string& path, size_t limit) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno_error("read " + path);
     if (n == 0) return out;
-    if (out.size() + static_cast<size_t>(n) > limit) return make_error(EFBIG, path + ": larger than " + std::to_string(limit) + " bytes");
+    if (out.size() + static_cast<size_t>(n) > limit)
+      return make_error(EFBIG, path + ": larger than " + std::to_string(limit) + " bytes");
     out.append(buf, static_cast<size_t>(n));
   }
 }
@@ -125,7 +126,7 @@ Result<Outcome> publish_one(const PublishOptions& options, const std::string& ha
   const std::string nar_path = dir + "/" + info->url;
   Fd fd(::open(nar_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return errno_error("open " + info->url);
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return errno_error("stat " + info->url);
   if (static_cast<uint64_t>(st.st_size) != info->nar_size) {
     return make_error(EINVAL, info->url + " is " + std::to_string(st.st_size) + " bytes, NarSize says " +
@@ -134,10 +135,12 @@ Result<Outcome> publish_one(const PublishOptions& options, const std::string& ha
   std::vector<uint8_t> sha256;
   auto tree = tree_and_hash(fd.get(), sha256);
   if (!tree) return tree.error();
-  if (sha256 != info->nar_sha256) return make_error(EINVAL, info->url + " does not match the narinfo's NarHash: not signing it");
+  if (sha256 != info->nar_sha256)
+    return make_error(EINVAL, info->url + " does not match the narinfo's NarHash: not signing it");
   auto body = manifest_body(*tree, options.block_size, pread_of(fd.get()));
   if (!body) return body.error();
-  auto sealed = seal_manifest(*body, info->store_path, info->nar_sha256, info->nar_size, options.block_size, options.key);
+  auto sealed =
+      seal_manifest(*body, info->store_path, info->nar_sha256, info->nar_size, options.block_size, options.key);
   if (!sealed) return sealed.error();
   if (auto w = write_atomically(dir, manifest_name, *sealed); !w) return w.error();
   summary.nar_bytes += info->nar_size;
@@ -170,9 +173,7 @@ Result<PublishSummary> publish_manifests(const PublishOptions& options,
         ++summary.written;
         note(hash + ": manifest written");
         break;
-      case Outcome::Current:
-        ++summary.current;
-        break;
+      case Outcome::Current: ++summary.current; break;
       case Outcome::Compressed:
         ++summary.compressed;
         note(hash + ": NAR is compressed: no manifest (publish with compression=none to serve it lazily)");

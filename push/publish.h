@@ -15,18 +15,18 @@
 namespace lazystore {
 
 struct PublishOptions {
-  std::string cache_dir;                      // the binary cache's directory
-  SecretKey key;                              // the cache's Nix signing key
+  std::string cache_dir;  // the binary cache's directory
+  SecretKey key;          // the cache's Nix signing key
   uint32_t block_size = kDefaultManifestBlockSize;
-  bool force = false;                         // rewrite current manifests too
+  bool force = false;  // rewrite current manifests too
 };
 
 struct PublishSummary {
-  uint64_t written = 0;      // manifests written now
-  uint64_t current = 0;      // already current: left alone
-  uint64_t compressed = 0;   // NARs not stored uncompressed: no manifest (see docs)
-  uint64_t failed = 0;       // unreadable narinfo or NAR, NAR not matching its NarHash, ...
-  uint64_t nar_bytes = 0;    // NAR bytes read for the manifests written
+  uint64_t written = 0;     // manifests written now
+  uint64_t current = 0;     // already current: left alone
+  uint64_t compressed = 0;  // NARs not stored uncompressed: no manifest (see docs)
+  uint64_t failed = 0;      // unreadable narinfo or NAR, NAR not matching its NarHash, ...
+  uint64_t nar_bytes = 0;   // NAR bytes read for the manifests written
   uint64_t manifest_bytes = 0;
 };
 

@@ -46,12 +46,16 @@ std::string directory_of(const std::string& cache, std::string& key_from_url) {
 std::optional<uint64_t> parse_block_size(const std::string& text) {
   uint64_t value = 0;
   size_t i = 0;
-  for (; i < text.size() && text[i] >= '0' && text[i] <= '9' && value < (1u << 30); ++i) value = value * 10 + (text[i] - '0');
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9' && value < (1u << 30); ++i)
+    value = value * 10 + (text[i] - '0');
   if (i == 0) return std::nullopt;
   std::string unit = text.substr(i);
-  if (unit == "K" || unit == "k") value <<= 10;
-  else if (unit == "M" || unit == "m") value <<= 20;
-  else if (!unit.empty()) return std::nullopt;
+  if (unit == "K" || unit == "k")
+    value <<= 10;
+  else if (unit == "M" || unit == "m")
+    value <<= 20;
+  else if (!unit.empty())
+    return std::nullopt;
   return value;
 }
 
@@ -102,16 +106,19 @@ int main(int argc, char** argv) {
   }
   options.key = std::move(*key);
   auto summary = lazystore::publish_manifests(options, [&](const std::string& line) {
-    bool failure = line.find(": manifest written") == std::string::npos && line.find(": NAR is compressed") == std::string::npos;
+    bool failure =
+        line.find(": manifest written") == std::string::npos && line.find(": NAR is compressed") == std::string::npos;
     if (!quiet || failure) std::fprintf(failure ? stderr : stdout, "%s\n", line.c_str());
   });
   if (!summary) {
     std::fprintf(stderr, "lazystore-publish: %s\n", summary.error().message.c_str());
     return 2;
   }
-  std::printf("lazystore-publish: %s: %llu manifests written (%s of NARs), %llu current, %llu compressed (skipped), %llu failed\n",
-              options.cache_dir.c_str(), static_cast<unsigned long long>(summary->written),
-              lazystore::format_bytes(summary->nar_bytes).c_str(), static_cast<unsigned long long>(summary->current),
-              static_cast<unsigned long long>(summary->compressed), static_cast<unsigned long long>(summary->failed));
+  std::printf(
+      "lazystore-publish: %s: %llu manifests written (%s of NARs), %llu current, %llu compressed (skipped), %llu "
+      "failed\n",
+      options.cache_dir.c_str(), static_cast<unsigned long long>(summary->written),
+      lazystore::format_bytes(summary->nar_bytes).c_str(), static_cast<unsigned long long>(summary->current),
+      static_cast<unsigned long long>(summary->compressed), static_cast<unsigned long long>(summary->failed));
   return summary->failed ? 1 : 0;
 }

@@ -180,12 +180,14 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
   if (!valid && valid.error().code == kNoDaemon && options_.protocol == Protocol::Auto && !remote_->reused) {
     // No nix-daemon --stdio for us there (an older forced command, no daemon installed): the
     // serve protocol, on a new channel of the same session.
-    LOG_INFO("%.3f s: %s; falling back to '%s'", elapsed(), valid.error().message.c_str(), options_.remote_command.c_str());
+    LOG_INFO("%.3f s: %s; falling back to '%s'", elapsed(), valid.error().message.c_str(),
+             options_.remote_command.c_str());
     remote_->destination->close();
     auto destination = open_destination(remote_->session, Protocol::Serve);
     if (!destination) return remote_failed(ExitCode::Remote, destination.error());
     remote_->destination = std::move(*destination);
-    if (auto s = remote_->destination->send_query(*closure, lock); !s) return remote_failed(ExitCode::Remote, s.error());
+    if (auto s = remote_->destination->send_query(*closure, lock); !s)
+      return remote_failed(ExitCode::Remote, s.error());
     valid = remote_->destination->read_valid();
   }
   if (!valid) return remote_failed(ExitCode::Remote, valid.error());
@@ -193,8 +195,8 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
   summary.protocol = remote.protocol();
   summary.server_version = remote.version();
   summary.server_nix_version = remote.nix_version();
-  LOG_INFO("%.3f s: server (%s protocol %s) has %zu of them", elapsed(), remote.protocol(), summary.server_version.c_str(),
-           valid->size());
+  LOG_INFO("%.3f s: server (%s protocol %s) has %zu of them", elapsed(), remote.protocol(),
+           summary.server_version.c_str(), valid->size());
   // From here on a failure is reported, never retried: paths may have been sent.
   local_->reused = true;
   remote_->reused = true;
@@ -228,9 +230,8 @@ PushOutcome Pusher::attempt(const PushRequest& request, Progress& progress, bool
                         std::to_string(missing.size()) + " confirmed): " + sent.error().message);
       }
       return fail(std::move(outcome), ExitCode::Incomplete,
-                  "push incomplete (" + std::to_string(summary.copied_paths) + " of " +
-                      std::to_string(missing.size()) + " paths confirmed; rerun to send the rest): " +
-                      sent.error().message);
+                  "push incomplete (" + std::to_string(summary.copied_paths) + " of " + std::to_string(missing.size()) +
+                      " paths confirmed; rerun to send the rest): " + sent.error().message);
     }
     LOG_INFO("%.3f s: %zu paths sent", elapsed(), missing.size());
   }

@@ -38,10 +38,10 @@ struct PushSummary {
   std::string destination;
   std::vector<std::string> requested;  // resolved store paths
   uint64_t closure_paths = 0;
-  uint64_t closure_bytes = 0;           // NAR bytes of the whole closure
-  std::vector<std::string> missing;     // paths the server lacked, in sending order
+  uint64_t closure_bytes = 0;        // NAR bytes of the whole closure
+  std::vector<std::string> missing;  // paths the server lacked, in sending order
   uint64_t missing_bytes = 0;
-  uint64_t copied_paths = 0;            // acknowledged by the server
+  uint64_t copied_paths = 0;  // acknowledged by the server
   uint64_t bytes_sent = 0;
   double seconds = 0;
   std::string protocol;            // "daemon" (nix-daemon --stdio) or "serve" (nix-store --serve)

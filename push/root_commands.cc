@@ -7,8 +7,7 @@ namespace lazystore {
 namespace {
 
 // Runs `command` on a new channel with `input` on its stdin; its stdout into `output`.
-Status run_remote(SshSession& session, const std::string& command, const std::string& input,
-                  std::string* output) {
+Status run_remote(SshSession& session, const std::string& command, const std::string& input, std::string* output) {
   auto channel = session.exec(command);
   if (!channel) return channel.error();
   if (!input.empty()) {
@@ -43,13 +42,15 @@ Status set_root(SshSession& session, const std::string& roots_command, const std
 RootsOutcome run_roots(const RootsOptions& options) {
   RootsOutcome outcome;
   for (const auto& name : options.names) {
-    if (!is_valid_listed_root_name(name)) return fail(std::move(outcome), ExitCode::Usage, "bad root name '" + name + "'");
+    if (!is_valid_listed_root_name(name))
+      return fail(std::move(outcome), ExitCode::Usage, "bad root name '" + name + "'");
   }
   auto session = SshSession::connect(options.ssh);
   if (!session) return fail(std::move(outcome), ssh_exit_code(session.error()), session.error().message);
   // The server judges ages by its own clock, when listing and again when deleting.
   std::string listing;
-  if (auto s = run_remote(*session, roots_list_command(options.roots_command, options.older_than_seconds), "", &listing);
+  if (auto s =
+          run_remote(*session, roots_list_command(options.roots_command, options.older_than_seconds), "", &listing);
       !s) {
     return fail(std::move(outcome), ExitCode::Roots, s.error().message);
   }

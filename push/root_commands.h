@@ -29,7 +29,7 @@ struct RootsOptions {
 struct RootsOutcome {
   ExitCode code = ExitCode::Ok;
   std::string message;
-  std::vector<RootEntry> roots;     // listed (matching the filters)
+  std::vector<RootEntry> roots;      // listed (matching the filters)
   std::vector<std::string> deleted;  // what the server deleted (it re-checks the age itself)
 };
 

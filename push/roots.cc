@@ -7,8 +7,8 @@ namespace lazystore {
 namespace {
 
 bool is_store_name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
-         c == '-' || c == '.' || c == '_' || c == '?' || c == '=';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
+         c == '.' || c == '_' || c == '?' || c == '=';
 }
 
 std::string older_than_argument(std::optional<int64_t> seconds) {
@@ -20,8 +20,8 @@ std::string older_than_argument(std::optional<int64_t> seconds) {
 bool is_valid_root_name(std::string_view name) {
   if (name.empty() || name.size() > 100 || name.front() == '.' || name.front() == '-') return false;
   for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '+' || c == '-';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '+' || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -45,12 +45,18 @@ Result<int64_t> parse_age(std::string_view text) {
   }
   std::string_view unit(end, static_cast<size_t>(text.data() + text.size() - end));
   int64_t scale = 0;
-  if (unit.empty() || unit == "s") scale = 1;
-  else if (unit == "m") scale = 60;
-  else if (unit == "h") scale = 3600;
-  else if (unit == "d") scale = 86400;
-  else if (unit == "w") scale = 7 * 86400;
-  else return make_error(EINVAL, "bad age '" + std::string(text) + "' (use e.g. 90s, 15m, 12h, 30d, 2w)");
+  if (unit.empty() || unit == "s")
+    scale = 1;
+  else if (unit == "m")
+    scale = 60;
+  else if (unit == "h")
+    scale = 3600;
+  else if (unit == "d")
+    scale = 86400;
+  else if (unit == "w")
+    scale = 7 * 86400;
+  else
+    return make_error(EINVAL, "bad age '" + std::string(text) + "' (use e.g. 90s, 15m, 12h, 30d, 2w)");
   if (number > INT64_MAX / scale) return make_error(EINVAL, "age '" + std::string(text) + "' is too large");
   return number * scale;
 }
@@ -93,7 +99,8 @@ Result<std::vector<std::string>> parse_deleted_names(std::string_view text) {
     std::string_view line = text.substr(0, eol);
     text = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);
     if (line.empty()) continue;
-    if (!is_valid_listed_root_name(line)) return make_error(EPROTO, "bad deleted root name '" + std::string(line) + "'");
+    if (!is_valid_listed_root_name(line))
+      return make_error(EPROTO, "bad deleted root name '" + std::string(line) + "'");
     names.emplace_back(line);
   }
   return names;

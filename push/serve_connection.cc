@@ -34,8 +34,7 @@ Status ServeConnection::read_success() {
   return {};
 }
 
-Status ServeConnection::read_raw(uint64_t size,
-                                 const std::function<Status(std::span<const std::byte>)>& sink) {
+Status ServeConnection::read_raw(uint64_t size, const std::function<Status(std::span<const std::byte>)>& sink) {
   // The peer's failures are explained with its stderr; the sink's are its own.
   bool sink_failed = false;
   auto status = buffered_.read_raw(size, [&](std::span<const std::byte> data) {

@@ -73,37 +73,33 @@ std::string server_fingerprint(ssh_session session) {
   return out;
 }
 
-Status verify_host_key(ssh_session session, const SshOptions& options,
-                       const std::string& where) {
+Status verify_host_key(ssh_session session, const SshOptions& options, const std::string& where) {
   std::string known_hosts = option_string(session, SSH_OPTIONS_KNOWNHOSTS);
   if (known_hosts.empty()) known_hosts = "known_hosts";
   switch (ssh_session_is_known_server(session)) {
-    case SSH_KNOWN_HOSTS_OK:
-      return {};
+    case SSH_KNOWN_HOSTS_OK: return {};
     case SSH_KNOWN_HOSTS_CHANGED:
     case SSH_KNOWN_HOSTS_OTHER:
-      return make_error(kSshHostKeyRefused,
-                        "host key of " + where + " has CHANGED (now " + server_fingerprint(session) +
-                            "); refusing to connect — someone may be intercepting; if the change "
-                            "is expected, remove the old entry from " + known_hosts);
+      return make_error(kSshHostKeyRefused, "host key of " + where + " has CHANGED (now " +
+                                                server_fingerprint(session) +
+                                                "); refusing to connect — someone may be intercepting; if the change "
+                                                "is expected, remove the old entry from " +
+                                                known_hosts);
     case SSH_KNOWN_HOSTS_UNKNOWN:
     case SSH_KNOWN_HOSTS_NOT_FOUND:
       if (!options.accept_new_host_key) {
-        return make_error(kSshHostKeyRefused,
-                          "host key of " + where + " is unknown (" + server_fingerprint(session) +
-                              ", not in " + known_hosts +
-                              "); verify it and rerun with --accept-new-host-key to trust it");
+        return make_error(kSshHostKeyRefused, "host key of " + where + " is unknown (" + server_fingerprint(session) +
+                                                  ", not in " + known_hosts +
+                                                  "); verify it and rerun with --accept-new-host-key to trust it");
       }
       if (ssh_session_update_known_hosts(session) != SSH_OK) {
-        return make_error(kSshHostKeyRefused, "cannot add the host key of " + where + " to " +
-                                                  known_hosts + ": " + ssh_get_error(session));
+        return make_error(kSshHostKeyRefused,
+                          "cannot add the host key of " + where + " to " + known_hosts + ": " + ssh_get_error(session));
       }
       return {};
-    case SSH_KNOWN_HOSTS_ERROR:
-      break;
+    case SSH_KNOWN_HOSTS_ERROR: break;
   }
-  return make_error(kSshHostKeyRefused,
-                    "cannot check the host key of " + where + ": " + ssh_get_error(session));
+  return make_error(kSshHostKeyRefused, "cannot check the host key of " + where + ": " + ssh_get_error(session));
 }
 
 }  // namespace
@@ -135,13 +131,18 @@ Status apply_ssh_option(SshOptions& options, std::string_view option) {
     if (ec != std::errc() || end != v.data() + v.size() || (key == "port" && (number == 0 || number > 65535))) {
       return make_error(EINVAL, "-o " + std::string(option) + ": not a valid number");
     }
-    if (key == "port") options.port = number;
-    else options.connect_timeout_seconds = number;
+    if (key == "port")
+      options.port = number;
+    else
+      options.connect_timeout_seconds = number;
   } else if (key == "stricthostkeychecking") {
     std::string mode = lower(v);
-    if (mode == "accept-new") options.accept_new_host_key = true;
-    else if (mode == "yes") options.accept_new_host_key = false;
-    else return make_error(EINVAL, "-o StrictHostKeyChecking: only 'yes' and 'accept-new' are supported");
+    if (mode == "accept-new")
+      options.accept_new_host_key = true;
+    else if (mode == "yes")
+      options.accept_new_host_key = false;
+    else
+      return make_error(EINVAL, "-o StrictHostKeyChecking: only 'yes' and 'accept-new' are supported");
   } else if (key == "ciphers") {
     options.ciphers = v;
   } else if (key == "batchmode") {
@@ -236,8 +237,7 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
   ssh_session s = session.get();
   std::vector<std::string> config_files;
   if (auto status = configure(s, options, config_files); !status) return status.error();
-  std::string config_description =
-      config_files.empty() ? home_directory() + "/.ssh/config" : config_files.front();
+  std::string config_description = config_files.empty() ? home_directory() + "/.ssh/config" : config_files.front();
 
   std::string host = option_string(s, SSH_OPTIONS_HOST);
   unsigned port = 22;
@@ -258,8 +258,9 @@ Result<SshSession> SshSession::connect(const SshOptions& options) {
 
   int auth = ssh_userauth_publickey_auto(s, nullptr, nullptr);
   if (auth != SSH_AUTH_SUCCESS) {
-    std::string reason = auth == SSH_AUTH_ERROR ? std::string(": ") + ssh_get_error(s)
-                                                : ": the server accepted none of the offered keys (ssh-agent, IdentityFile)";
+    std::string reason = auth == SSH_AUTH_ERROR
+                             ? std::string(": ") + ssh_get_error(s)
+                             : ": the server accepted none of the offered keys (ssh-agent, IdentityFile)";
     return make_error(kSshAuthFailed, "authentication to " + where + " failed" + reason);
   }
   return SshSession(std::move(session), where, options.io_timeout_seconds);
@@ -292,8 +293,8 @@ Result<size_t> SshChannel::read_some(std::span<std::byte> buffer) {
   // Waits at most read_timeout_seconds_ for the next byte (libssh's own default waits for ever).
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(read_timeout_seconds_);
   auto lost = [&] {
-    return make_error(ECONNRESET, std::string("ssh connection lost: ") +
-                                      ssh_get_error(ssh_channel_get_session(channel_.get())));
+    return make_error(ECONNRESET,
+                      std::string("ssh connection lost: ") + ssh_get_error(ssh_channel_get_session(channel_.get())));
   };
   while (true) {
     // Bytes waiting on stdout, SSH_EOF once the remote closed it (whatever its stderr holds).
@@ -301,7 +302,8 @@ Result<size_t> SshChannel::read_some(std::span<std::byte> buffer) {
     if (available == SSH_ERROR) return lost();
     if (available == SSH_EOF) return size_t{0};
     if (available > 0) {
-      int n = ssh_channel_read(channel_.get(), buffer.data(), std::min<uint32_t>(count, static_cast<uint32_t>(available)), 0);
+      int n = ssh_channel_read(channel_.get(), buffer.data(),
+                               std::min<uint32_t>(count, static_cast<uint32_t>(available)), 0);
       if (n == SSH_ERROR) return lost();
       return static_cast<size_t>(n);
     }
@@ -316,8 +318,8 @@ Status SshChannel::write_all(std::span<const std::byte> data) {
     uint32_t count = static_cast<uint32_t>(std::min<size_t>(data.size(), 1u << 20));
     int n = ssh_channel_write(channel_.get(), data.data(), count);
     if (n == SSH_ERROR || n < 0) {
-      return make_error(ECONNRESET, std::string("ssh connection lost: ") +
-                                        ssh_get_error(ssh_channel_get_session(channel_.get())));
+      return make_error(ECONNRESET,
+                        std::string("ssh connection lost: ") + ssh_get_error(ssh_channel_get_session(channel_.get())));
     }
     if (n == 0 && (ssh_channel_is_closed(channel_.get()) || ssh_channel_is_eof(channel_.get()))) {
       return make_error(EPIPE, "the remote command closed its input");
@@ -329,8 +331,8 @@ Status SshChannel::write_all(std::span<const std::byte> data) {
 
 Status SshChannel::close_write() {
   if (ssh_channel_send_eof(channel_.get()) != SSH_OK) {
-    return make_error(ECONNRESET, std::string("ssh connection lost: ") +
-                                      ssh_get_error(ssh_channel_get_session(channel_.get())));
+    return make_error(ECONNRESET,
+                      std::string("ssh connection lost: ") + ssh_get_error(ssh_channel_get_session(channel_.get())));
   }
   return {};
 }

@@ -20,15 +20,15 @@ inline constexpr int kSshHostKeyRefused = EKEYREJECTED;
 inline constexpr int kSshAuthFailed = EACCES;
 
 struct SshOptions {
-  std::string destination;                // a Host alias of the ssh config, or [user@]host
-  std::optional<std::string> config_file;  // -F; default $HOME/.ssh/config and /etc/ssh/ssh_config
+  std::string destination;                  // a Host alias of the ssh config, or [user@]host
+  std::optional<std::string> config_file;   // -F; default $HOME/.ssh/config and /etc/ssh/ssh_config
   std::vector<std::string> identity_files;  // -i, tried before the config's IdentityFile
   std::optional<std::string> known_hosts_file;
   std::optional<std::string> user;
   std::optional<unsigned> port;
   long connect_timeout_seconds = 30;
   std::optional<std::string> ciphers;  // -o Ciphers=…; default prefers AES-GCM where the CPU has AES
-  bool accept_new_host_key = false;  // add an unknown host's key to known_hosts (never a changed one)
+  bool accept_new_host_key = false;    // add an unknown host's key to known_hosts (never a changed one)
   // How long a read may wait for the server's next byte. Generous: the daemon answers a long
   // AddMultipleToStore only at its end.
   long io_timeout_seconds = 600;
@@ -49,7 +49,6 @@ using ChannelHandle = std::unique_ptr<ssh_channel_struct, ChannelDeleter>;
 // A remote command's stdin/stdout over one channel. Must not outlive its SshSession.
 class SshChannel final : public ByteStream {
  public:
-
   // A read that gets nothing for `read_timeout_seconds` fails (ETIMEDOUT): a server process
   // that hangs does not hang the push.
   SshChannel(ChannelHandle channel, long read_timeout_seconds)
@@ -75,7 +74,7 @@ struct SshTarget {
   std::string host;
   unsigned port = 22;
   std::string user;
-  std::string known_hosts;               // the file host keys are checked against
+  std::string known_hosts;                // the file host keys are checked against
   std::vector<std::string> config_files;  // the ssh config files read
   std::vector<std::string> identities;    // -i files and the config's first IdentityFile
 };

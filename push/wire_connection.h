@@ -20,7 +20,7 @@ class WireConnection {
   WireConnection(const WireConnection&) = delete;
   WireConnection& operator=(const WireConnection&) = delete;
 
-  uint64_t version() const { return version_; }                 // negotiated (the lower)
+  uint64_t version() const { return version_; }                // negotiated (the lower)
   uint64_t server_version() const { return server_version_; }  // what the server said
 
   Status write(std::string_view bytes);

@@ -46,7 +46,7 @@ struct CurlWorker::Transfer {
   // callback (which may point into the caller's stack) never runs again.
   std::mutex consumer;
   bool abandoned = false;  // guarded by consumer
-  bool refused = false;  // the write callback refused the body (see response.error)
+  bool refused = false;    // the write callback refused the body (see response.error)
   std::promise<void> done;
 
   static size_t on_write(char* data, size_t size, size_t count, void* self) {

@@ -32,12 +32,12 @@ struct HttpRequest {
 };
 
 struct HttpResponse {
-  long status = 0;          // HTTP status; 0 when no answer came (transport error, timeout)
+  long status = 0;  // HTTP status; 0 when no answer came (transport error, timeout)
   bool timed_out = false;
-  bool refused = false;     // the body was refused (too large, or on_data said no)
-  std::string body;         // without on_data, for a 2xx answer
-  std::string error;        // transport error text, or why the body was refused
-  uint64_t bytes = 0;       // body bytes received
+  bool refused = false;  // the body was refused (too large, or on_data said no)
+  std::string body;      // without on_data, for a 2xx answer
+  std::string error;     // transport error text, or why the body was refused
+  uint64_t bytes = 0;    // body bytes received
 };
 
 class CurlWorker {

@@ -76,8 +76,8 @@ class TreeWalker {
     } else if (S_ISLNK(st.st_mode)) {
       type = NodeType::Symlink;
     } else {
-      return make_error(EIO, root_name_ + "/" + tree_.path_of(parent) + "/" + name +
-                                 ": not a file, directory or symlink");
+      return make_error(EIO,
+                        root_name_ + "/" + tree_.path_of(parent) + "/" + name + ": not a file, directory or symlink");
     }
     auto child = tree_.add_child(parent, name, type);
     if (!child) return child.error();
@@ -116,8 +116,7 @@ bool DirUpstream::is_lock_file(int root, const std::string& name) {
   struct stat st {};
   // Nix's lock files are empty (one byte once abandoned); a real store path named *.lock is
   // told apart by not being one.
-  return fstatat(root, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-         st.st_size <= 1;
+  return fstatat(root, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_size <= 1;
 }
 
 Result<Fd> DirUpstream::open_beneath(const Fd& root, const std::string& relative, int flags) const {
@@ -183,8 +182,8 @@ Result<Tree> DirUpstream::list_tree(const StorePath& path) {
   return tree;
 }
 
-Result<size_t> DirUpstream::read(const StorePath& path, const Tree& tree, uint32_t node,
-                                 uint64_t offset, std::span<std::byte> buf) {
+Result<size_t> DirUpstream::read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
+                                 std::span<std::byte> buf) {
   std::string relative = path.base_name();
   if (node != Tree::kRoot) relative += "/" + tree.path_of(node);
   auto root = open_root();
@@ -193,8 +192,7 @@ Result<size_t> DirUpstream::read(const StorePath& path, const Tree& tree, uint32
   if (!fd) return fd.error();
   size_t done = 0;
   while (done < buf.size()) {
-    ssize_t n = pread(fd->get(), buf.data() + done, buf.size() - done,
-                      static_cast<off_t>(offset + done));
+    ssize_t n = pread(fd->get(), buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return errno_error(errno, "read " + directory_ + "/" + relative);

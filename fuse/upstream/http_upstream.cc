@@ -14,9 +14,9 @@
 namespace lazystore {
 namespace {
 
-constexpr int kRounds = 2;                     // passes over all base URLs before giving up
-constexpr size_t kMaxNarInfos = 100000;        // verified narinfos kept in memory
-constexpr size_t kMaxManifests = 4096;         // manifests (or "none") kept in memory
+constexpr int kRounds = 2;                      // passes over all base URLs before giving up
+constexpr size_t kMaxNarInfos = 100000;         // verified narinfos kept in memory
+constexpr size_t kMaxManifests = 4096;          // manifests (or "none") kept in memory
 constexpr size_t kMaxManifestNodes = 4u << 20;  // tree nodes of the manifests kept in memory
 constexpr size_t kMaxWarned = 100000;
 // A path whose NAR did not match its narinfo stays absent this long before it is tried again.
@@ -43,13 +43,14 @@ void count(std::atomic<uint64_t> Stats::*field, Stats* stats, uint64_t n = 1) {
 
 }  // namespace
 
-bool is_http_source(std::string_view source) {
-  return source.starts_with("http://") || source.starts_with("https://");
-}
+bool is_http_source(std::string_view source) { return source.starts_with("http://") || source.starts_with("https://"); }
 
 HttpUpstream::HttpUpstream(std::string source, std::vector<std::string> bases, const UpstreamOptions& options,
                            std::vector<PublicKey> keys)
-    : source_(std::move(source)), bases_(std::move(bases)), options_(options), keys_(std::move(keys)),
+    : source_(std::move(source)),
+      bases_(std::move(bases)),
+      options_(options),
+      keys_(std::move(keys)),
       spools_(options.spool_dir, options.spool_max_bytes) {}
 
 HttpUpstream::~HttpUpstream() = default;
@@ -77,10 +78,12 @@ Result<std::unique_ptr<HttpUpstream>> HttpUpstream::open(std::string_view source
     keys.push_back(std::move(*key));
   }
   if (options.require_sigs && keys.empty()) {
-    return make_error(EINVAL, "an HTTP SOURCE needs -o trusted-public-keys=NAME:KEY (signatures are "
-                              "required, as in Nix), or -o require-sigs=false for an unsigned cache");
+    return make_error(EINVAL,
+                      "an HTTP SOURCE needs -o trusted-public-keys=NAME:KEY (signatures are "
+                      "required, as in Nix), or -o require-sigs=false for an unsigned cache");
   }
-  std::unique_ptr<HttpUpstream> upstream(new HttpUpstream(std::string(source), std::move(bases), options, std::move(keys)));
+  std::unique_ptr<HttpUpstream> upstream(
+      new HttpUpstream(std::string(source), std::move(bases), options, std::move(keys)));
   auto worker = CurlWorker::create(options.connections);
   if (!worker) return worker.error();
   upstream->worker_ = std::move(*worker);
@@ -143,7 +146,8 @@ Result<HttpUpstream::Fetched> HttpUpstream::get(const std::string& relative, con
       request.range = how.range;
       request.on_data = how.on_data;
       request.max_body = how.max_body;
-      request.timeout_seconds = std::min(how.timeout_seconds > 0 ? how.timeout_seconds : options_.timeout_seconds, left);
+      request.timeout_seconds =
+          std::min(how.timeout_seconds > 0 ? how.timeout_seconds : options_.timeout_seconds, left);
       request.stall_seconds = how.stall_seconds;
       count(&Stats::http_requests, options_.stats);
       if (!worker_) return make_error(EIO, "internal error: the HTTP upstream was not started");
@@ -357,7 +361,8 @@ Result<std::unique_ptr<NarSpool>> HttpUpstream::download_nar(const StorePath& pa
     std::string why = current && !current->error().empty() ? current->error() : fetched.error().message;
     int code = fetched.error().code == ENOTSUP ? EIO : fetched.error().code;
     // More bytes than NarSize, or a stream that does not decompress: not this path's NAR.
-    if (current && !current->error().empty() && current->error().find("cannot write") == std::string::npos) code = EBADMSG;
+    if (current && !current->error().empty() && current->error().find("cannot write") == std::string::npos)
+      code = EBADMSG;
     return make_error(code, path.base_name() + ": fetching its NAR: " + why);
   }
   if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
@@ -408,8 +413,7 @@ Result<size_t> HttpUpstream::read(const StorePath& path, const Tree& tree, uint3
   return read_spooled(path, **info, relative, offset, buf);
 }
 
-Status HttpUpstream::get_range(const StorePath& path, const NarInfo& info, uint64_t first,
-                               std::span<std::byte> into) {
+Status HttpUpstream::get_range(const StorePath& path, const NarInfo& info, uint64_t first, std::span<std::byte> into) {
   size_t got = 0;
   GetOptions how;
   how.reset = [&]() -> Status {
@@ -487,8 +491,10 @@ Result<Tree> HttpUpstream::list_tree_trusting(const StorePath& path, const NarIn
     auto tree = parse_nar_listing(listing->body);
     listing->body = std::string();  // a big listing's text is not kept next to its tree
     if (tree) {
-      if (auto fits = fits_nar(*tree, info.nar_size); fits) return std::move(*tree);
-      else tree = fits.error();
+      if (auto fits = fits_nar(*tree, info.nar_size); fits)
+        return std::move(*tree);
+      else
+        tree = fits.error();
     }
     // More entries than a store path may have: its NAR holds as many, and would be refused too.
     if (tree.error().code == EFBIG) {
@@ -504,8 +510,8 @@ Result<Tree> HttpUpstream::list_tree_trusting(const StorePath& path, const NarIn
   return (*spooled)->tree();
 }
 
-Result<size_t> HttpUpstream::read_trusting(const StorePath& path, const NarInfo& info, const Tree& tree,
-                                           uint32_t node, uint64_t offset, std::span<std::byte> buf) {
+Result<size_t> HttpUpstream::read_trusting(const StorePath& path, const NarInfo& info, const Tree& tree, uint32_t node,
+                                           uint64_t offset, std::span<std::byte> buf) {
   const TreeNode& file = tree.nodes[node];
   if (info.compression == "none" && file.nar_offset != 0 && file.size <= info.nar_size &&
       file.nar_offset <= info.nar_size - file.size) {

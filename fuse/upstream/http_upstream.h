@@ -71,8 +71,8 @@ class HttpUpstream final : public Upstream {
     std::function<bool(std::span<const char>)> on_data;
     std::function<Status()> reset;  // before each attempt (a streaming consumer starts over)
     size_t max_body = HttpRequest{}.max_body;
-    double timeout_seconds = 0;     // of each attempt; 0: upstream-timeout
-    double stall_seconds = 0;       // see HttpRequest
+    double timeout_seconds = 0;                 // of each attempt; 0: upstream-timeout
+    double stall_seconds = 0;                   // see HttpRequest
     std::optional<Clock::time_point> deadline;  // of all attempts together
   };
 
@@ -94,8 +94,8 @@ class HttpUpstream final : public Upstream {
   // Block-verified Range read of file `node` of `manifest`.
   Result<size_t> read_blocks(const StorePath& path, const NarInfo& info, const Manifest& manifest, uint32_t node,
                              uint64_t offset, std::span<std::byte> buf);
-  Result<size_t> read_spooled(const StorePath& path, const NarInfo& info, const std::string& relative,
-                              uint64_t offset, std::span<std::byte> buf);
+  Result<size_t> read_spooled(const StorePath& path, const NarInfo& info, const std::string& relative, uint64_t offset,
+                              std::span<std::byte> buf);
   // require-sigs=false: the cache is trusted (listings, unchecked Range reads).
   Result<Tree> list_tree_trusting(const StorePath& path, const NarInfo& info);
   Result<size_t> read_trusting(const StorePath& path, const NarInfo& info, const Tree& tree, uint32_t node,
@@ -113,17 +113,17 @@ class HttpUpstream final : public Upstream {
 
   std::mutex mutex_;
   bool cache_info_checked_ = false;
-  size_t preferred_ = 0;  // index of the base URL that answered last
-  std::map<std::string, NarInfoPtr> narinfos_;  // by hash part
-  std::set<std::string> seen_;                  // base names of paths that exist
+  size_t preferred_ = 0;                          // index of the base URL that answered last
+  std::map<std::string, NarInfoPtr> narinfos_;    // by hash part
+  std::set<std::string> seen_;                    // base names of paths that exist
   std::map<std::string, ManifestPtr> manifests_;  // by hash part; nullptr: none
-  size_t manifest_nodes_ = 0;                   // nodes of the manifests held
+  size_t manifest_nodes_ = 0;                     // nodes of the manifests held
   struct Refusal {
     std::vector<uint8_t> nar_sha256;  // the NarHash its NAR did not match
     Clock::time_point until;
   };
-  std::map<std::string, Refusal> refused_;      // by hash part
-  std::set<std::string> warned_;                // "<kind> <base name>", logged once
+  std::map<std::string, Refusal> refused_;  // by hash part
+  std::set<std::string> warned_;            // "<kind> <base name>", logged once
 };
 
 }  // namespace lazystore

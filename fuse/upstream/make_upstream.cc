@@ -10,8 +10,7 @@
 
 namespace lazystore {
 
-Result<std::unique_ptr<Upstream>> make_upstream(std::string_view source,
-                                                const UpstreamOptions& options) {
+Result<std::unique_ptr<Upstream>> make_upstream(std::string_view source, const UpstreamOptions& options) {
   if (is_http_source(source)) {
     if (options.nfs_version != 0) return make_error(EINVAL, "nfsvers= applies to an NFS SOURCE only");
     auto upstream = HttpUpstream::open(source, options);

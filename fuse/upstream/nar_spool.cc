@@ -111,7 +111,8 @@ class ZstdDecompressor final : public Decompressor {
     for (bool full = true; input.pos < input.size || full;) {
       ZSTD_outBuffer output{buffer_.data(), buffer_.size(), 0};
       size_t rc = ZSTD_decompressStream(stream_.get(), &output, &input);
-      if (ZSTD_isError(rc)) return make_error(EIO, std::string("zstd: corrupt compressed NAR: ") + ZSTD_getErrorName(rc));
+      if (ZSTD_isError(rc))
+        return make_error(EIO, std::string("zstd: corrupt compressed NAR: ") + ZSTD_getErrorName(rc));
       if (output.pos && !out(std::as_bytes(std::span(buffer_.data(), output.pos)))) {
         return make_error(EIO, "cannot write the NAR spool");
       }
@@ -145,8 +146,8 @@ Result<std::unique_ptr<Decompressor>> make_decompressor(std::string_view compres
 Status within_file_size_cap(const Tree& tree) {
   for (uint32_t i = 0; i < tree.nodes.size(); ++i) {
     if (tree.nodes[i].type == NodeType::Regular && tree.nodes[i].size > kMaxFileSize) {
-      return make_error(EBADMSG, "the NAR's file " + tree.path_of(i) + " is larger than " +
-                                     std::to_string(kMaxFileSize) + " bytes");
+      return make_error(
+          EBADMSG, "the NAR's file " + tree.path_of(i) + " is larger than " + std::to_string(kMaxFileSize) + " bytes");
     }
   }
   return {};
@@ -163,7 +164,7 @@ NarSpool::~NarSpool() {
 }
 
 Result<std::unique_ptr<NarSpool>> NarSpool::create(const std::string& directory, std::string_view compression,
-                                                  uint64_t nar_size) {
+                                                   uint64_t nar_size) {
   auto decompressor = make_decompressor(compression);
   if (!decompressor) return decompressor.error();
   std::error_code ec;
@@ -203,7 +204,7 @@ Result<std::unique_ptr<NarSpool>> NarSpool::open_kept(const std::string& path, u
   if (!spool->fd_) return make_error(errno, path + ": " + std::strerror(errno));
   spool->path_ = path;
   spool->kept_ = true;
-  struct stat st{};
+  struct stat st {};
   if (::fstat(spool->fd_.get(), &st) != 0) return make_error(errno, path + ": " + std::strerror(errno));
   spool->size_ = static_cast<uint64_t>(st.st_size);
   spool->sha256_ = std::make_unique<Sha256>();
@@ -325,8 +326,7 @@ Result<size_t> NarSpool::read(const std::string& relative_path, uint64_t offset,
   size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), file.size - offset));
   size_t done = 0;
   while (done < want) {
-    ssize_t n = ::pread(fd_.get(), buf.data() + done, want - done,
-                        static_cast<off_t>(file.nar_offset + offset + done));
+    ssize_t n = ::pread(fd_.get(), buf.data() + done, want - done, static_cast<off_t>(file.nar_offset + offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return make_error(EIO, "reading the NAR spool failed");
     done += static_cast<size_t>(n);

@@ -23,8 +23,8 @@ class NarSpool {
  public:
   // An empty spool in `directory` for a NAR of nar_size bytes compressed with `compression`
   // ("none", "xz", "zstd"); ENOTSUP for others (bzip2, br).
-  static Result<std::unique_ptr<NarSpool>> create(const std::string& directory,
-                                                  std::string_view compression, uint64_t nar_size);
+  static Result<std::unique_ptr<NarSpool>> create(const std::string& directory, std::string_view compression,
+                                                  uint64_t nar_size);
   ~NarSpool();
   NarSpool(const NarSpool&) = delete;
   NarSpool& operator=(const NarSpool&) = delete;

@@ -27,7 +27,7 @@ void NarSpoolStore::scan_locked() {
       ::unlink(entry.path().c_str());
       continue;
     }
-    struct stat st{};
+    struct stat st {};
     if (name.size() != 32 + 4 || !name.ends_with(".nar") || ::stat(entry.path().c_str(), &st) != 0) continue;
     found.push_back({name.substr(0, 32), static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtime)});
   }

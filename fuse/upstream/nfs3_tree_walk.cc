@@ -54,7 +54,8 @@ class Nfs3Walk final : public NfsTreeWalk {
  public:
   Nfs3Walk(nfs_context* ctx, const std::string& root_fh, const std::string& name, TreeBuilder& builder,
            const NfsPump& pump, NfsHandleSink handles)
-      : NfsTreeWalk(nfs_get_rpc_context(ctx), name, builder, pump, std::move(handles)), export_fh_(root_fh),
+      : NfsTreeWalk(nfs_get_rpc_context(ctx), name, builder, pump, std::move(handles)),
+        export_fh_(root_fh),
         name_(name) {}
 
  private:
@@ -142,8 +143,9 @@ void Nfs3Walk::handle(const Request& request, void* data) {
     }
     case Kind::Readlink: {
       auto res = copy_of<READLINK3res>(data);
-      std::string path = request.dir == kNone ? where(kNone)
-                                              : where(request.dir, dirs_[request.dir].entries[request.entry].entry.name);
+      std::string path = request.dir == kNone
+                             ? where(kNone)
+                             : where(request.dir, dirs_[request.dir].entries[request.entry].entry.name);
       if (res.status != NFS3_OK) return failed_status(res.status, "readlink " + path);
       const char* target = res.READLINK3res_u.resok.data;
       if (!target) return fail(EIO, "readlink " + path + ": no target");

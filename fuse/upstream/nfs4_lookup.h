@@ -12,8 +12,8 @@
 namespace lazystore {
 
 struct Nfs4Lookup {
-  int rc = 0;          // 0, or a negative errno (-ENOENT: no such name)
-  uint32_t type = 0;   // nfs_ftype4
+  int rc = 0;         // 0, or a negative errno (-ENOENT: no such name)
+  uint32_t type = 0;  // nfs_ftype4
   uint64_t size = 0;
   std::string error;
 };

@@ -53,8 +53,7 @@ bool parse_attrs(const fattr4& attrs, Attrs* out) {
         case FATTR4_MODE:
           if (!u32(&out->mode)) return false;
           break;
-        default:
-          return false;  // not asked for: its length is unknown here
+        default: return false;  // not asked for: its length is unknown here
       }
     }
   }
@@ -72,8 +71,8 @@ std::optional<NodeType> node_type(uint32_t nfs_type) {
 
 class Nfs4Walk final : public NfsTreeWalk {
  public:
-  Nfs4Walk(nfs_context* ctx, const std::vector<std::string>& export_path, const std::string& name,
-           TreeBuilder& builder, const NfsPump& pump)
+  Nfs4Walk(nfs_context* ctx, const std::vector<std::string>& export_path, const std::string& name, TreeBuilder& builder,
+           const NfsPump& pump)
       : NfsTreeWalk(nfs_get_rpc_context(ctx), name, builder, pump), components_(export_path) {
     components_.push_back(name);
   }
@@ -113,7 +112,8 @@ void Nfs4Walk::handle(const Request& request, void* data) {
       return fail(EIO, where(kNone) + ": malformed GETATTR reply");
     }
     const nfs_fh4& fh = getfh->nfs_resop4_u.opgetfh.GETFH4res_u.resok4.object;
-    resolved(node_type(attrs.type), attrs.size, (attrs.mode & S_IXUSR) != 0, std::string(fh.nfs_fh4_val, fh.nfs_fh4_len));
+    resolved(node_type(attrs.type), attrs.size, (attrs.mode & S_IXUSR) != 0,
+             std::string(fh.nfs_fh4_val, fh.nfs_fh4_len));
   } else if (request.kind == Kind::Readdir) {
     auto readdir = nfs4_result(res, OP_READDIR);
     if (!readdir) return fail(EIO, "listing " + where(request.dir) + ": no READDIR result");

@@ -26,8 +26,12 @@ class NfsReadWindow {
 
   // context: what the protocol's replies need (piece->window->context()).
   NfsReadWindow(uint64_t offset, std::span<std::byte> buf, size_t piece_bytes, size_t window, void* context = nullptr)
-      : start_(offset), end_(offset + buf.size()), eof_at_(end_), buf_(buf),
-        window_(window ? window : 1), context_(context) {
+      : start_(offset),
+        end_(offset + buf.size()),
+        eof_at_(end_),
+        buf_(buf),
+        window_(window ? window : 1),
+        context_(context) {
     size_t piece = piece_bytes ? piece_bytes : buf.size();
     for (uint64_t at = offset; at < end_; at += piece) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(piece, end_ - at));

@@ -49,8 +49,8 @@ Result<NfsSource> parse_nfs_source(std::string_view source, int nfsvers) {
     return make_error(EINVAL, "SOURCE '" + std::string(source) + "': version must be 3 or 4");
   }
   if (nfsvers != 0 && url_version != 0 && nfsvers != url_version) {
-    return make_error(EINVAL, "nfsvers=" + std::to_string(nfsvers) + " contradicts version=" +
-                                  std::to_string(url_version) + " in SOURCE");
+    return make_error(EINVAL, "nfsvers=" + std::to_string(nfsvers) +
+                                  " contradicts version=" + std::to_string(url_version) + " in SOURCE");
   }
   out.version = url_version ? url_version : (nfsvers ? nfsvers : 3);
   if (url_version == 0) query += std::string(query.empty() ? "" : "&") + "version=" + std::to_string(out.version);

@@ -38,9 +38,9 @@ std::string NfsTreeWalk::where(size_t dir, std::string_view name) const {
 
 Error NfsTreeWalk::lost(int rc) const {
   // The pump gave up (what was in flight was cancelled): its reason, not the cancellations'.
-  return make_error(rc == -ETIMEDOUT ? ETIMEDOUT : EIO,
-                    root_path_ + (rc == -ETIMEDOUT ? ": no answer within the deadline (upstream-timeout)"
-                                                   : ": connection lost"));
+  return make_error(
+      rc == -ETIMEDOUT ? ETIMEDOUT : EIO,
+      root_path_ + (rc == -ETIMEDOUT ? ": no answer within the deadline (upstream-timeout)" : ": connection lost"));
 }
 
 void NfsTreeWalk::replied() {
@@ -68,7 +68,8 @@ void NfsTreeWalk::resolved(std::optional<NodeType> type, uint64_t size, bool exe
 void NfsTreeWalk::add_entry(size_t dir_index, std::string name, std::optional<NodeType> type, uint64_t size,
                             bool executable, std::string fh, bool known) {
   if (name == "." || name == "..") return;
-  if (++entries_ > Tree::kMaxNodes) return fail(EIO, root_path_ + ": more than " + std::to_string(Tree::kMaxNodes) + " entries");
+  if (++entries_ > Tree::kMaxNodes)
+    return fail(EIO, root_path_ + ": more than " + std::to_string(Tree::kMaxNodes) + " entries");
   Dir& dir = dirs_[dir_index];
   Entry entry;
   entry.entry.name = std::move(name);
@@ -109,7 +110,8 @@ void NfsTreeWalk::entry_known(size_t dir_index, size_t index, std::optional<Node
     to_readlink_.emplace_back(dir_index, index);
   } else {
     if (was_unsettled) dir.unsettled--;
-    if (dir.depth + 1 > Tree::kMaxDepth) return fail(ELOOP, where(dir_index, e.entry.name) + ": directory tree too deep");
+    if (dir.depth + 1 > Tree::kMaxDepth)
+      return fail(ELOOP, where(dir_index, e.entry.name) + ": directory tree too deep");
     e.dir = dirs_.size();
     Dir child;
     child.fh = e.fh;
@@ -132,7 +134,8 @@ void NfsTreeWalk::target_read(size_t dir_index, size_t index, std::string target
   Dir& dir = dirs_[dir_index];
   Entry& e = dir.entries[index];
   if (target.empty() || target.size() > Tree::kMaxTargetLength || target.size() != e.entry.size) {
-    return fail(EIO, where(dir_index, e.entry.name) + ": symlink target empty, too long or not as long as its attributes say");
+    return fail(
+        EIO, where(dir_index, e.entry.name) + ": symlink target empty, too long or not as long as its attributes say");
   }
   e.entry.target = std::move(target);
   dir.unsettled--;

@@ -49,27 +49,27 @@ class NfsTreeWalk {
 
   struct Entry {
     TreeBuilder::Entry entry;
-    std::string fh;       // its handle, when the protocol gave one
-    size_t dir = kNone;   // a directory: its index in dirs_
-    bool known = true;    // type and attributes known (false: a LOOKUP is due)
+    std::string fh;      // its handle, when the protocol gave one
+    size_t dir = kNone;  // a directory: its index in dirs_
+    bool known = true;   // type and attributes known (false: a LOOKUP is due)
   };
   struct Dir {
-    std::string fh;                // empty until known (NFSv4: from its first READDIR)
-    size_t parent = kNone;         // kNone for the store path itself
-    std::string name;              // in the parent
-    std::string relative;          // inside the store path: "" or "a/b"
+    std::string fh;         // empty until known (NFSv4: from its first READDIR)
+    size_t parent = kNone;  // kNone for the store path itself
+    std::string name;       // in the parent
+    std::string relative;   // inside the store path: "" or "a/b"
     size_t depth = 0;
     uint64_t cookie = 0;
     std::array<char, 8> verifier{};
     std::vector<Entry> entries;
-    size_t unsettled = 0;          // entries waiting for a LOOKUP or READLINK
-    bool started = false;          // its first READDIR went out
-    bool page_due = true;          // a READDIR of its next page is to be sent
-    bool read_all = false;         // every page is in
-    bool delivered = false;        // handed to the builder
-    bool urgent = false;           // someone waits for it
-    bool urgent_in_flight = false; // a READDIR of it, sent while it was wanted, is out
-    uint32_t node = Tree::kRoot;   // in the builder's tree, once the parent was delivered
+    size_t unsettled = 0;           // entries waiting for a LOOKUP or READLINK
+    bool started = false;           // its first READDIR went out
+    bool page_due = true;           // a READDIR of its next page is to be sent
+    bool read_all = false;          // every page is in
+    bool delivered = false;         // handed to the builder
+    bool urgent = false;            // someone waits for it
+    bool urgent_in_flight = false;  // a READDIR of it, sent while it was wanted, is out
+    uint32_t node = Tree::kRoot;    // in the builder's tree, once the parent was delivered
   };
 
   NfsTreeWalk(rpc_context* rpc, const std::string& name, TreeBuilder& builder, const NfsPump& pump,
@@ -96,8 +96,8 @@ class NfsTreeWalk {
       base.replied();
       if (base.failed()) return;
       if (status != RPC_STATUS_SUCCESS) {
-        return base.fail(EIO, base.where(request->kind == Kind::Resolve ? kNone : request->dir) + ": " +
-                                  rpc_failure(status, data));
+        return base.fail(
+            EIO, base.where(request->kind == Kind::Resolve ? kNone : request->dir) + ": " + rpc_failure(status, data));
       }
       walk.handle(*request, data);
     } catch (...) {
@@ -107,10 +107,10 @@ class NfsTreeWalk {
 
   // The protocol's requests: each queues one RPC (through sent()) or calls fail() and returns
   // false. Every reply calls replied() first, then the handlers below.
-  virtual bool send_resolve() = 0;                      // the store path: resolved() on reply
-  virtual bool send_readdir(size_t dir) = 0;            // the next page of dirs_[dir]
+  virtual bool send_resolve() = 0;                           // the store path: resolved() on reply
+  virtual bool send_readdir(size_t dir) = 0;                 // the next page of dirs_[dir]
   virtual bool send_readlink(size_t dir, size_t entry) = 0;  // dir kNone: the store path itself
-  virtual bool send_lookup(size_t dir, size_t entry);  // an entry listed without attributes
+  virtual bool send_lookup(size_t dir, size_t entry);        // an entry listed without attributes
 
   void sent() { in_flight_++; }
   void replied();
@@ -133,8 +133,8 @@ class NfsTreeWalk {
   std::string where(size_t dir, std::string_view name = {}) const;
 
   rpc_context* rpc_;
-  std::deque<Dir> dirs_;      // stable addresses: replies refer to them by index
-  std::string root_fh_;       // the store path's handle, once resolved
+  std::deque<Dir> dirs_;  // stable addresses: replies refer to them by index
+  std::string root_fh_;   // the store path's handle, once resolved
   NodeType root_type_ = NodeType::Regular;
 
  private:
@@ -153,14 +153,14 @@ class NfsTreeWalk {
   TreeBuilder& builder_;
   const NfsPump& pump_;
   NfsHandleSink handles_;
-  std::deque<size_t> to_list_;  // breadth-first; may hold directories already started
-  std::deque<size_t> urgent_;   // wanted directories, and the later pages of wanted ones
+  std::deque<size_t> to_list_;                         // breadth-first; may hold directories already started
+  std::deque<size_t> urgent_;                          // wanted directories, and the later pages of wanted ones
   std::deque<std::pair<size_t, size_t>> to_readlink_;  // (dir, entry); (kNone, 0) the store path
   std::deque<std::pair<size_t, size_t>> to_lookup_;
   std::unordered_map<uint32_t, size_t> dir_of_node_;
   size_t in_flight_ = 0;
   size_t window_ = kMinInFlight;  // the cap on in_flight_ now
-  size_t urgent_in_flight_ = 0;  // READDIRs of wanted directories out
+  size_t urgent_in_flight_ = 0;   // READDIRs of wanted directories out
   size_t replies_ = 0;
   size_t entries_ = 0;
   bool resolved_ = false;

@@ -30,7 +30,7 @@
 namespace lazystore {
 namespace {
 
-constexpr size_t kMaxRead = 1 << 20;     // libnfs 4.0 fails NFSv4 READs over 1 MiB
+constexpr size_t kMaxRead = 1 << 20;  // libnfs 4.0 fails NFSv4 READs over 1 MiB
 // Reads measured for the window's round trip and bandwidth: at least this many bytes.
 constexpr size_t kMinMeasured = 128 << 10;
 // READs of one read() in flight at least (more when bandwidth x round trip needs more).
@@ -56,8 +56,8 @@ std::string error_text(nfs_context* ctx) {
 
 bool is_answer(int code) {
   // The server answered: the connection is fine.
-  return code == ENOENT || code == ENOTDIR || code == ELOOP || code == EACCES || code == EPERM ||
-         code == EISDIR || code == EINVAL || code == ENAMETOOLONG;
+  return code == ENOENT || code == ENOTDIR || code == ELOOP || code == EACCES || code == EPERM || code == EISDIR ||
+         code == EINVAL || code == ENAMETOOLONG;
 }
 
 }  // namespace
@@ -126,7 +126,6 @@ class NfsConnection {
   bool dead() const { return ctx_ == nullptr; }
   const std::string& error() const { return last_error_; }
 
-
   int list(const std::string& path, std::vector<DirEntry>* out) {
     nfsdir* dir = nullptr;
     int rc = call([&](nfs_cb cb, void* p) { return nfs_opendir_async(ctx_, path.c_str(), cb, p); },
@@ -144,7 +143,9 @@ class NfsConnection {
   // and timeouts destroy the context, as for every other call.
   Status walk_tree(const std::string& name, TreeBuilder& builder, NfsHandleSink handles) {
     if (!ctx_) return make_error(EIO, "connection is closed");
-    auto pump = [this](const std::function<bool()>& done, const size_t& progress) { return pump_until(done, progress); };
+    auto pump = [this](const std::function<bool()>& done, const size_t& progress) {
+      return pump_until(done, progress);
+    };
     if (version_ == 3) return nfs3_walk_tree(ctx_, root_handle_, name, builder, pump, std::move(handles));
     return nfs4_walk_tree(ctx_, export_path_, name, builder, pump);
   }
@@ -227,8 +228,9 @@ class NfsConnection {
   };
 
   NfsConnection(nfs_context* ctx, double timeout_seconds)
-      : ctx_(ctx), timeout_(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                       std::chrono::duration<double>(timeout_seconds))) {}
+      : ctx_(ctx),
+        timeout_(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+            std::chrono::duration<double>(timeout_seconds))) {}
 
   static void callback(int status, nfs_context*, void* data, void* private_data) {
     if (!private_data) return;  // a fire-and-forget call (close)
@@ -293,7 +295,8 @@ class NfsConnection {
         getsockopt(pfd.fd, SOL_SOCKET, SO_ERROR, &socket_error, &length);
       }
       if (ready < 0 || nfs_service(ctx_, ready > 0 ? pfd.revents : 0) < 0) {
-        last_error_ = "connection lost: " + (socket_error ? std::string(std::strerror(socket_error)) : error_text(ctx_));
+        last_error_ =
+            "connection lost: " + (socket_error ? std::string(std::strerror(socket_error)) : error_text(ctx_));
         kill();
         return -EIO;
       }
@@ -374,20 +377,19 @@ class NfsConnection {
   std::vector<std::string> export_path_;  // the URL's path, as components
   const std::chrono::steady_clock::duration timeout_;
   std::string last_error_;
-  std::list<std::pair<std::string, nfsfh*>> handles_;  // most recently used first
+  std::list<std::pair<std::string, nfsfh*>> handles_;            // most recently used first
   std::list<std::pair<std::string, std::string>> file_handles_;  // path, NFSv4 handle; MRU first
-  bool anonymous_reads_ = false;  // NFSv4, until the server refuses one
+  bool anonymous_reads_ = false;                                 // NFSv4, until the server refuses one
   int version_ = 3;
-  std::string root_handle_;       // NFSv3: the export's root
-  size_t readmax_ = kMaxRead;     // the server's largest READ (at most kMaxRead)
+  std::string root_handle_;    // NFSv3: the export's root
+  size_t readmax_ = kMaxRead;  // the server's largest READ (at most kMaxRead)
 };
 
 NfsUpstream::Lease::Lease(NfsUpstream& owner, std::unique_ptr<NfsConnection> connection, bool reused)
     : owner_(&owner), connection_(std::move(connection)), reused_(reused) {}
 
 NfsUpstream::Lease::Lease(Lease&& other) noexcept
-    : owner_(other.owner_), connection_(std::move(other.connection_)), broken_(other.broken_),
-      reused_(other.reused_) {}
+    : owner_(other.owner_), connection_(std::move(other.connection_)), broken_(other.broken_), reused_(other.reused_) {}
 
 NfsUpstream::Lease::~Lease() {
   if (connection_) owner_->give_back(std::move(connection_), broken_);
@@ -453,8 +455,8 @@ Result<NfsUpstream::Lease> NfsUpstream::lease() {
   if (!connection) {
     open_connections_--;
     if (connection.error().code == ETIMEDOUT) {
-      reconnect_after_ = std::chrono::steady_clock::now() +
-                         seconds(std::min(kReconnectHoldSeconds, options_.timeout_seconds));
+      reconnect_after_ =
+          std::chrono::steady_clock::now() + seconds(std::min(kReconnectHoldSeconds, options_.timeout_seconds));
       last_connect_error_ = connection.error();
     }
     returned_.notify_one();
@@ -686,8 +688,8 @@ Result<size_t> NfsUpstream::read(const StorePath& path, const Tree& tree, uint32
   return with_connection<size_t>([&](Lease& nfs) { return read_on(nfs, path, tree, node, offset, buf); });
 }
 
-Result<size_t> NfsUpstream::read_on(Lease& nfs, const StorePath& path, const Tree& tree, uint32_t node,
-                                    uint64_t offset, std::span<std::byte> buf) {
+Result<size_t> NfsUpstream::read_on(Lease& nfs, const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
+                                    std::span<std::byte> buf) {
   std::string key = path.base_name();
   if (node != Tree::kRoot) key += "/" + tree.path_of(node);
   size_t window = window_pieces(buf.size(), nfs->readmax());

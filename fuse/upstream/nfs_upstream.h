@@ -74,8 +74,8 @@ class NfsUpstream final : public Upstream {
   void give_back(std::unique_ptr<NfsConnection> connection, bool broken);
   Result<bool> exists_on(Lease& nfs, const StorePath& path);
   Result<std::vector<StorePath>> list_store_on(Lease& nfs);
-  Result<size_t> read_on(Lease& nfs, const StorePath& path, const Tree& tree, uint32_t node,
-                         uint64_t offset, std::span<std::byte> buf);
+  Result<size_t> read_on(Lease& nfs, const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
+                         std::span<std::byte> buf);
   Result<UpstreamStatfs> statfs_on(Lease& nfs);
   // NFSv3: the handle of node key `key` (from a walk, else by LOOKUPs from the nearest known).
   Result<std::string> handle_of(Lease& nfs, const std::string& key);

@@ -47,7 +47,7 @@ struct UpstreamOptions {
   // paths are refused unless require_sigs is false (Nix's default is to require them).
   std::vector<std::string> trusted_public_keys;
   bool require_sigs = true;
-  std::string spool_dir;        // where whole NARs are decompressed, verified and kept (cache dir)
+  std::string spool_dir;                  // where whole NARs are decompressed, verified and kept (cache dir)
   uint64_t spool_max_bytes = 8ull << 30;  // bound on the whole NARs kept there
 };
 
@@ -58,7 +58,7 @@ struct UpstreamOptions {
 class TreeBuilder {
  public:
   struct Entry {
-    std::string name;         // "" for the store path itself
+    std::string name;  // "" for the store path itself
     NodeType type = NodeType::Regular;
     uint64_t size = 0;        // Regular: bytes
     bool executable = false;  // Regular only
@@ -140,15 +140,14 @@ class Upstream {
 
   // Reads up to buf.size() bytes of regular file `node` of `tree` (the tree of `path`) at
   // `offset`; returns the byte count, short only at end of file.
-  virtual Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node,
-                              uint64_t offset, std::span<std::byte> buf) = 0;
+  virtual Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
+                              std::span<std::byte> buf) = 0;
 
   virtual Result<UpstreamStatfs> statfs() = 0;
 };
 
 // Picks the backend from SOURCE's form: "file:///dir" or "/dir" → directory upstream;
 // "host:/path" or "nfs://host/path?..." → NFS; "http(s)://a[,http(s)://b...]" → binary cache.
-Result<std::unique_ptr<Upstream>> make_upstream(std::string_view source,
-                                                const UpstreamOptions& options);
+Result<std::unique_ptr<Upstream>> make_upstream(std::string_view source, const UpstreamOptions& options);
 
 }  // namespace lazystore

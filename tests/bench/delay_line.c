@@ -101,7 +101,10 @@ static void close_connection(struct connection* c) {
   c->client.fd = c->server.fd = -1;
   free_queue(&c->up);
   free_queue(&c->down);
-  if (c->prev) c->prev->next = c->next; else connections = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    connections = c->next;
   if (c->next) c->next->prev = c->prev;
   c->next = dead;
   dead = c;
@@ -152,7 +155,10 @@ static void pull(struct side* s, int64_t now) {
     seg->due_ns = now + delay_ns;
     seg->length = (size_t)n;
     seg->sent = 0;
-    if (p->tail) p->tail->next = seg; else p->head = seg;
+    if (p->tail)
+      p->tail->next = seg;
+    else
+      p->head = seg;
     p->tail = seg;
     p->queued += (size_t)n;
     if ((size_t)n < kReadSize) return;

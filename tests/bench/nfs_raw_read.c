@@ -39,18 +39,24 @@
 
 #define PIECE (1u << 20)
 
-struct file { char *path; uint64_t size; };
-struct item { uint32_t file; uint64_t offset; };
+struct file {
+  char* path;
+  uint64_t size;
+};
+struct item {
+  uint32_t file;
+  uint64_t offset;
+};
 
-static struct file *files;
+static struct file* files;
 static size_t nfiles;
-static struct item *items;
+static struct item* items;
 static size_t nitems;
 static atomic_size_t next_item;
 static atomic_uint_fast64_t total_bytes;
 static int nfs_mode;
-static const char *target;
-static double connect_done;  /* latest time a thread finished connecting */
+static const char* target;
+static double connect_done; /* latest time a thread finished connecting */
 static pthread_mutex_t connect_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static double now(void) {
@@ -59,15 +65,15 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void die(const char *what, const char *detail) {
+static void die(const char* what, const char* detail) {
   fprintf(stderr, "nfs_raw_read: %s: %s\n", what, detail);
   exit(1);
 }
 
-static struct nfs_context *nfs_connect(unsigned serial) {
-  struct nfs_context *ctx = nfs_init_context();
+static struct nfs_context* nfs_connect(unsigned serial) {
+  struct nfs_context* ctx = nfs_init_context();
   if (!ctx) die("nfs_init_context", "failed");
-  struct nfs_url *url = nfs_parse_url_dir(ctx, target);
+  struct nfs_url* url = nfs_parse_url_dir(ctx, target);
   if (!url) die("nfs_parse_url_dir", nfs_get_error(ctx));
   nfs_set_timeout(ctx, 30000);
   /* Each context its own NFSv4 client, as the daemon does. */
@@ -81,13 +87,13 @@ static struct nfs_context *nfs_connect(unsigned serial) {
   return ctx;
 }
 
-static uint64_t walk_dir(struct nfs_context *ctx, const char *path) {
-  struct nfsdir *dir;
+static uint64_t walk_dir(struct nfs_context* ctx, const char* path) {
+  struct nfsdir* dir;
   if (nfs_opendir(ctx, path, &dir) != 0) die(path, nfs_get_error(ctx));
   uint64_t entries = 1;
   size_t cap = 16, n = 0;
-  char **subdirs = malloc(cap * sizeof *subdirs);
-  struct nfsdirent *e;
+  char** subdirs = malloc(cap * sizeof *subdirs);
+  struct nfsdirent* e;
   while ((e = nfs_readdir(ctx, dir)) != NULL) {
     if (strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0) continue;
     char child[8192];
@@ -112,10 +118,10 @@ static uint64_t walk_dir(struct nfs_context *ctx, const char *path) {
   return entries;
 }
 
-static void *worker(void *arg) {
+static void* worker(void* arg) {
   unsigned serial = (unsigned)(uintptr_t)arg;
-  struct nfs_context *ctx = NULL;
-  char *buf = malloc(PIECE);
+  struct nfs_context* ctx = NULL;
+  char* buf = malloc(PIECE);
   if (!buf) die("malloc", strerror(ENOMEM));
   if (nfs_mode) ctx = nfs_connect(serial);
   pthread_mutex_lock(&connect_lock);
@@ -124,14 +130,14 @@ static void *worker(void *arg) {
   pthread_mutex_unlock(&connect_lock);
 
   long open_file = -1;
-  struct nfsfh *fh = NULL;
+  struct nfsfh* fh = NULL;
   int fd = -1;
   uint64_t bytes = 0;
   for (;;) {
     size_t i = atomic_fetch_add(&next_item, 1);
     if (i >= nitems) break;
-    const struct item *it = &items[i];
-    const struct file *f = &files[it->file];
+    const struct item* it = &items[i];
+    const struct file* f = &files[it->file];
     if ((long)it->file != open_file) {
       if (fh) nfs_close(ctx, fh);
       if (fd >= 0) close(fd);
@@ -148,7 +154,7 @@ static void *worker(void *arg) {
       }
       open_file = (long)it->file;
     }
-    if (it->offset >= f->size) continue;  /* an empty file: opened, nothing to read */
+    if (it->offset >= f->size) continue; /* an empty file: opened, nothing to read */
     uint64_t want = f->size - it->offset < PIECE ? f->size - it->offset : PIECE;
     uint64_t got = 0;
     while (got < want) {
@@ -168,9 +174,8 @@ static void *worker(void *arg) {
   return NULL;
 }
 
-int main(int argc, char **argv) {
-  if (argc != 4 || (strcmp(argv[1], "nfs") != 0 && strcmp(argv[1], "posix") != 0 &&
-                    strcmp(argv[1], "walk") != 0)) {
+int main(int argc, char** argv) {
+  if (argc != 4 || (strcmp(argv[1], "nfs") != 0 && strcmp(argv[1], "posix") != 0 && strcmp(argv[1], "walk") != 0)) {
     fprintf(stderr, "usage: %s nfs|walk URL JOBS < LIST | %s posix DIR JOBS < LIST\n", argv[0], argv[0]);
     return 2;
   }
@@ -183,12 +188,12 @@ int main(int argc, char **argv) {
 
   size_t cap = 0, icap = 0;
   uint64_t expected = 0;
-  char *line = NULL;
+  char* line = NULL;
   size_t len = 0;
   ssize_t n;
   while ((n = getline(&line, &len, stdin)) > 0) {
     if (line[n - 1] == '\n') line[--n] = '\0';
-    char *tab = strchr(line, '\t');
+    char* tab = strchr(line, '\t');
     if (!tab) die("LIST", "a line without a tab");
     *tab = '\0';
     if (nfiles == cap) files = realloc(files, (cap = cap ? cap * 2 : 1024) * sizeof *files);
@@ -208,7 +213,7 @@ int main(int argc, char **argv) {
 
   if (walk_mode) {
     double started = now();
-    struct nfs_context *ctx = nfs_connect(0);
+    struct nfs_context* ctx = nfs_connect(0);
     double connected = now();
     uint64_t entries = 0;
     for (size_t i = 0; i < nfiles; i++) {
@@ -218,18 +223,21 @@ int main(int argc, char **argv) {
     }
     double seconds = now() - started;
     nfs_destroy_context(ctx);
-    printf("{\"bytes\": 0, \"expected\": 0, \"files\": %" PRIu64 ", \"jobs\": 1, \"seconds\": %.6f, "
-           "\"connect_seconds\": %.6f}\n", entries, seconds, connected - started);
+    printf("{\"bytes\": 0, \"expected\": 0, \"files\": %" PRIu64
+           ", \"jobs\": 1, \"seconds\": %.6f, "
+           "\"connect_seconds\": %.6f}\n",
+           entries, seconds, connected - started);
     return 0;
   }
 
   pthread_t threads[256];
   double started = now();
-  for (int i = 0; i < jobs; i++) pthread_create(&threads[i], NULL, worker, (void *)(uintptr_t)i);
+  for (int i = 0; i < jobs; i++) pthread_create(&threads[i], NULL, worker, (void*)(uintptr_t)i);
   for (int i = 0; i < jobs; i++) pthread_join(threads[i], NULL);
   double seconds = now() - started;
   uint64_t bytes = atomic_load(&total_bytes);
-  printf("{\"bytes\": %" PRIu64 ", \"expected\": %" PRIu64 ", \"files\": %zu, \"jobs\": %d, "
+  printf("{\"bytes\": %" PRIu64 ", \"expected\": %" PRIu64
+         ", \"files\": %zu, \"jobs\": %d, "
          "\"seconds\": %.6f, \"connect_seconds\": %.6f}\n",
          bytes, expected, nfiles, jobs, seconds, connect_done - started);
   return bytes == expected ? 0 : 3;

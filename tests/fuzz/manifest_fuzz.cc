@@ -62,8 +62,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     plain.compression = "none";
     plain.body_sha256.assign(32, 0);
     auto body = parse_manifest_body(plain, text);
-    if (body) check(*body);
-    else FUZZ_CHECK(body.error().code == EINVAL);
+    if (body)
+      check(*body);
+    else
+      FUZZ_CHECK(body.error().code == EINVAL);
   }
   return 0;
 }

@@ -48,9 +48,20 @@ class SplitMix64 {
   uint64_t state_;
 };
 
-constexpr std::array<uint64_t, 14> kInteresting = {
-    0, 1, 2, 7, 8, 0x7f, 0xff, 0x100, 0xffff, 0x7fffffff, 0xffffffff,
-    0x8000000000000000ull, 0x7fffffffffffffffull, 0xffffffffffffffffull};
+constexpr std::array<uint64_t, 14> kInteresting = {0,
+                                                   1,
+                                                   2,
+                                                   7,
+                                                   8,
+                                                   0x7f,
+                                                   0xff,
+                                                   0x100,
+                                                   0xffff,
+                                                   0x7fffffff,
+                                                   0xffffffff,
+                                                   0x8000000000000000ull,
+                                                   0x7fffffffffffffffull,
+                                                   0xffffffffffffffffull};
 
 void mutate_once(Bytes& input, const std::vector<Bytes>& corpus, SplitMix64& rng, size_t max_len) {
   switch (rng.below(8)) {
@@ -221,9 +232,8 @@ int main(int argc, char** argv) {
     run_one(input);
   }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s: %zu seeds + %llu mutated inputs (seed %llu) in %.2f s, %.0f exec/s, no crash\n",
-              target.c_str(), corpus.size(), static_cast<unsigned long long>(runs),
-              static_cast<unsigned long long>(seed), seconds,
+  std::printf("%s: %zu seeds + %llu mutated inputs (seed %llu) in %.2f s, %.0f exec/s, no crash\n", target.c_str(),
+              corpus.size(), static_cast<unsigned long long>(runs), static_cast<unsigned long long>(seed), seconds,
               static_cast<double>(corpus.size() + runs) / std::max(seconds, 1e-9));
   return 0;
 }

@@ -10,8 +10,7 @@ class CacheBudgetTest : public ::testing::Test {
  protected:
   std::unique_ptr<CacheBudget> make(uint64_t max_bytes) {
     return std::make_unique<CacheBudget>(
-        max_bytes, stats_, [this](const std::string& id) { removed_.push_back(id); },
-        [this] { return disk_free_; });
+        max_bytes, stats_, [this](const std::string& id) { removed_.push_back(id); }, [this] { return disk_free_; });
   }
 
   Stats stats_;

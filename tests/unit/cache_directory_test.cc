@@ -18,8 +18,7 @@ namespace fs = std::filesystem;
 class CacheDirectoryTest : public ::testing::Test {
  protected:
   TempDir temp_{"lazystore-cache-dir-test"};
-  void SetUp() override {
-  }
+  void SetUp() override {}
 
   void expect_refused(const std::string& dir, int code, const std::string& says) {
     auto opened = CacheDirectory::open(dir);

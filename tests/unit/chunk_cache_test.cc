@@ -68,8 +68,7 @@ auto within_deadline(Body body) {
 class ChunkCacheTest : public ::testing::Test {
  protected:
   TempDir temp_{"lazystore-cache-test"};
-  void SetUp() override {
-  }
+  void SetUp() override {}
 
   std::unique_ptr<ChunkCache> open_cache(uint64_t max_bytes = 1ull << 30,
                                          std::chrono::milliseconds wait_timeout = std::chrono::seconds(60)) {
@@ -101,8 +100,8 @@ class ChunkCacheTest : public ::testing::Test {
     return out;
   }
 
-  void expect_read(ChunkCache& cache, CachedFile& file, const std::vector<std::byte>& content,
-                   uint64_t offset, size_t length) {
+  void expect_read(ChunkCache& cache, CachedFile& file, const std::vector<std::byte>& content, uint64_t offset,
+                   size_t length) {
     auto reply = cache.read(file, offset, length, fetch_from(content));
     ASSERT_TRUE(reply.ok()) << reply.error().message;
     size_t expected = std::min<uint64_t>(length, content.size() - std::min<uint64_t>(offset, content.size()));
@@ -115,8 +114,8 @@ class ChunkCacheTest : public ::testing::Test {
   }
 
   // Reads [offset, offset + length) of a pattern file: the right bytes, whatever the chunk index.
-  void expect_pattern(ChunkCache& cache, CachedFile& file, uint64_t size, uint64_t offset,
-                      size_t length, const FetchFn& fetch) {
+  void expect_pattern(ChunkCache& cache, CachedFile& file, uint64_t size, uint64_t offset, size_t length,
+                      const FetchFn& fetch) {
     auto reply = cache.read(file, offset, length, fetch);
     ASSERT_TRUE(reply.ok()) << offset << ": " << reply.error().message;
     auto got = bytes_of(*reply);
@@ -325,7 +324,10 @@ TEST_F(ChunkCacheTest, AFetchThatThrowsLeavesNothingBehind) {
   uint64_t used = cache->used_bytes();
   EXPECT_THROW((void)cache->read(**file, 0, 100, throws), std::runtime_error);
   EXPECT_EQ(cache->used_bytes(), used) << "the reservation of the failed fill stayed";
-  within_deadline([&] { expect_read(*cache, **file, content, 0, content.size()); return 0; });
+  within_deadline([&] {
+    expect_read(*cache, **file, content, 0, content.size());
+    return 0;
+  });
   EXPECT_EQ(cache->cached_bytes(**file), content.size());
 
   // The same in the background: the worker counts it, the pin is released, the pool goes on.
@@ -467,7 +469,7 @@ TEST_F(ChunkCacheTest, StoppingDropsQueuedFillsAndTheirPins) {
   started.get_future().wait();  // the one worker is busy with it
   cache->prefetch(*queued_file, 0, 3, fetch_from(content));
   cache->prefetch(*queued_file, 0, 3, fetch_from(content));  // queued once, not twice
-  cache->release(*queued_file);  // now only its queued fills pin it
+  cache->release(*queued_file);                              // now only its queued fills pin it
   std::thread stopper([&] { cache->stop_workers(); });
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (cache->evict_all().pinned_files > 1 && std::chrono::steady_clock::now() < deadline) {

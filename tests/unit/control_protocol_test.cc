@@ -28,8 +28,9 @@ TEST(ControlRequest, GoldenLines) {
   Request usage;
   usage.command = Command::CacheUsage;
   EXPECT_EQ(*encode_request(usage), "{\"protocol\":1,\"command\":\"cache-usage\"}\n");
-  EXPECT_EQ(*encode_request(prefetch({"/nix/store/x-a"}, true, true)),
-            "{\"protocol\":1,\"command\":\"prefetch\",\"paths\":[\"/nix/store/x-a\"],\"wait\":true,\"progress\":true}\n");
+  EXPECT_EQ(
+      *encode_request(prefetch({"/nix/store/x-a"}, true, true)),
+      "{\"protocol\":1,\"command\":\"prefetch\",\"paths\":[\"/nix/store/x-a\"],\"wait\":true,\"progress\":true}\n");
   EXPECT_EQ(*encode_request(prefetch({"a\tb", "c\nd", "e\\f", "g\"h"})),
             "{\"protocol\":1,\"command\":\"prefetch\",\"paths\":[\"a\\tb\",\"c\\nd\",\"e\\\\f\",\"g\\\"h\"],"
             "\"wait\":false}\n");
@@ -43,8 +44,8 @@ TEST(ControlRequest, GoldenLines) {
 }
 
 TEST(ControlRequest, RoundTripsSeparatorsEscapesAndUnicode) {
-  Request r = prefetch({"/nix/store/x-a/with\ttab", "new\nline", "back\\slash", "quote\"", "π ünïcode", "\x01"},
-                       true, false);
+  Request r =
+      prefetch({"/nix/store/x-a/with\ttab", "new\nline", "back\\slash", "quote\"", "π ünïcode", "\x01"}, true, false);
   auto line = encode_request(r);
   ASSERT_TRUE(line);
   EXPECT_EQ(line->find('\n'), line->size() - 1);  // one line, whatever the paths hold
@@ -106,8 +107,7 @@ TEST(ControlRequest, HostileLinesAreRefusedWithAReason) {
   for (const auto& c : cases) {
     auto decoded = decode_request(c.line);
     ASSERT_FALSE(decoded) << c.line;
-    EXPECT_NE(decoded.error().message.find(c.reason), std::string::npos)
-        << c.line << " → " << decoded.error().message;
+    EXPECT_NE(decoded.error().message.find(c.reason), std::string::npos) << c.line << " → " << decoded.error().message;
     EXPECT_TRUE(decoded.error().message.starts_with("invalid request: ")) << decoded.error().message;
   }
 }
@@ -119,15 +119,16 @@ TEST(ControlRequest, OversizedLinesAreRefusedBeforeParsing) {
   ASSERT_FALSE(decoded);
   EXPECT_NE(decoded.error().message.find("longer than"), std::string::npos) << decoded.error().message;
   // Deep nesting within the size bound: refused by depth, no recursion blow-up.
-  std::string deep = "{\"protocol\":1,\"command\":\"stats\",\"x\":" + std::string(500000, '[') +
-                     std::string(500000, ']') + "}";
+  std::string deep =
+      "{\"protocol\":1,\"command\":\"stats\",\"x\":" + std::string(500000, '[') + std::string(500000, ']') + "}";
   auto nested = decode_request(deep);
   ASSERT_FALSE(nested);
   EXPECT_NE(nested.error().message.find("nested deeper"), std::string::npos) << nested.error().message;
 }
 
 TEST(ControlAnswer, GoldenLines) {
-  EXPECT_EQ(ok_line(EvictResult{2, 4096, 1}), "{\"ok\":true,\"result\":{\"files\":2,\"bytes\":4096,\"pinned_files\":1}}\n");
+  EXPECT_EQ(ok_line(EvictResult{2, 4096, 1}),
+            "{\"ok\":true,\"result\":{\"files\":2,\"bytes\":4096,\"pinned_files\":1}}\n");
   EXPECT_EQ(error_line("no such path"), "{\"ok\":false,\"error\":\"no such path\"}\n");
   EXPECT_EQ(progress_line(PrefetchProgress{1, 10, 0, 3, 30}),
             "{\"progress\":{\"files\":1,\"bytes\":10,\"failed\":0,\"total_files\":3,\"total_bytes\":30}}\n");
@@ -137,11 +138,15 @@ TEST(ControlAnswer, GoldenLines) {
             "{\"ok\":true,\"result\":{\"files\":1,\"chunks\":4,\"bytes\":200000,\"bad_chunks\":1,\"dropped_files\":0,"
             "\"seconds\":0.5}}\n");
   // An error message holding bytes that are not UTF-8 (a file name) is still one valid line.
-  std::string line = error_line("read a\xff" "b: EIO");
+  std::string line = error_line(
+      "read a\xff"
+      "b: EIO");
   auto answer = decode_answer(line);
   ASSERT_TRUE(answer) << answer.error().message;
   EXPECT_EQ(answer->kind, Answer::Kind::Error);
-  EXPECT_EQ(answer->error, "read a\xef\xbf\xbd" "b: EIO");
+  EXPECT_EQ(answer->error,
+            "read a\xef\xbf\xbd"
+            "b: EIO");
 }
 
 TEST(ControlAnswer, DecodesEachKindAndRefusesGarbage) {
@@ -158,9 +163,9 @@ TEST(ControlAnswer, DecodesEachKindAndRefusesGarbage) {
   ASSERT_TRUE(progress);
   EXPECT_EQ(progress->kind, Answer::Kind::Progress);
   EXPECT_EQ(*result_as<PrefetchProgress>(progress->body), (PrefetchProgress{1, 2, 3, 4, 5}));
-  for (std::string garbage : {"", "hello", "{\"ok\":true,\"output\":\"unterminated", "{\"ok\":true}",
-                              "{\"ok\":\"yes\",\"result\":{}}", "{\"ok\":false}", "{\"ok\":false,\"error\":3}",
-                              "[true]", "{\"ok\":true,\"result\":{}}garbage"}) {
+  for (std::string garbage :
+       {"", "hello", "{\"ok\":true,\"output\":\"unterminated", "{\"ok\":true}", "{\"ok\":\"yes\",\"result\":{}}",
+        "{\"ok\":false}", "{\"ok\":false,\"error\":3}", "[true]", "{\"ok\":true,\"result\":{}}garbage"}) {
     EXPECT_FALSE(decode_answer(garbage)) << garbage;
   }
 }
@@ -172,8 +177,8 @@ StatsSnapshot sample_stats() {
   stats.server_restarts = 1;
   stats.upstream_latency.record(std::chrono::microseconds(100));
   StatsSnapshot snapshot = stats.snapshot(123, 456);
-  snapshot.mount = {.source = "nfs://h/nix/store", .mountpoint = "/nix/store",
-                    .control_socket = "/var/cache/lazystore/control.sock"};
+  snapshot.mount = {
+      .source = "nfs://h/nix/store", .mountpoint = "/nix/store", .control_socket = "/var/cache/lazystore/control.sock"};
   return snapshot;
 }
 
@@ -192,9 +197,10 @@ TEST(StatsJson, FlatInTableOrderWithHistogramsAndMount) {
                       "\"p50\":0.000128,\"p90\":0.000128,\"p99\":0.000128,\"buckets\":[0,0,0,0,0,0,0,1,0,0"),
             std::string::npos)
       << json;
-  EXPECT_TRUE(json.ends_with(",\"mount\":{\"source\":\"nfs://h/nix/store\",\"mountpoint\":\"/nix/store\","
-                             "\"control_socket\":\"/var/cache/lazystore/control.sock\",\"version\":\"" +
-                             std::string(kLazystoreVersion) + "\"}}"))
+  EXPECT_TRUE(
+      json.ends_with(",\"mount\":{\"source\":\"nfs://h/nix/store\",\"mountpoint\":\"/nix/store\","
+                     "\"control_socket\":\"/var/cache/lazystore/control.sock\",\"version\":\"" +
+                     std::string(kLazystoreVersion) + "\"}}"))
       << json;
   auto back = result_as<StatsSnapshot>(Json::parse(json));
   ASSERT_TRUE(back) << back.error().message;
@@ -217,7 +223,8 @@ TEST(StatsJson, AnOlderDaemonsMissingCountersReadAsZero) {
   EXPECT_EQ((*back)[Counter::chunk_hits], 3u);
   EXPECT_EQ((*back)[Counter::server_restarts], 0u);
   EXPECT_FALSE(result_as<StatsSnapshot>(Json::parse("{\"chunk_hits\":-1}")));
-  EXPECT_FALSE(result_as<StatsSnapshot>(Json::parse("{\"read_latency\":{\"count\":1,\"sum_seconds\":0,\"buckets\":[1]}}")));
+  EXPECT_FALSE(
+      result_as<StatsSnapshot>(Json::parse("{\"read_latency\":{\"count\":1,\"sum_seconds\":0,\"buckets\":[1]}}")));
   EXPECT_FALSE(result_as<StatsSnapshot>(Json::parse("[1,2]")));
 }
 

@@ -51,15 +51,17 @@ class ControlServerTest : public ::testing::Test {
     cache_ = std::move(*cache);
     socket_ = root_ + "/control.sock";
   }
-  void TearDown() override {
-    server_.reset();
-  }
+  void TearDown() override { server_.reset(); }
 
   void start(uint64_t generation = 1) {
-    ControlContext context{stats_, *cache_, *metadata_, *upstream_,
-                           {.source = "file://" + root_ + "/store", .mountpoint = root_ + "/mnt",
-                            .control_socket = socket_},
-                           root_ + "/cache", generation};
+    ControlContext context{
+        stats_,
+        *cache_,
+        *metadata_,
+        *upstream_,
+        {.source = "file://" + root_ + "/store", .mountpoint = root_ + "/mnt", .control_socket = socket_},
+        root_ + "/cache",
+        generation};
     auto server = ControlServer::open(socket_, std::move(context));
     ASSERT_TRUE(server) << server.error().message;
     server_ = std::move(*server);
@@ -195,7 +197,8 @@ TEST_F(ControlServerTest, HostileConnectionsGetAReasonAndTheServerGoesOn) {
   EXPECT_NE(raw("{\"protocol\":1,\"command\":\"stats\"}").find("incomplete"), std::string::npos);
   EXPECT_NE(raw("").find("incomplete"), std::string::npos);
   EXPECT_NE(raw(std::string(kMaxRequestBytes + 10, 'x')).find("longer than 1048576 bytes"), std::string::npos);
-  EXPECT_NE(raw("{\"protocol\":1,\"command\":\"frobnicate\"}\n").find("unknown command 'frobnicate'"), std::string::npos);
+  EXPECT_NE(raw("{\"protocol\":1,\"command\":\"frobnicate\"}\n").find("unknown command 'frobnicate'"),
+            std::string::npos);
   std::string two = raw("{\"protocol\":1,\"command\":\"cache-usage\"}\n{\"protocol\":1,\"command\":\"evict\"}\n");
   EXPECT_TRUE(two.starts_with("{\"ok\":true,\"result\":{\"cache_bytes\":")) << two;
   EXPECT_EQ(std::count(two.begin(), two.end(), '\n'), 1) << "one request per connection";

@@ -18,7 +18,8 @@ TEST(FormatStats, PrometheusHasPrefixTotalsAndQuantiles) {
   stats.upstream_bytes = 4096;
   stats.upstream_latency.record(std::chrono::microseconds(100));
   std::string text = render_prometheus(stats.snapshot(123, 456));
-  EXPECT_NE(text.find("# TYPE lazystore_chunk_hits_total counter\nlazystore_chunk_hits_total 7\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE lazystore_chunk_hits_total counter\nlazystore_chunk_hits_total 7\n"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("lazystore_upstream_bytes_total 4096\n"), std::string::npos);
   EXPECT_NE(text.find("lazystore_cache_bytes 123\n"), std::string::npos);
   EXPECT_NE(text.find("lazystore_cache_limit_bytes 456\n"), std::string::npos);
@@ -46,17 +47,20 @@ TEST(FormatStats, PrometheusHelpComesFromTheTableAndSamplesCarryTheMount) {
   std::string text = render_prometheus(snapshot);
   const std::string label = "{mount=\"/srv/odd \\\"mount\\\"\\\\x\"}";
   EXPECT_NE(text.find("# HELP lazystore_evictions_total files evicted from the content cache\n"
-                      "# TYPE lazystore_evictions_total counter\nlazystore_evictions_total" + label + " 2\n"),
+                      "# TYPE lazystore_evictions_total counter\nlazystore_evictions_total" +
+                      label + " 2\n"),
             std::string::npos)
       << text;
   EXPECT_NE(text.find("lazystore_cache_limit_bytes" + label + " 2\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("# TYPE lazystore_read_latency_seconds summary\n"
-                      "lazystore_read_latency_seconds{mount=\"/srv/odd \\\"mount\\\"\\\\x\",quantile=\"0.5\"} 0.002048\n"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("# TYPE lazystore_read_latency_seconds summary\n"
+                "lazystore_read_latency_seconds{mount=\"/srv/odd \\\"mount\\\"\\\\x\",quantile=\"0.5\"} 0.002048\n"),
+      std::string::npos)
       << text;
   EXPECT_NE(text.find("lazystore_read_latency_seconds_count" + label + " 1\n"), std::string::npos);
   for (const auto& m : metric_table()) {
-    EXPECT_NE(text.find("# HELP " + m.prometheus_name() + " " + std::string(m.help) + "\n"), std::string::npos) << m.name;
+    EXPECT_NE(text.find("# HELP " + m.prometheus_name() + " " + std::string(m.help) + "\n"), std::string::npos)
+        << m.name;
   }
 }
 
@@ -81,7 +85,7 @@ TEST(FormatStatus, AtAGlance) {
   StatusReport r;
   r.mount = {.source = "nfs://10.0.0.1/nix/store", .mountpoint = "/nix/store", .control_socket = "/s"};
   r.cache_dir = "/var/cache/lazystore";
-  r.now = 1764072000;               // 2025-11-25 12:00:00 UTC
+  r.now = 1764072000;  // 2025-11-25 12:00:00 UTC
   r.started = r.now - 3 * 3600 - 12 * 60;
   r.server = {4242, 3, r.now - 300};
   r.upstream = {UpstreamState::Unreachable, r.now - 65, r.now - 70, r.now - 1};
@@ -96,13 +100,15 @@ TEST(FormatStatus, AtAGlance) {
   EXPECT_EQ(text,
             "mount                  /nix/store\n"
             "source                 nfs://10.0.0.1/nix/store\n"
-            "version                lazystore " + std::string(kLazystoreVersion) + "\n"
-            "uptime                 3 h 12 min (server 3 of this mount, pid 4242, up 5 min 0 s; 2 restarts)\n"
-            "upstream               UNREACHABLE since 2025-11-25 11:58:55 UTC (1 min 5 s ago); last answer "
-            "2025-11-25 11:58:50 UTC (1 min 10 s ago)\n"
-            "cache                  1.0 GiB of 20.0 GiB (5.0 %) in /var/cache/lazystore\n"
-            "hit ratio              97.3 % of 1000 chunks, 99.0 % of 100 store path trees\n"
-            "last error             2025-11-25 11:59:59 UTC (1 s ago): warning: read x: connection refused\n");
+            "version                lazystore " +
+                std::string(kLazystoreVersion) +
+                "\n"
+                "uptime                 3 h 12 min (server 3 of this mount, pid 4242, up 5 min 0 s; 2 restarts)\n"
+                "upstream               UNREACHABLE since 2025-11-25 11:58:55 UTC (1 min 5 s ago); last answer "
+                "2025-11-25 11:58:50 UTC (1 min 10 s ago)\n"
+                "cache                  1.0 GiB of 20.0 GiB (5.0 %) in /var/cache/lazystore\n"
+                "hit ratio              97.3 % of 1000 chunks, 99.0 % of 100 store path trees\n"
+                "last error             2025-11-25 11:59:59 UTC (1 s ago): warning: read x: connection refused\n");
   r.upstream = {UpstreamState::Unknown, 0, 0, 0};
   r.last_error.reset();
   r.server = {4242, 1, r.started};
@@ -125,7 +131,8 @@ TEST(FormatResults, AsLazystoreCtlAlwaysPrintedThem) {
   EXPECT_EQ(render_prefetch_result({5, 5u << 20, 0, 1.5}), "prefetched 5 files (5.0 MiB) in 1.50 s");
   EXPECT_EQ(render_prefetch_result({4, 4u << 20, 1, 0.0005}),
             "prefetched 4 files (4.0 MiB) in 500 µs; 1 files failed (see the daemon's log)");
-  EXPECT_EQ(render_progress({3, 3u << 20, 0, 10, 12u << 20}), "prefetching: 3 of 10 files, 3.0 MiB of 12.0 MiB (25.0 %)");
+  EXPECT_EQ(render_progress({3, 3u << 20, 0, 10, 12u << 20}),
+            "prefetching: 3 of 10 files, 3.0 MiB of 12.0 MiB (25.0 %)");
   EXPECT_EQ(render_progress({0, 0, 0, 0, 0}), "prefetching: 0 of 0 files, 0 B of 0 B (0.0 %)");
 }
 
@@ -145,8 +152,9 @@ TEST(FormatTime, DurationsAndDates) {
 TEST(CountersTable, MarkdownTextAndJsonListEveryMetric) {
   std::string markdown = render_counters_markdown();
   EXPECT_TRUE(markdown.starts_with("| name | kind | Prometheus | meaning |\n|---|---|---|---|\n")) << markdown;
-  EXPECT_NE(markdown.find("| `chunk_hits` | counter | `lazystore_chunk_hits_total` | chunks read from the content cache |\n"),
-            std::string::npos);
+  EXPECT_NE(
+      markdown.find("| `chunk_hits` | counter | `lazystore_chunk_hits_total` | chunks read from the content cache |\n"),
+      std::string::npos);
   EXPECT_NE(markdown.find("| `cache_limit` | gauge | `lazystore_cache_limit_bytes` | bound of the content cache |\n"),
             std::string::npos);
   EXPECT_NE(markdown.find("| `read_latency` | summary | `lazystore_read_latency_seconds` |"), std::string::npos);

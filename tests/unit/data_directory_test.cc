@@ -85,17 +85,17 @@ TEST_F(DataDirectoryTest, TheScanFollowsNoLink) {
   std::ofstream(outside + "/" + kOld) << "not the cache's either";
   auto dir = DataDirectory::open(root_ + "/data");
   ASSERT_TRUE(dir);
-  fs::create_directory_symlink(outside, root_ + "/data/ab");          // a linked subdirectory
+  fs::create_directory_symlink(outside, root_ + "/data/ab");  // a linked subdirectory
   fs::create_directory_symlink(outside, root_ + "/data/elsewhere");
   fs::create_directories(root_ + "/data/00");
-  fs::create_symlink(outside + "/" + kOld, dir->path_of(kOld));        // a linked data file
+  fs::create_symlink(outside + "/" + kOld, dir->path_of(kOld));  // a linked data file
   fs::create_directories(root_ + "/data/0f/deep");
   fs::create_directory_symlink(outside, root_ + "/data/0f/deep/link");  // a link in a stray tree
 
   auto found = dir->scan();
   ASSERT_TRUE(found) << found.error().message;
   EXPECT_TRUE(found->empty());
-  for (const char* gone : {"/data/ab", "/data/elsewhere", "/data/00/" , "/data/0f/deep"}) {
+  for (const char* gone : {"/data/ab", "/data/elsewhere", "/data/00/", "/data/0f/deep"}) {
     std::string path = root_ + gone + (std::string(gone) == "/data/00/" ? kOld : "");
     EXPECT_FALSE(fs::exists(fs::symlink_status(path))) << path;
   }

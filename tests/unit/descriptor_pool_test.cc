@@ -90,7 +90,7 @@ TEST_F(DescriptorPoolTest, AnOpenThatRunsOutOfDescriptorsIsRetriedAfterClosingId
   ASSERT_TRUE(lease) << lease.error().message;
   EXPECT_EQ(calls, 2);
   EXPECT_EQ(pool->open_count(), 1u);  // the idle one was closed to make room
-  auto fails = pool->acquire(idle, [] () -> Result<Fd> { return make_error(EACCES, "denied"); });
+  auto fails = pool->acquire(idle, []() -> Result<Fd> { return make_error(EACCES, "denied"); });
   ASSERT_FALSE(fails);
   EXPECT_EQ(fails.error().code, EACCES);
 }

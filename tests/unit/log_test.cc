@@ -90,10 +90,12 @@ TEST_F(LogTest, FormatsAndFilters) {
   set_log_level(LogLevel::Debug);
   LOG_DEBUG("trailing newline is not doubled\n");
   LOG_INFO("%s", std::string(2000, 'x').c_str());
-  EXPECT_EQ(capture.text(), "lazystore-test: error: disk /var/cache is full\n"
-                            "lazystore-test: warning: 3 retries\n"
-                            "lazystore-test: debug: trailing newline is not doubled\n"
-                            "lazystore-test: info: " + std::string(2000, 'x') + "\n");
+  EXPECT_EQ(capture.text(),
+            "lazystore-test: error: disk /var/cache is full\n"
+            "lazystore-test: warning: 3 retries\n"
+            "lazystore-test: debug: trailing newline is not doubled\n"
+            "lazystore-test: info: " +
+                std::string(2000, 'x') + "\n");
 }
 
 TEST_F(LogTest, ConcurrentLinesStayWhole) {
@@ -113,8 +115,7 @@ TEST_F(LogTest, ConcurrentLinesStayWhole) {
   while (std::getline(lines, line)) {
     int t = -1, i = -1;
     ASSERT_EQ(std::sscanf(line.c_str(), "lazystore: info: thread %d line %d", &t, &i), 2) << line;
-    EXPECT_EQ(line, "lazystore: info: thread " + std::to_string(t) + " line " + std::to_string(i) +
-                        " payload payload");
+    EXPECT_EQ(line, "lazystore: info: thread " + std::to_string(t) + " line " + std::to_string(i) + " payload payload");
     EXPECT_EQ(next[t]++, i);  // each thread's lines in order, none lost
     ++count;
   }
@@ -148,7 +149,6 @@ std::string read_all(const std::string& path) {
   text << in.rdbuf();
   return text.str();
 }
-
 
 // Runs `body` in a child process (detach_logging changes fds 0-2 for good); true if it exited 0.
 template <class Body>

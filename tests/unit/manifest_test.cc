@@ -122,7 +122,8 @@ TEST(Manifest, ManyBlocksOfOneFile) {
   ASSERT_EQ(m->block_count(big), 3u);
   for (uint64_t b = 0; b < 3; ++b) {
     size_t at = b * kMinManifestBlockSize;
-    auto expected = sha256(std::string_view(contents).substr(at, std::min<size_t>(kMinManifestBlockSize, contents.size() - at)));
+    auto expected =
+        sha256(std::string_view(contents).substr(at, std::min<size_t>(kMinManifestBlockSize, contents.size() - at)));
     auto got = m->block_hash(big, b);
     EXPECT_TRUE(std::equal(got.begin(), got.end(), expected.begin())) << b;
   }
@@ -233,18 +234,19 @@ TEST(Manifest, BodiesThatDoNotFitAreRefused) {
   std::string two = base64_encode(std::vector<uint8_t>(64, 1));
   auto file = [](const std::string& entry) { return R"({"version":1,"root":)" + entry + "}"; };
   // Accepted: one block for 5 bytes, none for an empty file.
-  EXPECT_TRUE(parse_manifest_body(header_for(4096), file(R"({"type":"regular","size":5,"narOffset":96,"blocks":")" + hash + "\"}")));
+  EXPECT_TRUE(parse_manifest_body(header_for(4096),
+                                  file(R"({"type":"regular","size":5,"narOffset":96,"blocks":")" + hash + "\"}")));
   EXPECT_TRUE(parse_manifest_body(header_for(4096), file(R"({"type":"regular","size":0,"narOffset":96,"blocks":""})")));
   for (const std::string& bad : {
-           file(R"({"type":"regular","size":5,"narOffset":96})"),                                  // no blocks
-           file(R"({"type":"regular","size":5,"narOffset":96,"blocks":")" + two + "\"}"),         // too many
-           file(R"({"type":"regular","size":5000,"narOffset":96,"blocks":")" + hash + "\"}"),     // too few
-           file(R"({"type":"regular","size":0,"narOffset":96,"blocks":")" + hash + "\"}"),        // empty file
-           file(R"({"type":"regular","size":5,"narOffset":96,"blocks":"!!!!"})"),                  // not base64
-           file(R"({"type":"regular","size":5,"narOffset":96,"blocks":5})"),                       // not a string
+           file(R"({"type":"regular","size":5,"narOffset":96})"),                              // no blocks
+           file(R"({"type":"regular","size":5,"narOffset":96,"blocks":")" + two + "\"}"),      // too many
+           file(R"({"type":"regular","size":5000,"narOffset":96,"blocks":")" + hash + "\"}"),  // too few
+           file(R"({"type":"regular","size":0,"narOffset":96,"blocks":")" + hash + "\"}"),     // empty file
+           file(R"({"type":"regular","size":5,"narOffset":96,"blocks":"!!!!"})"),              // not base64
+           file(R"({"type":"regular","size":5,"narOffset":96,"blocks":5})"),                   // not a string
            file(R"({"type":"regular","size":5,"narOffset":96,"blocks":")" + hash + R"(","blocks":")" + hash + "\"}"),
-           file(R"({"type":"regular","size":5,"narOffset":479,"blocks":")" + hash + "\"}"),       // beyond NarSize
-           file(R"({"type":"regular","size":5,"narOffset":0,"blocks":")" + hash + "\"}"),         // no offset
+           file(R"({"type":"regular","size":5,"narOffset":479,"blocks":")" + hash + "\"}"),  // beyond NarSize
+           file(R"({"type":"regular","size":5,"narOffset":0,"blocks":")" + hash + "\"}"),    // no offset
            file(R"({"type":"regular","size":4611686018427387904,"narOffset":96,"blocks":")" + hash + "\"}"),
            file(R"({"type":"regular","size":18446744073709551615,"narOffset":96,"blocks":")" + hash + "\"}"),
            std::string("not json"),

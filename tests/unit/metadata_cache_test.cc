@@ -322,9 +322,7 @@ Tree deep_tree() {
 class PartialTreeTest : public ::testing::Test {
  protected:
   TempDir temp_{"lazystore-partial-test"};
-  void SetUp() override {
-    upstream_ = std::make_unique<SteppedUpstream>(deep_tree());
-  }
+  void SetUp() override { upstream_ = std::make_unique<SteppedUpstream>(deep_tree()); }
   void TearDown() override {
     if (upstream_) upstream_->run_to_end();  // a walk still waiting for its steps ends
     meta_.reset();
@@ -588,8 +586,9 @@ TEST(OptionsTest, SizesParse) {
 }
 
 TEST(OptionsTest, CommandLineGivesSourceMountpointAndDefaults) {
-  const char* argv[] = {"lazystore", "file:///srv/store", "/tmp", "-o",
-                        "cache=/var/tmp/c,cache-size=1G,negative-timeout=0.5,allow_other", "-f"};
+  const char* argv[] = {
+      "lazystore", "file:///srv/store", "/tmp", "-o", "cache=/var/tmp/c,cache-size=1G,negative-timeout=0.5,allow_other",
+      "-f"};
   fuse_args args = FUSE_ARGS_INIT(6, const_cast<char**>(argv));
   auto options = parse_mount_options(args);
   ASSERT_TRUE(options.ok()) << options.error().message;
@@ -607,8 +606,8 @@ TEST(OptionsTest, CommandLineGivesSourceMountpointAndDefaults) {
 }
 
 TEST(OptionsTest, BadOptionsAreRefusedWithAMessage) {
-  for (const char* bad : {"cache-size=lots", "chunk-size=3000", "negative-timeout=-1", "nfsvers=2",
-                          "log-level=loud", "cache=relative/dir"}) {
+  for (const char* bad : {"cache-size=lots", "chunk-size=3000", "negative-timeout=-1", "nfsvers=2", "log-level=loud",
+                          "cache=relative/dir"}) {
     const char* argv[] = {"lazystore", "/srv/store", "/tmp", "-o", bad};
     fuse_args args = FUSE_ARGS_INIT(5, const_cast<char**>(argv));
     auto options = parse_mount_options(args);

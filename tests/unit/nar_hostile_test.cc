@@ -27,8 +27,7 @@ std::atomic<size_t> g_largest{0};
 void* operator new(std::size_t size) {
   if (g_tracking.load(std::memory_order_relaxed)) {
     size_t seen = g_largest.load(std::memory_order_relaxed);
-    while (size > seen && !g_largest.compare_exchange_weak(seen, size)) {
-    }
+    while (size > seen && !g_largest.compare_exchange_weak(seen, size)) {}
   }
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
@@ -44,7 +43,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 // ---- archive construction ----------------------------------------------------------------------
 
 std::string u64le(uint64_t value) {
@@ -56,9 +54,8 @@ std::string str(std::string_view s) {
   return u64le(s.size()) + std::string(s) + std::string((8 - s.size() % 8) % 8, '\0');
 }
 std::string file_node(std::string_view contents, bool executable = false) {
-  return str("(") + str("type") + str("regular") +
-         (executable ? str("executable") + str("") : std::string()) + str("contents") +
-         str(contents) + str(")");
+  return str("(") + str("type") + str("regular") + (executable ? str("executable") + str("") : std::string()) +
+         str("contents") + str(contents) + str(")");
 }
 std::string symlink_node(std::string_view target) {
   return str("(") + str("type") + str("symlink") + str("target") + str(target) + str(")");
@@ -75,8 +72,8 @@ std::string nar(const std::string& node) { return str("nix-archive-1") + node; }
 
 // A file at `depth` under nested directories (the root is depth 0), built in linear time.
 std::string nested(size_t depth) {
-  std::string open = str("(") + str("type") + str("directory") + str("entry") + str("(") +
-                     str("name") + str("d") + str("node");
+  std::string open =
+      str("(") + str("type") + str("directory") + str("entry") + str("(") + str("name") + str("d") + str("node");
   std::string close = str(")") + str(")");
   std::string out = str("nix-archive-1");
   for (size_t i = 0; i < depth; ++i) out += open;
@@ -88,8 +85,8 @@ std::string nested(size_t depth) {
 // Every node type, nesting, an executable and an empty file; `big` sets one file's size.
 std::string rich_archive(size_t big = 70000) {
   return nar(dir_node({
-      entry("bin", dir_node({entry("hello", file_node("#!/bin/sh\necho hello\n", true)),
-                             entry("sh", symlink_node("hello"))})),
+      entry("bin",
+            dir_node({entry("hello", file_node("#!/bin/sh\necho hello\n", true)), entry("sh", symlink_node("hello"))})),
       entry("empty", file_node("")),
       entry("emptydir", dir_node({})),
       entry("lib", dir_node({entry("libx.so", file_node(std::string(big, 'x')))})),
@@ -97,9 +94,7 @@ std::string rich_archive(size_t big = 70000) {
   }));
 }
 
-NarSource source_of(const std::string& data) {
-  return nar_source_from(std::as_bytes(std::span(data)));
-}
+NarSource source_of(const std::string& data) { return nar_source_from(std::as_bytes(std::span(data))); }
 
 struct NullVisitor : NarVisitor {
   Status directory(std::string_view) override { return {}; }
@@ -114,15 +109,14 @@ Status parse(const std::string& data, const NarLimits& limits = {}) {
   return parse_nar(source_of(data), visitor, limits);
 }
 
-void expect_malformed(const std::string& data, const std::string& why,
-                      const std::string& message_part = "", const NarLimits& limits = {}) {
+void expect_malformed(const std::string& data, const std::string& why, const std::string& message_part = "",
+                      const NarLimits& limits = {}) {
   auto result = parse(data, limits);
   ASSERT_FALSE(result) << why;
   EXPECT_EQ(result.error().code, EINVAL) << why << ": " << result.error().message;
   EXPECT_NE(result.error().message.find("at byte "), std::string::npos) << result.error().message;
   if (!message_part.empty()) {
-    EXPECT_NE(result.error().message.find(message_part), std::string::npos)
-        << why << ": " << result.error().message;
+    EXPECT_NE(result.error().message.find(message_part), std::string::npos) << why << ": " << result.error().message;
   }
 }
 
@@ -221,33 +215,35 @@ TEST(NarHostile, NonzeroPadding) {
 
 TEST(NarHostile, EntriesMustBeSortedAndUnique) {
   EXPECT_TRUE(parse(nar(dir_node({entry("a", file_node("")), entry("b", file_node(""))}))));
-  expect_malformed(nar(dir_node({entry("b", file_node("")), entry("a", file_node(""))})),
-                   "unsorted", "sorted");
-  expect_malformed(nar(dir_node({entry("a", file_node("")), entry("a", file_node("x"))})),
-                   "duplicate", "duplicate");
-  expect_malformed(nar(dir_node({entry("a", file_node("")), entry("a", dir_node({}))})),
-                   "duplicate of another type");
+  expect_malformed(nar(dir_node({entry("b", file_node("")), entry("a", file_node(""))})), "unsorted", "sorted");
+  expect_malformed(nar(dir_node({entry("a", file_node("")), entry("a", file_node("x"))})), "duplicate", "duplicate");
+  expect_malformed(nar(dir_node({entry("a", file_node("")), entry("a", dir_node({}))})), "duplicate of another type");
   // Byte order, not locale order: "B" (0x42) sorts before "a" (0x61), "\xc3" after "z".
-  EXPECT_TRUE(parse(nar(dir_node({entry("B", file_node("")), entry("a", file_node("")),
-                                  entry("z", file_node("")), entry("\xc3\xa9", file_node(""))}))));
-  expect_malformed(nar(dir_node({entry("\xc3\xa9", file_node("")), entry("z", file_node(""))})),
-                   "signed-char order");
+  EXPECT_TRUE(parse(nar(dir_node({entry("B", file_node("")), entry("a", file_node("")), entry("z", file_node("")),
+                                  entry("\xc3\xa9", file_node(""))}))));
+  expect_malformed(nar(dir_node({entry("\xc3\xa9", file_node("")), entry("z", file_node(""))})), "signed-char order");
   // Sorting is per directory: the same name in two directories is fine.
-  EXPECT_TRUE(parse(nar(dir_node({entry("a", dir_node({entry("x", file_node(""))})),
-                                  entry("b", dir_node({entry("x", file_node(""))}))}))));
+  EXPECT_TRUE(parse(nar(dir_node(
+      {entry("a", dir_node({entry("x", file_node(""))})), entry("b", dir_node({entry("x", file_node(""))}))}))));
 }
 
 TEST(NarHostile, BadNames) {
-  const std::vector<std::string> bad_names = {
-      "a/b", "/", "..", ".", "", std::string("a\0b", 3), std::string("\0", 1), "../../etc/passwd",
-      std::string(256, 'n')};
+  const std::vector<std::string> bad_names = {"a/b",
+                                              "/",
+                                              "..",
+                                              ".",
+                                              "",
+                                              std::string("a\0b", 3),
+                                              std::string("\0", 1),
+                                              "../../etc/passwd",
+                                              std::string(256, 'n')};
   for (const std::string& name : bad_names) {
     expect_malformed(nar(dir_node({entry(name, file_node("x"))})), "name " + name);
   }
   EXPECT_TRUE(parse(nar(dir_node({entry(std::string(255, 'n'), file_node("x"))}))));
   EXPECT_TRUE(parse(nar(dir_node({entry("...", file_node("x"))}))));
-  expect_malformed(nar(dir_node({entry(std::string(300, 'n'), file_node("x"))})),
-                   "name beyond the limit", "exceeds the limit");
+  expect_malformed(nar(dir_node({entry(std::string(300, 'n'), file_node("x"))})), "name beyond the limit",
+                   "exceeds the limit");
 }
 
 TEST(NarHostile, HugeLengthsFailFastWithoutAllocating) {
@@ -304,8 +300,7 @@ TEST(NarHostile, DepthBomb) {
 
 TEST(NarHostile, SymlinkTargets) {
   EXPECT_TRUE(parse(nar(symlink_node(std::string(Tree::kMaxTargetLength, 't')))));
-  expect_malformed(nar(symlink_node(std::string(Tree::kMaxTargetLength + 1, 't'))), "too long",
-                   "exceeds the limit");
+  expect_malformed(nar(symlink_node(std::string(Tree::kMaxTargetLength + 1, 't'))), "too long", "exceeds the limit");
   expect_malformed(nar(symlink_node("")), "empty target");
   expect_malformed(nar(symlink_node(std::string("a\0b", 3))), "NUL in target");
   NarLimits small;
@@ -325,30 +320,27 @@ TEST(NarHostile, EntryLimit) {
 TEST(NarHostile, GrammarViolations) {
   std::string start = str("nix-archive-1") + str("(") + str("type");
   expect_malformed(start + str("fifo") + str(")"), "unknown type", "unknown node type");
-  expect_malformed(start + str("regular") + str("executable") + str("yes") + str("contents") +
-                       str("x") + str(")"),
+  expect_malformed(start + str("regular") + str("executable") + str("yes") + str("contents") + str("x") + str(")"),
                    "non-empty executable marker");
   expect_malformed(start + str("regular") + str(")"), "no contents");
-  expect_malformed(start + str("regular") + str("contents") + str("x") + str("executable") +
-                       str("") + str(")"),
+  expect_malformed(start + str("regular") + str("contents") + str("x") + str("executable") + str("") + str(")"),
                    "attribute after contents");
-  expect_malformed(start + str("symlink") + str("target") + str("x") + str("target") + str("y") +
-                       str(")"),
+  expect_malformed(start + str("symlink") + str("target") + str("x") + str("target") + str("y") + str(")"),
                    "two targets");
   expect_malformed(start + str("directory") + str("file") + str(")"), "bad directory token");
-  expect_malformed(start + str("directory") + str("entry") + str("(") + str("node") +
-                       file_node("") + str(")") + str(")"),
-                   "entry without name");
-  expect_malformed(start + str("directory") + str("entry") + str("(") + str("name") + str("a") +
-                       file_node("") + str(")") + str(")"),
-                   "entry without node keyword");
-  expect_malformed(start + str("directory") + str("entry") + str("(") + str("name") + str("a") +
-                       str("node") + file_node("") + str("x") + str(")"),
+  expect_malformed(
+      start + str("directory") + str("entry") + str("(") + str("node") + file_node("") + str(")") + str(")"),
+      "entry without name");
+  expect_malformed(
+      start + str("directory") + str("entry") + str("(") + str("name") + str("a") + file_node("") + str(")") + str(")"),
+      "entry without node keyword");
+  expect_malformed(start + str("directory") + str("entry") + str("(") + str("name") + str("a") + str("node") +
+                       file_node("") + str("x") + str(")"),
                    "entry not closed");
   expect_malformed(str("nix-archive-1") + str("[") + str("type") + str("regular"), "not '('");
   expect_malformed(str("nix-archive-1") + str("(") + str("kind") + str("regular"), "not 'type'");
-  expect_malformed(str("nix-archive-1") + str("(") + str("type") + str(std::string(17, 'r')),
-                   "overlong keyword", "exceeds the limit");
+  expect_malformed(str("nix-archive-1") + str("(") + str("type") + str(std::string(17, 'r')), "overlong keyword",
+                   "exceeds the limit");
 }
 
 TEST(NarHostile, ReadsExactlyOneArchive) {
@@ -380,21 +372,17 @@ TEST(NarHostile, OneByteAtATime) {
 
 TEST(NarHostile, SourceAndVisitorErrorsPropagate) {
   NullVisitor visitor;
-  auto failing = parse_nar([](std::span<std::byte>) -> Result<size_t> {
-    return make_error(ECONNRESET, "connection reset");
-  }, visitor);
+  auto failing = parse_nar(
+      [](std::span<std::byte>) -> Result<size_t> { return make_error(ECONNRESET, "connection reset"); }, visitor);
   ASSERT_FALSE(failing);
   EXPECT_EQ(failing.error().code, ECONNRESET);
 
-  auto lying = parse_nar([](std::span<std::byte> buf) -> Result<size_t> { return buf.size() + 1; },
-                         visitor);
+  auto lying = parse_nar([](std::span<std::byte> buf) -> Result<size_t> { return buf.size() + 1; }, visitor);
   ASSERT_FALSE(lying);
   EXPECT_EQ(lying.error().code, EIO);
 
   struct Refusing : NullVisitor {
-    Status symlink(std::string_view, std::string_view) override {
-      return make_error(EPERM, "no symlinks here");
-    }
+    Status symlink(std::string_view, std::string_view) override { return make_error(EPERM, "no symlinks here"); }
   } refusing;
   auto refused = parse_nar(source_of(rich_archive()), refusing);
   ASSERT_FALSE(refused);
@@ -408,14 +396,13 @@ TEST(NarHostile, RestoreStaysInsideTheDestination) {
   auto expect_outside_empty = [&] { EXPECT_TRUE(fs::is_empty(outside)); };
 
   // A symlink to outside, then entries that would write through it if anything followed links.
-  std::string via_link = nar(dir_node({entry("a", symlink_node(outside.string())),
-                                       entry("b", file_node("payload"))}));
+  std::string via_link = nar(dir_node({entry("a", symlink_node(outside.string())), entry("b", file_node("payload"))}));
   ASSERT_TRUE(restore_nar(source_of(via_link), dir.path() / "one"));
   EXPECT_TRUE(fs::is_symlink(dir.path() / "one" / "a"));
   expect_outside_empty();
   // Same name twice (symlink, then directory with a file) is refused before anything is written.
-  std::string twice = nar(dir_node({entry("a", symlink_node(outside.string())),
-                                    entry("a", dir_node({entry("x", file_node("payload"))}))}));
+  std::string twice = nar(
+      dir_node({entry("a", symlink_node(outside.string())), entry("a", dir_node({entry("x", file_node("payload"))}))}));
   EXPECT_FALSE(restore_nar(source_of(twice), dir.path() / "two"));
   expect_outside_empty();
   for (std::string name : {"..", "../outside", "/tmp", "."}) {
@@ -430,8 +417,7 @@ TEST(NarHostile, RestoreStaysInsideTheDestination) {
 
   // A destination that is a symlink to outside is not followed.
   fs::create_symlink(outside, dir.path() / "trap");
-  auto trapped = restore_nar(source_of(nar(dir_node({entry("x", file_node("p"))}))),
-                             dir.path() / "trap");
+  auto trapped = restore_nar(source_of(nar(dir_node({entry("x", file_node("p"))}))), dir.path() / "trap");
   ASSERT_FALSE(trapped);
   EXPECT_EQ(trapped.error().code, EEXIST);
   auto trapped_file = restore_nar(source_of(nar(file_node("p"))), dir.path() / "trap");

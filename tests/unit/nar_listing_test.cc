@@ -42,7 +42,10 @@ TEST(NarListing, SingleFileAndSymlinkRoots) {
 
 TEST(NarListing, RefusesHostileInput) {
   for (const std::string& text : {
-           std::string(""), std::string("null"), std::string("[]"), std::string("{"),
+           std::string(""),
+           std::string("null"),
+           std::string("[]"),
+           std::string("{"),
            std::string(R"({"version":2,"root":{"type":"regular","size":1}})"),
            std::string(R"({"version":1})"),
            std::string(R"({"version":1,"root":{"type":"fifo"}})"),
@@ -58,9 +61,11 @@ TEST(NarListing, RefusesHostileInput) {
            std::string(R"({"version":1,"root":{"type":"directory","entries":{".":{"type":"regular","size":1}}}})"),
            std::string(R"({"version":1,"root":{"type":"directory","entries":{"a/b":{"type":"regular","size":1}}}})"),
            std::string(R"({"version":1,"root":{"type":"directory","entries":{"":{"type":"regular","size":1}}}})"),
-           std::string(R"({"version":1,"root":{"type":"directory","entries":{"a\u0000b":{"type":"regular","size":1}}}})"),
+           std::string(
+               R"({"version":1,"root":{"type":"directory","entries":{"a\u0000b":{"type":"regular","size":1}}}})"),
            std::string(R"({"version":1,"root":{"type":"directory","entries":{"a":5}}})"),
-           std::string(R"({"version":1,"root":{"type":"directory","entries":{"a":{"type":"symlink","target":"x\u0000y"}}}})"),
+           std::string(
+               R"({"version":1,"root":{"type":"directory","entries":{"a":{"type":"symlink","target":"x\u0000y"}}}})"),
        }) {
     EXPECT_FALSE(parse_nar_listing(text)) << text;
   }
@@ -90,7 +95,8 @@ TEST(NarListing, ManyEntriesStayCorrect) {
   std::string text = R"({"version":1,"root":{"type":"directory","entries":{)";
   for (int i = 0; i < 20000; ++i) {
     if (i) text += ",";
-    text += "\"f" + std::to_string(i) + R"(":{"type":"regular","size":1,"narOffset":)" + std::to_string(1000 + i * 128) + "}";
+    text += "\"f" + std::to_string(i) + R"(":{"type":"regular","size":1,"narOffset":)" +
+            std::to_string(1000 + i * 128) + "}";
   }
   text += "}}}";
   auto tree = parse_nar_listing(text);
@@ -119,24 +125,27 @@ TEST(NarListing, KeysAndEntriesInAnyOrder) {
 }
 
 TEST(NarListing, RefusesDuplicatesAndContradictions) {
-  for (const std::string& text : {
-           // the same entry twice (a DOM parser would silently keep the last one)
-           std::string(R"({"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":1},"a":{"type":"regular","size":2}}}})"),
-           std::string(R"({"version":1,"root":{"type":"directory","type":"regular","size":1}})"),
-           std::string(R"({"version":1,"root":{"type":"regular","size":1,"size":2}})"),
-           std::string(R"({"version":1,"root":{"type":"directory","entries":{},"entries":{}}})"),
-           std::string(R"({"version":1,"root":{"type":"regular","size":1},"root":{"type":"regular","size":1}})"),
-           // entries under a file or a symlink, before or after its type
-           std::string(R"({"version":1,"root":{"entries":{"a":{"type":"regular","size":1}},"type":"regular","size":1}})"),
-           std::string(R"({"version":1,"root":{"type":"symlink","target":"x","entries":{}}})"),
-           std::string(R"({"version":1,"root":{"entries":{}}})"),
-           std::string(R"({"version":1,"root":{"type":"regular","size":1.5}})"),
-           std::string(R"({"version":1,"root":{"type":"regular","size":18446744073709551616}})"),
-           std::string(R"({"version":1.0,"root":{"type":"regular","size":1}})"),
-           std::string(R"({"version":1,"root":{"type":"regular","size":1}} {})"),
-           std::string(R"({"version":1,"root":{"type":"regular","size":null}})"),
-           std::string(R"({"version":1,"root":{"type":["regular"],"size":1}})"),
-       }) {
+  for (
+      const std::string& text : {
+          // the same entry twice (a DOM parser would silently keep the last one)
+          std::string(
+              R"({"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":1},"a":{"type":"regular","size":2}}}})"),
+          std::string(R"({"version":1,"root":{"type":"directory","type":"regular","size":1}})"),
+          std::string(R"({"version":1,"root":{"type":"regular","size":1,"size":2}})"),
+          std::string(R"({"version":1,"root":{"type":"directory","entries":{},"entries":{}}})"),
+          std::string(R"({"version":1,"root":{"type":"regular","size":1},"root":{"type":"regular","size":1}})"),
+          // entries under a file or a symlink, before or after its type
+          std::string(
+              R"({"version":1,"root":{"entries":{"a":{"type":"regular","size":1}},"type":"regular","size":1}})"),
+          std::string(R"({"version":1,"root":{"type":"symlink","target":"x","entries":{}}})"),
+          std::string(R"({"version":1,"root":{"entries":{}}})"),
+          std::string(R"({"version":1,"root":{"type":"regular","size":1.5}})"),
+          std::string(R"({"version":1,"root":{"type":"regular","size":18446744073709551616}})"),
+          std::string(R"({"version":1.0,"root":{"type":"regular","size":1}})"),
+          std::string(R"({"version":1,"root":{"type":"regular","size":1}} {})"),
+          std::string(R"({"version":1,"root":{"type":"regular","size":null}})"),
+          std::string(R"({"version":1,"root":{"type":["regular"],"size":1}})"),
+      }) {
     auto tree = parse_nar_listing(text);
     EXPECT_FALSE(tree) << text;
     if (!tree) {
@@ -184,10 +193,9 @@ TEST(NarListing, RefusesAFileLargerThanTheCap) {
   // A manifest body goes through the same check before its blocks are looked at.
   BlockHashes blocks;
   blocks.block_size = 1u << 20;
-  EXPECT_FALSE(parse_nar_listing_with_blocks(
-      R"({"version":1,"root":{"type":"regular","size":)" + std::to_string(kMaxFileSize + 1) +
-          R"(,"narOffset":96,"blocks":""}})",
-      blocks));
+  EXPECT_FALSE(parse_nar_listing_with_blocks(R"({"version":1,"root":{"type":"regular","size":)" +
+                                                 std::to_string(kMaxFileSize + 1) + R"(,"narOffset":96,"blocks":""}})",
+                                             blocks));
 }
 
 }  // namespace

@@ -31,8 +31,8 @@ Result<std::unique_ptr<NarSpool>> spool_of(const std::string& compressed, const 
 }
 
 TEST(NarSpool, EveryCompressionGivesTheVerifiedArchive) {
-  for (auto [file, compression] : {std::pair{"signed.nar", "none"}, std::pair{"signed.nar.xz", "xz"},
-                                   std::pair{"signed.nar.zst", "zstd"}}) {
+  for (auto [file, compression] :
+       {std::pair{"signed.nar", "none"}, std::pair{"signed.nar.xz", "xz"}, std::pair{"signed.nar.zst", "zstd"}}) {
     auto spool = spool_of(data(file), compression, info());
     ASSERT_TRUE(spool) << compression << ": " << spool.error().message;
     std::byte buf[64];

@@ -40,9 +40,7 @@ std::string dump(const fs::path& path, size_t* largest_piece = nullptr) {
   return out;
 }
 
-NarSource source_of(const std::string& data) {
-  return nar_source_from(std::as_bytes(std::span(data)));
-}
+NarSource source_of(const std::string& data) { return nar_source_from(std::as_bytes(std::span(data))); }
 
 // Everything a visitor sees, as one comparable record per node.
 struct Recorder : NarVisitor {
@@ -59,8 +57,7 @@ struct Recorder : NarVisitor {
     nodes[std::string(path)] = "link:" + std::string(target);
     return {};
   }
-  Status file_begin(std::string_view path, bool executable, uint64_t size,
-                    uint64_t nar_offset) override {
+  Status file_begin(std::string_view path, bool executable, uint64_t size, uint64_t nar_offset) override {
     current = std::string(path);
     nodes[current] = executable ? "filex:" : "file:";
     nodes[current].reserve(size);
@@ -239,9 +236,8 @@ TEST(Nar, DumpRefusesSpecialFilesAndMissingPaths) {
   EXPECT_EQ(missing.error().code, ENOENT);
   // A failing sink stops the dump with its error.
   write_file(dir.path() / "f", "x");
-  auto failing = dump_path(dir.path() / "f", [](std::span<const std::byte>) -> Status {
-    return make_error(ENOSPC, "sink full");
-  });
+  auto failing =
+      dump_path(dir.path() / "f", [](std::span<const std::byte>) -> Status { return make_error(ENOSPC, "sink full"); });
   ASSERT_FALSE(failing);
   EXPECT_EQ(failing.error().code, ENOSPC);
 }

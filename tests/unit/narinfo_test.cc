@@ -61,10 +61,10 @@ TEST(NarInfo, RefusesInvalidInput) {
   const std::string path = "StorePath: /nix/store/1hq2c3alzdkdh9rrs5i8ba8x7zdcfd61-d\n";
   for (const std::string& text : {
            std::string(""),
-           "URL: nar/x.nar\n" + good_hash + "NarSize: 1\n",                        // no StorePath
-           path + good_hash + "NarSize: 1\n",                                       // no URL
-           path + "URL: nar/x.nar\nNarSize: 1\n",                                   // no NarHash
-           path + "URL: nar/x.nar\n" + good_hash,                                   // no NarSize
+           "URL: nar/x.nar\n" + good_hash + "NarSize: 1\n",  // no StorePath
+           path + good_hash + "NarSize: 1\n",                // no URL
+           path + "URL: nar/x.nar\nNarSize: 1\n",            // no NarHash
+           path + "URL: nar/x.nar\n" + good_hash,            // no NarSize
            path + "URL: nar/x.nar\n" + good_hash + "NarSize: 0\n",
            path + "URL: nar/x.nar\n" + good_hash + "NarSize: -1\n",
            path + "URL: nar/x.nar\n" + good_hash + "NarSize: 12x\n",

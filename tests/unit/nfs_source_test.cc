@@ -45,9 +45,9 @@ TEST(NfsSourceTest, BadFormsAreRefused) {
   EXPECT_FALSE(is_nfs_source("/srv/nix/store"));
   EXPECT_FALSE(is_nfs_source("file:///srv/nix/store"));
   EXPECT_FALSE(is_nfs_source("https://cache.example/"));
-  EXPECT_FALSE(parse_nfs_source("nfs://host", 0).ok());                 // no path
-  EXPECT_FALSE(parse_nfs_source("nfs://h/s?version=2", 0).ok());        // no such version
-  EXPECT_FALSE(parse_nfs_source("nfs://h/s?version=3", 4).ok());        // contradicts nfsvers
+  EXPECT_FALSE(parse_nfs_source("nfs://host", 0).ok());           // no path
+  EXPECT_FALSE(parse_nfs_source("nfs://h/s?version=2", 0).ok());  // no such version
+  EXPECT_FALSE(parse_nfs_source("nfs://h/s?version=3", 4).ok());  // contradicts nfsvers
   EXPECT_FALSE(parse_nfs_source("h:/s", 2).ok());
   EXPECT_FALSE(parse_nfs_source("a/b:/s", 0).ok());
 }

@@ -73,8 +73,7 @@ TEST(Nix32, Lengths) {
 
 TEST(Nix32, Alphabet) {
   for (int c = 0; c < 256; ++c) {
-    bool expected = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z' && c != 'e' && c != 'o' &&
-                                               c != 'u' && c != 't');
+    bool expected = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't');
     EXPECT_EQ(nix32::is_char(static_cast<char>(c)), expected) << c;
   }
 }

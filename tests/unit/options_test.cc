@@ -83,7 +83,8 @@ TEST(OptionTableTest, EveryOptionOfHelpIsInTheManPage) {
   for (const std::string& name : names) {
     std::string roff;
     for (char c : name) roff += c == '-' ? std::string("\\-") : std::string(1, c);
-    EXPECT_TRUE(man.find(".BI " + roff + "= ") != std::string::npos || man.find(".B " + roff + "\n") != std::string::npos)
+    EXPECT_TRUE(man.find(".BI " + roff + "= ") != std::string::npos ||
+                man.find(".B " + roff + "\n") != std::string::npos)
         << "-o " << name << " of --help is not in packaging/man/lazystore.8";
   }
   for (const FlagSpec& flag : flag_table()) {
@@ -120,8 +121,9 @@ TEST(OptionTableTest, DocumentedDefaultsAreTheParsersDefaults) {
 }
 
 TEST(OptionTableTest, EveryOptionOfTheTableIsParsed) {
-  auto o = parse("cache=/c,cache-size=2G,chunk-size=64K,readahead=0,negative-timeout=0.25,upstream-timeout=3,"
-                 "nfsvers=4,require-sigs=false,log-level=debug,control=/run/s,supervise=false,allow_other");
+  auto o = parse(
+      "cache=/c,cache-size=2G,chunk-size=64K,readahead=0,negative-timeout=0.25,upstream-timeout=3,"
+      "nfsvers=4,require-sigs=false,log-level=debug,control=/run/s,supervise=false,allow_other");
   ASSERT_TRUE(o.ok()) << o.error().message;
   EXPECT_EQ(o->cache_dir, "/c");
   EXPECT_EQ(o->cache_size, 2ull << 30);
@@ -150,8 +152,8 @@ TEST(OptionTableTest, TrustedKeysSplitAtSpacesAndAccumulate) {
 }
 
 TEST(OptionTableTest, ABadValueNamesTheOptionAndTheValue) {
-  for (const char* bad : {"require-sigs=yes", "supervise=1", "readahead=-1", "readahead=300",
-                          "upstream-timeout=0", "control=relative", "cache-size=lots"}) {
+  for (const char* bad : {"require-sigs=yes", "supervise=1", "readahead=-1", "readahead=300", "upstream-timeout=0",
+                          "control=relative", "cache-size=lots"}) {
     auto o = parse(bad);
     ASSERT_FALSE(o.ok()) << bad;
     EXPECT_EQ(o.error().message.find(bad), 0u) << o.error().message;
@@ -159,9 +161,9 @@ TEST(OptionTableTest, ABadValueNamesTheOptionAndTheValue) {
 }
 
 TEST(OptionTableTest, HelpFormatsNeedNoSourceOrMountpoint) {
-  for (auto [flag, help] : {std::pair{"--help-markdown", MountOptions::Help::Markdown},
-                            std::pair{"--help-man", MountOptions::Help::Man},
-                            std::pair{"--help", MountOptions::Help::Text}}) {
+  for (auto [flag, help] :
+       {std::pair{"--help-markdown", MountOptions::Help::Markdown}, std::pair{"--help-man", MountOptions::Help::Man},
+        std::pair{"--help", MountOptions::Help::Text}}) {
     FuseArgs args({"lazystore", flag});
     auto o = parse_mount_options(*args.get());
     ASSERT_TRUE(o.ok()) << flag << ": " << o.error().message;

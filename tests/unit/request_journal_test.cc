@@ -162,8 +162,7 @@ TEST(RequestJournal, ARequestLargerThanASlotReachesLibfuseWholeAndKeepsItsHeader
   in_a_server_that_dies([&] {
     journal->take_over(1);
     std::vector<char> buf(kLibfuseBuffer);
-    ASSERT_EQ(journal->read_request(kernel.server.get(), buf.data(), buf.size()),
-              static_cast<ssize_t>(big.size()));
+    ASSERT_EQ(journal->read_request(kernel.server.get(), buf.data(), buf.size()), static_cast<ssize_t>(big.size()));
     EXPECT_EQ(std::string(buf.data(), big.size()), big);  // across the slot's end
   });
   journal->take_over(2);
@@ -236,7 +235,7 @@ TEST(RequestJournal, AReplayGoesThroughLibfuseAndAnswersTheKernel) {
     ASSERT_TRUE(journal->attach(session, dup(kernel.server.get()), 1).ok());
     fuse_buf buf{};
     ASSERT_GT(fuse_session_receive_buf(session, &buf), 0);
-    fuse_session_process_buf(session, &buf);  // INIT answered
+    fuse_session_process_buf(session, &buf);                // INIT answered
     ASSERT_GT(fuse_session_receive_buf(session, &buf), 0);  // GETATTR read, then the kill
   });
   fuse_out_header init_reply = kernel.reply();

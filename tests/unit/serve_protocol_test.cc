@@ -39,11 +39,15 @@ WireReader reader_over(const std::string& bytes) {
 constexpr const char* kPath = "/nix/store/vj6mq0rdaljd4mz6yal02qzp9s90rx5r-hello-tree";
 
 TEST(ServeProtocol, ClientHello) {
-  EXPECT_EQ(hex(encode_client_hello()), "eb9d0c3900000000" "0602000000000000");
+  EXPECT_EQ(hex(encode_client_hello()),
+            "eb9d0c3900000000"
+            "0602000000000000");
 }
 
 TEST(ServeProtocol, ServerHelloOfNix28) {
-  auto bytes = unhex("cbee525400000000" "0702000000000000");
+  auto bytes = unhex(
+      "cbee525400000000"
+      "0702000000000000");
   auto reader = reader_over(bytes);
   auto version = decode_server_hello(reader);
   ASSERT_TRUE(version.ok());
@@ -53,7 +57,9 @@ TEST(ServeProtocol, ServerHelloOfNix28) {
 }
 
 TEST(ServeProtocol, ServerHelloRejectsWrongMagic) {
-  auto bytes = unhex("0000000000000000" "0702000000000000");
+  auto bytes = unhex(
+      "0000000000000000"
+      "0702000000000000");
   auto reader = reader_over(bytes);
   auto version = decode_server_hello(reader);
   ASSERT_FALSE(version.ok());
@@ -65,8 +71,10 @@ TEST(ServeProtocol, StringsArePaddedToEightBytes) {
   w.str("").str("abc").str("12345678");
   EXPECT_EQ(hex(w.bytes()),
             "0000000000000000"
-            "0300000000000000" "6162630000000000"
-            "0800000000000000" "3132333435363738");
+            "0300000000000000"
+            "6162630000000000"
+            "0800000000000000"
+            "3132333435363738");
 }
 
 TEST(ServeProtocol, QueryValidPaths) {
@@ -76,14 +84,22 @@ TEST(ServeProtocol, QueryValidPaths) {
             "0100000000000000"  // lock
             "0000000000000000"  // substitute
             "0100000000000000"  // one path
-            "3600000000000000" + hex(kPath) + "0000");
+            "3600000000000000" +
+                hex(kPath) + "0000");
 }
 
 TEST(ServeProtocol, QueryClosureAndDump) {
   std::vector<std::string> paths{kPath};
   EXPECT_EQ(hex(encode_query_closure(false, paths)),
-            "0700000000000000" "0000000000000000" "0100000000000000" "3600000000000000" + hex(kPath) + "0000");
-  EXPECT_EQ(hex(encode_dump_store_path(kPath)), "0300000000000000" "3600000000000000" + hex(kPath) + "0000");
+            "0700000000000000"
+            "0000000000000000"
+            "0100000000000000"
+            "3600000000000000" +
+                hex(kPath) + "0000");
+  EXPECT_EQ(hex(encode_dump_store_path(kPath)),
+            "0300000000000000"
+            "3600000000000000" +
+                hex(kPath) + "0000");
 }
 
 TEST(ServeProtocol, AddToStoreNar) {
@@ -94,16 +110,21 @@ TEST(ServeProtocol, AddToStoreNar) {
   info.nar_size = 480;
   info.sigs = {"k:sig"};
   EXPECT_EQ(hex(encode_add_to_store_nar(info)),
-            "0900000000000000"                                       // command 9
-            "2d00000000000000" + hex(info.path) + "000000" +        // path (45 bytes)
-            "0000000000000000"                                       // deriver ""
-            "3b00000000000000" + hex(info.nar_hash) + "0000000000" +  // narHash (59 bytes)
-            "0100000000000000" "2d00000000000000" + hex(info.references[0]) + "000000" +
-            "0000000000000000"                                       // registrationTime
-            "e001000000000000"                                       // narSize 480
-            "0000000000000000"                                       // ultimate
-            "0100000000000000" "0500000000000000" + hex("k:sig") + "000000" +
-            "0000000000000000");                                     // ca ""
+            "0900000000000000"  // command 9
+            "2d00000000000000" +
+                hex(info.path) + "000000" +  // path (45 bytes)
+                "0000000000000000"           // deriver ""
+                "3b00000000000000" +
+                hex(info.nar_hash) + "0000000000" +  // narHash (59 bytes)
+                "0100000000000000"
+                "2d00000000000000" +
+                hex(info.references[0]) + "000000" +
+                "0000000000000000"  // registrationTime
+                "e001000000000000"  // narSize 480
+                "0000000000000000"  // ultimate
+                "0100000000000000"
+                "0500000000000000" +
+                hex("k:sig") + "000000" + "0000000000000000");  // ca ""
 }
 
 TEST(ServeProtocol, ImportPathsFraming) {
@@ -112,11 +133,12 @@ TEST(ServeProtocol, ImportPathsFraming) {
   EXPECT_EQ(hex(encode_import_paths_begin()), "0400000000000000");
   EXPECT_EQ(hex(encode_import_path_begin()), "0100000000000000");
   EXPECT_EQ(hex(encode_import_path_trailer(info)),
-            "4e49584500000000"                                   // export magic
-            "2d00000000000000" + hex(info.path) + "000000" +    // path
-            "0000000000000000"                                   // no references
-            "0000000000000000"                                   // deriver ""
-            "0000000000000000");                                 // no signature
+            "4e49584500000000"  // export magic
+            "2d00000000000000" +
+                hex(info.path) + "000000" +  // path
+                "0000000000000000"           // no references
+                "0000000000000000"           // deriver ""
+                "0000000000000000");         // no signature
   EXPECT_EQ(hex(encode_import_paths_end()), "0000000000000000");
 }
 
@@ -174,7 +196,9 @@ TEST(ServeProtocol, HostileLengthsAreRejected) {
   auto list = decode_path_set(reader2);
   ASSERT_FALSE(list.ok());
   EXPECT_EQ(list.error().code, EINVAL);
-  auto bad_padding = unhex("0100000000000000" "6101000000000000");
+  auto bad_padding = unhex(
+      "0100000000000000"
+      "6101000000000000");
   auto reader3 = reader_over(bad_padding);
   auto padded = reader3.str();
   ASSERT_FALSE(padded.ok());

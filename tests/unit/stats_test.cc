@@ -19,13 +19,33 @@ namespace {
 
 // Operators' dashboards use these names: renaming one breaks them.
 const std::vector<std::string> kStableCounters = {
-    "lookups",           "invalid_names",      "upstream_requests",  "upstream_bytes",
-    "upstream_errors",   "upstream_timeouts",  "upstream_disconnects", "upstream_connects",
-    "upstream_connect_failures", "served_bytes", "chunk_hits",       "chunk_misses",
-    "merged_misses",     "readahead_chunks",   "verify_failures",    "evictions",
-    "cache_write_errors", "uncached_chunks",   "metadata_hits",      "metadata_misses",
-    "errors",            "http_requests",      "http_bytes",         "http_retries",
-    "http_failovers",    "nar_hash_failures",  "signature_failures",
+    "lookups",
+    "invalid_names",
+    "upstream_requests",
+    "upstream_bytes",
+    "upstream_errors",
+    "upstream_timeouts",
+    "upstream_disconnects",
+    "upstream_connects",
+    "upstream_connect_failures",
+    "served_bytes",
+    "chunk_hits",
+    "chunk_misses",
+    "merged_misses",
+    "readahead_chunks",
+    "verify_failures",
+    "evictions",
+    "cache_write_errors",
+    "uncached_chunks",
+    "metadata_hits",
+    "metadata_misses",
+    "errors",
+    "http_requests",
+    "http_bytes",
+    "http_retries",
+    "http_failovers",
+    "nar_hash_failures",
+    "signature_failures",
 };
 
 TEST(MetricTable, HoldsEveryStableNameOnceWithHelpAndKind) {
@@ -87,8 +107,8 @@ TEST(Stats, MembersAndTheTableAreTheSameCounters) {
 TEST(LatencyHistogram, PercentilesAreBucketUpperBounds) {
   LatencyHistogram h;
   EXPECT_EQ(h.percentile(0.5), 0.0);
-  for (int i = 0; i < 90; ++i) h.record(std::chrono::microseconds(3));   // bucket [2, 4) µs
-  for (int i = 0; i < 9; ++i) h.record(std::chrono::milliseconds(1));    // [512, 1024) µs → 1024
+  for (int i = 0; i < 90; ++i) h.record(std::chrono::microseconds(3));  // bucket [2, 4) µs
+  for (int i = 0; i < 9; ++i) h.record(std::chrono::milliseconds(1));   // [512, 1024) µs → 1024
   h.record(std::chrono::seconds(1));
   EXPECT_EQ(h.count(), 100u);
   EXPECT_DOUBLE_EQ(h.percentile(0.5), 4e-6);

@@ -44,8 +44,7 @@ TEST(Tree, AddChildKeepsChildrenSortedBytewise) {
   }
   std::vector<std::string> names;
   for (uint32_t c : tree.nodes[0].children) names.push_back(tree.nodes[c].name);
-  EXPECT_EQ(names, (std::vector<std::string>{"0", "B", "_", "a", "a-b", "a.b", "aa", "b", "~",
-                                             "\xc3\xa9"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"0", "B", "_", "a", "a-b", "a.b", "aa", "b", "~", "\xc3\xa9"}));
   for (const std::string& name : names) {
     auto found = tree.child(Tree::kRoot, name);
     ASSERT_TRUE(found) << name;
@@ -68,8 +67,7 @@ TEST(Tree, AddChildRejects) {
   ASSERT_FALSE(under_file);
   EXPECT_EQ(under_file.error().code, ENOTDIR);
   EXPECT_FALSE(tree.add_child(99, "x", NodeType::Regular));
-  const std::vector<std::string> bad_names = {"", ".", "..", "a/b", "/", std::string("a\0b", 3),
-                                              std::string(256, 'n')};
+  const std::vector<std::string> bad_names = {"", ".", "..", "a/b", "/", std::string("a\0b", 3), std::string(256, 'n')};
   for (const std::string& bad : bad_names) {
     auto added = tree.add_child(Tree::kRoot, bad, NodeType::Regular);
     ASSERT_FALSE(added) << bad;
@@ -118,8 +116,7 @@ TEST(Tree, PathsAndResolve) {
 }
 
 TEST(Tree, SerializeRoundTrips) {
-  std::vector<Tree> trees = {sample_tree(), Tree::with_root(NodeType::Directory),
-                             Tree::with_root(NodeType::Regular)};
+  std::vector<Tree> trees = {sample_tree(), Tree::with_root(NodeType::Directory), Tree::with_root(NodeType::Regular)};
   Tree link = Tree::with_root(NodeType::Symlink);
   link.nodes[0].target = "../x";
   link.nodes[0].size = 4;

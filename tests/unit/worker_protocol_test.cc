@@ -208,11 +208,11 @@ TEST(WorkerProtocol, TunnelRequestsAndUnknownMessagesAreErrors) {
 
 TEST(WorkerProtocol, Sha256InEveryNotation) {
   const std::string hex = "477cc78c8eecdce8d84362462e55b1ac26e2f6301336be38c19bff9ec95c0fdd";
-  for (const char* form : {"sha256:1p8gbk4rxzwvq4wbwdhk63vf49mcn5ajwik28gcfip7cis6cfz27",
-                           "sha256:477cc78c8eecdce8d84362462e55b1ac26e2f6301336be38c19bff9ec95c0fdd",
-                           "477cc78c8eecdce8d84362462e55b1ac26e2f6301336be38c19bff9ec95c0fdd",
-                           "sha256-R3zHjI7s3OjYQ2JGLlWxrCbi9jATNr44wZv/nslcD90=",
-                           "sha256:R3zHjI7s3OjYQ2JGLlWxrCbi9jATNr44wZv/nslcD90="}) {
+  for (const char* form :
+       {"sha256:1p8gbk4rxzwvq4wbwdhk63vf49mcn5ajwik28gcfip7cis6cfz27",
+        "sha256:477cc78c8eecdce8d84362462e55b1ac26e2f6301336be38c19bff9ec95c0fdd",
+        "477cc78c8eecdce8d84362462e55b1ac26e2f6301336be38c19bff9ec95c0fdd",
+        "sha256-R3zHjI7s3OjYQ2JGLlWxrCbi9jATNr44wZv/nslcD90=", "sha256:R3zHjI7s3OjYQ2JGLlWxrCbi9jATNr44wZv/nslcD90="}) {
     auto converted = sha256_base16(form);
     ASSERT_TRUE(converted.ok()) << form << ": " << converted.error().message;
     EXPECT_EQ(*converted, hex) << form;
