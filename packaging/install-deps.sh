@@ -23,10 +23,8 @@ PACKAGES=(
     # packaging checks: Debian package build, systemd unit verification, Kubernetes YAML
     debhelper dpkg-dev fakeroot systemd python3-yaml
     # the lab (tests/lab/): Debian's 6.1 kernel (NFS server and client as modules) in a qemu
-    # guest, busybox for its initramfs, the kernel NFS server's tools, ext4 images of the store;
-    # the benchmarks' charts
+    # guest, busybox for its initramfs, the kernel NFS server's tools, ext4 images of the store
     qemu-system-x86 linux-image-amd64 busybox-static nfs-kernel-server nfs-common e2fsprogs kmod
-    python3-matplotlib
     # libraries: NFS, push over SSH, HTTP binary cache, compression, crypto, CLI parsing
     libnfs-dev libssh-dev libcurl4-openssl-dev nlohmann-json3-dev libzstd-dev liblzma-dev libssl-dev libcli11-dev
 )
