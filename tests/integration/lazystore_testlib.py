@@ -785,8 +785,9 @@ class Daemon:
                 log(f"FUSE connection {connection} outlived the unmount of {self.mountpoint} "
                     "(a copy in another mount namespace): aborting it")
                 abort_fuse_connection(connection)
-        code, stopped = self._wait_after_unmount()
-        if code is None:
+        try:
+            code = self.process.wait(timeout=self.STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
             problems.append(f"daemon still running {self.STOP_DEADLINE} s after fusermount3 -u:\n"
                             + describe_stuck_process(self.process.pid))
             self.kill()
