@@ -171,10 +171,7 @@ def main():
     finally:
         if server:
             server.stop()
-        for name in os.listdir(work):
-            if name.startswith("mnt") and lib.is_lazystore_mounted(os.path.join(work, name)):
-                subprocess.run(["fusermount3", "-u", "-z", os.path.join(work, name)])
-        shutil.rmtree(work, ignore_errors=True)
+        lib.remove_work_dir(work)
 
 
 if __name__ == "__main__":

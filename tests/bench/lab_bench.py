@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -261,15 +260,7 @@ def host_main(args):
         sys.exit("lab_bench.py: cannot run the lab here: " + "; ".join(missing))
     if not os.access(args.bin, os.X_OK):
         sys.exit(f"lab_bench.py: {args.bin} is not an executable: give --bin or LAZYSTORE_BIN")
-    os.environ["LAZYSTORE_BIN"] = os.path.abspath(args.bin)
-    if not os.environ.get("LAZYSTORE_FIXTURE_DIR"):
-        build = os.path.dirname(os.path.dirname(os.path.abspath(args.bin)))
-        os.environ["LAZYSTORE_FIXTURE_DIR"] = os.path.join(build, "tests", "fixture-store")
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
+    suite.use_daemon(args.bin)
 
     load_start, started = suite.loadavg(), time.monotonic()
     fixture = lib.fixture()

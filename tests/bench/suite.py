@@ -506,6 +506,21 @@ def measure(system, key, wl, runs, hot_runs, work):
 
 # ---------------------------------------------------------------------------------------------
 
+def use_daemon(binary):
+    """The daemon under test (LAZYSTORE_BIN) and the fixture store of its build directory, unless
+    LAZYSTORE_FIXTURE_DIR names another; SIGTERM and SIGHUP end the run as Ctrl-C does, so that
+    every mount and server is cleaned up."""
+    os.environ["LAZYSTORE_BIN"] = os.path.abspath(binary)
+    if not os.environ.get("LAZYSTORE_FIXTURE_DIR"):
+        build = os.path.dirname(os.path.dirname(os.path.abspath(binary)))
+        os.environ["LAZYSTORE_FIXTURE_DIR"] = os.path.join(build, "tests", "fixture-store")
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", default=os.environ.get("LAZYSTORE_BIN", DEFAULT_BIN))
@@ -531,15 +546,7 @@ def main():
                  "hyperfine", "strace", "ss", "fusermount3", "/usr/bin/python3.11", "nginx", "nix", "nix-store"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is missing")
-    os.environ["LAZYSTORE_BIN"] = os.path.abspath(args.bin)
-    if not os.environ.get("LAZYSTORE_FIXTURE_DIR"):
-        build = os.path.dirname(os.path.dirname(os.path.abspath(args.bin)))
-        os.environ["LAZYSTORE_FIXTURE_DIR"] = os.path.join(build, "tests", "fixture-store")
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
+    use_daemon(args.bin)
 
     import nfs_bench  # the private sshd of the NFS benchmark (tests/bench/nfs_bench.py)
 

@@ -20,7 +20,6 @@ Usage (as root):  /usr/bin/python3 tests/bench/supervisor_bench.py --bin build/f
 """
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -38,19 +37,6 @@ from nfs_server import Ganesha  # noqa: E402
 
 KILLED = (r"was killed by signal 9",)
 LARGE_PASSES = 8  # of the large files per run
-
-
-@contextlib.contextmanager
-def takeover_mode(mode):
-    before = os.environ.get("LAZYSTORE_TAKEOVER")
-    os.environ["LAZYSTORE_TAKEOVER"] = mode
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("LAZYSTORE_TAKEOVER", None)
-        else:
-            os.environ["LAZYSTORE_TAKEOVER"] = before
 
 
 def parallel_read(files, readers=8, passes=1):
@@ -129,7 +115,7 @@ def in_flight(fixture, work, kills, mode):
     files = [rel for size, rel in files if size >= 64 * 1024][:kills]
     rows = []
     try:
-        with takeover_mode(mode):
+        with lib.takeover_mode(mode):
             daemon = lib.Daemon(f"nfs://127.0.0.1/store?version=4&nfsport={proxy.port}", mnt,
                                 os.path.join(work, f"cache-{mode}"), {"upstream-timeout": 60},
                                 allowed_stderr=KILLED).start()
@@ -185,7 +171,7 @@ def cost(fixture, work, runs):
 
     def mount(side):
         supervise, mode = sides[side]
-        with takeover_mode(mode):
+        with lib.takeover_mode(mode):
             return lib.Daemon(fixture.store, mnt, cache, {"supervise": supervise}).start()
 
     def through_mount(paths):

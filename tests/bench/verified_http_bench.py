@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -163,10 +162,7 @@ def main():
     finally:
         for s in servers:
             s.stop()
-        for name in os.listdir(work):
-            if name.startswith("mnt") and lib.is_lazystore_mounted(os.path.join(work, name)):
-                subprocess.run(["fusermount3", "-u", "-z", os.path.join(work, name)])
-        shutil.rmtree(work, ignore_errors=True)
+        lib.remove_work_dir(work)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Environment: LAZYSTORE_BIN (the daemon), LAZYSTORE_FIXTURE_DIR (where the fixtur
 default $MESON_BUILD_ROOT/tests/fixture-store, else /tmp/lazystore-fixture-store).
 """
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -73,6 +74,24 @@ def port_open(port, host="127.0.0.1"):
             return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def takeover_mode(mode):
+    """LAZYSTORE_TAKEOVER for the daemons started inside (they inherit the environment); None
+    removes it."""
+    before = os.environ.get("LAZYSTORE_TAKEOVER")
+    if mode is None:
+        os.environ.pop("LAZYSTORE_TAKEOVER", None)
+    else:
+        os.environ["LAZYSTORE_TAKEOVER"] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LAZYSTORE_TAKEOVER", None)
+        else:
+            os.environ["LAZYSTORE_TAKEOVER"] = before
 
 
 def wait_until(predicate, deadline_seconds, what):
@@ -608,6 +627,15 @@ def daemon_processes(mountpoint, cache=None):
     users = {pid for pid, (_, uses) in found.items() if uses}
     users |= {found[pid][0] for pid in list(users) if found[pid][0] in found}
     return sorted(users)
+
+
+def remove_work_dir(work, mount_prefix="mnt"):
+    """Lazily unmounts the lazystore mounts left in `work` (those named mount_prefix*), then
+    removes it: the last cleanup of a benchmark's private directory."""
+    for name in os.listdir(work):
+        if name.startswith(mount_prefix) and is_lazystore_mounted(os.path.join(work, name)):
+            subprocess.run(["fusermount3", "-u", "-z", os.path.join(work, name)])
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def dead_fuse_mount(mountpoint, fstype="fuse.lazystore", source="dead-daemon"):

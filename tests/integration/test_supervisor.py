@@ -8,7 +8,6 @@ kernel before 6.9; inode numbers the kernel forgot leave the inode journal; a da
 and its supervisor end cleanly with the mount.
 LAZYSTORE_SERVER_KILLS sets the number of kills of the kill loop (default 20)."""
 
-import contextlib
 import os
 import random
 import re
@@ -20,36 +19,11 @@ import time
 from fault_proxy import FaultProxy
 from lazystore_testlib import MiB, LazystoreTestCase, abort_fuse_connection, daemon_processes, \
     is_lazystore_mounted, main, mount_namespace_holders, parent_pid, read_file, regular_files, \
-    tree_differences
+    takeover_mode, tree_differences, wait_until
 from nfs_server import Ganesha
 
 KILLS = int(os.environ.get("LAZYSTORE_SERVER_KILLS", "20"))
 KILLED = (r"lazystore: error: the server of .* was killed by signal 9",)
-
-
-@contextlib.contextmanager
-def takeover_mode(mode):
-    """LAZYSTORE_TAKEOVER for the daemons started inside (they inherit the environment)."""
-    before = os.environ.get("LAZYSTORE_TAKEOVER")
-    if mode is None:
-        os.environ.pop("LAZYSTORE_TAKEOVER", None)
-    else:
-        os.environ["LAZYSTORE_TAKEOVER"] = mode
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("LAZYSTORE_TAKEOVER", None)
-        else:
-            os.environ["LAZYSTORE_TAKEOVER"] = before
-
-
-def wait_until(condition, deadline, what):
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what}: not after {deadline} s")
-        time.sleep(0.02)  # polling interval, bounded by the deadline
 
 
 def memfd_bytes(pid, name):
