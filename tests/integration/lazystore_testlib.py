@@ -593,9 +593,10 @@ def daemon_processes(mountpoint, cache=None):
     """Pids of the running lazystore processes (LAZYSTORE_BIN) whose arguments name mountpoint
     (and that use `cache`, if given): a daemonized mount's supervisor and server, or its one
     unsupervised process. A process that set its title ("[supervisor] MOUNTPOINT", "[server N]
-    MOUNTPOINT") keeps only the mountpoint of its arguments: its cache is known by the files it
-    holds open there (the server's lock), a supervisor's by its server's."""
-    found = {}  # pid -> (parent pid, names cache)
+    MOUNTPOINT") keeps only the mountpoint of its arguments: a server's cache is known by the
+    files it holds open there (its lock). A supervisor holds none: it counts unless its server
+    uses another cache — also once its server has ended, while it ends the mount."""
+    found = {}  # pid -> (parent pid, uses the cache, is a retitled supervisor)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -623,9 +624,12 @@ def daemon_processes(mountpoint, cache=None):
                 if target.startswith(cache.rstrip("/") + "/"):
                     uses = True
                     break
-        found[int(entry)] = (int(fields[1]), uses)
-    users = {pid for pid, (_, uses) in found.items() if uses}
-    users |= {found[pid][0] for pid in list(users) if found[pid][0] in found}
+        found[int(entry)] = (int(fields[1]), uses, argv[1:2] == [b"[supervisor]"])
+    users = {pid for pid, (_, uses, _) in found.items() if uses}
+    for pid, (_, uses, supervisor) in found.items():
+        children = [child for child, (parent, _, _) in found.items() if parent == pid]
+        if supervisor and not uses and all(found[child][1] for child in children):
+            users.add(pid)
     return sorted(users)
 
 
