@@ -255,6 +255,9 @@ void ControlServer::handle(const Request& request, const std::function<bool(std:
     case Command::Status: send(ok_line(status())); return;
     case Command::CacheUsage: send(ok_line(CacheUsage{context_.cache.used_bytes(), context_.cache.limit()})); return;
     case Command::Evict: {
+      // Files read without an open are pinned because they were read lately, not because they
+      // are in use: evict drops them too (a later read pins and fetches again).
+      if (context_.read_pins) context_.read_pins->clear();
       auto report = context_.cache.evict_all();
       LOG_INFO("control: evicted %" PRIu64 " files, %" PRIu64 " bytes", report.files, report.bytes);
       send(ok_line(EvictResult{report.files, report.bytes, report.pinned_files}));

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "chunk_cache.h"
+#include "read_pins.h"
 #include "control_protocol.h"
 #include "fd.h"
 #include "log.h"
@@ -36,6 +37,8 @@ struct ControlContext {
   MountIdentity mount;  // prefetch also accepts paths under mount.mountpoint
   std::string cache_dir;
   uint64_t generation = 1;  // of this server (Takeover::generation; 1 unsupervised)
+  // The pins of files read without an open: evict releases them first (null: none).
+  FileReadPins* read_pins = nullptr;
 };
 
 class ControlServer {

@@ -49,28 +49,31 @@ void refuse(fuse_req_t req) { fuse_reply_err(req, EROFS); }
 
 }  // namespace
 
-struct Filesystem::FileHandle {
-  StoreTreePtr tree;
-  uint32_t node;
-  std::shared_ptr<CachedFile> file;  // null for an empty file
-  std::atomic<uint64_t> next_offset{0};
-};
-
 struct Filesystem::DirHandle {
   std::vector<std::pair<std::string, uint64_t>> entries;  // the top level: name, inode number
 };
 
 Filesystem::Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata, ChunkCache& cache,
-                       Stats& stats, uint64_t generation)
+                       Stats& stats, uint64_t generation, FileReadPins* read_pins)
     : options_(options),
       upstream_(upstream),
       metadata_(metadata),
       cache_(cache),
       stats_(stats),
       files_(generation),
+      own_read_pins_(read_pins
+                         ? nullptr
+                         : std::make_unique<FileReadPins>(options.read_pins, cache.limit() / kReadPinsShareOfCache)),
+      read_pins_(read_pins ? *read_pins : *own_read_pins_),
       dirs_(generation) {}
 
-Filesystem::~Filesystem() = default;
+Filesystem::~Filesystem() { read_pins_.clear(); }
+
+void Filesystem::forget(fuse_ino_t ino, uint64_t count) {
+  if (!inodes_.forget(ino, count)) return;
+  stats_.forgotten_inodes++;
+  read_pins_.erase(ino);
+}
 
 std::optional<InodeRef> Filesystem::find_inode(uint64_t ino) {
   if (auto ref = inodes_.find(ino)) return ref;
@@ -103,6 +106,17 @@ void Filesystem::init(fuse_conn_info* conn) {
   if ((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) && (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)) {
     conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
     no_opendir_ = true;
+  }
+  // Files open without a round trip too (an OPEN and a RELEASE per file was most of what a hot
+  // compile of cached headers sent): open answers ENOSYS once (Linux 4.19 on). The kernel then
+  // opens every file itself as if open had answered FOPEN_KEEP_CACHE (fuse_file_open(): "Default
+  // for no-open"), so the page cache is kept across opens as with keep_cache today, and it sends
+  // no RELEASE (fuse_file_put() does nothing "when client does not implement 'open'"). What it
+  // still sends is one FLUSH, at the first close: without FOPEN_NOFLUSH it asks, and our ENOSYS
+  // (no flush op) makes it stop (fc->no_flush).
+  if ((conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) && options_.no_open) {
+    conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+    no_open_ = true;
   }
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
@@ -389,19 +403,17 @@ std::shared_ptr<Filesystem::DirHandle> Filesystem::top_handle(uint64_t fh) {
 }
 
 Result<std::shared_ptr<Filesystem::FileHandle>> Filesystem::open_file(const InodeRef& ref) {
-  auto handle = std::make_shared<FileHandle>();
-  handle->tree = ref.tree;
-  handle->node = ref.node;
   const TreeNode& node = ref.tree->tree.nodes[ref.node];
+  std::shared_ptr<CachedFile> file;
   if (node.size > 0) {
     auto pinned = cache_.pin(ref.tree->key_of(ref.node), node.size);
     if (!pinned) {
       LOG_ERROR("%s", pinned.error().message.c_str());
       return pinned.error();
     }
-    handle->file = std::move(*pinned);
+    file = std::move(*pinned);
   }
-  return handle;
+  return std::make_shared<FileHandle>(cache_, ref.tree, ref.node, std::move(file));
 }
 
 std::shared_ptr<Filesystem::FileHandle> Filesystem::file_handle(fuse_ino_t ino, uint64_t fh) {
@@ -411,9 +423,18 @@ std::shared_ptr<Filesystem::FileHandle> Filesystem::file_handle(fuse_ino_t ino, 
   if (!ref || ref->tree->tree.nodes[ref->node].type != NodeType::Regular) return nullptr;
   auto handle = open_file(*ref);
   if (!handle) return nullptr;
-  auto kept = files_.adopt(fh, *handle);
-  if (kept != *handle && (*handle)->file) cache_.release((*handle)->file);
-  return kept;
+  return files_.adopt(fh, std::move(*handle));  // a handle that lost the race unpins as it goes
+}
+
+std::shared_ptr<Filesystem::FileHandle> Filesystem::unopened_file(fuse_ino_t ino) {
+  if (auto pinned = read_pins_.find(ino)) return pinned;
+  auto ref = find_inode(ino);
+  if (!ref) return nullptr;
+  const TreeNode& node = ref->tree->tree.nodes[ref->node];
+  if (node.type != NodeType::Regular) return nullptr;
+  auto handle = open_file(*ref);
+  if (!handle) return nullptr;
+  return read_pins_.keep(ino, std::move(*handle), node.size);
 }
 
 FetchFn Filesystem::fetcher(const StoreTreePtr& tree, uint32_t node) {
@@ -423,6 +444,10 @@ FetchFn Filesystem::fetcher(const StoreTreePtr& tree, uint32_t node) {
 }
 
 void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  stats_.open_requests++;
+  // What the kernel checks itself once it opens files without asking is refused here first:
+  // writing (the mount is read-only: the VFS answers EROFS), directories (opened as such) and
+  // symlinks (never opened, followed).
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_APPEND | O_CREAT))) {
     return reply_error(req, EROFS);
   }
@@ -432,20 +457,23 @@ void Filesystem::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   const TreeNode& node = ref->tree->tree.nodes[ref->node];
   if (node.type == NodeType::Directory) return reply_error(req, EISDIR);
   if (node.type != NodeType::Regular) return reply_error(req, ELOOP);
+  if (no_open_) {
+    fuse_reply_err(req, ENOSYS);  // from now on the kernel opens files without asking
+    return;
+  }
   auto handle = open_file(*ref);
   if (!handle) return reply_error(req, EIO);
   fi->fh = files_.insert(*handle);
   fi->keep_cache = 1;  // the bytes of a store path never change
   fi->noflush = 1;
-  if (fuse_reply_open(req, fi) != 0) {  // the kernel did not take it
-    files_.erase(fi->fh);
-    if ((*handle)->file) cache_.release((*handle)->file);
-  }
+  if (fuse_reply_open(req, fi) != 0) files_.erase(fi->fh);  // the kernel did not take it
 }
 
 void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   LatencyTimer timer(stats_.read_latency);
-  auto handle = file_handle(ino, fi->fh);
+  // fh 0: no handle (HandleTable never hands out 0), the kernel opened the file itself; also
+  // after a takeover of a session already in that mode, whose server never saw an OPEN.
+  auto handle = fi->fh == 0 ? unopened_file(ino) : file_handle(ino, fi->fh);
   if (!handle) return reply_error(req, EIO);
   if (!handle->file || offset < 0) {
     fuse_reply_buf(req, nullptr, 0);
@@ -489,8 +517,7 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
 }
 
 void Filesystem::release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  auto handle = files_.erase(fi->fh);
-  if (handle && handle->file) cache_.release(handle->file);
+  files_.erase(fi->fh);  // unpins once no read holds the handle
   fuse_reply_err(req, 0);
 }
 

@@ -13,6 +13,7 @@
 #include "inode_table.h"
 #include "metadata_cache.h"
 #include "options.h"
+#include "read_pins.h"
 #include "stats.h"
 #include "upstream/upstream.h"
 
@@ -21,8 +22,10 @@ namespace lazystore {
 class Filesystem {
  public:
   // `generation`: 1 for the first server of a mount, +1 for each one that took over after a crash.
+  // `read_pins`: where the pins of files read without an open are kept (shared with the control
+  // server, whose evict releases them); null: the filesystem's own.
   Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata, ChunkCache& cache, Stats& stats,
-             uint64_t generation = 1);
+             uint64_t generation = 1, FileReadPins* read_pins = nullptr);
   ~Filesystem();
 
   static const fuse_lowlevel_ops& operations();
@@ -30,9 +33,7 @@ class Filesystem {
   // The ops, called through operations() with `this` as the session's userdata.
   void init(fuse_conn_info* conn);
   void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
-  void forget(fuse_ino_t ino, uint64_t count) {
-    if (inodes_.forget(ino, count)) stats_.forgotten_inodes++;
-  }
+  void forget(fuse_ino_t ino, uint64_t count);
   void getattr(fuse_req_t req, fuse_ino_t ino);
   void readlink(fuse_req_t req, fuse_ino_t ino);
   void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
@@ -54,13 +55,15 @@ class Filesystem {
   void set_session(fuse_session* session) { session_ = session; }
 
  private:
-  struct FileHandle;
+  using FileHandle = PinnedFile;
   struct DirHandle;
   struct stat attributes(uint64_t ino, const StoreTree& tree, uint32_t node) const;
   // An inode the kernel holds: from the table, or one an earlier server handed out (journal).
   std::optional<InodeRef> find_inode(uint64_t ino);
   // The handle behind a kernel `fh`, rebuilt from the inode if an earlier server opened it.
   std::shared_ptr<FileHandle> file_handle(fuse_ino_t ino, uint64_t fh);
+  // The pin of a file read without an open (fh 0), kept in read_pins_.
+  std::shared_ptr<FileHandle> unopened_file(fuse_ino_t ino);
   std::shared_ptr<DirHandle> top_handle(uint64_t fh);
   Result<std::shared_ptr<FileHandle>> open_file(const InodeRef& ref);
   Result<std::shared_ptr<DirHandle>> open_top();
@@ -79,12 +82,17 @@ class Filesystem {
   Stats& stats_;
   InodeTable inodes_;
   HandleTable<FileHandle> files_;
+  std::unique_ptr<FileReadPins> own_read_pins_;
+  FileReadPins& read_pins_;
   HandleTable<DirHandle> dirs_;
   std::atomic<fuse_session*> session_{nullptr};
   // The kernel opens directories without asking (FUSE_CAP_NO_OPENDIR_SUPPORT): opendir answers
   // ENOSYS, and the kernel keeps every directory's listing, the top level's too, so the top
   // level's mtime moves (root_version_) and its attributes are dropped when a new name appears.
   std::atomic<bool> no_opendir_{false};
+  // The same for files (FUSE_CAP_NO_OPEN_SUPPORT, -o no-open): open answers ENOSYS once, the
+  // kernel sends no OPEN and no RELEASE from then on, and reads come with fh 0 (unopened_file).
+  std::atomic<bool> no_open_{false};
   std::atomic<uint64_t> root_version_{0};
   std::mutex unopened_top_mutex_;
   std::shared_ptr<DirHandle> unopened_top_;

@@ -83,6 +83,23 @@ const OptionSpec kOptions[] = {
        o.readahead_chunks = static_cast<unsigned>(n);
        return {};
      }},
+    {"no-open", "true|false", "true",
+     "open files without a round trip where the kernel allows it (Linux 4.19 on): no OPEN and no RELEASE "
+     "per file; false: every open asks the daemon, which pins the file while it is open",
+     set_bool<"no-open", &MountOptions::no_open>},
+    {"read-pins", "N", "256",
+     "files read without an open whose cache entries stay pinned, the most recently read (their sizes at most "
+     "an eighth of cache-size together); 0 to 65536",
+     [](std::string_view v, MountOptions& o) -> Status {
+       std::string copy(v);
+       char* end = nullptr;
+       unsigned long n = std::strtoul(copy.c_str(), &end, 10);
+       if (copy.empty() || copy[0] == '-' || *end != '\0' || n > 65536) {
+         return invalid("read-pins", v, "must be a number of files, 0 to 65536");
+       }
+       o.read_pins = n;
+       return {};
+     }},
     {"negative-timeout", "SEC", "1", "how long \"no such store path\" at the top level is believed",
      [](std::string_view v, MountOptions& o) -> Status {
        auto t = parse_seconds("negative-timeout", v);

@@ -23,6 +23,10 @@ struct MountOptions {
   uint64_t cache_size = 10ull << 30;
   uint32_t chunk_size = 1u << 20;
   unsigned readahead_chunks = 4;
+  // Files open without a round trip where the kernel allows (FUSE_CAP_NO_OPEN_SUPPORT).
+  bool no_open = true;
+  // Files read without an open whose cache entries stay pinned, the most recently read.
+  size_t read_pins = 256;
   double negative_timeout = 1.0;
   double upstream_timeout = 10.0;
   int nfs_version = 0;  // 0: the SOURCE's, else 3

@@ -56,6 +56,9 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   auto cache = ChunkCache::open({directory->data_dir(), options.cache_size, options.chunk_size}, stats);
   if (!cache) return fail(cache.error());
 
+  // Declared before the control server and the filesystem, which share it, and after the
+  // cache, whose pins it holds.
+  FileReadPins read_pins(options.read_pins, (*cache)->limit() / kReadPinsShareOfCache);
   ControlContext control_context{
       stats,
       **cache,
@@ -63,7 +66,8 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
       upstream,
       {.source = options.source, .mountpoint = options.mountpoint, .control_socket = options.control_socket},
       options.cache_dir,
-      takeover ? takeover->generation : 1};
+      takeover ? takeover->generation : 1,
+      &read_pins};
   auto control = ControlServer::open(options.control_socket, std::move(control_context));
   std::unique_ptr<ControlServer> control_server;
   if (control) {
@@ -78,7 +82,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   }
 
   std::optional<InodeJournal> journal;  // outlives the filesystem's inode table
-  Filesystem filesystem(options, upstream, **metadata, **cache, stats, takeover ? takeover->generation : 1);
+  Filesystem filesystem(options, upstream, **metadata, **cache, stats, takeover ? takeover->generation : 1, &read_pins);
   if (takeover) {
     std::vector<InodeJournal::Record> records;
     auto opened = InodeJournal::open(takeover->journal, records);

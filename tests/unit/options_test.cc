@@ -52,7 +52,8 @@ std::string describe(const MountOptions& o) {
   std::ostringstream out;
   out << o.cache_dir << " " << o.cache_size << " " << o.chunk_size << " " << o.readahead_chunks << " "
       << o.negative_timeout << " " << o.upstream_timeout << " " << o.nfs_version << " " << o.require_sigs << " "
-      << static_cast<int>(o.log_level) << " " << o.control_socket << " " << o.supervise << " keys:";
+      << static_cast<int>(o.log_level) << " " << o.control_socket << " " << o.supervise << " " << o.no_open << " "
+      << o.read_pins << " keys:";
   for (const std::string& key : o.trusted_public_keys) out << " " << key;
   return out.str();
 }
@@ -123,7 +124,8 @@ TEST(OptionTableTest, DocumentedDefaultsAreTheParsersDefaults) {
 TEST(OptionTableTest, EveryOptionOfTheTableIsParsed) {
   auto o = parse(
       "cache=/c,cache-size=2G,chunk-size=64K,readahead=0,negative-timeout=0.25,upstream-timeout=3,"
-      "nfsvers=4,require-sigs=false,log-level=debug,control=/run/s,supervise=false,allow_other");
+      "nfsvers=4,require-sigs=false,log-level=debug,control=/run/s,supervise=false,no-open=false,read-pins=0,"
+      "allow_other");
   ASSERT_TRUE(o.ok()) << o.error().message;
   EXPECT_EQ(o->cache_dir, "/c");
   EXPECT_EQ(o->cache_size, 2ull << 30);
@@ -137,6 +139,8 @@ TEST(OptionTableTest, EveryOptionOfTheTableIsParsed) {
   EXPECT_EQ(o->control_socket, "/run/s");
   EXPECT_TRUE(o->control_socket_given);
   EXPECT_FALSE(o->supervise);
+  EXPECT_FALSE(o->no_open);
+  EXPECT_EQ(o->read_pins, 0u);
   auto alias = parse("vers=4");
   ASSERT_TRUE(alias.ok());
   EXPECT_EQ(alias->nfs_version, 4);
@@ -153,7 +157,7 @@ TEST(OptionTableTest, TrustedKeysSplitAtSpacesAndAccumulate) {
 
 TEST(OptionTableTest, ABadValueNamesTheOptionAndTheValue) {
   for (const char* bad : {"require-sigs=yes", "supervise=1", "readahead=-1", "readahead=300", "upstream-timeout=0",
-                          "control=relative", "cache-size=lots"}) {
+                          "control=relative", "cache-size=lots", "no-open=0", "read-pins=65537", "read-pins=-1"}) {
     auto o = parse(bad);
     ASSERT_FALSE(o.ok()) << bad;
     EXPECT_EQ(o.error().message.find(bad), 0u) << o.error().message;
