@@ -2,6 +2,7 @@
 """What the mount shows equals the source: bytes, symlinks, modes, listings; lazy fetching
 (user.lazystore.cached); statfs; symlinks at the top level and inside store paths."""
 
+import errno
 import os
 import stat
 
@@ -80,6 +81,47 @@ class ContentTest(LazystoreTestCase):
         os.makedirs(os.path.join(upstream, late))
         self.assertTrue(os.path.isdir(daemon.path(late)))  # a lookup of the new name
         self.assertIn(late, os.listdir(daemon.mountpoint), "the top level's listing is stale")
+
+    def check_two_opens(self, daemon):
+        """Reads a file through two opens; returns the open_requests of the second."""
+        misc = self.fixture.paths["misc"]
+        path = daemon.path(misc, "blobs", "small-a.bin")
+        expected = read_file(os.path.join(self.fixture.path("misc"), "blobs", "small-a.bin"))
+        self.assertEqual(read_file(path), expected)
+        before = daemon.stats()
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), expected)
+        with open(path, "rb") as f:  # and once more, at an offset: bytes the page cache kept
+            self.assertEqual(os.pread(f.fileno(), 100, 7), expected[7:107])
+        after = daemon.stats()
+        return after["open_requests"] - before["open_requests"]
+
+    def test_hot_opens_ask_the_daemon_nothing(self):
+        # The kernel opens files itself (FUSE_CAP_NO_OPEN_SUPPORT): after the first open of the
+        # mount none reaches the daemon, and what open refused is still refused.
+        daemon = self.mount()
+        self.assertEqual(self.check_two_opens(daemon), 0, "OPEN requests for a file opened before")
+        misc = self.fixture.paths["misc"]
+        # Never opened before, and still no OPEN; a cold read is served by inode.
+        before = daemon.stats()
+        self.assertEqual(read_file(daemon.path(misc, "blobs", "2m-plus-1.bin")),
+                         read_file(os.path.join(self.fixture.path("misc"), "blobs", "2m-plus-1.bin")))
+        self.assertEqual(daemon.stats()["open_requests"] - before["open_requests"], 0)
+        for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC, os.O_RDONLY | os.O_TRUNC):
+            with self.subTest(flags=flags):
+                self.assertErrno(errno.EROFS, os.open, daemon.path(misc, "bin", "hello"), flags)
+        self.assertErrno(errno.EISDIR, os.open, daemon.path(misc, "blobs"), os.O_WRONLY)
+        self.assertErrno(errno.ELOOP, os.open, daemon.path(misc, "links", "relative"), os.O_RDONLY | os.O_NOFOLLOW)
+        os.close(os.open(daemon.path(misc, "blobs"), os.O_RDONLY | os.O_DIRECTORY))
+        self.assertEqual(os.readlink(daemon.path(misc, "links", "relative")),
+                         os.readlink(os.path.join(self.fixture.path("misc"), "links", "relative")))
+        self.assertEqual(daemon.stats()["open_requests"] - before["open_requests"], 0)
+
+    def test_no_open_false_asks_for_every_open(self):
+        daemon = self.mount(options={"no-open": "false"})
+        self.assertEqual(self.check_two_opens(daemon), 2)
+        misc = self.fixture.paths["misc"]
+        self.assertErrno(errno.EROFS, os.open, daemon.path(misc, "bin", "hello"), os.O_WRONLY)
 
     def test_cached_xattr_proves_lazy_fetching(self):
         daemon = self.mount(options={"chunk-size": "1M", "readahead": 4})

@@ -153,24 +153,38 @@ class PrefetchEvictVerifyTest(CtlTestCase):
         missing = self.ctl(daemon, "prefetch", "/nix/store/" + "0" * 32 + "-absent", check=False)
         self.assertEqual(missing.returncode, 1)
 
-    def test_evict_frees_everything_not_open(self):
-        daemon = self.mount()
+    def evict_with_a_file_held_open(self, options=None):
+        daemon = self.mount(options=options)
         misc = self.fixture.paths["misc"]
         self.ctl(daemon, "prefetch", "--wait", join("/nix/store", misc, "blobs"))
         self.assertGreater(len(self.data_files(daemon)), 3)
+        expected_a = read_file(os.path.join(self.fixture.path("misc"), "blobs", "small-a.bin"))
         held = open(os.path.join(daemon.path(misc), "blobs", "small-a.bin"), "rb")
         try:
-            held.read()
+            self.assertEqual(held.read(), expected_a)
             report = json.loads(self.ctl(daemon, "evict", "--json").stdout)
+            report["data_files"] = len(self.data_files(daemon))
+            self.assertEqual(os.pread(held.fileno(), len(expected_a), 0), expected_a)
         finally:
             held.close()
         self.assertGreater(report["bytes"], 3 * MiB)
-        self.assertEqual(report["pinned_files"], 1)
-        self.assertEqual(len(self.data_files(daemon)), 1)
-        self.assertEqual(self.stats(daemon)["cache_bytes"], os.lstat(self.data_files(daemon)[0]).st_blocks * 512)
         # Still correct after eviction: refetched.
         expected = read_file(os.path.join(self.fixture.path("misc"), "blobs", "2m-plus-1.bin"))
         self.assertEqual(read_file(os.path.join(daemon.path(misc), "blobs", "2m-plus-1.bin")), expected)
+        return daemon, report
+
+    def test_evict_frees_everything_not_open(self):
+        # Opened through the daemon (no-open=false): the open file is pinned, and kept.
+        daemon, report = self.evict_with_a_file_held_open({"no-open": "false"})
+        self.assertEqual(report["pinned_files"], 1)
+        self.assertEqual(report["data_files"], 1)
+
+    def test_evict_frees_the_files_read_without_an_open(self):
+        # The kernel opens files itself: the files read lately are pinned for that, not because
+        # they are open, and evict drops them too.
+        daemon, report = self.evict_with_a_file_held_open()
+        self.assertEqual(report["pinned_files"], 0)
+        self.assertEqual(report["data_files"], 0)
 
     def test_verify_reports_and_drops_a_corrupt_chunk(self):
         daemon = self.mount(allowed_stderr=(r"^lazystore: warning: cache file .* (failed verification|holds no valid chunk)",))

@@ -79,6 +79,33 @@ class SupervisorTest(LazystoreTestCase):
         self.assertNotEqual(new, old)
         self.assertIn("serves again", daemon.stderr())
 
+    def test_files_read_without_an_open_keep_reading_after_a_kill(self):
+        # The kernel opens files itself, so the next server never sees an OPEN: it serves reads
+        # (fh 0) by inode, through files opened before the kill and after it.
+        daemon = self.mount(allowed_stderr=KILLED)
+        misc = self.fixture.paths["misc"]
+        expected = read_file(os.path.join(self.fixture.store, misc, "big.bin"))
+        held = open(daemon.path(misc, "big.bin"), "rb")
+        self.addCleanup(held.close)
+        head = held.read(3 * MiB)
+        before = daemon.stats()["open_requests"]
+        small = daemon.path(misc, "blobs", "small-a.bin")
+        read_file(small)
+        self.assertEqual(daemon.stats()["open_requests"], before)
+        old = daemon.kill_server()
+        daemon.wait_for_server(old)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")  # the next reads reach the new server
+        self.assertEqual(head + held.read(), expected)
+        self.assertEqual(read_file(small), read_file(os.path.join(self.fixture.store, misc, "blobs", "small-a.bin")))
+        self.assertEqual(read_file(daemon.path(misc, "blobs", "3m-plus.bin")),
+                         read_file(os.path.join(self.fixture.store, misc, "blobs", "3m-plus.bin")))
+        stats = daemon.stats()
+        # The counters outlive servers: still the one OPEN of the mount's first open.
+        self.assertEqual(stats["open_requests"], before, "the next server was asked to open a file")
+        self.assertEqual(before, 1)
+        self.assertGreater(stats["served_bytes"], 0)
+
     def read_in_flight_at_the_kill(self, mode):
         """A cold read() whose FUSE READ the server has read and not answered (it waits for the
         NFS READ the fault proxy holds) at the kill -9: it completes with the right bytes."""
