@@ -7,10 +7,12 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "control_protocol.h"
 #include "log.h"
+#include "readahead_window.h"
 
 namespace lazystore {
 namespace {
@@ -487,12 +489,13 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
                 reply.error().message.c_str());
     return reply_error(req, EIO);
   }
-  // Sequential reads pull the next chunks in the background.
-  if (off > 0 && handle->next_offset.exchange(off + size) == off && options_.readahead_chunks > 0) {
-    cache_.prefetch(handle->file, off + size, options_.readahead_chunks, std::move(fetch));
-  } else {
-    handle->next_offset = off + size;
+  // Sequential reads pull the next chunks in the background, a window that grows with the stream.
+  unsigned ahead = 0;
+  {
+    std::lock_guard lock(handle->readahead_mutex);
+    ahead = handle->readahead.on_read(off, size, cache_.chunk_size(), options_.readahead_chunks * 4);
   }
+  if (ahead > 0) cache_.prefetch(handle->file, off + size, ahead, std::move(fetch));
   size_t length = reply->fd >= 0 ? reply->length : reply->memory.size();
   stats_.served_bytes += length;
   if (reply->fd >= 0 && length > kLargestSplicedRead) {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "metadata_cache.h"
+#include "readahead_window.h"
 
 namespace lazystore {
 
@@ -46,7 +47,8 @@ struct PinnedFile {
   const StoreTreePtr tree;
   const uint32_t node;
   const std::shared_ptr<CachedFile> file;  // null for an empty file
-  std::atomic<uint64_t> next_offset{0};    // where a sequential read goes on
+  std::mutex readahead_mutex;
+  ReadaheadWindow readahead;  // guarded by readahead_mutex
 };
 
 // An LRU of pins by inode number; thread-safe. `Pin` is PinnedFile in the daemon.
