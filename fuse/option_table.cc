@@ -24,6 +24,18 @@ Result<double> parse_seconds(std::string_view name, std::string_view text) {
   return value;
 }
 
+// A whole number from 0 to `max`, e.g. of chunks or files.
+Result<unsigned long> parse_count(std::string_view name, std::string_view text, unsigned long max,
+                                  std::string_view unit) {
+  std::string copy(text);
+  char* end = nullptr;
+  unsigned long n = std::strtoul(copy.c_str(), &end, 10);
+  if (copy.empty() || copy[0] == '-' || *end != '\0' || n > max) {
+    return invalid(name, text, "must be a number of " + std::string(unit) + ", 0 to " + std::to_string(max));
+  }
+  return n;
+}
+
 Result<bool> parse_bool(std::string_view name, std::string_view text) {
   if (text == "true") return true;
   if (text == "false") return false;
@@ -74,13 +86,9 @@ const OptionSpec kOptions[] = {
      }},
     {"readahead", "N", "4", "chunks fetched in the background ahead of sequential reads, 0 to 256",
      [](std::string_view v, MountOptions& o) -> Status {
-       std::string copy(v);
-       char* end = nullptr;
-       unsigned long n = std::strtoul(copy.c_str(), &end, 10);
-       if (copy.empty() || copy[0] == '-' || *end != '\0' || n > 256) {
-         return invalid("readahead", v, "must be a number of chunks, 0 to 256");
-       }
-       o.readahead_chunks = static_cast<unsigned>(n);
+       auto n = parse_count("readahead", v, 256, "chunks");
+       if (!n) return n.error();
+       o.readahead_chunks = static_cast<unsigned>(*n);
        return {};
      }},
     {"no-open", "true|false", "true",
@@ -91,13 +99,9 @@ const OptionSpec kOptions[] = {
      "files read without an open whose cache entries stay pinned, the most recently read (their sizes at most "
      "an eighth of cache-size together); 0 to 65536",
      [](std::string_view v, MountOptions& o) -> Status {
-       std::string copy(v);
-       char* end = nullptr;
-       unsigned long n = std::strtoul(copy.c_str(), &end, 10);
-       if (copy.empty() || copy[0] == '-' || *end != '\0' || n > 65536) {
-         return invalid("read-pins", v, "must be a number of files, 0 to 65536");
-       }
-       o.read_pins = n;
+       auto n = parse_count("read-pins", v, 65536, "files");
+       if (!n) return n.error();
+       o.read_pins = *n;
        return {};
      }},
     {"negative-timeout", "SEC", "1", "how long \"no such store path\" at the top level is believed",
