@@ -84,7 +84,8 @@ const OptionSpec kOptions[] = {
        o.chunk_size = static_cast<uint32_t>(*size);
        return {};
      }},
-    {"readahead", "N", "4", "read-ahead of sequential reads, in chunks fetched in the background: the window starts at one "
+    {"readahead", "N", "4",
+     "read-ahead of sequential reads, in chunks fetched in the background: the window starts at one "
      "chunk and doubles per chunk read in order up to 4 times N; 0 (off) to 256",
      [](std::string_view v, MountOptions& o) -> Status {
        auto n = parse_count("readahead", v, 256, "chunks");
