@@ -288,7 +288,7 @@ class StatusTest(CtlTestCase):
                          r"(?m)^uptime +\d+ s \(server pid \d+\)$",
                          r"(?m)^upstream +reachable since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+ s ago\)$",
                          r"(?m)^cache +[0-9.]+ [KM]iB of 10\.0 GiB \([0-9.]+ %\) in " + re.escape(daemon.cache) + "$",
-                         r"(?m)^hit ratio +[0-9.]+ % of \d+ chunks, [0-9.]+ % of 1 store path trees$",
+                         r"(?m)^hit ratio +[0-9.]+ % of \d+ chunks, [0-9.]+ % of \d+ store path trees$",
                          r"(?m)^last error +none$"):
             self.assertRegex(text, expected)
 
