@@ -418,25 +418,27 @@ Result<std::shared_ptr<Filesystem::FileHandle>> Filesystem::open_file(const Inod
   return std::make_shared<FileHandle>(cache_, ref.tree, ref.node, std::move(file));
 }
 
-std::shared_ptr<Filesystem::FileHandle> Filesystem::file_handle(fuse_ino_t ino, uint64_t fh) {
-  if (auto handle = files_.find(fh)) return handle;
-  // Opened before a restart: the same file again, under the number the kernel holds.
+std::shared_ptr<Filesystem::FileHandle> Filesystem::pin_inode(fuse_ino_t ino) {
   auto ref = find_inode(ino);
   if (!ref || ref->tree->tree.nodes[ref->node].type != NodeType::Regular) return nullptr;
   auto handle = open_file(*ref);
+  return handle ? std::move(*handle) : nullptr;
+}
+
+std::shared_ptr<Filesystem::FileHandle> Filesystem::file_handle(fuse_ino_t ino, uint64_t fh) {
+  if (auto handle = files_.find(fh)) return handle;
+  // Opened before a restart: the same file again, under the number the kernel holds.
+  auto handle = pin_inode(ino);
   if (!handle) return nullptr;
-  return files_.adopt(fh, std::move(*handle));  // a handle that lost the race unpins as it goes
+  return files_.adopt(fh, std::move(handle));  // a handle that lost the race unpins as it goes
 }
 
 std::shared_ptr<Filesystem::FileHandle> Filesystem::unopened_file(fuse_ino_t ino) {
   if (auto pinned = read_pins_.find(ino)) return pinned;
-  auto ref = find_inode(ino);
-  if (!ref) return nullptr;
-  const TreeNode& node = ref->tree->tree.nodes[ref->node];
-  if (node.type != NodeType::Regular) return nullptr;
-  auto handle = open_file(*ref);
+  auto handle = pin_inode(ino);
   if (!handle) return nullptr;
-  return read_pins_.keep(ino, std::move(*handle), node.size);
+  uint64_t size = handle->tree->tree.nodes[handle->node].size;
+  return read_pins_.keep(ino, std::move(handle), size);
 }
 
 FetchFn Filesystem::fetcher(const StoreTreePtr& tree, uint32_t node) {

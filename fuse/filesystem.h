@@ -62,6 +62,8 @@ class Filesystem {
   std::optional<InodeRef> find_inode(uint64_t ino);
   // The handle behind a kernel `fh`, rebuilt from the inode if an earlier server opened it.
   std::shared_ptr<FileHandle> file_handle(fuse_ino_t ino, uint64_t fh);
+  // A regular file's inode, pinned (null: no such inode, not a file, or the cache refused).
+  std::shared_ptr<FileHandle> pin_inode(fuse_ino_t ino);
   // The pin of a file read without an open (fh 0), kept in read_pins_.
   std::shared_ptr<FileHandle> unopened_file(fuse_ino_t ino);
   std::shared_ptr<DirHandle> top_handle(uint64_t fh);
