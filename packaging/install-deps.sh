@@ -20,8 +20,9 @@ PACKAGES=(
     nginx zstd xz-utils
     # benchmarks (tests/bench/run.sh): rclone as a peer, the suite's chart
     rclone python3-matplotlib
-    # packaging checks: Debian package build, systemd unit verification, Kubernetes YAML
-    debhelper dpkg-dev fakeroot systemd python3-yaml
+    # packaging checks: Debian package build, systemd unit verification, Kubernetes YAML, and the
+    # container image test's own engine (a private dockerd) and Debian base (debootstrap)
+    debhelper dpkg-dev fakeroot systemd python3-yaml docker.io debootstrap
     # the lab (tests/lab/): Debian's 6.1 kernel (NFS server and client as modules) in a qemu
     # guest, busybox for its initramfs, the kernel NFS server's tools, ext4 images of the store
     qemu-system-x86 linux-image-amd64 busybox-static nfs-kernel-server nfs-common e2fsprogs kmod
