@@ -1,13 +1,19 @@
-// The content cache: files fetched in chunks as read, kept on local disk under a bound.
+// The content cache: files fetched as read, kept on local disk under a bound.
 //
 // Three parts: the data file format (chunk_file.h: content at its own offsets, then a slot per
-// chunk with its xxh3), the budget (cache_budget.h: LRU, pins, reservations, eviction), and
-// here the per-chunk state machine: a chunk is Absent, Unverified (a slot from an earlier run),
-// Verified, or Busy (one thread fetches or verifies it; the others wait for that). Each chunk is
-// verified against its slot on first use after start; a mismatch is a miss and is refetched,
-// never served.
+// 4 KiB block with its xxh3), the budget (cache_budget.h: LRU, pins, reservations, eviction),
+// and here the per-block state machine: a block is Absent, Unverified (a slot from an earlier
+// run), Verified, or Busy (one thread fetches or verifies it; the others wait for that). Each
+// block is verified against its slot on first use after start; a mismatch is a miss and is
+// refetched, never served.
 //
-// Eviction is least-recently-opened first, whole files, never a file that is pinned (open).
+// Blocks are the unit of caching and verification; chunks (chunk_size, 1 MiB by default) the
+// unit of fetching for streams and read-ahead. A stream read (the start of a file, or one near
+// where the previous read ended) fetches the missing blocks of the whole chunks it touches, in
+// one request; a random read fetches only its own blocks, rounded out to the upstream's unit,
+// so random small reads move about what they read, not whole chunks.
+//
+// Eviction is least-recently-read first, whole files, never a file that is pinned.
 #pragma once
 
 #include <chrono>
@@ -45,6 +51,14 @@ struct ChunkCacheOptions {
 // Fills buf with the upstream file's bytes at offset; returns how many (short only at EOF).
 using FetchFn = std::function<Result<size_t>(uint64_t offset, std::span<std::byte> buf)>;
 
+// How a read fetches what it misses: a stream read fetches whole chunks, a random read only its
+// own blocks, rounded out to `alignment` bytes (the upstream's unit; 0 or less than a block: a
+// block).
+struct ReadShape {
+  bool stream = true;
+  uint32_t alignment = 0;
+};
+
 class CachedFile;
 
 class ChunkCache {
@@ -71,9 +85,13 @@ class ChunkCache {
   Result<std::shared_ptr<CachedFile>> pin(std::string_view key, uint64_t size);
   void release(const std::shared_ptr<CachedFile>& file);
 
-  // Makes [offset, offset + length) cached and verified, fetching what is missing (a miss of a
-  // chunk another thread is fetching waits for that fetch), and says where to answer from.
-  Result<ReadReply> read(CachedFile& file, uint64_t offset, size_t length, const FetchFn& fetch);
+  // The unit of caching and verification: the data file's slots are per block.
+  static constexpr uint32_t kBlockSize = 4096;
+
+  // Makes [offset, offset + length) cached and verified, fetching what is missing as `shape`
+  // says (a miss of a block another thread is fetching waits for that fetch), and says where to
+  // answer from.
+  Result<ReadReply> read(CachedFile& file, uint64_t offset, size_t length, const FetchFn& fetch, ReadShape shape = {});
   // Fetches up to `chunks` chunks from `offset` on in the background.
   void prefetch(const std::shared_ptr<CachedFile>& file, uint64_t offset, unsigned chunks, FetchFn fetch);
   // Bytes of the file present in the cache (verified or not yet verified).
@@ -89,12 +107,12 @@ class ChunkCache {
 
   struct VerifyReport {
     uint64_t files = 0;
-    uint64_t chunks = 0;         // chunks with a slot, checked against their xxh3
-    uint64_t bytes = 0;          // bytes of those chunks
-    uint64_t bad_chunks = 0;     // mismatches: their slots were cleared (a later read refetches)
+    uint64_t blocks = 0;         // blocks with a slot, checked against their xxh3
+    uint64_t bytes = 0;          // bytes of those blocks
+    uint64_t bad_blocks = 0;     // mismatches: their slots were cleared (a later read refetches)
     uint64_t dropped_files = 0;  // data files without a usable slot, removed
   };
-  // Rechecks every cached chunk against its slot's xxh3.
+  // Rechecks every cached block against its slot's xxh3.
   VerifyReport verify_all();
 
   uint64_t used_bytes() const { return budget_.used(); }
@@ -105,6 +123,11 @@ class ChunkCache {
   // Cached: in the data file. Uncached: the bytes are in memory only (no room in the cache).
   // Skipped: background work that found no room and fetched nothing.
   enum class Fill { Cached, Uncached, Skipped };
+  // Bytes of blocks from `first` on that a read got without caching them.
+  struct Spill {
+    uint64_t first = 0;
+    std::vector<std::byte> bytes;
+  };
 
   ChunkCache(ChunkCacheOptions options, DataDirectory directory, Stats& stats);
   Result<std::shared_ptr<CachedFile>> load(const std::string& id, uint64_t size);
@@ -114,11 +137,24 @@ class ChunkCache {
   // The data file's descriptor (reopened when the pool closed it; created with `create`).
   // Never called with file.mutex held.
   Result<DescriptorPool::Lease> descriptor(CachedFile& file, bool create);
-  Result<Fill> ensure_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch, std::vector<std::byte>& uncached,
-                            bool background);
-  Result<Fill> fetch_chunk(CachedFile& file, uint64_t index, const FetchFn& fetch, std::vector<std::byte>& data,
-                           bool background);
-  // Counts a chunk served without being cached; logs why, at most every kNoRoomLogInterval.
+  // Blocks [first, end).
+  struct BlockSpan {
+    uint64_t first = 0, end = 0;
+  };
+  // Makes the blocks `need` verified, or, where the cache has no room, adds their bytes to
+  // `uncached`. Each run of missing blocks is one fetch, which takes in the missing blocks
+  // around it up to `reach` (which holds `need`). Background work skips what has no room.
+  Result<Fill> ensure(CachedFile& file, BlockSpan need, BlockSpan reach, const FetchFn& fetch,
+                      std::vector<Spill>& uncached, bool background);
+  // Fetches blocks [first, end) into `data` and writes them and their slots to the data file.
+  Result<Fill> fetch_run(CachedFile& file, uint64_t first, uint64_t end, const FetchFn& fetch,
+                         std::vector<std::byte>& data, std::vector<uint64_t>& hashes, bool background);
+  // Verifies Unverified blocks [first, end) against their slots; a mismatch clears the slot.
+  void verify_run(CachedFile& file, std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end);
+  // The blocks [first, end) of chunk `index`.
+  std::pair<uint64_t, uint64_t> blocks_of_chunk(const CachedFile& file, uint64_t index) const;
+  // Counts a run of blocks served without being cached; logs why, at most every
+  // kNoRoomLogInterval.
   void note_uncached(const std::string& why);
   // verify_all() of one file: through its loaded state when pinned, else from the data file.
   void verify_loaded(CachedFile& file, VerifyReport& report);

@@ -21,9 +21,13 @@ struct RawSlot {
   uint64_t index, hash, check;
 };
 
-// The check binds a slot to its index, the file's size and the chunk size.
+// The format's version, in every check: a slot of an earlier format (1: one slot per 1 MiB
+// chunk, no version) is no slot, so a data file written before is a miss, never misread.
+constexpr uint64_t kFormat = 2;
+
+// The check binds a slot to its index, the file's size, the unit size and the format.
 uint64_t slot_check(uint64_t index, uint64_t hash, uint64_t size, uint32_t chunk_size) {
-  uint64_t words[4] = {index, hash, size, chunk_size};
+  uint64_t words[5] = {index, hash, size, chunk_size, kFormat};
   return xxh3_64(std::as_bytes(std::span(words)));
 }
 
@@ -96,12 +100,21 @@ std::vector<ChunkSlot> ChunkFile::read_slots() const {
 }
 
 Status ChunkFile::write_chunk(uint64_t index, std::span<const std::byte> data, uint64_t hash) const {
-  uint64_t offset = layout_.chunk_offset(index);
+  return write_run(index, data, std::span(&hash, 1));
+}
+
+Status ChunkFile::write_run(uint64_t first, std::span<const std::byte> data, std::span<const uint64_t> hashes) const {
+  uint64_t offset = layout_.chunk_offset(first);
   Status written = pwrite_all(fd_, data, offset);
   if (written) {
-    std::byte slot[kSlotSize];
-    encode(slot, {index, hash, slot_check(index, hash, layout_.size, layout_.chunk_size)});
-    written = pwrite_all(fd_, slot, layout_.slot_offset(index));
+    // The slots of consecutive chunks are consecutive: one write for all of them.
+    std::vector<std::byte> slots(hashes.size() * kSlotSize);
+    for (size_t i = 0; i < hashes.size(); ++i) {
+      uint64_t index = first + i;
+      encode(slots.data() + i * kSlotSize,
+             {index, hashes[i], slot_check(index, hashes[i], layout_.size, layout_.chunk_size)});
+    }
+    written = pwrite_all(fd_, slots, layout_.slot_offset(first));
   }
   // Bytes without their slot are no chunk (a full disk; a slot past the largest file the file
   // system allows): their blocks are given back.
@@ -110,6 +123,22 @@ Status ChunkFile::write_chunk(uint64_t index, std::span<const std::byte> data, u
                     static_cast<off_t>(data.size()));
   }
   return written;
+}
+
+std::vector<bool> ChunkFile::verify_run(uint64_t first, std::span<const uint64_t> hashes) const {
+  std::vector<bool> good(hashes.size(), false);
+  if (hashes.empty()) return good;
+  uint64_t offset = layout_.chunk_offset(first);
+  uint64_t end = layout_.chunk_offset(first + hashes.size() - 1) + layout_.chunk_length(first + hashes.size() - 1);
+  std::vector<std::byte> data(static_cast<size_t>(end - offset));
+  size_t got = read_full(fd_, data.data(), data.size(), offset);
+  for (size_t i = 0; i < hashes.size(); ++i) {
+    size_t begin = static_cast<size_t>(layout_.chunk_offset(first + i) - offset);
+    size_t length = layout_.chunk_length(first + i);
+    if (begin + length > got) break;
+    good[i] = xxh3_64(std::span<const std::byte>(data).subspan(begin, length)) == hashes[i];
+  }
+  return good;
 }
 
 bool ChunkFile::verify_chunk(uint64_t index, uint64_t hash) const {

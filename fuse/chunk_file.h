@@ -3,7 +3,9 @@
 // An upstream file's bytes sit at their own offsets (a sparse file), so a read of cached data is
 // spliced from the data file. After the content, at offset `size`, comes one 24-byte slot per
 // chunk: {index, xxh3 of the chunk, check}, little-endian. The check binds a slot to its index,
-// the file's size and the chunk size: a slot of another size, or a torn write, is no slot. A
+// the file's size, the chunk size and the format's version: a slot of another size or an
+// earlier format, or a torn write, is no slot. (A "chunk" here is the format's unit; the content
+// cache writes 4 KiB blocks, so that a small random read caches and verifies only what it read.) A
 // chunk's bytes are written before its slot, and the slot holds the hash of the bytes as
 // fetched, so a kill -9 at any instant leaves either no slot (a miss) or a slot whose hash tells
 // whether the bytes on disk are right.
@@ -51,8 +53,12 @@ class ChunkFile {
   std::vector<ChunkSlot> read_slots() const;
   // Writes the chunk's bytes, then its slot.
   Status write_chunk(uint64_t index, std::span<const std::byte> data, uint64_t hash) const;
+  // Writes the bytes of chunks first, first + 1, ... (one hash each), then their slots.
+  Status write_run(uint64_t first, std::span<const std::byte> data, std::span<const uint64_t> hashes) const;
   // Whether the chunk's bytes on disk hash to `hash`.
   bool verify_chunk(uint64_t index, uint64_t hash) const;
+  // verify_chunk of chunks first, first + 1, ... in one read: one answer per hash.
+  std::vector<bool> verify_run(uint64_t first, std::span<const uint64_t> hashes) const;
   // Replaces the chunk's slot by a tombstone: a miss from now on.
   Status clear_slot(uint64_t index) const;
   // Reads up to `length` bytes at `offset`; short at the end of the file or on an error.

@@ -267,9 +267,9 @@ void ControlServer::handle(const Request& request, const std::function<bool(std:
       auto started = std::chrono::steady_clock::now();
       auto report = context_.cache.verify_all();
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      LOG_INFO("control: verified %" PRIu64 " chunks, %" PRIu64 " bad", report.chunks, report.bad_chunks);
+      LOG_INFO("control: verified %" PRIu64 " blocks, %" PRIu64 " bad", report.blocks, report.bad_blocks);
       send(ok_line(
-          VerifyResult{report.files, report.chunks, report.bytes, report.bad_chunks, report.dropped_files, seconds}));
+          VerifyResult{report.files, report.blocks, report.bytes, report.bad_blocks, report.dropped_files, seconds}));
       return;
     }
     case Command::Prefetch: {

@@ -135,9 +135,9 @@ struct JsonTable<EvictResult> {
 
 struct VerifyResult {
   uint64_t files = 0;
-  uint64_t chunks = 0;
+  uint64_t blocks = 0;  // 4 KiB blocks checked
   uint64_t bytes = 0;
-  uint64_t bad_chunks = 0;
+  uint64_t bad_blocks = 0;
   uint64_t dropped_files = 0;
   double seconds = 0;
   bool operator==(const VerifyResult&) const = default;
@@ -145,9 +145,9 @@ struct VerifyResult {
 template <>
 struct JsonTable<VerifyResult> {
   static constexpr std::tuple fields{JsonField{"files", &VerifyResult::files},
-                                     JsonField{"chunks", &VerifyResult::chunks},
+                                     JsonField{"blocks", &VerifyResult::blocks},
                                      JsonField{"bytes", &VerifyResult::bytes},
-                                     JsonField{"bad_chunks", &VerifyResult::bad_chunks},
+                                     JsonField{"bad_blocks", &VerifyResult::bad_blocks},
                                      JsonField{"dropped_files", &VerifyResult::dropped_files},
                                      JsonField{"seconds", &VerifyResult::seconds}};
 };

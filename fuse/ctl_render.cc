@@ -190,9 +190,9 @@ std::string render_evict(const EvictResult& r) {
 }
 
 std::string render_verify(const VerifyResult& r) {
-  return "verified " + std::to_string(r.chunks) + " chunks (" + format_bytes(r.bytes) + ") in " +
-         std::to_string(r.files) + " files in " + format_latency(r.seconds) + ": " + std::to_string(r.bad_chunks) +
-         " bad chunks dropped, " + std::to_string(r.dropped_files) + " unusable files removed\n";
+  return "verified " + std::to_string(r.blocks) + " blocks (" + format_bytes(r.bytes) + ") in " +
+         std::to_string(r.files) + " files in " + format_latency(r.seconds) + ": " + std::to_string(r.bad_blocks) +
+         " bad blocks dropped, " + std::to_string(r.dropped_files) + " unusable files removed\n";
 }
 
 std::string render_prefetch_queued(const PrefetchQueued& q) {

@@ -485,7 +485,13 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
   }
   auto off = static_cast<uint64_t>(offset);
   FetchFn fetch = fetcher(handle->tree, handle->node);
-  auto reply = cache_.read(*handle->file, off, size, fetch);
+  ReadShape shape;
+  {
+    std::lock_guard lock(handle->readahead_mutex);
+    shape.stream = handle->readahead.stream_read(off, size);
+  }
+  if (!shape.stream) shape.alignment = upstream_.read_alignment(handle->tree->path);
+  auto reply = cache_.read(*handle->file, off, size, fetch, shape);
   if (!reply) {
     LOG_WARNING("read %s at %llu: %s", handle->tree->key_of(handle->node).c_str(), static_cast<unsigned long long>(off),
                 reply.error().message.c_str());

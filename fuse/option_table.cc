@@ -75,7 +75,9 @@ const OptionSpec kOptions[] = {
        o.cache_size = *size;
        return {};
      }},
-    {"chunk-size", "SIZE", "1M", "unit of fetching, caching and verification; a power of two from 64K to 16M",
+    {"chunk-size", "SIZE", "1M",
+     "unit of fetching for sequential reads and read-ahead (a random small read fetches only its own "
+     "4 KiB blocks, the unit of caching and verification); a power of two from 64K to 16M",
      [](std::string_view v, MountOptions& o) -> Status {
        auto size = parse_size(v);
        if (!size || *size < (64u << 10) || *size > (16u << 20) || (*size & (*size - 1)) != 0) {

@@ -24,47 +24,47 @@ namespace lazystore {
 
 // X(name, help): a counter, `lazystore_<name>_total` in Prometheus. A new counter is one line
 // here; names are stable (operators' dashboards use them).
-#define LAZYSTORE_COUNTERS(X)                                                                    \
-  X(lookups, "lookups of names")                                                                 \
-  X(invalid_names, "names refused before any upstream access")                                   \
-  X(upstream_requests, "calls into the upstream backend")                                        \
-  X(upstream_bytes, "file bytes fetched from the upstream")                                      \
-  X(upstream_errors, "upstream calls that failed")                                               \
-  X(upstream_timeouts, "upstream calls past their deadline")                                     \
-  X(upstream_disconnects, "upstream connections dropped after an error")                         \
-  X(upstream_connects, "upstream connections made")                                              \
-  X(upstream_connect_failures, "upstream connections that failed")                               \
-  X(served_bytes, "bytes answered to read requests")                                             \
-  X(chunk_hits, "chunks read from the content cache")                                            \
-  X(chunk_misses, "chunks fetched from the upstream")                                            \
-  X(merged_misses, "misses that waited for another fetch of the same chunk")                     \
-  X(readahead_chunks, "chunks fetched ahead of sequential reads")                                \
-  X(verify_failures, "cached chunks whose xxh3 did not match")                                   \
-  X(evictions, "files evicted from the content cache")                                           \
-  X(cache_write_errors, "writes to the content cache that failed")                               \
-  X(uncached_chunks, "chunks served without being cached (no room in the cache or on its disk)") \
-  X(metadata_hits, "store path trees found in the metadata cache")                               \
-  X(metadata_misses, "store path trees fetched from the upstream")                               \
-  X(errors, "operations answered with an error other than ENOENT")                               \
-  X(http_requests, "HTTP transfers started (retries included)")                                  \
-  X(http_bytes, "body bytes received over HTTP")                                                 \
-  X(http_retries, "HTTP transfers repeated after a failed one")                                  \
-  X(http_failovers, "switches to another HTTP base URL")                                         \
-  X(nar_hash_failures, "whole NARs whose size or sha256 was wrong")                              \
-  X(signature_failures, "narinfos refused: unsigned or bad signature")                           \
-  X(nar_downloads, "whole NARs downloaded (no manifest, or compressed)")                         \
-  X(manifest_paths, "store paths listed from a verified manifest")                               \
-  X(manifest_failures, "manifests refused: signature, path, NarHash or body")                    \
-  X(block_hash_failures, "Range-read blocks that did not match their manifest")                  \
-  X(task_failures, "background tasks (read-ahead) that threw")                                   \
-  X(cache_reopens, "data files reopened: their descriptor was closed to stay within the bound")  \
-  X(server_restarts, "servers started after the one before died (supervised mounts)")            \
-  X(replayed_requests, "requests a crashed server had read, answered by its successor")          \
-  X(refused_replies, "replies the kernel refused (answered before a crash, or resent)")          \
-  X(forgotten_inodes, "inode numbers dropped after the kernel forgot them")                      \
-  X(metadata_partial_answers, "lookups answered from a tree still being listed")                 \
-  X(opendir_requests, "directories the kernel asked to open (none once it opens them itself)")   \
-  X(readdir_requests, "directory listings the kernel asked for (none for a listing it keeps)") \
+#define LAZYSTORE_COUNTERS(X)                                                                     \
+  X(lookups, "lookups of names")                                                                  \
+  X(invalid_names, "names refused before any upstream access")                                    \
+  X(upstream_requests, "calls into the upstream backend")                                         \
+  X(upstream_bytes, "file bytes fetched from the upstream")                                       \
+  X(upstream_errors, "upstream calls that failed")                                                \
+  X(upstream_timeouts, "upstream calls past their deadline")                                      \
+  X(upstream_disconnects, "upstream connections dropped after an error")                          \
+  X(upstream_connects, "upstream connections made")                                               \
+  X(upstream_connect_failures, "upstream connections that failed")                                \
+  X(served_bytes, "bytes answered to read requests")                                              \
+  X(chunk_hits, "reads served from the content cache, nothing fetched")                           \
+  X(chunk_misses, "fetches from the upstream, each a run of missing 4 KiB blocks")                \
+  X(merged_misses, "reads that waited for another fetch of the same blocks")                      \
+  X(readahead_chunks, "chunks fetched ahead of sequential reads")                                 \
+  X(verify_failures, "cached blocks whose xxh3 did not match")                                    \
+  X(evictions, "files evicted from the content cache")                                            \
+  X(cache_write_errors, "writes to the content cache that failed")                                \
+  X(uncached_chunks, "fetches served without being cached (no room in the cache or on its disk)") \
+  X(metadata_hits, "store path trees found in the metadata cache")                                \
+  X(metadata_misses, "store path trees fetched from the upstream")                                \
+  X(errors, "operations answered with an error other than ENOENT")                                \
+  X(http_requests, "HTTP transfers started (retries included)")                                   \
+  X(http_bytes, "body bytes received over HTTP")                                                  \
+  X(http_retries, "HTTP transfers repeated after a failed one")                                   \
+  X(http_failovers, "switches to another HTTP base URL")                                          \
+  X(nar_hash_failures, "whole NARs whose size or sha256 was wrong")                               \
+  X(signature_failures, "narinfos refused: unsigned or bad signature")                            \
+  X(nar_downloads, "whole NARs downloaded (no manifest, or compressed)")                          \
+  X(manifest_paths, "store paths listed from a verified manifest")                                \
+  X(manifest_failures, "manifests refused: signature, path, NarHash or body")                     \
+  X(block_hash_failures, "Range-read blocks that did not match their manifest")                   \
+  X(task_failures, "background tasks (read-ahead) that threw")                                    \
+  X(cache_reopens, "data files reopened: their descriptor was closed to stay within the bound")   \
+  X(server_restarts, "servers started after the one before died (supervised mounts)")             \
+  X(replayed_requests, "requests a crashed server had read, answered by its successor")           \
+  X(refused_replies, "replies the kernel refused (answered before a crash, or resent)")           \
+  X(forgotten_inodes, "inode numbers dropped after the kernel forgot them")                       \
+  X(metadata_partial_answers, "lookups answered from a tree still being listed")                  \
+  X(opendir_requests, "directories the kernel asked to open (none once it opens them itself)")    \
+  X(readdir_requests, "directory listings the kernel asked for (none for a listing it keeps)")    \
   X(open_requests, "files the kernel asked to open (none once it opens them itself)")
 
 // X(name, help): a latency histogram, `lazystore_<name>_seconds` (a summary) in Prometheus.

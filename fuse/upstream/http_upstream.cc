@@ -387,6 +387,14 @@ Result<Tree> HttpUpstream::list_tree(const StorePath& path) {
   return (*spooled)->tree();
 }
 
+uint32_t HttpUpstream::read_alignment(const StorePath& path) {
+  if (!options_.require_sigs) return 0;  // plain Range requests of what is read
+  auto info = narinfo(path);
+  if (!info || (*info)->compression != "none") return 0;
+  auto m = manifest(path, **info);
+  return m && *m ? (*m)->header.block_size : 0;
+}
+
 Result<size_t> HttpUpstream::read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
                                   std::span<std::byte> buf) {
   if (node >= tree.nodes.size() || tree.nodes[node].type != NodeType::Regular) {

@@ -50,6 +50,8 @@ class HttpUpstream final : public Upstream {
   Result<bool> exists(const StorePath& path) override;
   Result<std::vector<StorePath>> list_store() override;
   Result<Tree> list_tree(const StorePath& path) override;
+  // A manifest's block: every read of a checked NAR fetches whole blocks.
+  uint32_t read_alignment(const StorePath& path) override;
   Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
                       std::span<std::byte> buf) override;
   Result<UpstreamStatfs> statfs() override;

@@ -29,6 +29,7 @@ class MeteredUpstream final : public Upstream {
     return count(inner_->walk_tree(path, builder));
   }
   uint64_t read_window_bytes() override { return inner_->read_window_bytes(); }
+  uint32_t read_alignment(const StorePath& path) override { return inner_->read_alignment(path); }
   Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
                       std::span<std::byte> buf) override {
     LatencyTimer timer(stats_.upstream_latency);

@@ -138,6 +138,10 @@ class Upstream {
   // for read-ahead: a read() of that many bytes is split into parallel requests. 0: unknown.
   virtual uint64_t read_window_bytes() { return 0; }
 
+  // The unit the upstream reads `path`'s files in (a read of less moves that much anyway), so
+  // that a random read fetches and keeps all of it. 0: any size.
+  virtual uint32_t read_alignment(const StorePath& /*path*/) { return 0; }
+
   // Reads up to buf.size() bytes of regular file `node` of `tree` (the tree of `path`) at
   // `offset`; returns the byte count, short only at end of file.
   virtual Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,

@@ -4,6 +4,7 @@
 
 import errno
 import os
+import random
 import stat
 
 from lazystore_testlib import MiB, LazystoreTestCase, cached_bytes, main, random_hash, read_file, \
@@ -161,6 +162,32 @@ class ContentTest(LazystoreTestCase):
         self.assertLessEqual(fetched, expected_small + 6 * MiB,
                              f"upstream_bytes grew by {fetched}: more than was read (lazy?)")
         self.assertGreaterEqual(fetched, expected_small + 4096)
+
+    def test_random_small_reads_fetch_about_what_they_read(self):
+        # 4 KiB reads at random 4 KiB-aligned offsets of the 64 MiB file (W4 rand's pattern): each
+        # fetches its own 4 KiB block, not the 1 MiB chunk around it, and keeps it.
+        daemon = self.mount(options={"chunk-size": "1M"})
+        misc = self.fixture.paths["misc"]
+        big = daemon.path(misc, "big.bin")
+        source_big = os.path.join(self.fixture.path("misc"), "big.bin")
+        size = os.path.getsize(source_big)
+        offsets = [4096 * block for block in random.Random(17).sample(range(MiB // 4096, size // 4096 - 1), 300)]
+        before = daemon.stats()
+        with open(big, "rb") as f, open(source_big, "rb") as g:
+            for offset in offsets:
+                self.assertEqual(os.pread(f.fileno(), 4096, offset), os.pread(g.fileno(), 4096, offset), offset)
+        after = daemon.stats()
+        fetched = after["upstream_bytes"] - before["upstream_bytes"]
+        read = 4096 * len(offsets)
+        print(f"\n300 random 4 KiB reads: {fetched} bytes fetched for {read} read ({fetched / read:.2f}x), "
+              f"{after['chunk_misses'] - before['chunk_misses']} fetches")
+        self.assertLessEqual(fetched, 1.5 * read, "random reads fetched much more than they read")
+        self.assertLessEqual(cached_bytes(big), 1.5 * read)
+        # Read again: served from the cache, nothing fetched.
+        with open(big, "rb") as f:
+            for offset in offsets:
+                os.pread(f.fileno(), 4096, offset)
+        self.assertEqual(daemon.stats()["upstream_bytes"], after["upstream_bytes"])
 
     def test_statfs(self):
         daemon = self.mount()

@@ -186,15 +186,16 @@ class PrefetchEvictVerifyTest(CtlTestCase):
         self.assertEqual(report["pinned_files"], 0)
         self.assertEqual(report["data_files"], 0)
 
-    def test_verify_reports_and_drops_a_corrupt_chunk(self):
-        daemon = self.mount(allowed_stderr=(r"^lazystore: warning: cache file .* (failed verification|holds no valid chunk)",))
+    def test_verify_reports_and_drops_a_corrupt_block(self):
+        daemon = self.mount(allowed_stderr=(r"^lazystore: warning: cache file .* (failed verification|holds no valid block)",))
         misc = self.fixture.paths["misc"]
         name = "blobs/3m-plus.bin"
         expected = read_file(os.path.join(self.fixture.path("misc"), name))
         self.ctl(daemon, "prefetch", "--wait", join("/nix/store", misc, name))
         clean = json.loads(self.ctl(daemon, "verify", "--json").stdout)
-        self.assertEqual(clean["bad_chunks"], 0)
-        self.assertEqual(clean["chunks"], 4)
+        blocks = -(-len(expected) // 4096)  # 4 KiB blocks, the last one short
+        self.assertEqual(clean["bad_blocks"], 0)
+        self.assertEqual(clean["blocks"], blocks)
         self.assertEqual(clean["bytes"], len(expected))
 
         (data_file,) = self.data_files(daemon)
@@ -204,13 +205,13 @@ class PrefetchEvictVerifyTest(CtlTestCase):
             f.seek(2 * MiB + 5)
             f.write(bytes([byte[0] ^ 0xFF]))
         report = json.loads(self.ctl(daemon, "verify", "--json").stdout)
-        self.assertEqual(report["bad_chunks"], 1, report)
+        self.assertEqual(report["bad_blocks"], 1, report)
         self.assertEqual(self.stats(daemon)["verify_failures"], 1)
         again = json.loads(self.ctl(daemon, "verify", "--json").stdout)
-        self.assertEqual((again["chunks"], again["bad_chunks"]), (3, 0))
+        self.assertEqual((again["blocks"], again["bad_blocks"]), (blocks - 1, 0))
         text = self.ctl(daemon, "verify").stdout
-        self.assertRegex(text, r"verified 3 chunks .* 0 bad chunks dropped")
-        # The dropped chunk is refetched on read: right bytes, one more miss.
+        self.assertRegex(text, rf"verified {blocks - 1} blocks .* 0 bad blocks dropped")
+        # The dropped block is refetched on read: right bytes, one more miss.
         self.assertEqual(read_file(os.path.join(daemon.path(misc), name)), expected)
 
     def test_prefetch_wait_shows_progress_on_a_terminal_only(self):

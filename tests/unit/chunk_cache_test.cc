@@ -215,7 +215,7 @@ TEST_F(ChunkCacheTest, CorruptedTruncatedOrDeletedDataIsDetectedAndRefetched) {
     EXPECT_GT(fetched_bytes_, 0u) << key;
     cache->release(*file);
   }
-  EXPECT_EQ(stats_.verify_failures, 1u);  // the flipped chunk; the others lost their slots
+  EXPECT_EQ(stats_.verify_failures, 1u);  // the flipped block; the others lost their slots
 }
 
 TEST_F(ChunkCacheTest, ATornOrForeignSlotIsAMiss) {
@@ -226,7 +226,7 @@ TEST_F(ChunkCacheTest, ATornOrForeignSlotIsAMiss) {
     expect_read(*cache, **file, content, 0, content.size());
     cache->release(*file);
   }
-  // Garble the slot of chunk 0 (it sits right after the content).
+  // Garble the slot of block 0 (it sits right after the content).
   int fd = ::open(data_file_of("p/slots").c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
   char junk[8] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -234,10 +234,10 @@ TEST_F(ChunkCacheTest, ATornOrForeignSlotIsAMiss) {
   close(fd);
   auto cache = open_cache();
   auto file = cache->pin("p/slots", content.size());
-  EXPECT_EQ(cache->cached_bytes(**file), kChunk);
+  EXPECT_EQ(cache->cached_bytes(**file), 2 * kChunk - ChunkCache::kBlockSize);
   fetched_bytes_ = 0;
   expect_read(*cache, **file, content, 0, content.size());
-  EXPECT_EQ(fetched_bytes_, kChunk);
+  EXPECT_EQ(fetched_bytes_, ChunkCache::kBlockSize);  // that block only
   cache->release(*file);
   // The same data file seen with another size (another file's key would differ too) is empty.
   auto resized = cache->pin("p/slots", content.size() - 1);
@@ -553,8 +553,136 @@ TEST_F(ChunkCacheTest, AHugeFileOnASparseDiskIsCachedAndSurvivesARestart) {
   for (uint64_t offset : kHugeOffsets) expect_pattern(**cache, **file, size, offset, 200, offline);
   (*cache)->release(*file);
   auto report = (*cache)->verify_all();
-  EXPECT_EQ(report.chunks, 4u);
-  EXPECT_EQ(report.bad_chunks, 0u);
+  EXPECT_EQ(report.blocks, 4 * kChunk / ChunkCache::kBlockSize);
+  EXPECT_EQ(report.bad_blocks, 0u);
+}
+
+constexpr uint64_t kBlock = ChunkCache::kBlockSize;
+constexpr ReadShape kRandom{.stream = false, .alignment = 0};
+
+TEST_F(ChunkCacheTest, RandomReadsFetchOnlyTheirOwnBlocks) {
+  auto content = random_bytes(16 * kChunk, 11);
+  auto cache = open_cache();
+  auto file = cache->pin("p/random", content.size());
+  ASSERT_TRUE(file.ok());
+  // 4 KiB reads, one in the middle of a block pair: each moves its blocks, not its chunk.
+  for (uint64_t offset : {uint64_t{5 * kChunk + 8192}, uint64_t{9 * kChunk + 100}, 3 * kChunk + kBlock - 10}) {
+    fetched_bytes_ = 0;
+    auto reply = cache->read(**file, offset, 4096, fetch_from(content), kRandom);
+    ASSERT_TRUE(reply.ok()) << reply.error().message;
+    ASSERT_EQ(bytes_of(*reply), std::vector<std::byte>(content.begin() + static_cast<ptrdiff_t>(offset),
+                                                       content.begin() + static_cast<ptrdiff_t>(offset + 4096)));
+    uint64_t blocks = (offset + 4096 - 1) / kBlock - offset / kBlock + 1;
+    EXPECT_EQ(fetched_bytes_, blocks * kBlock) << offset;
+  }
+  EXPECT_EQ(cache->cached_bytes(**file), 5 * kBlock);
+  // Rounded out to the upstream's unit: the 16 KiB around the read, and kept.
+  fetched_bytes_ = 0;
+  expect_read(*cache, **file, content, 12 * kChunk + 5 * kBlock, 100);  // stream: the whole chunk
+  EXPECT_EQ(fetched_bytes_, kChunk);
+  fetched_bytes_ = 0;
+  auto aligned = cache->read(**file, 14 * kChunk + 5 * kBlock + 1, 100, fetch_from(content),
+                             ReadShape{.stream = false, .alignment = 16 * 1024});
+  ASSERT_TRUE(aligned.ok());
+  EXPECT_EQ(fetched_bytes_, 16 * 1024u);
+  EXPECT_EQ(cache->cached_bytes(**file), 5 * kBlock + kChunk + 16 * 1024);
+  // A stream through a chunk that random reads touched fetches only the runs still missing.
+  int before = fetches_;
+  fetched_bytes_ = 0;
+  expect_read(*cache, **file, content, 5 * kChunk, kChunk);
+  EXPECT_EQ(fetched_bytes_, kChunk - kBlock);
+  EXPECT_EQ(fetches_ - before, 2) << "the runs before and after the cached blocks";
+  cache->release(*file);
+}
+
+TEST_F(ChunkCacheTest, ACorruptBlockIsRefetchedAloneAndItsSlotCleared) {
+  auto content = random_bytes(2 * kChunk, 12);
+  {
+    auto cache = open_cache();
+    auto file = cache->pin("p/block", content.size());
+    expect_read(*cache, **file, content, 0, content.size());
+    cache->release(*file);
+  }
+  {
+    int fd = ::open(data_file_of("p/block").c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char c = 0;
+    ASSERT_EQ(pread(fd, &c, 1, kChunk + 3 * kBlock + 9), 1);
+    c ^= 0x01;
+    ASSERT_EQ(pwrite(fd, &c, 1, kChunk + 3 * kBlock + 9), 1);
+    close(fd);
+  }
+  {
+    auto cache = open_cache();
+    auto file = cache->pin("p/block", content.size());
+    EXPECT_EQ(cache->cached_bytes(**file), content.size()) << "unverified blocks count as cached";
+    fetched_bytes_ = 0;
+    auto reply = cache->read(**file, kChunk + 3 * kBlock, 100, fetch_from(content), kRandom);
+    ASSERT_TRUE(reply.ok());
+    EXPECT_EQ(bytes_of(*reply), std::vector<std::byte>(content.begin() + kChunk + 3 * kBlock,
+                                                       content.begin() + kChunk + 3 * kBlock + 100));
+    EXPECT_EQ(fetched_bytes_, kBlock) << "only the bad block";
+    EXPECT_EQ(stats_.verify_failures, 1u);
+    cache->release(*file);
+  }
+  // The refetched block replaced the bad one on disk: a restart verifies every block.
+  auto cache = open_cache();
+  auto report = cache->verify_all();
+  EXPECT_EQ(report.blocks, content.size() / kBlock);
+  EXPECT_EQ(report.bad_blocks, 0u);
+}
+
+TEST_F(ChunkCacheTest, AFailedVerificationInTheReadPathLeavesATombstone) {
+  auto content = random_bytes(kChunk, 13);
+  {
+    auto cache = open_cache();
+    auto file = cache->pin("p/tomb", content.size());
+    expect_read(*cache, **file, content, 0, content.size());
+    cache->release(*file);
+  }
+  int fd = ::open(data_file_of("p/tomb").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char c = 0;
+  ASSERT_EQ(pwrite(fd, &c, 1, 2 * kBlock), 1);
+  ASSERT_EQ(pwrite(fd, "\x7f", 1, 2 * kBlock), 1);
+  {
+    auto cache = open_cache();
+    auto file = cache->pin("p/tomb", content.size());
+    // The read fails to fetch (offline): the bad block must not be served, and its slot goes.
+    FetchFn offline = [](uint64_t, std::span<std::byte>) -> Result<size_t> { return make_error(EIO, "offline"); };
+    auto reply = cache->read(**file, 2 * kBlock, 10, offline, kRandom);
+    EXPECT_FALSE(reply.ok());
+    cache->release(*file);
+  }
+  auto cache = open_cache();
+  auto file = cache->pin("p/tomb", content.size());
+  EXPECT_EQ(cache->cached_bytes(**file), content.size() - kBlock) << "the slot was not cleared";
+  cache->release(*file);
+  close(fd);
+}
+
+TEST_F(ChunkCacheTest, ADataFileOfTheEarlierFormatIsAMiss) {
+  // Format 1: one slot per chunk right after the content, {index, hash, check} with the check
+  // xxh3 of {index, hash, size, chunk size}. Same bytes, same slot place: still no slot now.
+  auto content = random_bytes(kChunk, 14);
+  std::string path = data_file_of("p/old");
+  fs::create_directories(fs::path(path).parent_path());
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(content.data()), static_cast<std::streamsize>(content.size()));
+    uint64_t hash = xxh3_64(std::span<const std::byte>(content));
+    uint64_t words[4] = {0, hash, content.size(), kChunk};
+    uint64_t slot[3] = {0, hash, xxh3_64(std::as_bytes(std::span(words)))};
+    out.write(reinterpret_cast<const char*>(slot), sizeof slot);
+  }
+  auto cache = open_cache();
+  auto file = cache->pin("p/old", content.size());
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(cache->cached_bytes(**file), 0u);
+  fetched_bytes_ = 0;
+  expect_read(*cache, **file, content, 0, content.size());
+  EXPECT_EQ(fetched_bytes_, content.size());
+  cache->release(*file);
 }
 
 TEST_F(ChunkCacheTest, StrayFilesAreRemovedAtStart) {

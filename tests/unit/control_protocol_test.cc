@@ -135,7 +135,7 @@ TEST(ControlAnswer, GoldenLines) {
   EXPECT_EQ(ok_line(CacheUsage{5, 6}), "{\"ok\":true,\"result\":{\"cache_bytes\":5,\"cache_limit\":6}}\n");
   EXPECT_EQ(ok_line(PrefetchQueued{1, 2}), "{\"ok\":true,\"result\":{\"queued_files\":1,\"queued_bytes\":2}}\n");
   EXPECT_EQ(ok_line(VerifyResult{1, 4, 200000, 1, 0, 0.5}),
-            "{\"ok\":true,\"result\":{\"files\":1,\"chunks\":4,\"bytes\":200000,\"bad_chunks\":1,\"dropped_files\":0,"
+            "{\"ok\":true,\"result\":{\"files\":1,\"blocks\":4,\"bytes\":200000,\"bad_blocks\":1,\"dropped_files\":0,"
             "\"seconds\":0.5}}\n");
   // An error message holding bytes that are not UTF-8 (a file name) is still one valid line.
   std::string line = error_line(
@@ -235,7 +235,7 @@ TEST(TableJson, KeysInTheTablesOrderCountsUnsigned) {
             "{\"pid\":7,\"generation\":2,\"started\":-1}");
   EXPECT_EQ(dump_json(Json(MountIdentity{.source = "s", .mountpoint = "m", .control_socket = "c", .version = "v"})),
             "{\"source\":\"s\",\"mountpoint\":\"m\",\"control_socket\":\"c\",\"version\":\"v\"}");
-  VerifyResult verify{.files = 1, .chunks = 2, .bytes = 3, .bad_chunks = 4, .dropped_files = 5, .seconds = 0.5};
+  VerifyResult verify{.files = 1, .blocks = 2, .bytes = 3, .bad_blocks = 4, .dropped_files = 5, .seconds = 0.5};
   auto back = result_as<VerifyResult>(Json(verify));
   ASSERT_TRUE(back) << back.error().message;
   EXPECT_EQ(*back, verify);

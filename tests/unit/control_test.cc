@@ -258,8 +258,8 @@ class CacheMaintenance : public ::testing::Test {
   Stats stats_;
 };
 
-TEST_F(CacheMaintenance, VerifyFindsAndDropsACorruptChunkAfterRestart) {
-  const uint64_t size = 200000;  // 4 chunks of 64 KiB, the last one short
+TEST_F(CacheMaintenance, VerifyFindsAndDropsACorruptBlockAfterRestart) {
+  const uint64_t size = 200000;  // 4 chunks of 64 KiB, 49 blocks of 4 KiB, the last ones short
   {
     auto cache = open_cache();
     auto file = cache->pin("aaaa-x/file", size);
@@ -268,9 +268,9 @@ TEST_F(CacheMaintenance, VerifyFindsAndDropsACorruptChunkAfterRestart) {
     cache->release(*file);
     auto report = cache->verify_all();
     EXPECT_EQ(report.files, 1u);
-    EXPECT_EQ(report.chunks, 4u);
+    EXPECT_EQ(report.blocks, 49u);
     EXPECT_EQ(report.bytes, size);
-    EXPECT_EQ(report.bad_chunks, 0u);
+    EXPECT_EQ(report.bad_blocks, 0u);
   }
   auto files = data_files();
   ASSERT_EQ(files.size(), 1u);
@@ -278,19 +278,19 @@ TEST_F(CacheMaintenance, VerifyFindsAndDropsACorruptChunkAfterRestart) {
     int fd = ::open(files[0].c_str(), O_WRONLY);
     ASSERT_GE(fd, 0);
     char junk = 'X';
-    ASSERT_EQ(pwrite(fd, &junk, 1, 70000), 1);  // inside chunk 1
+    ASSERT_EQ(pwrite(fd, &junk, 1, 70000), 1);  // inside block 17, of chunk 1
     ::close(fd);
   }
   auto cache = open_cache();  // a restart: the file is known only from disk
   auto report = cache->verify_all();
   EXPECT_EQ(report.files, 1u);
-  EXPECT_EQ(report.chunks, 4u);
-  EXPECT_EQ(report.bad_chunks, 1u);
+  EXPECT_EQ(report.blocks, 49u);
+  EXPECT_EQ(report.bad_blocks, 1u);
   EXPECT_EQ(stats_.verify_failures, 1u);
-  // The dropped chunk is gone; a second pass finds the rest good.
+  // The dropped block is gone; a second pass finds the rest good.
   report = cache->verify_all();
-  EXPECT_EQ(report.chunks, 3u);
-  EXPECT_EQ(report.bad_chunks, 0u);
+  EXPECT_EQ(report.blocks, 48u);
+  EXPECT_EQ(report.bad_blocks, 0u);
   // A read refetches the dropped chunk and serves the right bytes.
   auto file = cache->pin("aaaa-x/file", size);
   ASSERT_TRUE(file);
@@ -299,7 +299,7 @@ TEST_F(CacheMaintenance, VerifyFindsAndDropsACorruptChunkAfterRestart) {
   ASSERT_TRUE(reply);
   EXPECT_EQ(stats_.chunk_misses, misses + 1);
   cache->release(*file);
-  EXPECT_EQ(cache->verify_all().chunks, 4u);
+  EXPECT_EQ(cache->verify_all().blocks, 49u);
 }
 
 TEST_F(CacheMaintenance, VerifyChecksPinnedFilesThroughTheirState) {
@@ -316,8 +316,8 @@ TEST_F(CacheMaintenance, VerifyChecksPinnedFilesThroughTheirState) {
   ASSERT_EQ(pwrite(fd, &junk, 1, 10), 1);
   ::close(fd);
   auto report = cache->verify_all();
-  EXPECT_EQ(report.chunks, 2u);
-  EXPECT_EQ(report.bad_chunks, 1u);
+  EXPECT_EQ(report.blocks, 25u);  // 100000 bytes
+  EXPECT_EQ(report.bad_blocks, 1u);
   auto reply = cache->read(**file, 0, 100, pattern(size));  // refetched, right bytes
   ASSERT_TRUE(reply);
   std::byte b{};

@@ -125,8 +125,8 @@ TEST(FormatStatus, AtAGlance) {
 TEST(FormatResults, AsLazystoreCtlAlwaysPrintedThem) {
   EXPECT_EQ(render_cache_usage({1536, 10ull << 30}), "1.5 KiB of 10.0 GiB used\n");
   EXPECT_EQ(render_evict({3, 3u << 20, 1}), "evicted 3 files, freed 3.0 MiB; 1 open files kept\n");
-  EXPECT_EQ(render_verify({1, 4, 200000, 1, 0, 0.0123}),
-            "verified 4 chunks (195.3 KiB) in 1 files in 12.3 ms: 1 bad chunks dropped, 0 unusable files removed\n");
+  EXPECT_EQ(render_verify({1, 49, 200000, 1, 0, 0.0123}),
+            "verified 49 blocks (195.3 KiB) in 1 files in 12.3 ms: 1 bad blocks dropped, 0 unusable files removed\n");
   EXPECT_EQ(render_prefetch_queued({2, 2048}), "queued 2 files (2.0 KiB) for prefetching\n");
   EXPECT_EQ(render_prefetch_result({5, 5u << 20, 0, 1.5}), "prefetched 5 files (5.0 MiB) in 1.50 s");
   EXPECT_EQ(render_prefetch_result({4, 4u << 20, 1, 0.0005}),
@@ -152,9 +152,9 @@ TEST(FormatTime, DurationsAndDates) {
 TEST(CountersTable, MarkdownTextAndJsonListEveryMetric) {
   std::string markdown = render_counters_markdown();
   EXPECT_TRUE(markdown.starts_with("| name | kind | Prometheus | meaning |\n|---|---|---|---|\n")) << markdown;
-  EXPECT_NE(
-      markdown.find("| `chunk_hits` | counter | `lazystore_chunk_hits_total` | chunks read from the content cache |\n"),
-      std::string::npos);
+  EXPECT_NE(markdown.find("| `chunk_hits` | counter | `lazystore_chunk_hits_total` | reads served from the content "
+                          "cache, nothing fetched |\n"),
+            std::string::npos);
   EXPECT_NE(markdown.find("| `cache_limit` | gauge | `lazystore_cache_limit_bytes` | bound of the content cache |\n"),
             std::string::npos);
   EXPECT_NE(markdown.find("| `read_latency` | summary | `lazystore_read_latency_seconds` |"), std::string::npos);

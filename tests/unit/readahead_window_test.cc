@@ -31,6 +31,17 @@ TEST(ReadaheadWindow, ARandomReadResetsIt) {
   EXPECT_EQ(w.on_read(40ull * kChunk + 4096, 4096, kChunk, 16), 1u);  // the window starts over
 }
 
+TEST(ReadaheadWindow, TellsStreamReadsFromRandomOnes) {
+  ReadaheadWindow w;
+  EXPECT_TRUE(w.stream_read(0, 4096));                   // the start of a file
+  EXPECT_FALSE(w.stream_read(5ull * kChunk, 4096));      // a small read elsewhere
+  EXPECT_TRUE(w.stream_read(5ull * kChunk, 128 << 10));  // the kernel's read-ahead, anywhere
+  w.on_read(5ull * kChunk, 4096, kChunk, 16);
+  EXPECT_TRUE(w.stream_read(5ull * kChunk + 4096, 4096));   // its continuation
+  EXPECT_FALSE(w.stream_read(5ull * kChunk + 8192, 4096));  // near it, but not it
+  EXPECT_FALSE(w.stream_read(5ull * kChunk - 4096, 4096));
+}
+
 TEST(ReadaheadWindow, CapZeroIsOff) {
   ReadaheadWindow w;
   w.on_read(0, kChunk, kChunk, 0);
