@@ -477,12 +477,14 @@ Result<ChunkCache::Fill> ChunkCache::ensure(CachedFile& file, BlockSpan need, Bl
       return file.failed_error;
     }
     const uint64_t spill_end =
-        file.spilled_first == CachedFile::kNone ? 0 : file.spilled_first + file.spilled.size() / kBlock;
-    if (b >= file.spilled_first && b < spill_end) {  // whole blocks only: a short last block ends the file
+        file.spilled_first == CachedFile::kNone ? 0 : file.spilled_first + (file.spilled.size() + kBlock - 1) / kBlock;
+    if (b >= file.spilled_first && b < spill_end) {
       if (background) return Fill::Skipped;
       uint64_t stop = std::min(run_end, spill_end);
-      auto from = file.spilled.begin() + static_cast<ptrdiff_t>((b - file.spilled_first) * kBlock);
-      uncached.push_back({b, std::vector<std::byte>(from, from + static_cast<ptrdiff_t>((stop - b) * kBlock))});
+      size_t begin = static_cast<size_t>((b - file.spilled_first) * kBlock);
+      size_t last = std::min(file.spilled.size(), static_cast<size_t>((stop - file.spilled_first) * kBlock));
+      uncached.push_back({b, std::vector<std::byte>(file.spilled.begin() + static_cast<ptrdiff_t>(begin),
+                                                    file.spilled.begin() + static_cast<ptrdiff_t>(last))});
       result = Fill::Uncached;
       b = stop;
       continue;

@@ -283,6 +283,19 @@ TEST_F(ChunkCacheTest, AFileLargerThanTheBoundIsServedUncached) {
   cache->release(*file);
 }
 
+TEST_F(ChunkCacheTest, AStreamThroughAnUncachedChunkFetchesItOnce) {
+  // No room at all: every chunk is served from memory. Reading one in 4 KiB steps fetches it
+  // once, its short last block (the file's end) included.
+  auto content = random_bytes(kChunk + 5000, 21);
+  auto cache = open_cache(4096);
+  auto file = cache->pin("p/spill", content.size());
+  for (uint64_t off = 0; off < content.size(); off += 4096) expect_read(*cache, **file, content, off, 4096);
+  EXPECT_EQ(fetched_bytes_, content.size());
+  EXPECT_EQ(fetches_, 2) << "one per chunk";
+  EXPECT_GT(stats_.uncached_chunks, 0u);
+  cache->release(*file);
+}
+
 TEST_F(ChunkCacheTest, ConcurrentMissesOfOneChunkFetchOnce) {
   auto content = random_bytes(kChunk, 30);
   auto cache = open_cache();
