@@ -8,12 +8,13 @@
 // refetched, never served.
 //
 // Blocks are the unit of caching and verification; chunks (chunk_size, 1 MiB by default) the
-// unit of fetching for streams and read-ahead. A stream read (the start of a file, or one near
-// where the previous read ended) fetches the missing blocks of the whole chunks it touches, in
-// one request; a random read fetches only its own blocks, rounded out to the upstream's unit,
-// so random small reads move about what they read, not whole chunks.
+// unit of fetching for streams and read-ahead. A stream read (ReadShape; the caller tells one:
+// the start of a file, the previous read's continuation, a large read) fetches the missing
+// blocks of the whole chunks it touches, each run of them in one request; a random read fetches
+// only its own blocks, rounded out to the upstream's unit, so random small reads move about
+// what they read, not whole chunks.
 //
-// Eviction is least-recently-read first, whole files, never a file that is pinned.
+// Eviction is least recently used first, whole files, never a file that is pinned.
 #pragma once
 
 #include <chrono>
