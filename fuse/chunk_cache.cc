@@ -406,13 +406,13 @@ Result<ChunkCache::Fill> ChunkCache::fetch_run(CachedFile& file, uint64_t first,
   return Fill::Cached;
 }
 
-void ChunkCache::verify_run(CachedFile& file, std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end) {
+std::vector<bool> ChunkCache::check_run(CachedFile& file, std::unique_lock<std::mutex>& lock, uint64_t first,
+                                        uint64_t end, bool promote) {
   BusyRun busy(file, lock, first, end);
   std::vector<uint64_t> hashes;
   for (const auto& b : busy.before()) hashes.push_back(b.hash);
   lock.unlock();
   std::vector<bool> good(hashes.size(), false);
-  size_t bad = 0;
   if (auto lease = descriptor(file, false)) {
     ChunkFile data((*lease)->get(), file.layout);
     good = data.verify_run(first, hashes);
@@ -421,9 +421,14 @@ void ChunkCache::verify_run(CachedFile& file, std::unique_lock<std::mutex>& lock
       if (!good[i]) (void)data.clear_slot(first + i);
     }
   }
-  for (bool g : good) bad += g ? 0 : 1;
   lock.lock();
-  busy.settle_checked(good, true);
+  busy.settle_checked(good, promote);
+  return good;
+}
+
+void ChunkCache::verify_run(CachedFile& file, std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end) {
+  auto good = check_run(file, lock, first, end, true);
+  auto bad = static_cast<size_t>(std::count(good.begin(), good.end(), false));
   if (bad > 0) {
     stats_.verify_failures += bad;
     LOG_WARNING("cache file %s: %zu block(s) from %llu failed verification, refetching",
@@ -700,20 +705,7 @@ void ChunkCache::verify_loaded(CachedFile& file, VerifyReport& report) {
     for (uint64_t i = first; i < end; ++i) {
       if (file.block(i).state == State::Busy || file.block(i).state == State::Absent) return;
     }
-    BusyRun busy(file, lock, first, end);
-    std::vector<uint64_t> hashes;
-    for (const auto& b : busy.before()) hashes.push_back(b.hash);
-    lock.unlock();
-    std::vector<bool> good(hashes.size(), false);
-    if (auto lease = descriptor(file, false)) {
-      ChunkFile data((*lease)->get(), file.layout);
-      good = data.verify_run(first, hashes);
-      for (size_t i = 0; i < good.size(); ++i) {
-        if (!good[i]) (void)data.clear_slot(first + i);
-      }
-    }
-    lock.lock();
-    busy.settle_checked(good, false);
+    auto good = check_run(file, lock, first, end, false);
     for (size_t i = 0; i < good.size(); ++i) {
       report.blocks++;
       report.bytes += file.layout.chunk_length(first + i);

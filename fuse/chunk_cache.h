@@ -150,7 +150,12 @@ class ChunkCache {
   // Fetches blocks [first, end) into `data` and writes them and their slots to the data file.
   Result<Fill> fetch_run(CachedFile& file, uint64_t first, uint64_t end, const FetchFn& fetch,
                          std::vector<std::byte>& data, std::vector<uint64_t>& hashes, bool background);
-  // Verifies Unverified blocks [first, end) against their slots; a mismatch clears the slot.
+  // Checks blocks [first, end) against their slots' hashes (`lock` is released meanwhile); a
+  // mismatch clears the slot on disk and leaves the block absent, a good block becomes Verified
+  // if `promote`, else stays as it was. One answer per block.
+  std::vector<bool> check_run(CachedFile& file, std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end,
+                              bool promote);
+  // check_run of Unverified blocks a read needs; mismatches are counted and logged.
   void verify_run(CachedFile& file, std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t end);
   // The blocks [first, end) of chunk `index`.
   std::pair<uint64_t, uint64_t> blocks_of_chunk(const CachedFile& file, uint64_t index) const;
