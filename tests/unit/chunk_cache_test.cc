@@ -326,6 +326,40 @@ TEST_F(ChunkCacheTest, ConcurrentMissesOfOneChunkFetchOnce) {
 
 // A fetch that throws (a bug below the cache, bad_alloc) leaves no chunk Busy and no bytes
 // reserved: the next reader fetches it, nobody waits for ever.
+TEST_F(ChunkCacheTest, MixedStreamAndRandomReadersFetchEachBlockOnce) {
+  // Eight threads read one file at once, half as streams (whole chunks), half at random 4 KiB
+  // offsets: fetch runs of different lengths meet on the same blocks, and each block is still
+  // fetched once and every answer right.
+  auto content = random_bytes(8 * kChunk + 777, 31);
+  auto cache = open_cache();
+  auto file = cache->pin("p/mixed", content.size());
+  ASSERT_TRUE(file.ok());
+  std::vector<std::thread> readers;
+  std::atomic<int> wrong{0};
+  for (int r = 0; r < 8; ++r) {
+    readers.emplace_back([&, r] {
+      std::mt19937_64 rng(static_cast<uint64_t>(r));
+      for (int i = 0; i < 200; ++i) {
+        bool stream = r % 2 == 0;
+        uint64_t offset = stream ? (static_cast<uint64_t>(i) * 8192) % content.size() : rng() % content.size();
+        size_t length = stream ? 8192 : 4096;
+        auto reply = cache->read(**file, offset, length, fetch_from(content), ReadShape{.stream = stream});
+        size_t expected = static_cast<size_t>(std::min<uint64_t>(length, content.size() - offset));
+        if (!reply.ok() ||
+            bytes_of(*reply) != std::vector<std::byte>(content.begin() + static_cast<ptrdiff_t>(offset),
+                                                       content.begin() + static_cast<ptrdiff_t>(offset + expected))) {
+          wrong++;
+        }
+      }
+    });
+  }
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_LE(fetched_bytes_, content.size()) << "a block was fetched twice";
+  EXPECT_EQ(cache->cached_bytes(**file), fetched_bytes_);
+  cache->release(*file);
+}
+
 TEST_F(ChunkCacheTest, AFetchThatThrowsLeavesNothingBehind) {
   auto content = random_bytes(2 * kChunk, 31);
   auto cache = open_cache();
