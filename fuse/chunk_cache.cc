@@ -544,8 +544,13 @@ Result<ChunkCache::ReadReply> ChunkCache::read(CachedFile& file, uint64_t offset
   if (shape.stream) {
     reach = {blocks_of_chunk(file, offset / options_.chunk_size).first,
              blocks_of_chunk(file, (read_end - 1) / options_.chunk_size).second};
-  } else {
-    uint64_t unit = std::max<uint64_t>(1, shape.alignment / kBlock);
+  } else if (shape.alignment) {
+    bool missing = false;
+    {
+      std::lock_guard lock(file.mutex);
+      missing = file.any_absent(need.first, need.end);
+    }
+    uint64_t unit = missing ? std::max<uint64_t>(1, shape.alignment() / kBlock) : 1;
     need = reach = {need.first / unit * unit, std::min(layout.chunks(), round_up(need.end, unit))};
   }
   for (int attempt = 0; attempt < 3; ++attempt) {

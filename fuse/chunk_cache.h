@@ -53,11 +53,12 @@ struct ChunkCacheOptions {
 using FetchFn = std::function<Result<size_t>(uint64_t offset, std::span<std::byte> buf)>;
 
 // How a read fetches what it misses: a stream read fetches whole chunks, a random read only its
-// own blocks, rounded out to `alignment` bytes (the upstream's unit; 0 or less than a block: a
-// block).
+// own blocks, rounded out to `alignment()` bytes (the upstream's unit; 0 or less than a block: a
+// block). alignment is asked only when a random read has something to fetch: finding it out may
+// cost the upstream a request (an HTTP manifest), which a cached read must not make.
 struct ReadShape {
   bool stream = true;
-  uint32_t alignment = 0;
+  std::function<uint32_t()> alignment;
 };
 
 class CachedFile;

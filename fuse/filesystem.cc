@@ -490,7 +490,9 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
     std::lock_guard lock(handle->readahead_mutex);
     shape.stream = handle->readahead.stream_read(off, size);
   }
-  if (!shape.stream) shape.alignment = upstream_.read_alignment(handle->tree->path);
+  if (!shape.stream) {
+    shape.alignment = [this, &tree = handle->tree] { return upstream_.read_alignment(tree->path); };
+  }
   auto reply = cache_.read(*handle->file, off, size, fetch, shape);
   if (!reply) {
     LOG_WARNING("read %s at %llu: %s", handle->tree->key_of(handle->node).c_str(), static_cast<unsigned long long>(off),

@@ -534,7 +534,7 @@ kill_during_run() {
     mount_lazystore NFSMOUNT nfs_kill_mount "$NFS_URL" "$mnt" "$TMP/cache-nfs-kill"
     local server generation
     read -r server generation < <(server_of "$mnt")
-    info "\$ bwrap … sh $TOP &   then, once it has fetched a chunk: kill -9 $server"
+    info "\$ bwrap … sh $TOP &   then, once it has fetched something: kill -9 $server"
     info "(the server; the supervisor, pid $NFSMOUNT_PID, holds the mount and starts another)"
     local began ended misses=0 deadline=$((SECONDS + 30))
     now_ms began
@@ -545,7 +545,7 @@ kill_during_run() {
         ((misses > 0)) || sleep 0.02  # polling interval, bounded by the deadline
     done
     if kill -0 "$CURRENT_PID" 2>/dev/null; then
-        info "the program runs and has fetched $misses chunk(s): kill -9 $server"
+        info "the program runs and has made $misses fetch(es): kill -9 $server"
     else
         info "the program ended before the kill (a fast machine): kill -9 $server anyway"
     fi

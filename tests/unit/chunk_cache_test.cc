@@ -343,7 +343,8 @@ TEST_F(ChunkCacheTest, MixedStreamAndRandomReadersFetchEachBlockOnce) {
         bool stream = r % 2 == 0;
         uint64_t offset = stream ? (static_cast<uint64_t>(i) * 8192) % content.size() : rng() % content.size();
         size_t length = stream ? 8192 : 4096;
-        auto reply = cache->read(**file, offset, length, fetch_from(content), ReadShape{.stream = stream});
+        auto reply =
+            cache->read(**file, offset, length, fetch_from(content), ReadShape{.stream = stream, .alignment = {}});
         size_t expected = static_cast<size_t>(std::min<uint64_t>(length, content.size() - offset));
         if (!reply.ok() ||
             bytes_of(*reply) != std::vector<std::byte>(content.begin() + static_cast<ptrdiff_t>(offset),
@@ -605,7 +606,7 @@ TEST_F(ChunkCacheTest, AHugeFileOnASparseDiskIsCachedAndSurvivesARestart) {
 }
 
 constexpr uint64_t kBlock = ChunkCache::kBlockSize;
-constexpr ReadShape kRandom{.stream = false, .alignment = 0};
+const ReadShape kRandom{.stream = false, .alignment = {}};
 
 TEST_F(ChunkCacheTest, RandomReadsFetchOnlyTheirOwnBlocks) {
   auto content = random_bytes(16 * kChunk, 11);
@@ -628,10 +629,18 @@ TEST_F(ChunkCacheTest, RandomReadsFetchOnlyTheirOwnBlocks) {
   expect_read(*cache, **file, content, 12 * kChunk + 5 * kBlock, 100);  // stream: the whole chunk
   EXPECT_EQ(fetched_bytes_, kChunk);
   fetched_bytes_ = 0;
-  auto aligned = cache->read(**file, 14 * kChunk + 5 * kBlock + 1, 100, fetch_from(content),
-                             ReadShape{.stream = false, .alignment = 16 * 1024});
+  int asked = 0;
+  ReadShape unit16k{.stream = false, .alignment = [&asked] {
+                      asked++;
+                      return uint32_t{16 * 1024};
+                    }};
+  auto aligned = cache->read(**file, 14 * kChunk + 5 * kBlock + 1, 100, fetch_from(content), unit16k);
   ASSERT_TRUE(aligned.ok());
   EXPECT_EQ(fetched_bytes_, 16 * 1024u);
+  EXPECT_EQ(asked, 1);
+  // A cached random read does not ask the upstream its unit (that may cost it a request).
+  ASSERT_TRUE(cache->read(**file, 14 * kChunk + 5 * kBlock + 1, 100, fetch_from(content), unit16k).ok());
+  EXPECT_EQ(asked, 1);
   EXPECT_EQ(cache->cached_bytes(**file), 5 * kBlock + kChunk + 16 * 1024);
   // A stream through a chunk that random reads touched fetches only the runs still missing.
   int before = fetches_;
