@@ -99,10 +99,6 @@ std::vector<ChunkSlot> ChunkFile::read_slots() const {
   return slots;
 }
 
-Status ChunkFile::write_chunk(uint64_t index, std::span<const std::byte> data, uint64_t hash) const {
-  return write_run(index, data, std::span(&hash, 1));
-}
-
 Status ChunkFile::write_run(uint64_t first, std::span<const std::byte> data, std::span<const uint64_t> hashes) const {
   uint64_t offset = layout_.chunk_offset(first);
   Status written = pwrite_all(fd_, data, offset);
@@ -139,13 +135,6 @@ std::vector<bool> ChunkFile::verify_run(uint64_t first, std::span<const uint64_t
     good[i] = xxh3_64(std::span<const std::byte>(data).subspan(begin, length)) == hashes[i];
   }
   return good;
-}
-
-bool ChunkFile::verify_chunk(uint64_t index, uint64_t hash) const {
-  size_t length = layout_.chunk_length(index);
-  std::vector<std::byte> data(length);
-  if (read_full(fd_, data.data(), length, layout_.chunk_offset(index)) != length) return false;
-  return xxh3_64(std::span<const std::byte>(data)) == hash;
 }
 
 Status ChunkFile::clear_slot(uint64_t index) const {

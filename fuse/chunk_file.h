@@ -51,13 +51,10 @@ class ChunkFile {
 
   // The valid slots, in index order.
   std::vector<ChunkSlot> read_slots() const;
-  // Writes the chunk's bytes, then its slot.
-  Status write_chunk(uint64_t index, std::span<const std::byte> data, uint64_t hash) const;
   // Writes the bytes of chunks first, first + 1, ... (one hash each), then their slots.
   Status write_run(uint64_t first, std::span<const std::byte> data, std::span<const uint64_t> hashes) const;
-  // Whether the chunk's bytes on disk hash to `hash`.
-  bool verify_chunk(uint64_t index, uint64_t hash) const;
-  // verify_chunk of chunks first, first + 1, ... in one read: one answer per hash.
+  // Whether the bytes on disk of chunks first, first + 1, ... hash to `hashes`, read at once:
+  // one answer per hash (false where the file is too short).
   std::vector<bool> verify_run(uint64_t first, std::span<const uint64_t> hashes) const;
   // Replaces the chunk's slot by a tombstone: a miss from now on.
   Status clear_slot(uint64_t index) const;

@@ -37,7 +37,15 @@ class ChunkFileTest : public ::testing::Test {
   // Writes chunk `index` of `content` as a fill would.
   void write(const ChunkLayout& layout, const std::vector<std::byte>& content, uint64_t index) {
     auto chunk = std::span(content).subspan(layout.chunk_offset(index), layout.chunk_length(index));
-    ASSERT_TRUE(ChunkFile(fd_.get(), layout).write_chunk(index, chunk, xxh3_64(chunk)));
+    ASSERT_TRUE(write_one(ChunkFile(fd_.get(), layout), index, chunk));
+  }
+  // One chunk through the run operations the cache uses.
+  static Status write_one(const ChunkFile& file, uint64_t index, std::span<const std::byte> chunk) {
+    uint64_t hash = xxh3_64(chunk);
+    return file.write_run(index, chunk, std::span(&hash, 1));
+  }
+  static bool verify_one(const ChunkFile& file, uint64_t index, uint64_t hash) {
+    return file.verify_run(index, std::span(&hash, 1))[0];
   }
 
   std::string root_ = temp_.str();
@@ -67,7 +75,7 @@ TEST_F(ChunkFileTest, SlotsFollowTheirChunksAndCheckTheBytes) {
   EXPECT_EQ(slots[0].index, 0u);
   EXPECT_EQ(slots[1].index, 2u);
   EXPECT_EQ(slots[1].hash, xxh3_64(std::span(content).subspan(2 * kChunk, kChunk)));
-  EXPECT_TRUE(file.verify_chunk(2, slots[1].hash));
+  EXPECT_TRUE(verify_one(file, 2, slots[1].hash));
   // The bytes sit at their own offsets.
   std::vector<std::byte> back(100);
   ASSERT_EQ(file.read(back.data(), back.size(), 2 * kChunk + 7), back.size());
@@ -75,7 +83,7 @@ TEST_F(ChunkFileTest, SlotsFollowTheirChunksAndCheckTheBytes) {
   // A flipped byte fails verification.
   std::byte flipped = content[2 * kChunk + 9] ^ std::byte{1};
   ASSERT_EQ(pwrite(fd_.get(), &flipped, 1, 2 * kChunk + 9), 1);
-  EXPECT_FALSE(file.verify_chunk(2, slots[1].hash));
+  EXPECT_FALSE(verify_one(file, 2, slots[1].hash));
 }
 
 TEST_F(ChunkFileTest, ASlotOfAnotherSizeOrChunkSizeIsNoSlot) {
@@ -121,13 +129,13 @@ TEST_F(ChunkFileTest, SlotsFarApartAreReadAcrossTheHoleBetweenThem) {
   auto chunk = random_bytes(kChunk, 5);
   ChunkFile file(fd_.get(), layout);
   const uint64_t last = layout.chunks() - 1;
-  ASSERT_TRUE(file.write_chunk(0, chunk, xxh3_64(std::span<const std::byte>(chunk))));
-  ASSERT_TRUE(file.write_chunk(last, chunk, xxh3_64(std::span<const std::byte>(chunk))));
+  ASSERT_TRUE(write_one(file, 0, chunk));
+  ASSERT_TRUE(write_one(file, last, chunk));
   auto slots = file.read_slots();
   ASSERT_EQ(slots.size(), 2u);
   EXPECT_EQ(slots[0].index, 0u);
   EXPECT_EQ(slots[1].index, last);
-  EXPECT_TRUE(file.verify_chunk(last, slots[1].hash));
+  EXPECT_TRUE(verify_one(file, last, slots[1].hash));
   EXPECT_EQ(ChunkFile::recover_size(fd_.get(), kChunk), layout.size);
 }
 
@@ -136,7 +144,7 @@ TEST_F(ChunkFileTest, SlotsFarApartAreReadAcrossTheHoleBetweenThem) {
 TEST_F(ChunkFileTest, ChunkBytesWithoutTheirSlotGiveTheirBlocksBack) {
   ChunkLayout layout{uint64_t{1} << 52, kChunk};
   auto chunk = random_bytes(kChunk, 6);
-  auto written = ChunkFile(fd_.get(), layout).write_chunk(0, chunk, xxh3_64(std::span<const std::byte>(chunk)));
+  auto written = write_one(ChunkFile(fd_.get(), layout), 0, chunk);
   if (written) GTEST_SKIP() << "this file system holds a 4 PiB file";
   EXPECT_EQ(written.error().code, EFBIG);
   EXPECT_EQ(ChunkFile::disk_bytes(fd_.get()), 0u);
