@@ -710,17 +710,21 @@ void ChunkCache::verify_loaded(CachedFile& file, VerifyReport& report) {
     for (uint64_t i = first; i < end; ++i) {
       if (file.block(i).state == State::Busy || file.block(i).state == State::Absent) return;
     }
-    auto good = check_run(file, lock, first, end, false);
-    for (size_t i = 0; i < good.size(); ++i) {
-      report.blocks++;
-      report.bytes += file.layout.chunk_length(first + i);
-      if (good[i]) continue;
-      report.bad_blocks++;
-      stats_.verify_failures++;
-      LOG_WARNING("cache file %s: block %llu failed verification, dropped", directory_.path_of(file.id).c_str(),
-                  static_cast<unsigned long long>(first + i));
-    }
+    count_checked(file.id, file.layout, first, check_run(file, lock, first, end, false), report);
   });
+}
+
+void ChunkCache::count_checked(const std::string& id, const ChunkLayout& layout, uint64_t first,
+                               const std::vector<bool>& good, VerifyReport& report) {
+  for (size_t i = 0; i < good.size(); ++i) {
+    report.blocks++;
+    report.bytes += layout.chunk_length(first + i);
+    if (good[i]) continue;
+    report.bad_blocks++;
+    stats_.verify_failures++;
+    LOG_WARNING("cache file %s: block %llu failed verification, dropped", directory_.path_of(id).c_str(),
+                static_cast<unsigned long long>(first + i));
+  }
 }
 
 bool ChunkCache::verify_on_disk(const std::string& id, VerifyReport& report) {
@@ -734,26 +738,21 @@ bool ChunkCache::verify_on_disk(const std::string& id, VerifyReport& report) {
   }
   ChunkLayout layout{*size, kBlockSize};
   ChunkFile data(fd->get(), layout);
-  std::vector<uint64_t> indices;
-  std::unordered_map<uint64_t, uint64_t> hash_of;
+  // The valid slots in index order: a run of consecutive blocks is a run of consecutive slots.
+  std::vector<uint64_t> indices, hashes;
   for (const ChunkSlot& slot : data.read_slots()) {
     indices.push_back(slot.index);
-    hash_of[slot.index] = slot.hash;
+    hashes.push_back(slot.hash);
   }
+  size_t at = 0;
   for_each_run(indices, CachedFile::kGroup, [&](uint64_t first, uint64_t end) {
-    std::vector<uint64_t> hashes;
-    for (uint64_t i = first; i < end; ++i) hashes.push_back(hash_of[i]);
-    std::vector<bool> good = data.verify_run(first, hashes);
+    auto run = std::span<const uint64_t>(hashes).subspan(at, static_cast<size_t>(end - first));
+    at += run.size();
+    std::vector<bool> good = data.verify_run(first, run);
     for (size_t i = 0; i < good.size(); ++i) {
-      report.blocks++;
-      report.bytes += layout.chunk_length(first + i);
-      if (good[i]) continue;
-      report.bad_blocks++;
-      stats_.verify_failures++;
-      (void)data.clear_slot(first + i);
-      LOG_WARNING("cache file %s: block %llu failed verification, dropped", directory_.path_of(id).c_str(),
-                  static_cast<unsigned long long>(first + i));
+      if (!good[i]) (void)data.clear_slot(first + i);
     }
+    count_checked(id, layout, first, good, report);
   });
   return true;
 }

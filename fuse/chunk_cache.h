@@ -62,6 +62,7 @@ struct ReadShape {
 };
 
 class CachedFile;
+struct ChunkLayout;
 
 class ChunkCache {
  public:
@@ -166,6 +167,10 @@ class ChunkCache {
   // verify_all() of one file: through its loaded state when pinned, else from the data file.
   void verify_loaded(CachedFile& file, VerifyReport& report);
   bool verify_on_disk(const std::string& id, VerifyReport& report);
+  // Adds a checked run of blocks from `first` on (one answer each) to the report; counts and
+  // logs the bad ones.
+  void count_checked(const std::string& id, const ChunkLayout& layout, uint64_t first, const std::vector<bool>& good,
+                     VerifyReport& report);
 
   const ChunkCacheOptions options_;
   const DataDirectory directory_;
