@@ -123,6 +123,26 @@ class ChunkCacheTest : public ::testing::Test {
     for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], pattern_at(offset + i)) << offset + i;
   }
 
+  // Fills the whole of `content` under `key` in a cache that then closes: what a restart finds.
+  void fill_and_close(std::string_view key, const std::vector<std::byte>& content) {
+    auto cache = open_cache();
+    auto file = cache->pin(key, content.size());
+    ASSERT_TRUE(file.ok()) << file.error().message;
+    expect_read(*cache, **file, content, 0, content.size());
+    cache->release(*file);
+  }
+
+  // Flips `bits` of the byte at `offset` of the data file of `key`: a corrupted cache.
+  void flip_byte(std::string_view key, uint64_t offset, char bits) {
+    int fd = ::open(data_file_of(key).c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char c = 0;
+    ASSERT_EQ(pread(fd, &c, 1, static_cast<off_t>(offset)), 1);
+    c ^= bits;
+    ASSERT_EQ(pwrite(fd, &c, 1, static_cast<off_t>(offset)), 1);
+    close(fd);
+  }
+
   std::string data_file_of(std::string_view key) {
     std::string id = xxh3_128_hex(key);
     return root_ + "/data/" + id.substr(0, 2) + "/" + id;
@@ -159,12 +179,7 @@ TEST_F(ChunkCacheTest, FetchesOnlyTheChunksReadAndServesThemFromDisk) {
 
 TEST_F(ChunkCacheTest, SurvivesRestartWithoutUpstream) {
   auto content = random_bytes(3 * kChunk, 2);
-  {
-    auto cache = open_cache();
-    auto file = cache->pin("p/f", content.size());
-    expect_read(*cache, **file, content, 0, content.size());
-    cache->release(*file);
-  }
+  fill_and_close("p/f", content);
   auto cache = open_cache();
   auto file = cache->pin("p/f", content.size());
   EXPECT_EQ(cache->cached_bytes(**file), content.size());
@@ -184,25 +199,10 @@ TEST_F(ChunkCacheTest, SurvivesRestartWithoutUpstream) {
 
 TEST_F(ChunkCacheTest, CorruptedTruncatedOrDeletedDataIsDetectedAndRefetched) {
   auto content = random_bytes(4 * kChunk, 3);
-  auto fill = [&](std::string_view key) {
-    auto cache = open_cache();
-    auto file = cache->pin(key, content.size());
-    expect_read(*cache, **file, content, 0, content.size());
-    cache->release(*file);
-  };
-  fill("p/flipped");
-  fill("p/truncated");
-  fill("p/deleted");
-  {
-    // Flip one byte in chunk 2.
-    int fd = ::open(data_file_of("p/flipped").c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    char c;
-    ASSERT_EQ(pread(fd, &c, 1, 2 * kChunk + 7), 1);
-    c ^= 0x40;
-    ASSERT_EQ(pwrite(fd, &c, 1, 2 * kChunk + 7), 1);
-    close(fd);
-  }
+  fill_and_close("p/flipped", content);
+  fill_and_close("p/truncated", content);
+  fill_and_close("p/deleted", content);
+  flip_byte("p/flipped", 2 * kChunk + 7, 0x40);  // in chunk 2
   ASSERT_EQ(truncate(data_file_of("p/truncated").c_str(), kChunk + 5), 0);
   ASSERT_TRUE(fs::remove(data_file_of("p/deleted")));
 
@@ -220,12 +220,7 @@ TEST_F(ChunkCacheTest, CorruptedTruncatedOrDeletedDataIsDetectedAndRefetched) {
 
 TEST_F(ChunkCacheTest, ATornOrForeignSlotIsAMiss) {
   auto content = random_bytes(2 * kChunk, 4);
-  {
-    auto cache = open_cache();
-    auto file = cache->pin("p/slots", content.size());
-    expect_read(*cache, **file, content, 0, content.size());
-    cache->release(*file);
-  }
+  fill_and_close("p/slots", content);
   // Garble the slot of block 0 (it sits right after the content).
   int fd = ::open(data_file_of("p/slots").c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
@@ -653,21 +648,8 @@ TEST_F(ChunkCacheTest, RandomReadsFetchOnlyTheirOwnBlocks) {
 
 TEST_F(ChunkCacheTest, ACorruptBlockIsRefetchedAloneAndItsSlotCleared) {
   auto content = random_bytes(2 * kChunk, 12);
-  {
-    auto cache = open_cache();
-    auto file = cache->pin("p/block", content.size());
-    expect_read(*cache, **file, content, 0, content.size());
-    cache->release(*file);
-  }
-  {
-    int fd = ::open(data_file_of("p/block").c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    char c = 0;
-    ASSERT_EQ(pread(fd, &c, 1, kChunk + 3 * kBlock + 9), 1);
-    c ^= 0x01;
-    ASSERT_EQ(pwrite(fd, &c, 1, kChunk + 3 * kBlock + 9), 1);
-    close(fd);
-  }
+  fill_and_close("p/block", content);
+  flip_byte("p/block", kChunk + 3 * kBlock + 9, 0x01);
   {
     auto cache = open_cache();
     auto file = cache->pin("p/block", content.size());
@@ -690,17 +672,8 @@ TEST_F(ChunkCacheTest, ACorruptBlockIsRefetchedAloneAndItsSlotCleared) {
 
 TEST_F(ChunkCacheTest, AFailedVerificationInTheReadPathLeavesATombstone) {
   auto content = random_bytes(kChunk, 13);
-  {
-    auto cache = open_cache();
-    auto file = cache->pin("p/tomb", content.size());
-    expect_read(*cache, **file, content, 0, content.size());
-    cache->release(*file);
-  }
-  int fd = ::open(data_file_of("p/tomb").c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  char c = 0;
-  ASSERT_EQ(pwrite(fd, &c, 1, 2 * kBlock), 1);
-  ASSERT_EQ(pwrite(fd, "\x7f", 1, 2 * kBlock), 1);
+  fill_and_close("p/tomb", content);
+  flip_byte("p/tomb", 2 * kBlock, 0x7f);
   {
     auto cache = open_cache();
     auto file = cache->pin("p/tomb", content.size());
@@ -714,7 +687,6 @@ TEST_F(ChunkCacheTest, AFailedVerificationInTheReadPathLeavesATombstone) {
   auto file = cache->pin("p/tomb", content.size());
   EXPECT_EQ(cache->cached_bytes(**file), content.size() - kBlock) << "the slot was not cleared";
   cache->release(*file);
-  close(fd);
 }
 
 TEST_F(ChunkCacheTest, ADataFileOfTheEarlierFormatIsAMiss) {
