@@ -14,6 +14,7 @@
    offline.
 Prints the image's size."""
 
+import concurrent.futures
 import glob
 import json
 import os
@@ -164,15 +165,18 @@ class ContainerImage(unittest.TestCase):
 
     @classmethod
     def set_up(cls):
-        # 1. The .deb, built and checked by the Debian package test.
+        # 1. The .deb, built and checked by the Debian package test, while 2. the base is
+        # made: the compile needs the CPUs, debootstrap mostly waits for the mirror.
         debs = os.path.join(cls.work, "context")
         os.makedirs(debs)
-        subprocess.run(["bash", os.path.join(SOURCE_ROOT, "tests", "packaging", "debian_test.sh")],
-                       check=True, env=dict(os.environ, DEB_OUT=debs), timeout=1500)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            base = pool.submit(base_rootfs_tar, os.path.join(cls.build_root, "tests", "container-base"))
+            subprocess.run(["bash", os.path.join(SOURCE_ROOT, "tests", "packaging", "debian_test.sh")],
+                           check=True, env=dict(os.environ, DEB_OUT=debs), timeout=1500)
+            tar = base.result(timeout=1000)
         for name in ("Dockerfile", "entrypoint.sh"):
             shutil.copy(os.path.join(SOURCE_ROOT, "packaging", "container", name), debs)
-        # 2. + 3. The base, the engine, the image.
-        tar = base_rootfs_tar(os.path.join(cls.build_root, "tests", "container-base"))
+        # 3. The engine, the image.
         cls.engine = Engine(cls.work)
         cls.engine.docker("import", tar, "lazystore-test-base:1")
         started = time.monotonic()
