@@ -504,6 +504,11 @@ def drop_page_cache():
 # The daemon
 # ---------------------------------------------------------------------------------------------
 
+def _mount_point_field(field):
+    """A mountinfo mount point field, its octal escapes (\\040 for a space) undone."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def mountinfo_entry(mountpoint):
     """The /proc/self/mountinfo fields of the mount at mountpoint, or None (no file system access)."""
     mountpoint = os.path.realpath(mountpoint)
@@ -511,14 +516,41 @@ def mountinfo_entry(mountpoint):
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            # Octal escapes (\040 for a space) in the mount point field.
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            point = _mount_point_field(fields[4])
             if point == mountpoint:
                 sep = fields.index("-")
                 found = {"options": fields[5].split(","), "fstype": fields[sep + 1],
                          "source": fields[sep + 2], "super_options": fields[sep + 3].split(","),
                          "id": fields[0], "device": fields[2]}
     return found  # the last one: the mount on top
+
+
+def held_only_by_copies(connection, mountpoint):
+    """Whether FUSE connection `connection` is mounted only in other mount namespaces, and
+    there only at `mountpoint`: copies of a mount unmounted here. Connection numbers are reused
+    at once, so a number alone may name another test's later mount, at another mount point (or
+    here, in this namespace); that one must not be aborted."""
+    device, point = f"0:{connection}", os.path.realpath(mountpoint)
+    own = os.readlink("/proc/self/ns/mnt")
+    seen, copies = set(), 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            namespace = os.readlink(f"/proc/{entry}/ns/mnt")
+            if namespace in seen:
+                continue
+            seen.add(namespace)
+            with open(f"/proc/{entry}/mountinfo") as f:
+                lines = [line.split() for line in f]
+        except OSError:
+            continue
+        for fields in lines:
+            if fields[2] != device:
+                continue
+            at = _mount_point_field(fields[4])
+            if namespace == own or at != point:
+                return False
+            copies += 1
+    return copies > 0
 
 
 def mount_namespace_holders(device):
@@ -811,7 +843,8 @@ class Daemon:
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if result.returncode != 0:
                 problems.append(f"fusermount3 -u failed: {result.stdout.strip()}")
-            elif connection is not None and not wait_connection_gone(connection, 2.0):
+            elif connection is not None and not wait_connection_gone(connection, 2.0) and \
+                    held_only_by_copies(connection, self.mountpoint):
                 # A copy of the mount in another process's mount namespace keeps the connection,
                 # so the kernel never tells the daemon the mount ended: end it for them.
                 log(f"FUSE connection {connection} outlived the unmount of {self.mountpoint} "
