@@ -525,51 +525,40 @@ def mountinfo_entry(mountpoint):
     return found  # the last one: the mount on top
 
 
+def _mounts_of(device):
+    """(pid, mount namespace, mount point) of each mount of the file system `device` that a
+    process sees. A process's mountinfo depends only on its namespace and its root, so it is
+    read once for each pair."""
+    points_in = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            namespace = os.readlink(f"/proc/{entry}/ns/mnt")
+            view = (namespace, os.readlink(f"/proc/{entry}/root"))
+            if view not in points_in:
+                with open(f"/proc/{entry}/mountinfo") as f:
+                    points_in[view] = [_mount_point_field(fields[4]) for fields in map(str.split, f)
+                                       if fields[2] == device]
+        except OSError:
+            continue
+        for point in points_in[view]:
+            yield int(entry), namespace, point
+
+
 def held_only_by_copies(connection, mountpoint):
     """Whether FUSE connection `connection` is mounted only in other mount namespaces, and
     there only at `mountpoint`: copies of a mount unmounted here. Connection numbers are reused
     at once, so a number alone may name another test's later mount, at another mount point (or
     here, in this namespace); that one must not be aborted."""
-    device, point = f"0:{connection}", os.path.realpath(mountpoint)
-    own = os.readlink("/proc/self/ns/mnt")
-    seen, copies = set(), 0
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            namespace = os.readlink(f"/proc/{entry}/ns/mnt")
-            if namespace in seen:
-                continue
-            seen.add(namespace)
-            with open(f"/proc/{entry}/mountinfo") as f:
-                lines = [line.split() for line in f]
-        except OSError:
-            continue
-        for fields in lines:
-            if fields[2] != device:
-                continue
-            at = _mount_point_field(fields[4])
-            if namespace == own or at != point:
-                return False
-            copies += 1
-    return copies > 0
+    own, point = os.readlink("/proc/self/ns/mnt"), os.path.realpath(mountpoint)
+    mounts = [(namespace, at) for _pid, namespace, at in _mounts_of(f"0:{connection}")]
+    return bool(mounts) and all(namespace != own and at == point for namespace, at in mounts)
 
 
 def mount_namespace_holders(device):
     """Processes in another mount namespace that still have the file system `device` mounted (a
     namespace copied while it was mounted keeps it, and its FUSE connection, after the unmount)."""
     own = os.readlink("/proc/self/ns/mnt")
-    holders = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{entry}/ns/mnt") == own:
-                continue
-            with open(f"/proc/{entry}/mountinfo") as f:
-                if any(line.split()[2] == device for line in f):
-                    holders.append(int(entry))
-        except OSError:
-            continue
-    return holders
+    return list(dict.fromkeys(pid for pid, namespace, _point in _mounts_of(device) if namespace != own))
 
 
 def is_lazystore_mounted(mountpoint):
