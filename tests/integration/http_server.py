@@ -10,8 +10,11 @@ count the bytes served.
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 START_DEADLINE = 20.0
 
@@ -30,6 +33,7 @@ class Nginx:
         self.port = port or free_port()
         self.tls = tls
         self.process = None
+        self._markers = 0  # log markers asked for (requests())
         os.makedirs(work, exist_ok=True)
         for sub in ("client", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
             os.makedirs(os.path.join(work, sub), exist_ok=True)
@@ -128,7 +132,42 @@ http {{
         return out
 
     def requests(self):
-        """[(method, uri, status, body bytes, range)] served so far (nginx writes each at once)."""
+        """[(method, uri, status, body bytes, range)] served so far. nginx logs a request once it
+        has sent the last byte, and a client may already have that byte, so a test can look
+        before the line is there. A marker request of our own comes first: once its line is in
+        the log, nginx (one process, `master_process off`) has logged every request it served
+        before it. The markers are left out."""
+        marker = self._ask_marker()
+        deadline = time.monotonic() + START_DEADLINE
+        while True:
+            out = self._logged()
+            if marker is None or any(r[1] == marker for r in out):
+                return [r for r in out if not r[1].startswith(self.MARKER)]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not log {marker} within {START_DEADLINE} s")
+            time.sleep(0.01)  # polling interval, bounded by the deadline
+
+    MARKER = "/.lazystore-test-log-marker-"
+
+    def _ask_marker(self):
+        """GETs a new marker URI (a 404); its URI, or None when nginx does not answer (stopped,
+        killed): then nothing is on its way to the log."""
+        if self.process is None:
+            return None
+        self._markers += 1
+        marker = f"{self.MARKER}{self._markers}"
+        handlers = [urllib.request.ProxyHandler({})]  # straight to nginx, whatever the environment
+        if self.tls:  # our own test certificate
+            handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+        try:
+            urllib.request.build_opener(*handlers).open(self.url + marker, timeout=5).close()
+        except urllib.error.HTTPError:
+            pass  # the 404: answered, so it is logged
+        except OSError:
+            return None
+        return marker
+
+    def _logged(self):
         out = []
         try:
             with open(self.access_log) as f:
