@@ -18,10 +18,7 @@ constexpr int kZstdLevel = 12;
 
 Error invalid(const std::string& what) { return make_error(EINVAL, "manifest: " + what); }
 
-bool sha256(std::span<const uint8_t> data, uint8_t out[32]) {
-  unsigned length = 0;
-  return EVP_Digest(data.data(), data.size(), out, &length, EVP_sha256(), nullptr) == 1 && length == 32;
-}
+bool sha256(std::span<const uint8_t> data, uint8_t out[32]) { return sha256_of(std::as_bytes(data), out); }
 
 Result<uint64_t> parse_number(std::string_view key, std::string_view value) {
   uint64_t out = 0;
@@ -43,6 +40,14 @@ std::string hash_text(std::span<const uint8_t> digest) { return "sha256:" + nix3
 
 bool is_power_of_two(uint64_t n) { return n != 0 && (n & (n - 1)) == 0; }
 
+bool valid_block_size(uint64_t n) {
+  return is_power_of_two(n) && n >= kMinManifestBlockSize && n <= kMaxManifestBlockSize;
+}
+
+bool valid_leaf_size(uint64_t leaf, uint64_t block) {
+  return is_power_of_two(leaf) && leaf >= kMinManifestBlockSize && leaf <= block / 2;
+}
+
 Result<std::string> decompress(const ManifestHeader& header, std::string_view body) {
   if (header.compression == "none") return std::string(body);
   unsigned long long size = ZSTD_getFrameContentSize(body.data(), body.size());
@@ -59,8 +64,8 @@ Result<std::string> decompress(const ManifestHeader& header, std::string_view bo
 // Writes the tree under `node` as listing JSON, with the blocks of each file.
 class BodyWriter {
  public:
-  BodyWriter(const Tree& tree, uint32_t block_size, const NarReadAt& read_at)
-      : tree_(tree), block_size_(block_size), read_at_(read_at), buffer_(block_size) {}
+  BodyWriter(const Tree& tree, uint32_t block_size, uint32_t leaf_size, const NarReadAt& read_at)
+      : tree_(tree), block_size_(block_size), leaf_size_(leaf_size), read_at_(read_at), buffer_(block_size) {}
 
   Status node(uint32_t index) {
     const TreeNode& n = tree_.nodes[index];
@@ -95,6 +100,7 @@ class BodyWriter {
   }
 
   std::string take() { return std::move(out_); }
+  std::string take_leaves() { return std::move(leaves_); }
 
  private:
   Status string(const std::string& text, uint32_t of) {
@@ -117,11 +123,16 @@ class BodyWriter {
         if (*got == 0) return make_error(EIO, "the NAR ends inside a file");
         done += *got;
       }
+      std::span<const std::byte> block(buffer_.data(), want);
       uint8_t digest[32];
-      if (!sha256(std::span(reinterpret_cast<const uint8_t*>(buffer_.data()), want), digest)) {
-        return make_error(EIO, "sha256 failed");
-      }
+      if (!block_digest(block, leaf_size_, digest)) return make_error(EIO, "sha256 failed");
       hashes.insert(hashes.end(), digest, digest + 32);
+      if (leaf_size_ != 0) {
+        std::vector<uint8_t> leaves;
+        if (!append_leaf_hashes(block, leaf_size_, leaves)) return make_error(EIO, "sha256 failed");
+        leaves.resize((block_size_ / leaf_size_) * kLeafHashBytes);  // the block's slots, the rest zero
+        leaves_.append(reinterpret_cast<const char*>(leaves.data()), leaves.size());
+      }
     }
     out_ += base64_encode(hashes);
     return {};
@@ -129,9 +140,11 @@ class BodyWriter {
 
   const Tree& tree_;
   const uint32_t block_size_;
+  const uint32_t leaf_size_;
   const NarReadAt& read_at_;
   std::vector<std::byte> buffer_;
   std::string out_;
+  std::string leaves_;
 };
 
 }  // namespace
@@ -139,7 +152,8 @@ class BodyWriter {
 std::string ManifestHeader::fingerprint() const {
   return std::string(kManifestMagic) + ";" + std::string(StorePath::kStoreDir) + "/" + store_path + ";" +
          hash_text(nar_sha256) + ";" + std::to_string(nar_size) + ";" + std::to_string(block_size) + ";" + compression +
-         ";" + hash_text(body_sha256) + ";" + std::to_string(body_size);
+         ";" + hash_text(body_sha256) + ";" + std::to_string(body_size) +
+         (leaf_size ? ";" + std::to_string(leaf_size) : std::string());
 }
 
 uint64_t Manifest::block_count(uint32_t node) const {
@@ -151,6 +165,20 @@ uint64_t Manifest::block_count(uint32_t node) const {
 std::span<const uint8_t> Manifest::block_hash(uint32_t node, uint64_t index) const {
   uint64_t first = blocks.first_block[node];
   return std::span(blocks.hashes).subspan(static_cast<size_t>((first + index) * kBlockHashBytes), kBlockHashBytes);
+}
+
+uint64_t Manifest::leaves_file_size() const {
+  return blocks.hashes.size() / kBlockHashBytes * leaf_slots() * kLeafHashBytes;
+}
+
+uint64_t Manifest::leaves_offset(uint32_t node, uint64_t index) const {
+  return (blocks.first_block[node] + index) * leaf_slots() * kLeafHashBytes;
+}
+
+uint64_t Manifest::leaves_of_block(uint32_t node, uint64_t index) const {
+  if (!header.leaf_size) return 0;
+  uint64_t start = index * header.block_size;
+  return leaf_count(std::min<uint64_t>(header.block_size, tree.nodes[node].size - start), header.leaf_size);
 }
 
 Result<ManifestHeader> parse_manifest_header(std::string_view file, size_t& body_offset) {
@@ -201,10 +229,14 @@ Result<ManifestHeader> parse_manifest_header(std::string_view file, size_t& body
       if (auto st = once(8, key); !st) return st.error();
       auto n = parse_number(key, value);
       if (!n) return n.error();
-      if (!is_power_of_two(*n) || *n < kMinManifestBlockSize || *n > kMaxManifestBlockSize) {
-        return invalid("BlockSize must be a power of two from 4 KiB to 1 MiB");
-      }
+      if (!valid_block_size(*n)) return invalid("BlockSize must be a power of two from 4 KiB to 1 MiB");
       header.block_size = static_cast<uint32_t>(*n);
+    } else if (key == "LeafSize") {  // optional
+      if (auto st = once(128, key); !st) return st.error();
+      auto n = parse_number(key, value);
+      if (!n) return n.error();
+      if (*n > kMaxManifestBlockSize) return invalid("invalid LeafSize");
+      header.leaf_size = static_cast<uint32_t>(*n);
     } else if (key == "Compression") {
       if (auto st = once(16, key); !st) return st.error();
       if (value != "zstd" && value != "none") return invalid("unsupported Compression");
@@ -227,7 +259,10 @@ Result<ManifestHeader> parse_manifest_header(std::string_view file, size_t& body
     }
   }
   if (first) return invalid("no header");
-  if (seen != 127) return invalid("header lacks a required key");
+  if ((seen & 127) != 127) return invalid("header lacks a required key");
+  if ((seen & 128) && !valid_leaf_size(header.leaf_size, header.block_size)) {
+    return invalid("LeafSize must be a power of two from 4 KiB to half the BlockSize");
+  }
   if (header.body_size != file.size() - body_offset) return invalid("body is not BodySize bytes");
   return header;
 }
@@ -278,22 +313,27 @@ Result<Manifest> verify_manifest(std::string_view file, const NarInfo& info, con
   return parse_manifest_body(std::move(*header), body);
 }
 
-Result<std::string> manifest_body(const Tree& tree, uint32_t block_size, const NarReadAt& read_at) {
-  if (!is_power_of_two(block_size) || block_size < kMinManifestBlockSize || block_size > kMaxManifestBlockSize) {
-    return make_error(EINVAL, "block size must be a power of two from 4 KiB to 1 MiB");
+Result<ManifestBody> manifest_body(const Tree& tree, uint32_t block_size, uint32_t leaf_size,
+                                   const NarReadAt& read_at) {
+  if (!valid_block_size(block_size)) return make_error(EINVAL, "block size must be a power of two from 4 KiB to 1 MiB");
+  if (leaf_size != 0 && !valid_leaf_size(leaf_size, block_size)) {
+    return make_error(EINVAL, "leaf size must be a power of two from 4 KiB to half the block size");
   }
   if (tree.nodes.empty()) return make_error(EINVAL, "empty tree");
-  BodyWriter writer(tree, block_size, read_at);
-  std::string out = R"({"version":1,"root":)";
+  BodyWriter writer(tree, block_size, leaf_size, read_at);
+  ManifestBody out;
+  out.json = R"({"version":1,"root":)";
   if (auto st = writer.node(Tree::kRoot); !st) return st.error();
-  out += writer.take();
-  out += '}';
+  out.json += writer.take();
+  out.json += '}';
+  out.leaves = writer.take_leaves();
   return out;
 }
 
 Result<std::string> seal_manifest(std::string_view body, std::string_view store_path_base,
                                   std::span<const uint8_t> nar_sha256, uint64_t nar_size, uint32_t block_size,
-                                  const SecretKey& key) {
+                                  uint32_t leaf_size, const SecretKey& key) {
+  if (leaf_size != 0 && !valid_leaf_size(leaf_size, block_size)) return make_error(EINVAL, "invalid leaf size");
   std::string compressed(ZSTD_compressBound(body.size()), '\0');
   size_t n = ZSTD_compress(compressed.data(), compressed.size(), body.data(), body.size(), kZstdLevel);
   if (ZSTD_isError(n)) return make_error(EIO, std::string("zstd: ") + ZSTD_getErrorName(n));
@@ -303,6 +343,7 @@ Result<std::string> seal_manifest(std::string_view body, std::string_view store_
   header.nar_sha256.assign(nar_sha256.begin(), nar_sha256.end());
   header.nar_size = nar_size;
   header.block_size = block_size;
+  header.leaf_size = leaf_size;
   header.compression = "zstd";
   header.body_sha256.resize(32);
   if (!sha256(std::span(reinterpret_cast<const uint8_t*>(compressed.data()), compressed.size()),
@@ -317,6 +358,7 @@ Result<std::string> seal_manifest(std::string_view body, std::string_view store_
   out += "NarHash: " + hash_text(header.nar_sha256) + "\n";
   out += "NarSize: " + std::to_string(nar_size) + "\n";
   out += "BlockSize: " + std::to_string(block_size) + "\n";
+  if (leaf_size) out += "LeafSize: " + std::to_string(leaf_size) + "\n";
   out += "Compression: zstd\n";
   out += "BodyHash: " + hash_text(header.body_sha256) + "\n";
   out += "BodySize: " + std::to_string(header.body_size) + "\n";

@@ -11,6 +11,7 @@
 //   NarHash: sha256:<nix32>             the narinfo's (signed) NarHash and NarSize
 //   NarSize: <bytes>
 //   BlockSize: 65536                     a power of two, 4 KiB .. 1 MiB
+//   LeafSize: 4096                       optional: a power of two, 4 KiB .. BlockSize / 2
 //   Compression: zstd                    of the body: zstd or none
 //   BodyHash: sha256:<nix32>             of the body bytes as stored
 //   BodySize: <bytes>                    of the body bytes as stored
@@ -19,8 +20,11 @@
 //   <body>: a `.ls` listing (JSON) whose regular files also have "blocks" (common/nar_listing.h)
 //
 // Signed fingerprint: "lazystore-manifest-1;/nix/store/<hash>-<name>;sha256:<nix32 NarHash>;
-// <NarSize>;<BlockSize>;<Compression>;sha256:<nix32 BodyHash>;<BodySize>". The body is parsed
-// only after its signature and hash were checked.
+// <NarSize>;<BlockSize>;<Compression>;sha256:<nix32 BodyHash>;<BodySize>", then ";<LeafSize>"
+// when the header has one. The body is parsed only after its signature and hash were checked.
+//
+// With LeafSize, each block hash is that of the block's leaf hashes, which `<hash>.leaves` holds
+// (common/manifest_blocks.h): a reader can then check a single leaf of a block.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "manifest_blocks.h"
 #include "nar_listing.h"
 #include "narinfo.h"
 #include "result.h"
@@ -39,6 +44,7 @@ namespace lazystore {
 
 inline constexpr std::string_view kManifestMagic = "lazystore-manifest-1";
 inline constexpr std::string_view kManifestSuffix = ".manifest";
+inline constexpr std::string_view kLeavesSuffix = ".leaves";
 inline constexpr uint32_t kDefaultManifestBlockSize = 64u << 10;
 inline constexpr uint32_t kMinManifestBlockSize = 4u << 10;
 inline constexpr uint32_t kMaxManifestBlockSize = 1u << 20;
@@ -51,6 +57,7 @@ struct ManifestHeader {
   std::vector<uint8_t> nar_sha256;  // 32 bytes
   uint64_t nar_size = 0;
   uint32_t block_size = 0;
+  uint32_t leaf_size = 0;            // 0: no leaves (each block hash is that of its bytes)
   std::string compression;           // "zstd" or "none"
   std::vector<uint8_t> body_sha256;  // 32 bytes
   uint64_t body_size = 0;
@@ -67,6 +74,15 @@ struct Manifest {
   // Blocks of regular file `node`; the hash of its block `index` (< block_count(node)).
   uint64_t block_count(uint32_t node) const;
   std::span<const uint8_t> block_hash(uint32_t node, uint64_t index) const;
+
+  // --- Leaves (header.leaf_size != 0) ---
+  // The slots of one block in `<hash>.leaves`, and that file's size.
+  uint64_t leaf_slots() const { return header.leaf_size ? header.block_size / header.leaf_size : 0; }
+  uint64_t leaves_file_size() const;
+  // Where the leaf hashes of block `index` of file `node` start in `<hash>.leaves`, and how many
+  // leaves that block has (the file's last block may have fewer than leaf_slots()).
+  uint64_t leaves_offset(uint32_t node, uint64_t index) const;
+  uint64_t leaves_of_block(uint32_t node, uint64_t index) const;
 };
 
 // The header, and the offset of the body in `file`. EINVAL on anything malformed (strict: every
@@ -90,12 +106,18 @@ bool manifest_signed_by(const ManifestHeader& header, const std::vector<PublicKe
 // Reads `buf.size()` bytes of the NAR at `offset` (short only at its end).
 using NarReadAt = std::function<Result<size_t>(uint64_t offset, std::span<std::byte> buf)>;
 
-// The JSON body of the manifest of a NAR whose own tree (tree_from_nar) is `tree`.
-Result<std::string> manifest_body(const Tree& tree, uint32_t block_size, const NarReadAt& read_at);
+struct ManifestBody {
+  std::string json;    // the body, before compression
+  std::string leaves;  // the contents of `<hash>.leaves` (empty without leaves)
+};
+
+// The body of the manifest of a NAR whose own tree (tree_from_nar) is `tree`, with leaves of
+// `leaf_size` bytes unless it is 0 (it must then be a power of two, 4 KiB .. block_size / 2).
+Result<ManifestBody> manifest_body(const Tree& tree, uint32_t block_size, uint32_t leaf_size, const NarReadAt& read_at);
 
 // The manifest file: header signed with `key`, then `body` compressed with zstd.
 Result<std::string> seal_manifest(std::string_view body, std::string_view store_path_base,
                                   std::span<const uint8_t> nar_sha256, uint64_t nar_size, uint32_t block_size,
-                                  const SecretKey& key);
+                                  uint32_t leaf_size, const SecretKey& key);
 
 }  // namespace lazystore

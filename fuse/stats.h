@@ -56,6 +56,7 @@ namespace lazystore {
   X(manifest_paths, "store paths listed from a verified manifest")                                \
   X(manifest_failures, "manifests refused: signature, path, NarHash or body")                     \
   X(block_hash_failures, "Range-read blocks that did not match their manifest")                   \
+  X(leaf_failures, "leaves files missing or not matching their manifest (whole blocks read)")     \
   X(task_failures, "background tasks (read-ahead) that threw")                                    \
   X(cache_reopens, "data files reopened: their descriptor was closed to stay within the bound")   \
   X(server_restarts, "servers started after the one before died (supervised mounts)")             \

@@ -102,6 +102,25 @@ Status write_atomically(const std::string& directory, const std::string& name, s
 
 enum class Outcome { Written, Current, Compressed };
 
+// True when `manifest` is what these options would write and its leaves file is there, whole,
+// every block's leaves matching the signed block hash.
+bool is_current(const PublishOptions& options, const std::string& hash, const Manifest& manifest) {
+  if (manifest.header.block_size != options.block_size || manifest.header.leaf_size != options.leaf_size) return false;
+  if (!options.leaf_size) return true;
+  auto leaves =
+      read_small_file(options.cache_dir + "/" + hash + std::string(kLeavesSuffix), manifest.leaves_file_size());
+  if (!leaves || leaves->size() != manifest.leaves_file_size()) return false;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(leaves->data());
+  for (uint32_t node = 0; node < manifest.tree.nodes.size(); ++node) {
+    for (uint64_t b = 0; b < manifest.block_count(node); ++b) {
+      std::span<const uint8_t> of_block(bytes + manifest.leaves_offset(node, b),
+                                        manifest.leaves_of_block(node, b) * kLeafHashBytes);
+      if (!leaves_match(of_block, manifest.block_hash(node, b))) return false;
+    }
+  }
+  return true;
+}
+
 Result<Outcome> publish_one(const PublishOptions& options, const std::string& hash, PublishSummary& summary) {
   const std::string& dir = options.cache_dir;
   auto text = read_small_file(dir + "/" + hash + ".narinfo", kMaxNarInfoBytes);
@@ -118,7 +137,7 @@ Result<Outcome> publish_one(const PublishOptions& options, const std::string& ha
     auto existing = read_small_file(dir + "/" + manifest_name, kMaxManifestBytes);
     if (existing) {
       auto verified = verify_manifest(*existing, *info, ours);
-      if (verified && verified->header.block_size == options.block_size) return Outcome::Current;
+      if (verified && is_current(options, hash, *verified)) return Outcome::Current;
     } else if (existing.error().code != ENOENT) {
       return existing.error();
     }
@@ -137,14 +156,20 @@ Result<Outcome> publish_one(const PublishOptions& options, const std::string& ha
   if (!tree) return tree.error();
   if (sha256 != info->nar_sha256)
     return make_error(EINVAL, info->url + " does not match the narinfo's NarHash: not signing it");
-  auto body = manifest_body(*tree, options.block_size, pread_of(fd.get()));
+  auto body = manifest_body(*tree, options.block_size, options.leaf_size, pread_of(fd.get()));
   if (!body) return body.error();
-  auto sealed =
-      seal_manifest(*body, info->store_path, info->nar_sha256, info->nar_size, options.block_size, options.key);
+  auto sealed = seal_manifest(body->json, info->store_path, info->nar_sha256, info->nar_size, options.block_size,
+                              options.leaf_size, options.key);
   if (!sealed) return sealed.error();
+  // The leaves first: a reader that finds the manifest finds its leaves. Without leaves, an old
+  // leaves file is left: nothing refers to it.
+  if (options.leaf_size) {
+    if (auto w = write_atomically(dir, hash + std::string(kLeavesSuffix), body->leaves); !w) return w.error();
+  }
   if (auto w = write_atomically(dir, manifest_name, *sealed); !w) return w.error();
   summary.nar_bytes += info->nar_size;
   summary.manifest_bytes += sealed->size();
+  summary.leaves_bytes += body->leaves.size();
   return Outcome::Written;
 }
 

@@ -1,7 +1,8 @@
 // lazystore-publish: writes a signed manifest (common/manifest.h) next to each narinfo of a Nix
 // binary cache directory (as `nix copy --to file://DIR` writes it), so that a lazystore mount can
 // serve its paths lazily with every byte verified. Idempotent: a path whose manifest is current
-// (same path, NarHash and block size, signed by this key, intact) is left alone.
+// (same path, NarHash, block and leaf size, signed by this key, intact, its leaves too) is left
+// alone. Leaves (`<hash>.leaves`) are written before the manifest that refers to them.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +19,8 @@ struct PublishOptions {
   std::string cache_dir;  // the binary cache's directory
   SecretKey key;          // the cache's Nix signing key
   uint32_t block_size = kDefaultManifestBlockSize;
-  bool force = false;  // rewrite current manifests too
+  uint32_t leaf_size = kDefaultManifestLeafSize;  // 0: no leaves
+  bool force = false;                             // rewrite current manifests too
 };
 
 struct PublishSummary {
@@ -28,6 +30,7 @@ struct PublishSummary {
   uint64_t failed = 0;      // unreadable narinfo or NAR, NAR not matching its NarHash, ...
   uint64_t nar_bytes = 0;   // NAR bytes read for the manifests written
   uint64_t manifest_bytes = 0;
+  uint64_t leaves_bytes = 0;
 };
 
 // Runs over every `<hash>.narinfo` in options.cache_dir. `note` gets one line per path that was

@@ -12,7 +12,8 @@ namespace {
 constexpr const char* kDescription =
     "Writes a signed manifest next to each <hash>.narinfo of a Nix binary cache directory, so that\n"
     "lazystore mounts of it serve each store path lazily (HTTP Range reads) with every block\n"
-    "checked against a SHA-256 the cache's key signed. Run it after each `nix copy --to file://DIR`;\n"
+    "checked against a SHA-256 the cache's key signed, and a <hash>.leaves file with which a small\n"
+    "read fetches and checks only its own 4 KiB leaves. Run it after each `nix copy --to file://DIR`;\n"
     "paths whose manifest is current are skipped. NARs must be stored uncompressed\n"
     "(compression=none); compressed ones are listed and skipped.\n";
 
@@ -64,13 +65,17 @@ std::optional<uint64_t> parse_block_size(const std::string& text) {
 int main(int argc, char** argv) {
   CLI::App app{kDescription, "lazystore-publish"};
   app.footer(kExitCodes);
-  std::string cache, key_file, block_size_text = "64K";
+  std::string cache, key_file, block_size_text = "64K", leaf_size_text = "4K";
   bool force = false, quiet = false;
   app.add_option("CACHE", cache, "the binary cache: a directory, or the file:// URL given to `nix copy --to`")
       ->required();
   app.add_option("--secret-key", key_file,
                  "the cache's secret key (nix-store --generate-binary-cache-key); default: the URL's secret-key=");
   app.add_option("--block-size", block_size_text, "bytes per hashed block: a power of two, 4K to 1M")
+      ->capture_default_str();
+  app.add_option("--leaf-size", leaf_size_text,
+                 "bytes per leaf of a block (a small read's unit): a power of two, 4K to half the block size; 0: "
+                 "no leaves (a small read then fetches its whole block)")
       ->capture_default_str();
   app.add_flag("--force", force, "rewrite manifests that are already current");
   app.add_flag("-q,--quiet", quiet, "print only failures and the summary");
@@ -90,6 +95,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.block_size = static_cast<uint32_t>(*block_size);
+  auto leaf_size = parse_block_size(leaf_size_text);
+  if (!leaf_size || *leaf_size > UINT32_MAX) {
+    std::fprintf(stderr, "lazystore-publish: invalid --leaf-size '%s'\n", leaf_size_text.c_str());
+    return 2;
+  }
+  // The default leaf is dropped where the block is too small to have leaves; a leaf size asked
+  // for must fit.
+  if (*leaf_size > *block_size / 2 && app.count("--leaf-size") == 0) leaf_size = 0;
+  if (*leaf_size != 0 && ((*leaf_size & (*leaf_size - 1)) != 0 || *leaf_size < lazystore::kMinManifestBlockSize ||
+                          *leaf_size > *block_size / 2)) {
+    std::fprintf(stderr, "lazystore-publish: --leaf-size must be 0 or a power of two from 4K to half the block size\n");
+    return 2;
+  }
+  options.leaf_size = static_cast<uint32_t>(*leaf_size);
   options.force = force;
   FILE* f = std::fopen(key_file.c_str(), "r");
   if (!f) {
@@ -115,10 +134,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::printf(
-      "lazystore-publish: %s: %llu manifests written (%s of NARs), %llu current, %llu compressed (skipped), %llu "
-      "failed\n",
+      "lazystore-publish: %s: %llu manifests written (%s of NARs, %s of leaves), %llu current, %llu compressed "
+      "(skipped), %llu failed\n",
       options.cache_dir.c_str(), static_cast<unsigned long long>(summary->written),
-      lazystore::format_bytes(summary->nar_bytes).c_str(), static_cast<unsigned long long>(summary->current),
-      static_cast<unsigned long long>(summary->compressed), static_cast<unsigned long long>(summary->failed));
+      lazystore::format_bytes(summary->nar_bytes).c_str(), lazystore::format_bytes(summary->leaves_bytes).c_str(),
+      static_cast<unsigned long long>(summary->current), static_cast<unsigned long long>(summary->compressed),
+      static_cast<unsigned long long>(summary->failed));
   return summary->failed ? 1 : 0;
 }

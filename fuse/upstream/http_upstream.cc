@@ -5,8 +5,6 @@
 #include <cstring>
 #include <thread>
 
-#include <openssl/evp.h>
-
 #include "log.h"
 #include "nar_listing.h"
 #include "stats.h"
@@ -392,7 +390,9 @@ uint32_t HttpUpstream::read_alignment(const StorePath& path) {
   auto info = narinfo(path);
   if (!info || (*info)->compression != "none") return 0;
   auto m = manifest(path, **info);
-  return m && *m ? (*m)->header.block_size : 0;
+  if (!m || !*m) return 0;
+  const ManifestHeader& header = (*m)->header;
+  return header.leaf_size && !leaves_refused(path) ? header.leaf_size : header.block_size;
 }
 
 Result<size_t> HttpUpstream::read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
@@ -440,41 +440,6 @@ Status HttpUpstream::get_range(const StorePath& path, const NarInfo& info, uint6
   if (fetched->absent) return make_error(EIO, path.base_name() + ": its NAR " + info.url + " is missing");
   if (got != into.size()) return make_error(EIO, path.base_name() + ": short range answer");
   return {};
-}
-
-Result<size_t> HttpUpstream::read_blocks(const StorePath& path, const NarInfo& info, const Manifest& manifest,
-                                         uint32_t node, uint64_t offset, std::span<std::byte> buf) {
-  const TreeNode& file = manifest.tree.nodes[node];
-  const uint64_t block = manifest.header.block_size;
-  const uint64_t first_block = offset / block, last_block = (offset + buf.size() - 1) / block;
-  const uint64_t begin = first_block * block, end = std::min(file.size, (last_block + 1) * block);
-  // Whole blocks are fetched and checked; a read that is not block-aligned goes through memory.
-  std::vector<std::byte> scratch;
-  std::span<std::byte> target = buf;
-  if (begin != offset || end - begin != buf.size()) {
-    scratch.resize(static_cast<size_t>(end - begin));
-    target = scratch;
-  }
-  if (auto fetched = get_range(path, info, file.nar_offset + begin, target); !fetched) return fetched.error();
-  for (uint64_t b = first_block; b <= last_block; ++b) {
-    uint64_t at = (b - first_block) * block;
-    size_t length = static_cast<size_t>(std::min(block, end - b * block));
-    uint8_t digest[32];
-    unsigned digest_length = 0;
-    bool hashed = EVP_Digest(target.data() + at, length, digest, &digest_length, EVP_sha256(), nullptr) == 1;
-    auto expected = manifest.block_hash(node, b);
-    if (!hashed || digest_length != 32 || std::memcmp(digest, expected.data(), 32) != 0) {
-      count(&Stats::block_hash_failures, options_.stats);
-      std::string where = manifest.tree.path_of(node) + " block " + std::to_string(b);
-      if (first_time("block", path)) {
-        LOG_WARNING("%s: %s: the NAR's bytes do not match the signed manifest: not served", path.base_name().c_str(),
-                    where.c_str());
-      }
-      return make_error(EIO, path.base_name() + ": " + where + " does not match its manifest");
-    }
-  }
-  if (!scratch.empty()) std::memcpy(buf.data(), scratch.data() + (offset - begin), buf.size());
-  return buf.size();
 }
 
 Result<size_t> HttpUpstream::read_spooled(const StorePath& path, const NarInfo& info, const std::string& relative,

@@ -10,7 +10,9 @@
 //   NarHash, NarSize and references):
 //   - with a manifest signed by a trusted key for this path and NarHash, the tree comes from it,
 //     and each read is a Range request into the uncompressed NAR whose every block is checked
-//     against the manifest's SHA-256 before it is returned;
+//     against the manifest's SHA-256 before it is returned; with leaves, a read of part of a
+//     block fetches only its leaves and checks them with the block's leaf hashes
+//     (`<hash>.leaves`, fetched at the same time; http_manifest_reads.cc);
 //   - without one, the whole NAR is downloaded once (merged, kept under the cache directory),
 //     matched against NarHash/NarSize, and the tree and every byte come from it. A NAR that does
 //     not match makes the path absent for a while (counted, logged once).
@@ -50,7 +52,7 @@ class HttpUpstream final : public Upstream {
   Result<bool> exists(const StorePath& path) override;
   Result<std::vector<StorePath>> list_store() override;
   Result<Tree> list_tree(const StorePath& path) override;
-  // A manifest's block: every read of a checked NAR fetches whole blocks.
+  // A manifest's leaf, or its block: every read of a checked NAR fetches whole ones.
   uint32_t read_alignment(const StorePath& path) override;
   Result<size_t> read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,
                       std::span<std::byte> buf) override;
@@ -93,9 +95,15 @@ class HttpUpstream final : public Upstream {
   Result<std::unique_ptr<NarSpool>> download_nar(const StorePath& path, const NarInfo& info);
   // Exactly `into.size()` bytes of the NAR of `path` from byte `first` (one Range request).
   Status get_range(const StorePath& path, const NarInfo& info, uint64_t first, std::span<std::byte> into);
-  // Block-verified Range read of file `node` of `manifest`.
+  // Block-verified Range read of file `node` of `manifest` (http_manifest_reads.cc).
   Result<size_t> read_blocks(const StorePath& path, const NarInfo& info, const Manifest& manifest, uint32_t node,
                              uint64_t offset, std::span<std::byte> buf);
+  // The checked leaf hashes of blocks `blocks` of file `node`, by block; an error when the leaves
+  // file is missing, short or does not match the manifest.
+  Result<std::map<uint64_t, std::vector<uint8_t>>> leaves_of(const StorePath& path, const Manifest& manifest,
+                                                             uint32_t node, const std::vector<uint64_t>& blocks);
+  // True while the leaves of `path` are not to be used (missing or bad, for kRefusalTime).
+  bool leaves_refused(const StorePath& path);
   Result<size_t> read_spooled(const StorePath& path, const NarInfo& info, const std::string& relative, uint64_t offset,
                               std::span<std::byte> buf);
   // require-sigs=false: the cache is trusted (listings, unchecked Range reads).
@@ -125,7 +133,10 @@ class HttpUpstream final : public Upstream {
     Clock::time_point until;
   };
   std::map<std::string, Refusal> refused_;  // by hash part
-  std::set<std::string> warned_;            // "<kind> <base name>", logged once
+  // Checked leaf hashes by (hash part, offset in the leaves file); paths whose leaves failed.
+  std::map<std::pair<std::string, uint64_t>, std::vector<uint8_t>> leaves_;
+  std::map<std::string, Clock::time_point> leaves_refused_;
+  std::set<std::string> warned_;  // "<kind> <base name>", logged once
 };
 
 }  // namespace lazystore

@@ -27,6 +27,11 @@ void check(const Manifest& m) {
       FUZZ_CHECK(m.blocks.first_block[i] != kNoBlocks);
       FUZZ_CHECK((m.blocks.first_block[i] + count) * kBlockHashBytes <= m.blocks.hashes.size());
       FUZZ_CHECK(m.block_hash(i, count - 1).size() == kBlockHashBytes);
+      if (m.header.leaf_size) {
+        // Every block's leaves lie inside the leaves file.
+        FUZZ_CHECK(m.leaves_of_block(i, count - 1) >= 1 && m.leaves_of_block(i, count - 1) <= m.leaf_slots());
+        FUZZ_CHECK(m.leaves_offset(i, count - 1) + m.leaf_slots() * kLeafHashBytes <= m.leaves_file_size());
+      }
     }
   }
 }
@@ -40,6 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (header) {
     FUZZ_CHECK(body_offset <= text.size() && header->body_size == text.size() - body_offset);
     FUZZ_CHECK(header->block_size >= kMinManifestBlockSize && header->block_size <= kMaxManifestBlockSize);
+    FUZZ_CHECK(header->leaf_size == 0 ||
+               (header->leaf_size >= kMinManifestBlockSize && header->leaf_size <= header->block_size / 2));
     FUZZ_CHECK(header->nar_sha256.size() == 32 && header->body_sha256.size() == 32);
     auto body = parse_manifest_body(*header, text.substr(body_offset));
     if (body) check(*body);

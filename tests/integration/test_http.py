@@ -12,6 +12,7 @@ import base64
 import errno
 import hashlib
 import os
+import random
 import shutil
 import subprocess
 import tempfile
@@ -223,11 +224,15 @@ class HttpContentTest(HttpTestCase):
         served = server.bytes_served("")  # every byte nginx sent (narinfo, manifest, ranges)
         nar_bytes = sum(r[3] for r in self.nar_requests(server))
         log(f"read 3 x 4 KiB of a {nar_size} byte NAR: nginx sent {served} bytes ({nar_bytes} of NAR)")
-        # The read at 0 starts a stream: its 1 MiB chunk. The two others are random: each moves
-        # the manifest block that holds it (64 KiB, checked whole), and the cache keeps it.
-        self.assertEqual(nar_bytes, MiB + 2 * 64 * 1024, "expected the first chunk and two manifest blocks")
+        # The read at 0 starts a stream: its 1 MiB chunk, checked by whole blocks. The two others
+        # are random: each moves its own 4 KiB leaves (the one at 10 MiB + 123 spans two) and the
+        # leaf hashes of its block (512 bytes), and the cache keeps the leaves.
+        leaves = [r for r in server.requests() if r[1].endswith(".leaves")]
+        log(f"leaves requests: {leaves}")
+        self.assertEqual(nar_bytes, MiB + 3 * 4096, "expected the first chunk and three leaves")
+        self.assertEqual(sorted(r[3] for r in leaves), [512, 512])
         self.assertLess(served, nar_size // 10)
-        self.assertEqual(cached_bytes(big), MiB + 2 * 64 * 1024)
+        self.assertEqual(cached_bytes(big), MiB + 3 * 4096)
 
     def test_one_header_of_the_include_path_transfers_a_small_part_of_it(self):
         server = self.serve(self.caches.manifests)
@@ -547,6 +552,116 @@ class HttpManifestRefusalTest(HttpTestCase):
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assertIn("does not match the narinfo's NarHash", result.stderr)
         self.assertFalse(os.path.exists(os.path.join(cache, name.split("-")[0] + ".manifest")))
+
+    def test_publish_rewrites_missing_or_altered_leaves_and_manifests_without_leaves(self):
+        cache = self.private_cache("manifests")
+        n = len(self.caches.paths["manifests"])
+        misc, python = (self.fixture.paths[r].split("-")[0] for r in ("misc", "python"))
+        leaves = {h: os.path.join(cache, h + ".leaves") for h in (misc, python)}
+        for path in leaves.values():
+            self.assertTrue(os.path.getsize(path) > 0, path)
+        os.unlink(leaves[misc])
+        with open(leaves[python], "r+b") as f:
+            f.seek(5)  # inside the first leaf hash of the first block: always in use
+            byte = f.read(1)
+            f.seek(5)
+            f.write(bytes([byte[0] ^ 1]))
+        self.assertIn(f"2 manifests written", publish(cache, self.caches.key_secret))
+        self.assertIn(f"{n} current", publish(cache, self.caches.key_secret))
+        # Without leaves (--leaf-size 0) every manifest changes; with them again, every one.
+        self.assertIn(f"{n} manifests written", publish(cache, self.caches.key_secret, "--leaf-size", "0"))
+        with open(os.path.join(cache, misc + ".manifest"), "rb") as f:
+            self.assertNotIn(b"LeafSize:", f.read().split(b"\n\n")[0])
+        self.assertIn(f"{n} manifests written", publish(cache, self.caches.key_secret))
+        for bad in (["--leaf-size", "64K"], ["--leaf-size", "3K"], ["--leaf-size", "2K"], ["--leaf-size", "x"]):
+            result = subprocess.run([publish_bin(), "--secret-key", self.caches.key_secret, *bad, cache],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.assertEqual(result.returncode, 2, (bad, result.stdout, result.stderr))
+            self.assertIn("--leaf-size", result.stderr)
+
+
+class HttpLeavesTest(HttpTestCase):
+    """Small reads of a manifest's NAR fetch their 4 KiB leaves and the leaf hashes of the block
+    (`<hash>.leaves`); leaves that are missing or wrong cost bytes (whole blocks), never a wrong byte."""
+
+    def random_reads(self, daemon, count, seed):
+        misc = self.fixture.paths["misc"]
+        big = daemon.path(misc, "big.bin")
+        source_big = os.path.join(self.fixture.path("misc"), "big.bin")
+        size = os.path.getsize(source_big)
+        offsets = [4096 * block for block in random.Random(seed).sample(range(MiB // 4096, size // 4096 - 1), count)]
+        with open(big, "rb") as f, open(source_big, "rb") as g:
+            for offset in offsets:
+                self.assertEqual(os.pread(f.fileno(), 4096, offset), os.pread(g.fileno(), 4096, offset), offset)
+        return big, 4096 * count
+
+    def test_random_small_reads_move_about_what_they_read(self):
+        server = self.serve(self.caches.manifests)
+        daemon = self.mount_http(server.url, {"chunk-size": "1M"})
+        os.stat(daemon.path(self.fixture.paths["misc"], "big.bin"))  # the manifest, before counting
+        before = daemon.stats()
+        big, read = self.random_reads(daemon, 300, 17)
+        after = daemon.stats()
+        moved = after["http_bytes"] - before["http_bytes"]
+        log(f"300 random 4 KiB reads over HTTP: {moved} bytes received for {read} read ({moved / read:.2f}x), "
+            f"{after['http_requests'] - before['http_requests']} requests")
+        self.assertLessEqual(moved, 1.25 * read, "random reads moved much more than they read")
+        self.assertGreaterEqual(moved, read)
+        self.assertEqual(after["leaf_failures"], 0, after)
+        self.assertLessEqual(cached_bytes(big), 1.1 * read)
+        # Read again: from the cache.
+        self.random_reads(daemon, 300, 17)
+        self.assertEqual(daemon.stats()["http_bytes"], after["http_bytes"])
+
+    def check_whole_blocks_instead(self, cache, why):
+        server = self.serve(cache)
+        daemon = self.mount_http(server.url, {"chunk-size": "1M"}, allowed_stderr=UPSTREAM_ERRORS)
+        big, read = self.random_reads(daemon, 40, 5)
+        stats = daemon.stats()
+        self.assertGreaterEqual(stats["leaf_failures"], 1, stats)
+        self.assertEqual(stats["block_hash_failures"], 0, stats)
+        self.assertEqual(stats["nar_downloads"], 0, stats)
+        self.assertEqual(daemon.stderr().count("reading whole blocks instead"), 1, daemon.stderr())
+        self.assertIn(why, daemon.stderr())
+        # After the first failure the path's reads are whole 64 KiB blocks: no more leaves asked.
+        ranges = [r[3] for r in self.nar_requests(server)]
+        self.assertEqual(len([r for r in server.requests() if r[1].endswith(".leaves")]), 1)
+        self.assertTrue(all(n % (64 * 1024) == 0 for n in ranges[1:]), ranges)
+        return daemon
+
+    def test_missing_leaves_cost_bytes_never_correctness(self):
+        cache = self.private_cache("manifests")
+        os.unlink(os.path.join(cache, self.fixture.paths["misc"].split("-")[0] + ".leaves"))
+        self.check_whole_blocks_instead(cache, ".leaves is missing")
+
+    def test_altered_leaves_are_refused_and_whole_blocks_read(self):
+        cache = self.private_cache("manifests")
+        path = os.path.join(cache, self.fixture.paths["misc"].split("-")[0] + ".leaves")
+        size = os.path.getsize(path)
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+        self.check_whole_blocks_instead(cache, "do not match the manifest")
+
+    def test_an_altered_leaf_of_the_nar_is_never_served(self):
+        cache = self.private_cache("manifests")
+        misc = self.fixture.paths["misc"]
+        source_big = os.path.join(self.fixture.path("misc"), "big.bin")
+        with open(source_big, "rb") as f:
+            contents = os.pread(f.fileno(), 4096, 20 * MiB)
+        at = flip_byte_of(cache, misc, contents)
+        server = self.serve(cache)
+        daemon = self.mount_http(server.url, {"chunk-size": "1M"}, allowed_stderr=UPSTREAM_ERRORS)
+        big = daemon.path(misc, "big.bin")
+        with open(big, "rb") as f:
+            self.assertErrno(errno.EIO, os.pread, f.fileno(), 4096, 20 * MiB)
+            with open(source_big, "rb") as g:
+                # Another leaf of the same block (not the next one: that would be a stream).
+                self.assertEqual(os.pread(f.fileno(), 4096, 20 * MiB + 32768), os.pread(g.fileno(), 4096, 20 * MiB + 32768))
+        stats = daemon.stats()
+        # The kernel may ask for the failed page twice (its read-ahead, then the read itself).
+        self.assertIn(stats["block_hash_failures"], (1, 2), stats)
+        self.assertEqual(stats["leaf_failures"], 0, stats)
+        log(f"altered NAR byte at {at}: EIO for its leaf, another leaf of its block served")
 
 
 class HttpSpoolTest(HttpTestCase):

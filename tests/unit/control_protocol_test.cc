@@ -189,7 +189,7 @@ TEST(StatsJson, FlatInTableOrderWithHistogramsAndMount) {
       << json;
   EXPECT_NE(json.find("\"chunk_hits\":7,"), std::string::npos);
   EXPECT_NE(json.find("\"signature_failures\":0,\"nar_downloads\":0,\"manifest_paths\":0,"
-                      "\"manifest_failures\":0,\"block_hash_failures\":0,\"task_failures\":0,\"cache_reopens\":0,"
+                      "\"manifest_failures\":0,\"block_hash_failures\":0,\"leaf_failures\":0,\"task_failures\":0,\"cache_reopens\":0,"
                       "\"server_restarts\":1,\"replayed_requests\":0,\"refused_replies\":0,"
                       "\"forgotten_inodes\":0,\"metadata_partial_answers\":0,\"opendir_requests\":0,"
                       "\"readdir_requests\":0,\"open_requests\":0,\"cache_bytes\":123,\"cache_limit\":456,"

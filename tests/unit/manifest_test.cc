@@ -32,14 +32,31 @@ NarReadAt reader(const std::string& nar) {
   };
 }
 
-std::string body_of(const std::string& nar, uint32_t block_size = kMinManifestBlockSize) {
+ManifestBody contents_of(const std::string& nar, uint32_t block_size, uint32_t leaf_size) {
   auto tree = tree_from_nar(nar_source_from(std::as_bytes(std::span(nar))));
-  return manifest_body(tree.value(), block_size, reader(nar)).value();
+  return manifest_body(tree.value(), block_size, leaf_size, reader(nar)).value();
+}
+
+std::string body_of(const std::string& nar, uint32_t block_size = kMinManifestBlockSize) {
+  return contents_of(nar, block_size, 0).json;
 }
 
 std::string manifest_of(const std::string& body, const NarInfo& ni, const SecretKey& key,
-                        uint32_t block_size = kMinManifestBlockSize) {
-  return seal_manifest(body, ni.store_path, ni.nar_sha256, ni.nar_size, block_size, key).value();
+                        uint32_t block_size = kMinManifestBlockSize, uint32_t leaf_size = 0) {
+  return seal_manifest(body, ni.store_path, ni.nar_sha256, ni.nar_size, block_size, leaf_size, key).value();
+}
+
+// The NAR of a directory holding one file `big` with `contents`.
+std::string nar_of_one_file(const std::string& contents) {
+  TempDir temp("manifest-blocks");
+  std::string dir = temp.str();
+  { std::ofstream(dir + "/big", std::ios::binary) << contents; }
+  std::string nar;
+  EXPECT_TRUE(dump_path(dir, [&](std::span<const std::byte> d) -> Status {
+    nar.append(reinterpret_cast<const char*>(d.data()), d.size());
+    return {};
+  }));
+  return nar;
 }
 
 std::vector<uint8_t> sha256(std::string_view bytes) {
@@ -105,14 +122,7 @@ TEST(Manifest, ManyBlocksOfOneFile) {
   // A file of 2.5 blocks: three hashes, the last one of half a block.
   std::string contents(kMinManifestBlockSize * 5 / 2, '\0');
   for (size_t i = 0; i < contents.size(); ++i) contents[i] = static_cast<char>(i * 7);
-  TempDir temp("manifest-blocks");
-  std::string dir = temp.str();
-  { std::ofstream(dir + "/big", std::ios::binary) << contents; }
-  std::string nar;
-  ASSERT_TRUE(dump_path(dir, [&](std::span<const std::byte> d) -> Status {
-    nar.append(reinterpret_cast<const char*>(d.data()), d.size());
-    return {};
-  }));
+  std::string nar = nar_of_one_file(contents);
   NarInfo ni = info();
   ni.nar_size = nar.size();
   ni.nar_sha256 = sha256(nar);
@@ -127,6 +137,88 @@ TEST(Manifest, ManyBlocksOfOneFile) {
     auto got = m->block_hash(big, b);
     EXPECT_TRUE(std::equal(got.begin(), got.end(), expected.begin())) << b;
   }
+}
+
+TEST(Manifest, LeavesLetOneLeafOfABlockBeChecked) {
+  // 16 KiB blocks of 4 KiB leaves; a file of 2.5 blocks: its last block has 2 leaves of 4.
+  constexpr uint32_t kBlock = 16u << 10, kLeaf = 4u << 10;
+  std::string contents(kBlock * 5 / 2, '\0');
+  for (size_t i = 0; i < contents.size(); ++i) contents[i] = static_cast<char>(i * 13 + i / 4096);
+  std::string nar = nar_of_one_file(contents);
+  NarInfo ni = info();
+  ni.nar_size = nar.size();
+  ni.nar_sha256 = sha256(nar);
+  ManifestBody body = contents_of(nar, kBlock, kLeaf);
+  auto m = verify_manifest(manifest_of(body.json, ni, secret(), kBlock, kLeaf), ni, {public_key()});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->header.leaf_size, kLeaf);
+  uint32_t big = *m->tree.resolve("big");
+  ASSERT_EQ(m->block_count(big), 3u);
+  ASSERT_EQ(m->leaf_slots(), 4u);
+  ASSERT_EQ(body.leaves.size(), m->leaves_file_size());
+  ASSERT_EQ(m->leaves_file_size(), 3u * 4 * kLeafHashBytes);
+  for (uint64_t b = 0; b < 3; ++b) {
+    const uint64_t leaves = m->leaves_of_block(big, b);
+    EXPECT_EQ(leaves, b < 2 ? 4u : 2u);
+    auto at = reinterpret_cast<const uint8_t*>(body.leaves.data()) + m->leaves_offset(big, b);
+    std::span<const uint8_t> of_block(at, leaves * kLeafHashBytes);
+    // The signed block hash is that of the block's leaf hashes, and of its bytes (block_digest).
+    EXPECT_TRUE(leaves_match(of_block, m->block_hash(big, b))) << b;
+    std::string_view bytes =
+        std::string_view(contents).substr(b * kBlock, std::min<size_t>(kBlock, contents.size() - b * kBlock));
+    uint8_t digest[32];
+    ASSERT_TRUE(block_digest(std::as_bytes(std::span(bytes)), kLeaf, digest));
+    EXPECT_EQ(std::memcmp(digest, m->block_hash(big, b).data(), 32), 0) << b;
+    for (uint64_t l = 0; l < leaves; ++l) {
+      auto leaf = std::as_bytes(std::span(bytes.substr(l * kLeaf, kLeaf)));
+      EXPECT_TRUE(sha256_matches(leaf, of_block.subspan(l * kLeafHashBytes, kLeafHashBytes))) << b << " " << l;
+      // A leaf checked against another leaf's hash fails.
+      EXPECT_FALSE(sha256_matches(leaf, of_block.subspan(((l + 1) % leaves) * kLeafHashBytes, kLeafHashBytes)));
+    }
+    // Slots past a short block's leaves are zero; one changed leaf hash no longer matches.
+    for (uint64_t l = leaves; l < 4; ++l) {
+      EXPECT_EQ(std::string(reinterpret_cast<const char*>(at) + l * kLeafHashBytes, kLeafHashBytes),
+                std::string(kLeafHashBytes, '\0'));
+    }
+    std::vector<uint8_t> changed(of_block.begin(), of_block.end());
+    changed[5] ^= 1;
+    EXPECT_FALSE(leaves_match(changed, m->block_hash(big, b)));
+  }
+}
+
+TEST(Manifest, LeafSizeIsSignedAndChecked) {
+  constexpr uint32_t kBlock = 16u << 10, kLeaf = 4u << 10;
+  NarInfo ni = info();
+  std::string nar = data("signed.nar");
+  std::string with_leaves = manifest_of(contents_of(nar, kBlock, kLeaf).json, ni, secret(), kBlock, kLeaf);
+  std::string without = manifest_of(contents_of(nar, kBlock, 0).json, ni, secret(), kBlock, 0);
+  ASSERT_TRUE(verify_manifest(with_leaves, ni, {public_key()}));
+  ASSERT_TRUE(verify_manifest(without, ni, {public_key()}));
+  EXPECT_NE(with_leaves.find("LeafSize: 4096\n"), std::string::npos);
+  EXPECT_EQ(without.find("LeafSize"), std::string::npos);
+  auto edit = [](std::string file, const std::string& from, const std::string& to) {
+    size_t at = file.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return file.replace(at, from.size(), to);
+  };
+  // The leaf size is in the signed fingerprint: dropped, changed or added, the signature fails.
+  for (const std::string& bad :
+       {edit(with_leaves, "LeafSize: 4096\n", ""), edit(with_leaves, "LeafSize: 4096", "LeafSize: 8192"),
+        edit(without, "BlockSize: 16384\n", "BlockSize: 16384\nLeafSize: 4096\n")}) {
+    auto m = verify_manifest(bad, ni, {public_key()});
+    ASSERT_FALSE(m);
+    EXPECT_NE(m.error().message.find("no valid signature"), std::string::npos) << m.error().message;
+  }
+  size_t offset = 0;
+  for (const char* value : {"0", "2048", "3072", "16384", "32768", "4096\nLeafSize: 4096", "-1", "x"}) {
+    std::string bad = edit(with_leaves, "LeafSize: 4096", "LeafSize: " + std::string(value));
+    EXPECT_FALSE(parse_manifest_header(bad, offset)) << value;
+  }
+  // The writer refuses what the reader would.
+  auto tree = tree_from_nar(nar_source_from(std::as_bytes(std::span(nar)))).value();
+  EXPECT_FALSE(manifest_body(tree, kBlock, kBlock, reader(nar)));
+  EXPECT_FALSE(manifest_body(tree, kBlock, 2048, reader(nar)));
+  EXPECT_FALSE(seal_manifest("{}", ni.store_path, ni.nar_sha256, ni.nar_size, kBlock, 6000, secret()));
 }
 
 TEST(Manifest, SignedByAnotherKeyIsRefused) {
