@@ -63,9 +63,16 @@ class CachedFile {
       }
     }
   }
+  // One lookup per group, not per block: read-ahead asks this of every chunk ahead on each read.
   bool any_absent(uint64_t first, uint64_t end) const {
-    for (uint64_t i = first; i < end; ++i) {
-      if (block(i).state == State::Absent) return true;
+    for (uint64_t g = first / kGroup; first < end; ++g) {
+      uint64_t stop = std::min(end, (g + 1) * kGroup);
+      auto it = groups.find(g);
+      if (it == groups.end()) return true;
+      for (uint64_t i = first; i < stop; ++i) {
+        if (it->second.state[i % kGroup] == State::Absent) return true;
+      }
+      first = stop;
     }
     return false;
   }
@@ -79,6 +86,10 @@ class CachedFile {
   // The data file's descriptor, when it exists (the first fill creates it): open while in use
   // or recently used, else reopened on demand (ChunkCache::descriptor).
   DescriptorPool::Slot slot;
+
+  // Held around writes to the data file: the kernel serialises writers of one inode anyway, and
+  // its lock spins (a third of the daemon's CPU in a cold stream, four fills writing at once).
+  std::mutex write_mutex;
 
   mutable std::mutex mutex;  // guards everything below
   std::condition_variable changed;
@@ -388,7 +399,10 @@ Result<ChunkCache::Fill> ChunkCache::fetch_run(CachedFile& file, uint64_t first,
   if (room) {
     auto lease = descriptor(file, true);
     if (lease) {
-      written = ChunkFile((*lease)->get(), layout).write_run(first, data, hashes);
+      {
+        std::lock_guard serial(file.write_mutex);
+        written = ChunkFile((*lease)->get(), layout).write_run(first, data, hashes);
+      }
       unreserve.release();
       budget_.settle(file.id, reserve_bytes, ChunkFile::disk_bytes((*lease)->get()));
     } else {
