@@ -44,10 +44,6 @@ bool valid_block_size(uint64_t n) {
   return is_power_of_two(n) && n >= kMinManifestBlockSize && n <= kMaxManifestBlockSize;
 }
 
-bool valid_leaf_size(uint64_t leaf, uint64_t block) {
-  return is_power_of_two(leaf) && leaf >= kMinManifestBlockSize && leaf <= block / 2;
-}
-
 Result<std::string> decompress(const ManifestHeader& header, std::string_view body) {
   if (header.compression == "none") return std::string(body);
   unsigned long long size = ZSTD_getFrameContentSize(body.data(), body.size());
@@ -125,14 +121,18 @@ class BodyWriter {
       }
       std::span<const std::byte> block(buffer_.data(), want);
       uint8_t digest[32];
-      if (!block_digest(block, leaf_size_, digest)) return make_error(EIO, "sha256 failed");
-      hashes.insert(hashes.end(), digest, digest + 32);
-      if (leaf_size_ != 0) {
+      if (leaf_size_ == 0) {
+        if (!block_digest(block, 0, digest)) return make_error(EIO, "sha256 failed");
+      } else {
+        // Each leaf hashed once: for the leaves file and for the block's digest.
         std::vector<uint8_t> leaves;
-        if (!append_leaf_hashes(block, leaf_size_, leaves)) return make_error(EIO, "sha256 failed");
+        if (!append_leaf_hashes(block, leaf_size_, leaves) || !digest_of_leaves(leaves, digest)) {
+          return make_error(EIO, "sha256 failed");
+        }
         leaves.resize((block_size_ / leaf_size_) * kLeafHashBytes);  // the block's slots, the rest zero
         leaves_.append(reinterpret_cast<const char*>(leaves.data()), leaves.size());
       }
+      hashes.insert(hashes.end(), digest, digest + 32);
     }
     out_ += base64_encode(hashes);
     return {};
@@ -260,7 +260,7 @@ Result<ManifestHeader> parse_manifest_header(std::string_view file, size_t& body
   }
   if (first) return invalid("no header");
   if ((seen & 127) != 127) return invalid("header lacks a required key");
-  if ((seen & 128) && !valid_leaf_size(header.leaf_size, header.block_size)) {
+  if ((seen & 128) && !valid_manifest_leaf_size(header.leaf_size, header.block_size)) {
     return invalid("LeafSize must be a power of two from 4 KiB to half the BlockSize");
   }
   if (header.body_size != file.size() - body_offset) return invalid("body is not BodySize bytes");
@@ -316,7 +316,7 @@ Result<Manifest> verify_manifest(std::string_view file, const NarInfo& info, con
 Result<ManifestBody> manifest_body(const Tree& tree, uint32_t block_size, uint32_t leaf_size,
                                    const NarReadAt& read_at) {
   if (!valid_block_size(block_size)) return make_error(EINVAL, "block size must be a power of two from 4 KiB to 1 MiB");
-  if (leaf_size != 0 && !valid_leaf_size(leaf_size, block_size)) {
+  if (leaf_size != 0 && !valid_manifest_leaf_size(leaf_size, block_size)) {
     return make_error(EINVAL, "leaf size must be a power of two from 4 KiB to half the block size");
   }
   if (tree.nodes.empty()) return make_error(EINVAL, "empty tree");
@@ -333,7 +333,8 @@ Result<ManifestBody> manifest_body(const Tree& tree, uint32_t block_size, uint32
 Result<std::string> seal_manifest(std::string_view body, std::string_view store_path_base,
                                   std::span<const uint8_t> nar_sha256, uint64_t nar_size, uint32_t block_size,
                                   uint32_t leaf_size, const SecretKey& key) {
-  if (leaf_size != 0 && !valid_leaf_size(leaf_size, block_size)) return make_error(EINVAL, "invalid leaf size");
+  if (leaf_size != 0 && !valid_manifest_leaf_size(leaf_size, block_size))
+    return make_error(EINVAL, "invalid leaf size");
   std::string compressed(ZSTD_compressBound(body.size()), '\0');
   size_t n = ZSTD_compress(compressed.data(), compressed.size(), body.data(), body.size(), kZstdLevel);
   if (ZSTD_isError(n)) return make_error(EIO, std::string("zstd: ") + ZSTD_getErrorName(n));

@@ -27,6 +27,7 @@
 // (common/manifest_blocks.h): a reader can then check a single leaf of a block.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -48,6 +49,11 @@ inline constexpr std::string_view kLeavesSuffix = ".leaves";
 inline constexpr uint32_t kDefaultManifestBlockSize = 64u << 10;
 inline constexpr uint32_t kMinManifestBlockSize = 4u << 10;
 inline constexpr uint32_t kMaxManifestBlockSize = 1u << 20;
+
+// A LeafSize a manifest may have with BlockSize `block`: a power of two, 4 KiB .. block / 2.
+inline bool valid_manifest_leaf_size(uint64_t leaf, uint64_t block) {
+  return std::has_single_bit(leaf) && leaf >= kMinManifestBlockSize && leaf <= block / 2;
+}
 // A manifest file larger than this is refused (HTTP: not downloaded past it).
 inline constexpr size_t kMaxManifestBytes = 128u << 20;
 inline constexpr size_t kMaxManifestHeaderBytes = 64u << 10;

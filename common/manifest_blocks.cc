@@ -26,13 +26,16 @@ bool block_digest(std::span<const std::byte> block, uint32_t leaf_size, uint8_t 
   if (leaf_size == 0) return sha256_of(block, out);
   std::vector<uint8_t> leaves;
   leaves.reserve(static_cast<size_t>(leaf_count(block.size(), leaf_size)) * kLeafHashBytes);
-  return append_leaf_hashes(block, leaf_size, leaves) && sha256_of(std::as_bytes(std::span(leaves)), out);
+  return append_leaf_hashes(block, leaf_size, leaves) && digest_of_leaves(leaves, out);
+}
+
+bool digest_of_leaves(std::span<const uint8_t> leaves, uint8_t out[32]) {
+  return sha256_of(std::as_bytes(leaves), out);
 }
 
 bool leaves_match(std::span<const uint8_t> leaves, std::span<const uint8_t> block_hash) {
   uint8_t digest[32];
-  return block_hash.size() == 32 && sha256_of(std::as_bytes(leaves), digest) &&
-         std::memcmp(digest, block_hash.data(), 32) == 0;
+  return block_hash.size() == 32 && digest_of_leaves(leaves, digest) && std::memcmp(digest, block_hash.data(), 32) == 0;
 }
 
 bool sha256_matches(std::span<const std::byte> data, std::span<const uint8_t> expected) {

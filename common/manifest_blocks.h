@@ -38,6 +38,9 @@ bool append_leaf_hashes(std::span<const std::byte> block, uint32_t leaf_size, st
 // The hash a manifest signs for `block`: its SHA-256 (leaf_size 0), or that of its leaf hashes.
 bool block_digest(std::span<const std::byte> block, uint32_t leaf_size, uint8_t out[32]);
 
+// The hash a manifest signs for a block whose leaf hashes are `leaves` (all of them, in order).
+bool digest_of_leaves(std::span<const uint8_t> leaves, uint8_t out[32]);
+
 // True when `leaves` (the block's leaf hashes, exactly its leaf count) hash to `block_hash`.
 bool leaves_match(std::span<const uint8_t> leaves, std::span<const uint8_t> block_hash);
 

@@ -103,8 +103,7 @@ int main(int argc, char** argv) {
   // The default leaf is dropped where the block is too small to have leaves; a leaf size asked
   // for must fit.
   if (*leaf_size > *block_size / 2 && app.count("--leaf-size") == 0) leaf_size = 0;
-  if (*leaf_size != 0 && ((*leaf_size & (*leaf_size - 1)) != 0 || *leaf_size < lazystore::kMinManifestBlockSize ||
-                          *leaf_size > *block_size / 2)) {
+  if (*leaf_size != 0 && !lazystore::valid_manifest_leaf_size(*leaf_size, *block_size)) {
     std::fprintf(stderr, "lazystore-publish: --leaf-size must be 0 or a power of two from 4K to half the block size\n");
     return 2;
   }

@@ -50,6 +50,10 @@ bool HttpUpstream::leaves_refused(const StorePath& path) {
   return false;
 }
 
+uint32_t HttpUpstream::read_unit(const StorePath& path, const ManifestHeader& header) {
+  return header.leaf_size != 0 && !leaves_refused(path) ? header.leaf_size : header.block_size;
+}
+
 Result<std::map<uint64_t, std::vector<uint8_t>>> HttpUpstream::leaves_of(const StorePath& path,
                                                                          const Manifest& manifest, uint32_t node,
                                                                          const std::vector<uint64_t>& blocks) {
@@ -100,7 +104,7 @@ Result<size_t> HttpUpstream::read_blocks(const StorePath& path, const NarInfo& i
   const TreeNode& file = manifest.tree.nodes[node];
   const uint64_t block = manifest.header.block_size;
   const uint32_t leaf = manifest.header.leaf_size;
-  const uint64_t unit = leaf != 0 && !leaves_refused(path) ? leaf : block;
+  const uint64_t unit = read_unit(path, manifest.header);
   const uint64_t begin = offset / unit * unit;
   const uint64_t end = std::min(file.size, (offset + buf.size() + unit - 1) / unit * unit);
   // The blocks of which only a part is read: at most the first and the last.

@@ -390,9 +390,7 @@ uint32_t HttpUpstream::read_alignment(const StorePath& path) {
   auto info = narinfo(path);
   if (!info || (*info)->compression != "none") return 0;
   auto m = manifest(path, **info);
-  if (!m || !*m) return 0;
-  const ManifestHeader& header = (*m)->header;
-  return header.leaf_size && !leaves_refused(path) ? header.leaf_size : header.block_size;
+  return m && *m ? read_unit(path, (*m)->header) : 0;
 }
 
 Result<size_t> HttpUpstream::read(const StorePath& path, const Tree& tree, uint32_t node, uint64_t offset,

@@ -104,6 +104,8 @@ class HttpUpstream final : public Upstream {
                                                              uint32_t node, const std::vector<uint64_t>& blocks);
   // True while the leaves of `path` are not to be used (missing or bad, for kRefusalTime).
   bool leaves_refused(const StorePath& path);
+  // What a checked read of `path` is rounded to: its manifest's leaf, or its block.
+  uint32_t read_unit(const StorePath& path, const ManifestHeader& header);
   Result<size_t> read_spooled(const StorePath& path, const NarInfo& info, const std::string& relative, uint64_t offset,
                               std::span<std::byte> buf);
   // require-sigs=false: the cache is trusted (listings, unchecked Range reads).
