@@ -14,8 +14,6 @@ Error DaemonConnection::explain(const Error& error) {
   return WireConnection::explain(error);
 }
 
-Status DaemonConnection::send_hello() { return write(worker::encode_client_hello()); }
-
 Status DaemonConnection::read_hello() {
   if (auto s = worker::decode_server_magic(reader_); !s) {
     if (buffered_.bytes_read() == 0 && s.error().code == EPROTO) {

@@ -26,10 +26,9 @@ class DaemonConnection final : public WireConnection {
   // `peer` names the other side in messages ("server").
   DaemonConnection(ByteStream& stream, std::string peer);
 
-  // Sends the client hello (does not wait: requests may follow at once).
-  Status send_hello();
-  // Reads the daemon's hello and the log messages after it. kNoDaemon if nothing came at all;
-  // EPROTO for a daemon older than worker::kMinServerVersion.
+  // Reads the daemon's hello (after the client's, worker::encode_client_hello) and the log
+  // messages after it. kNoDaemon if nothing came at all; EPROTO for a daemon older than
+  // worker::kMinServerVersion.
   Status read_hello();
   const std::string& nix_version() const { return nix_version_; }
 

@@ -57,7 +57,13 @@ DaemonDestination::DaemonDestination(SshChannel channel)
     : channel_(std::make_unique<SshChannel>(std::move(channel))),
       connection_(std::make_unique<DaemonConnection>(*channel_, "server")) {}
 
-Status DaemonDestination::start() { return connection_->send_hello(); }
+Status DaemonDestination::start() { return write_before_hello(worker::encode_client_hello()); }
+
+Status DaemonDestination::write_before_hello(std::string_view bytes) {
+  if (!early_write_) return {};  // the channel already failed: read_valid reports it
+  early_write_ = connection_->write(bytes);
+  return {};
+}
 
 Status DaemonDestination::send_query(const std::vector<std::string>& paths, bool lock) {
   // Temporary roots first, then the query: no path the server has can go between the two.
@@ -67,6 +73,7 @@ Status DaemonDestination::send_query(const std::vector<std::string>& paths, bool
     temp_roots_pending_ += paths.size();
   }
   requests += worker::encode_query_valid_paths(paths, false);
+  if (hello_pending_) return write_before_hello(requests);
   return connection_->write(requests);
 }
 
@@ -74,6 +81,7 @@ Result<std::vector<std::string>> DaemonDestination::read_valid() {
   if (hello_pending_) {
     if (auto s = connection_->read_hello(); !s) return s.error();
     hello_pending_ = false;
+    if (!early_write_) return early_write_.error();
   }
   for (; temp_roots_pending_ > 0; --temp_roots_pending_) {
     if (auto s = connection_->read_one(); !s) return s.error();

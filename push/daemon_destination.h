@@ -29,9 +29,15 @@ class DaemonDestination final : public Destination {
   static constexpr size_t kFrameSize = 256 * 1024;
 
  private:
+  // Writes before the daemon's hello: a command the server refused may close the channel before
+  // or after they go out. Their failure waits for read_valid, whose read of the hello tells a
+  // refusal (kNoDaemon) from a lost connection, whichever of the two raced ahead.
+  Status write_before_hello(std::string_view bytes);
+
   std::unique_ptr<SshChannel> channel_;
   std::unique_ptr<DaemonConnection> connection_;
   bool hello_pending_ = true;
+  Status early_write_;  // the first failed write_before_hello
   size_t temp_roots_pending_ = 0;
 };
 
