@@ -127,6 +127,8 @@ namespace {
 constexpr uint64_t kBlock = ChunkCache::kBlockSize;
 constexpr auto kNoRoomLogInterval = std::chrono::seconds(30);
 constexpr auto kTimeoutHold = std::chrono::seconds(1);
+// A data file up to this size is read ahead whole when loaded (see load).
+constexpr off_t kReadAheadWholeFile = 1 << 20;
 
 uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -259,6 +261,11 @@ Result<std::shared_ptr<CachedFile>> ChunkCache::load(const std::string& id, uint
   struct stat st {};
   if (fstat(fd->get(), &st) != 0) return errno_error("cache file " + directory_.path_of(id));
   futimens(fd->get(), nullptr);  // the mtime orders eviction after a restart
+  // A small file's slots sit right after its bytes, which the read that loads it wants next:
+  // one disk read for both instead of two after each other (a cold page cache, a restart).
+  if (st.st_size <= kReadAheadWholeFile) {
+    (void)posix_fadvise(fd->get(), 0, st.st_size, POSIX_FADV_WILLNEED);
+  }
   for (const ChunkSlot& slot : ChunkFile(fd->get(), file->layout).read_slots()) {
     file->set(slot.index, {CachedFile::State::Unverified, slot.hash});
   }
