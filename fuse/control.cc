@@ -272,6 +272,17 @@ void ControlServer::handle(const Request& request, const std::function<bool(std:
           VerifyResult{report.files, report.blocks, report.bytes, report.bad_blocks, report.dropped_files, seconds}));
       return;
     }
+    case Command::Reads: {
+      ReadList list;
+      if (context_.read_log) {
+        auto snapshot = context_.read_log->snapshot();
+        list.paths.reserve(snapshot.keys.size());
+        for (auto& key : snapshot.keys) list.paths.push_back("/nix/store/" + key);
+        list.dropped = snapshot.dropped;
+      }
+      send(ok_line(list));
+      return;
+    }
     case Command::Prefetch: {
       if (stopping_) {
         send(error_line("the daemon is stopping"));

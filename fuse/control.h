@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "chunk_cache.h"
+#include "read_log.h"
 #include "read_pins.h"
 #include "control_protocol.h"
 #include "fd.h"
@@ -39,6 +40,8 @@ struct ControlContext {
   uint64_t generation = 1;  // of this server (Takeover::generation; 1 unsupervised)
   // The pins of files read without an open: evict releases them first (null: none).
   FileReadPins* read_pins = nullptr;
+  // The files this mount read (`reads`; null: none kept).
+  const ReadLog* read_log = nullptr;
 };
 
 class ControlServer {

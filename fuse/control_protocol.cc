@@ -9,6 +9,7 @@ namespace {
 constexpr std::pair<Command, std::string_view> kCommands[] = {
     {Command::Stats, "stats"}, {Command::Status, "status"}, {Command::Prefetch, "prefetch"},
     {Command::Evict, "evict"}, {Command::Verify, "verify"}, {Command::CacheUsage, "cache-usage"},
+    {Command::Reads, "reads"},
 };
 
 constexpr double kQuantiles[] = {0.5, 0.9, 0.99};

@@ -32,11 +32,11 @@ namespace lazystore {
 using Json = nlohmann::ordered_json;
 
 inline constexpr int kControlProtocol = 1;
-inline constexpr size_t kMaxRequestBytes = 1 << 20;   // the daemon refuses longer lines
+inline constexpr size_t kMaxRequestBytes = 4 << 20;   // the daemon refuses longer lines
 inline constexpr size_t kMaxResponseBytes = 4 << 20;  // lazystore-ctl refuses longer lines
 inline constexpr size_t kMaxJsonDepth = 16;
 
-enum class Command { Stats, Status, Prefetch, Evict, Verify, CacheUsage };
+enum class Command { Stats, Status, Prefetch, Evict, Verify, CacheUsage, Reads };
 std::string_view command_name(Command command);
 std::optional<Command> parse_command(std::string_view name);
 
@@ -150,6 +150,16 @@ struct JsonTable<VerifyResult> {
                                      JsonField{"bad_blocks", &VerifyResult::bad_blocks},
                                      JsonField{"dropped_files", &VerifyResult::dropped_files},
                                      JsonField{"seconds", &VerifyResult::seconds}};
+};
+
+struct ReadList {                  // reads: the files read, first read first (fuse/read_log.h)
+  std::vector<std::string> paths;  // /nix/store/HASH-NAME/…
+  uint64_t dropped = 0;            // reads of files not listed: the list was full
+  bool operator==(const ReadList&) const = default;
+};
+template <>
+struct JsonTable<ReadList> {
+  static constexpr std::tuple fields{JsonField{"paths", &ReadList::paths}, JsonField{"dropped", &ReadList::dropped}};
 };
 
 struct PrefetchQueued {  // prefetch without wait

@@ -1,5 +1,6 @@
 // lazystore-ctl [--socket PATH | --cache DIR | -m MOUNTPOINT] [--json | --prometheus] COMMAND …:
 // one request to a running mount's control socket, its answer rendered on stdout.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,8 @@
 #include "ctl_client.h"
 #include "ctl_mounts.h"
 #include "ctl_render.h"
+#include "fd.h"
+#include "io.h"
 #include "lazystore_version.h"
 
 namespace {
@@ -40,6 +43,29 @@ int die(int status, const std::string& message) {
 }
 
 void print(const std::string& text) { std::fwrite(text.data(), 1, text.size(), stdout); }
+
+// The paths of a profile file (`-`: standard input), as `reads` prints them; bounded by what one
+// request may carry.
+Result<std::vector<std::string>> read_profile(const std::string& name) {
+  bool from_stdin = name == "-";
+  Fd owned(from_stdin ? -1 : ::open(name.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!from_stdin && !owned) return errno_error("--from " + name);
+  int fd = from_stdin ? STDIN_FILENO : owned.get();
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("--from " + name);
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxRequestBytes) {
+      return make_error(EFBIG, "--from " + name + ": longer than a request may be (" +
+                                   std::to_string(kMaxRequestBytes) + " bytes); split it");
+    }
+  }
+  return parse_profile(text);
+}
 
 struct Selection {
   std::string socket;
@@ -149,6 +175,7 @@ int run(const std::string& socket, const Request& request, bool json, bool prome
       case Command::CacheUsage: return show<CacheUsage>(body, json, render_cache_usage);
       case Command::Evict: return show<EvictResult>(body, json, render_evict);
       case Command::Verify: return show<VerifyResult>(body, json, render_verify);
+      case Command::Reads: return show<ReadList>(body, json, render_reads);
       case Command::Prefetch: {
         if (!request.wait) return show<PrefetchQueued>(body, json, render_prefetch_queued);
         auto result = result_as<PrefetchResult>(body);
@@ -201,16 +228,21 @@ int main(int argc, char** argv) {
       app.add_subcommand("prefetch", "fetch the whole tree of store paths (or of paths inside them) into the cache");
   bool wait = false;
   std::vector<std::string> paths;
+  std::string profile;
   prefetch->add_flag("--wait", wait, "return when done (with progress on a terminal)");
-  prefetch->add_option("PATH", paths, "/nix/store/HASH-NAME[/…], a path under the mount point, or HASH-NAME[/…]")
-      ->required();
+  prefetch->add_option("PATH", paths, "/nix/store/HASH-NAME[/…], a path under the mount point, or HASH-NAME[/…]");
+  prefetch
+      ->add_option("--from", profile, "the paths of FILE too, one per line ('-': standard input), as `reads` prints")
+      ->option_text("FILE");
+  auto* reads = app.add_subcommand(
+      "reads", "the files this mount has read, first read first: a profile for prefetch --from on another executor");
   auto* evict = app.add_subcommand("evict", "drop every cached file that is not open");
   auto* verify = app.add_subcommand("verify", "recheck every cached chunk's xxh3, drop bad ones");
   auto* cache_usage = app.add_subcommand("cache-usage", "bytes cached and the bound");
   auto* counters = app.add_subcommand("counters", "the table of counters, gauges and histograms (no daemon needed)");
   bool markdown = false;
   counters->add_flag("--markdown", markdown, "as a markdown table");
-  for (auto* sub : {status, stats, prefetch, evict, verify, cache_usage, counters}) sub->fallthrough();
+  for (auto* sub : {status, stats, prefetch, evict, verify, cache_usage, reads, counters}) sub->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -221,8 +253,8 @@ int main(int argc, char** argv) {
   if (auto extras = app.remaining(); !extras.empty()) {
     const std::string first = extras.front();
     if (app.get_subcommands().empty() && !first.starts_with("-")) {
-      return die(kFailed,
-                 "unknown command '" + first + "' (status, stats, prefetch, evict, verify, cache-usage, counters)");
+      return die(kFailed, "unknown command '" + first +
+                              "' (status, stats, prefetch, evict, verify, cache-usage, reads, counters)");
     }
     return die(kUsage, "unexpected argument " + first + " (see --help)");
   }
@@ -243,9 +275,19 @@ int main(int argc, char** argv) {
   if (*evict) request.command = Command::Evict;
   if (*verify) request.command = Command::Verify;
   if (*cache_usage) request.command = Command::CacheUsage;
+  if (*reads) request.command = Command::Reads;
   if (*prefetch) {
     request.command = Command::Prefetch;
     request.paths = paths;
+    if (!profile.empty()) {
+      auto listed = read_profile(profile);
+      if (!listed) return die(kUsage, listed.error().message);
+      request.paths.insert(request.paths.end(), listed->begin(), listed->end());
+    }
+    if (request.paths.empty()) {
+      return die(kUsage, profile.empty() ? "prefetch needs a PATH or --from FILE (see --help)"
+                                         : "prefetch: " + profile + " lists no path");
+    }
     request.wait = wait;
     request.progress = wait && !json && ::isatty(STDERR_FILENO);
   }

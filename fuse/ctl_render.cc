@@ -199,6 +199,38 @@ std::string render_prefetch_queued(const PrefetchQueued& q) {
   return "queued " + std::to_string(q.queued_files) + " files (" + format_bytes(q.queued_bytes) + ") for prefetching\n";
 }
 
+std::string render_reads(const ReadList& list) {
+  std::string text;
+  size_t left_out = 0;
+  for (const auto& path : list.paths) {
+    if (path.find('\n') != std::string::npos) {
+      left_out++;
+      continue;
+    }
+    text += path + "\n";
+  }
+  if (left_out) {
+    text += "# " + std::to_string(left_out) + " path(s) with a newline in their name left out (see --json)\n";
+  }
+  if (list.dropped) {
+    text += "# the list is full: " + std::to_string(list.dropped) + " read(s) of other files not listed\n";
+  }
+  return text;
+}
+
+std::vector<std::string> parse_profile(std::string_view text) {
+  std::vector<std::string> paths;
+  while (!text.empty()) {
+    size_t end = text.find('\n');
+    std::string_view line = text.substr(0, end);
+    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty() || line.front() == '#') continue;
+    paths.emplace_back(line);
+  }
+  return paths;
+}
+
 std::string render_prefetch_result(const PrefetchResult& r) {
   std::string text = "prefetched " + std::to_string(r.files) + " files (" + format_bytes(r.bytes) + ") in " +
                      format_latency(r.seconds);

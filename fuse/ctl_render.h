@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "control_protocol.h"
 
@@ -19,6 +21,12 @@ std::string render_cache_usage(const CacheUsage& usage);
 std::string render_evict(const EvictResult& result);
 std::string render_verify(const VerifyResult& result);
 std::string render_prefetch_queued(const PrefetchQueued& queued);
+// One path per line (what prefetch --from reads); a path with a newline is left out, and what is
+// missing is said on lines starting with '#', which prefetch --from skips.
+std::string render_reads(const ReadList& list);
+// The paths of a profile (render_reads' format): one per line, blank lines and lines starting
+// with '#' skipped, a trailing CR dropped, other spaces kept (they may be part of a name).
+std::vector<std::string> parse_profile(std::string_view text);
 std::string render_prefetch_result(const PrefetchResult& result);  // without LF
 std::string render_progress(const PrefetchProgress& progress);     // one line, without LF
 

@@ -56,7 +56,7 @@ struct Filesystem::DirHandle {
 };
 
 Filesystem::Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata, ChunkCache& cache,
-                       Stats& stats, uint64_t generation, FileReadPins* read_pins)
+                       Stats& stats, uint64_t generation, FileReadPins* read_pins, ReadLog* read_log)
     : options_(options),
       upstream_(upstream),
       metadata_(metadata),
@@ -67,6 +67,7 @@ Filesystem::Filesystem(const MountOptions& options, Upstream& upstream, Metadata
                          ? nullptr
                          : std::make_unique<FileReadPins>(options.read_pins, cache.limit() / kReadPinsShareOfCache)),
       read_pins_(read_pins ? *read_pins : *own_read_pins_),
+      read_log_(read_log),
       dirs_(generation) {}
 
 Filesystem::~Filesystem() { read_pins_.clear(); }
@@ -484,6 +485,7 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
     return;
   }
   auto off = static_cast<uint64_t>(offset);
+  if (read_log_) read_log_->note(ino, [&handle] { return handle->tree->key_of(handle->node); });
   FetchFn fetch = fetcher(handle->tree, handle->node);
   ReadShape shape;
   {

@@ -13,6 +13,7 @@
 #include "inode_table.h"
 #include "metadata_cache.h"
 #include "options.h"
+#include "read_log.h"
 #include "read_pins.h"
 #include "stats.h"
 #include "upstream/upstream.h"
@@ -23,9 +24,10 @@ class Filesystem {
  public:
   // `generation`: 1 for the first server of a mount, +1 for each one that took over after a crash.
   // `read_pins`: where the pins of files read without an open are kept (shared with the control
-  // server, whose evict releases them); null: the filesystem's own.
+  // server, whose evict releases them); null: the filesystem's own. `read_log`: where the files
+  // read are listed (the control server's `reads`); null: nowhere.
   Filesystem(const MountOptions& options, Upstream& upstream, MetadataCache& metadata, ChunkCache& cache, Stats& stats,
-             uint64_t generation = 1, FileReadPins* read_pins = nullptr);
+             uint64_t generation = 1, FileReadPins* read_pins = nullptr, ReadLog* read_log = nullptr);
   ~Filesystem();
 
   static const fuse_lowlevel_ops& operations();
@@ -86,6 +88,7 @@ class Filesystem {
   HandleTable<FileHandle> files_;
   std::unique_ptr<FileReadPins> own_read_pins_;
   FileReadPins& read_pins_;
+  ReadLog* read_log_;
   HandleTable<DirHandle> dirs_;
   std::atomic<fuse_session*> session_{nullptr};
   // The kernel opens directories without asking (FUSE_CAP_NO_OPENDIR_SUPPORT): opendir answers

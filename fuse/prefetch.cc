@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "log.h"
 
@@ -21,6 +22,21 @@ Status Prefetcher::collect(std::string_view path, std::vector<Item>& items) {
   size_t slash = rest.find('/');
   auto store_path = StorePath::parse(rest.substr(0, slash));
   if (!store_path) return make_error(EINVAL, std::string(path) + ": " + store_path.error().message);
+  if (slash != std::string_view::npos) {
+    // A file needs only the directories on its way listed, not the whole tree: a profile's files
+    // start while the walk of a large store path goes on.
+    auto settled = metadata_.settle(*store_path, rest.substr(slash + 1));
+    if (!settled && settled.error().code == ENOENT) {
+      return make_error(ENOENT, std::string(path) + ": no such file or directory");
+    }
+    if (!settled) return make_error(settled.error().code, std::string(path) + ": " + settled.error().message);
+    const TreeNode& node = settled->tree->tree.nodes[settled->node];
+    if (node.type == NodeType::Regular) {
+      if (node.size > 0) items.push_back({settled->tree, settled->node, node.size});
+      return {};
+    }
+    if (node.type != NodeType::Directory) return {};
+  }
   auto tree = metadata_.get(*store_path);
   if (!tree) return make_error(tree.error().code, std::string(path) + ": " + tree.error().message);
   uint32_t top = Tree::kRoot;
@@ -40,6 +56,44 @@ Status Prefetcher::collect(std::string_view path, std::vector<Item>& items) {
       items.push_back({*tree, n, nodes[n].size});
     }
   }
+  return {};
+}
+
+Status Prefetcher::collect_all(const std::vector<std::string>& paths, std::vector<Item>& items, uint64_t& missing) {
+  std::vector<std::vector<Item>> found(paths.size());
+  std::vector<Status> status(paths.size());
+  std::atomic<size_t> next{0};
+  auto resolve = [&]() noexcept {
+    for (size_t i; (i = next.fetch_add(1)) < paths.size();) {
+      try {
+        status[i] = collect(paths[i], found[i]);
+      } catch (const std::exception& e) {
+        status[i] = make_error(ENOMEM, paths[i] + ": " + e.what());
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  size_t wanted = std::min(kResolvers, paths.size()) - (paths.empty() ? 0 : 1);
+  try {
+    while (helpers.size() < wanted) helpers.emplace_back(resolve);
+  } catch (const std::system_error&) {
+    // Fewer helpers: this thread resolves what they do not.
+  }
+  resolve();
+  for (auto& helper : helpers) helper.join();
+  std::optional<Error> first_missing;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (!status[i] && status[i].error().code == ENOENT) {
+      // A stale line of a profile: the others are still worth fetching.
+      LOG_WARNING("prefetch %s", status[i].error().message.c_str());
+      if (!first_missing) first_missing = status[i].error();
+      missing++;
+      continue;
+    }
+    if (!status[i]) return status[i].error();
+    items.insert(items.end(), found[i].begin(), found[i].end());
+  }
+  if (first_missing && missing == paths.size()) return *first_missing;
   return {};
 }
 
@@ -95,9 +149,9 @@ void Prefetcher::reap_finished() {
 Result<std::shared_ptr<Prefetcher::Job>> Prefetcher::start(const std::vector<std::string>& paths) {
   reap_finished();
   auto job = std::make_shared<Job>();
-  for (const auto& path : paths) {
-    if (auto collected = collect(path, job->items); !collected) return collected.error();
-  }
+  uint64_t missing = 0;
+  if (auto collected = collect_all(paths, job->items, missing); !collected) return collected.error();
+  job->failed = missing;
   for (const auto& item : job->items) job->total_bytes += item.size;
   std::lock_guard lock(mutex_);
   if (stopping_) return make_error(ESHUTDOWN, "the daemon is stopping");

@@ -26,7 +26,9 @@ namespace lazystore {
 
 class Prefetcher {
  public:
-  static constexpr unsigned kThreadsPerJob = 4;
+  // Files fetched at once per request: a profile's small files wait for round trips, not the
+  // link (239 headers at 0.5 ms RTT: 143 ms over NFS and 51 ms over HTTP with 8, 222 / 65 with 4).
+  static constexpr unsigned kThreadsPerJob = 8;
   static constexpr size_t kMaxJobs = 8;  // prefetch requests running at once
 
   class Job;
@@ -38,8 +40,10 @@ class Prefetcher {
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
 
-  // Lists the files under `paths` (fetching their trees) and starts fetching them; an Error for
-  // a path that is not in the store, or when kMaxJobs run already.
+  // Lists the files under `paths` and starts fetching them; an Error for a path that is not valid,
+  // when none of them exists, or when kMaxJobs run already (paths that do not exist while others
+  // do count as failed files). A path to a file waits only for the directories on
+  // its way (MetadataCache::settle), a directory or a store path for its whole tree.
   Result<std::shared_ptr<Job>> start(const std::vector<std::string>& paths);
 
   // Until the job is done or the prefetcher stops; `report` gets the progress at once, every
@@ -60,6 +64,11 @@ class Prefetcher {
   };
 
   Status collect(std::string_view path, std::vector<Item>& items);
+  // collect() of every path, kResolvers at once: the files of a profile wait together for the
+  // directories on their way, not one after another. Items in the order of `paths`. A path that
+  // does not exist is logged and counted in `missing`; an error only when all are missing.
+  Status collect_all(const std::vector<std::string>& paths, std::vector<Item>& items, uint64_t& missing);
+  static constexpr size_t kResolvers = 16;
   void work(Job& job);
   void reap_finished();
 

@@ -59,6 +59,7 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   // Declared before the control server and the filesystem, which share it, and after the
   // cache, whose pins it holds.
   FileReadPins read_pins(options.read_pins, (*cache)->limit() / kReadPinsShareOfCache);
+  ReadLog read_log;
   ControlContext control_context{
       stats,
       **cache,
@@ -67,7 +68,8 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
       {.source = options.source, .mountpoint = options.mountpoint, .control_socket = options.control_socket},
       options.cache_dir,
       takeover ? takeover->generation : 1,
-      &read_pins};
+      &read_pins,
+      &read_log};
   auto control = ControlServer::open(options.control_socket, std::move(control_context));
   std::unique_ptr<ControlServer> control_server;
   if (control) {
@@ -82,7 +84,8 @@ int serve(const MountOptions& options, const std::vector<std::string>& fuse_argv
   }
 
   std::optional<InodeJournal> journal;  // outlives the filesystem's inode table
-  Filesystem filesystem(options, upstream, **metadata, **cache, stats, takeover ? takeover->generation : 1, &read_pins);
+  Filesystem filesystem(options, upstream, **metadata, **cache, stats, takeover ? takeover->generation : 1, &read_pins,
+                        &read_log);
   if (takeover) {
     std::vector<InodeJournal::Record> records;
     auto opened = InodeJournal::open(takeover->journal, records);

@@ -45,6 +45,11 @@ import suite_report  # noqa: E402
 
 DEFAULT_BIN = os.path.join(SOURCE_ROOT, "build", "fuse", "lazystore")
 STATES = ("cold", "disk-warm", "hot")
+# Workloads also run cold with a profile, as an executor's entrypoint would: on a fresh mount with
+# an empty cache, `lazystore-ctl prefetch --from` of the files an earlier cold run read
+# (`lazystore-ctl reads`), then at once the workload, whose reads meet the prefetch's fetches
+# under way. Timed from the prefetch's start to the workload's end.
+PROFILED = ("W2", "W3")
 RUN_TIMEOUT = 300
 
 HEADERS = """assert.h complex.h ctype.h errno.h fenv.h float.h inttypes.h limits.h locale.h math.h
@@ -222,6 +227,13 @@ class Lazystore(System):
 
     def upstream_bytes(self):
         return self.counters()["upstream_bytes"]
+
+    @staticmethod
+    def ctl_bin():
+        return os.path.join(os.path.dirname(os.environ["LAZYSTORE_BIN"]), "lazystore-ctl")
+
+    def ctl(self, *args):
+        return lib.run([self.ctl_bin(), "--cache", self.cache, *args])
 
     def counters(self):
         raw = lib.run(["getfattr", "--only-values", "--absolute-names", "-n", "user.lazystore.stats", self.root])
@@ -448,7 +460,7 @@ def measure(system, key, wl, runs, hot_runs, work):
     round trip), then hot_runs hot runs; a run that fails ends the cell with its reason."""
     cell = {state: [] for state in STATES}
     cell.update({"problem": system.unavailable, "server_bytes": [], "upstream_bytes": [],
-                 "warm_is_cold": not system.persistent, "counters": {}})
+                 "warm_is_cold": not system.persistent, "counters": {}, "profiled": []})
     if system.unavailable:
         return cell
     counters = getattr(system, "counters", None)
@@ -472,6 +484,21 @@ def measure(system, key, wl, runs, hot_runs, work):
                 cell["upstream_bytes"].append(system.upstream_bytes() - up_before)
             if counters and run == 0:
                 cell["counters"]["cold"] = counter_delta(cold_c0, counters())
+            if isinstance(system, Lazystore) and key in PROFILED:
+                # Another executor's cold start, given the list of what this one read.
+                profile = os.path.join(work, f"profile-{system.key}-{key}")
+                with open(profile, "w") as f:
+                    f.write(system.ctl("reads"))
+                system.stop()
+                system.start(fresh=True)
+                drop_caches()
+                replay = ["sh", "-c", '"$0" --cache "$1" prefetch --from "$2" > /dev/null && shift 2 && exec "$@"',
+                          system.ctl_bin(), system.cache, profile] + argv
+                seconds, result = timed(replay, capture)
+                problem = wl.validate(key, result)
+                if problem:
+                    raise RuntimeError("profiled: " + problem)
+                cell["profiled"].append(seconds)
             if hot_runs and system.persistent:
                 system.stop()
                 system.start(fresh=False)

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """lazystore-ctl against a real mount: stats (text, JSON, Prometheus with the mount label),
-status, prefetch (with progress on a terminal), evict, verify, the socket's mode, finding a mount
-by its mount point, counters that survive a server restart, the upstream's reachability and the
-last error, ps titles, --version of every program, the accept loop out of descriptors, and clear
-errors when no daemon is running."""
+status, prefetch (with progress on a terminal), reads and prefetch --from (a profile replayed on
+a fresh mount), evict, verify, the socket's mode, finding a mount by its mount point, counters
+that survive a server restart, the upstream's reachability and the last error, ps titles,
+--version of every program, the accept loop out of descriptors, and clear errors when no daemon
+is running."""
 
 import errno
 import json
@@ -121,6 +122,59 @@ class StatsTest(CtlTestCase):
         daemon = self.mount(options={"control": sock})
         self.assertFalse(os.path.exists(os.path.join(daemon.cache, "control.sock")))
         self.assertIn("upstream_requests", self.ctl(daemon, "stats", "--json", socket=sock).stdout)
+
+
+class ProfileTest(CtlTestCase):
+    def test_reads_make_a_profile_that_a_fresh_mount_prefetches(self):
+        first = self.mount()
+        inc, misc = self.fixture.paths["include"], self.fixture.paths["misc"]
+        read = [join(inc, "stdio.h"), join(misc, "blobs", "small-a.bin"), join(inc, "stdlib.h")]
+        for path in read:
+            read_file(first.path(path))
+        read_file(first.path(read[0]))       # read again: listed once
+        os.stat(first.path(join(inc, "errno.h")))  # looked up, never read: not listed
+        listed = ["/nix/store/" + path for path in read]
+        self.assertEqual(self.ctl(first, "reads").stdout.splitlines(), listed)
+        self.assertEqual(json.loads(self.ctl(first, "reads", "--json").stdout), {"paths": listed, "dropped": 0})
+        profile = os.path.join(self.work, "profile")
+        with open(profile, "w") as f:
+            f.write("# recorded on another executor\n\n" + self.ctl(first, "reads").stdout)
+        first.stop()
+
+        # Another executor: its own cache, nothing in it. The profile's files, and only they,
+        # come in before anything asks; reading them then fetches nothing.
+        second = self.mount(cache=os.path.join(self.work, "cache-2"), mountpoint=os.path.join(self.work, "mnt-2"))
+        before = self.stats(second)
+        out = self.ctl(second, "prefetch", "--wait", "--from", profile).stdout
+        self.assertRegex(out, r"^prefetched 3 files")
+        after = self.stats(second)
+        sizes = sum(os.path.getsize(os.path.join(self.fixture.store, path)) for path in read)
+        self.assertEqual(after["upstream_bytes"] - before["upstream_bytes"], sizes)
+        for path in read:
+            self.assertEqual(read_file(second.path(path)), read_file(os.path.join(self.fixture.store, path)), path)
+        final = self.stats(second)
+        self.assertEqual((final["upstream_bytes"], final["chunk_misses"]),
+                         (after["upstream_bytes"], after["chunk_misses"]))
+        self.assertEqual(self.ctl(second, "reads").stdout.splitlines(), listed)
+
+        # Bad profiles: a clear error, exit 2 before asking the daemon, 1 for what it refuses.
+        empty = subprocess.run([ctl_bin(), "--cache", second.cache, "prefetch", "--from", "-"], input="# none\n\n",
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(empty.returncode, 2, empty.stderr)
+        self.assertIn("lists no path", empty.stderr)
+        absent = self.ctl(second, "prefetch", "--from", os.path.join(self.work, "absent"), check=False)
+        self.assertEqual(absent.returncode, 2)
+        self.assertIn("No such file or directory", absent.stderr)
+        nothing = self.ctl(second, "prefetch", check=False)
+        self.assertEqual(nothing.returncode, 2)
+        self.assertIn("needs a PATH or --from FILE", nothing.stderr)
+        with open(profile, "a") as f:
+            f.write(f"/nix/store/{inc}/no-such-header.h\n")
+        stale = self.ctl(second, "prefetch", "--wait", "--from", profile, check=False)
+        self.assertEqual(stale.returncode, 1)  # the rest is fetched; the stale line is said
+        self.assertIn("prefetched 3 files", stale.stderr)
+        self.assertIn("1 files failed", stale.stderr)
+        self.assertIn(f"prefetch /nix/store/{inc}/no-such-header.h: no such file or directory", second.stderr())
 
 
 class PrefetchEvictVerifyTest(CtlTestCase):

@@ -41,6 +41,10 @@ TEST(ControlRequest, GoldenLines) {
   auto verify = decode_request("{\"protocol\":1,\"command\":\"verify\"}\n");
   ASSERT_TRUE(verify);
   EXPECT_EQ(verify->command, Command::Verify);
+  Request reads;
+  reads.command = Command::Reads;
+  EXPECT_EQ(*encode_request(reads), "{\"protocol\":1,\"command\":\"reads\"}\n");
+  EXPECT_EQ(decode_request("{\"protocol\":1,\"command\":\"reads\"}")->command, Command::Reads);
 }
 
 TEST(ControlRequest, RoundTripsSeparatorsEscapesAndUnicode) {
@@ -189,7 +193,8 @@ TEST(StatsJson, FlatInTableOrderWithHistogramsAndMount) {
       << json;
   EXPECT_NE(json.find("\"chunk_hits\":7,"), std::string::npos);
   EXPECT_NE(json.find("\"signature_failures\":0,\"nar_downloads\":0,\"manifest_paths\":0,"
-                      "\"manifest_failures\":0,\"block_hash_failures\":0,\"leaf_failures\":0,\"task_failures\":0,\"cache_reopens\":0,"
+                      "\"manifest_failures\":0,\"block_hash_failures\":0,\"leaf_failures\":0,\"task_failures\":0,"
+                      "\"cache_reopens\":0,"
                       "\"server_restarts\":1,\"replayed_requests\":0,\"refused_replies\":0,"
                       "\"forgotten_inodes\":0,\"metadata_partial_answers\":0,\"opendir_requests\":0,"
                       "\"readdir_requests\":0,\"open_requests\":0,\"cache_bytes\":123,\"cache_limit\":456,"
@@ -235,6 +240,9 @@ TEST(TableJson, KeysInTheTablesOrderCountsUnsigned) {
             "{\"pid\":7,\"generation\":2,\"started\":-1}");
   EXPECT_EQ(dump_json(Json(MountIdentity{.source = "s", .mountpoint = "m", .control_socket = "c", .version = "v"})),
             "{\"source\":\"s\",\"mountpoint\":\"m\",\"control_socket\":\"c\",\"version\":\"v\"}");
+  ReadList reads{.paths = {"/nix/store/a-x/f"}, .dropped = 2};
+  EXPECT_EQ(dump_json(Json(reads)), "{\"paths\":[\"/nix/store/a-x/f\"],\"dropped\":2}");
+  EXPECT_EQ(*result_as<ReadList>(Json(reads)), reads);
   VerifyResult verify{.files = 1, .blocks = 2, .bytes = 3, .bad_blocks = 4, .dropped_files = 5, .seconds = 0.5};
   auto back = result_as<VerifyResult>(Json(verify));
   ASSERT_TRUE(back) << back.error().message;

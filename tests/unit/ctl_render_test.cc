@@ -136,6 +136,20 @@ TEST(FormatResults, AsLazystoreCtlAlwaysPrintedThem) {
   EXPECT_EQ(render_progress({0, 0, 0, 0, 0}), "prefetching: 0 of 0 files, 0 B of 0 B (0.0 %)");
 }
 
+TEST(FormatResults, ReadsAreAProfileThatPrefetchFromReadsBack) {
+  ReadList list{{"/nix/store/a-x/lib/a.so", "/nix/store/b-y/two\nlines", "/nix/store/c-z/ spaced "}, 0};
+  std::string text = render_reads(list);
+  EXPECT_EQ(text,
+            "/nix/store/a-x/lib/a.so\n/nix/store/c-z/ spaced \n"
+            "# 1 path(s) with a newline in their name left out (see --json)\n");
+  EXPECT_EQ(parse_profile(text), (std::vector<std::string>{"/nix/store/a-x/lib/a.so", "/nix/store/c-z/ spaced "}));
+  EXPECT_EQ(render_reads({{}, 4}), "# the list is full: 4 read(s) of other files not listed\n");
+  EXPECT_EQ(render_reads({}), "");
+  EXPECT_EQ(parse_profile("\n# a comment\r\n/nix/store/a-x/f\r\n\n/nix/store/b-y"),
+            (std::vector<std::string>{"/nix/store/a-x/f", "/nix/store/b-y"}));
+  EXPECT_TRUE(parse_profile("").empty());
+}
+
 TEST(FormatTime, DurationsAndDates) {
   EXPECT_EQ(format_duration(0), "0 s");
   EXPECT_EQ(format_duration(-5), "0 s");
