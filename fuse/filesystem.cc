@@ -662,6 +662,14 @@ const fuse_lowlevel_ops& Filesystem::operations() {
     o.access = [](fuse_req_t req, fuse_ino_t ino, int mask) {
       guarded(req, [&] { fs_of(req).access(req, ino, mask); });
     };
+    // The kernel forwards every ioctl on a file, ENOSYS or not (fs/fuse/ioctl.c keeps no "not
+    // implemented" flag for it): Python's isatty() of each file it opens is one, also hot.
+    // Counted, and answered as libfuse answers an op a filesystem leaves out.
+    o.ioctl = [](fuse_req_t req, fuse_ino_t, unsigned int, void*, fuse_file_info*, unsigned, const void*, size_t,
+                 size_t) {
+      fs_of(req).stats_.ioctl_requests++;
+      fuse_reply_err(req, ENOSYS);
+    };
     // Every write-type operation: read-only store.
     o.setattr = [](fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { refuse(req); };
     o.mknod = [](fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { refuse(req); };

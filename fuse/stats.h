@@ -66,7 +66,8 @@ namespace lazystore {
   X(metadata_partial_answers, "lookups answered from a tree still being listed")                  \
   X(opendir_requests, "directories the kernel asked to open (none once it opens them itself)")    \
   X(readdir_requests, "directory listings the kernel asked for (none for a listing it keeps)")    \
-  X(open_requests, "files the kernel asked to open (none once it opens them itself)")
+  X(open_requests, "files the kernel asked to open (none once it opens them itself)")            \
+  X(ioctl_requests, "ioctls the kernel forwarded (isatty of an open file is one; it sends each)")
 
 // X(name, help): a latency histogram, `lazystore_<name>_seconds` (a summary) in Prometheus.
 #define LAZYSTORE_HISTOGRAMS(X)                     \

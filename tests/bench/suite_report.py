@@ -277,7 +277,7 @@ def markdown(results):
 
     # lazystore's own counters
     fields = ("upstream_requests", "upstream_bytes", "served_bytes", "chunk_misses", "chunk_hits",
-              "readahead_chunks", "metadata_misses", "lookups")
+              "readahead_chunks", "metadata_misses", "lookups", "ioctl_requests")
     for lz, lz_name in [(s, n) for s, n in systems if s.startswith("lazystore-")]:
         add(f"## {lz_name} counters per workload run (first run of each state; hot: all hot runs)\n")
         add("Deltas of `user.lazystore.stats` over the timed command(s).\n")

@@ -3,9 +3,11 @@
 (user.lazystore.cached); statfs; symlinks at the top level and inside store paths."""
 
 import errno
+import fcntl
 import os
 import random
 import stat
+import termios
 
 from lazystore_testlib import MiB, LazystoreTestCase, cached_bytes, main, random_hash, read_file, \
     tree_differences
@@ -117,6 +119,22 @@ class ContentTest(LazystoreTestCase):
         self.assertEqual(os.readlink(daemon.path(misc, "links", "relative")),
                          os.readlink(os.path.join(self.fixture.path("misc"), "links", "relative")))
         self.assertEqual(daemon.stats()["open_requests"] - before["open_requests"], 0)
+
+    def test_every_ioctl_reaches_the_daemon_and_is_refused(self):
+        # What keeps hot Python above native: the kernel forwards each ioctl (isatty() of every
+        # file it opens), also after the daemon said ENOSYS. The caller sees ENOTTY.
+        daemon = self.mount()
+        path = daemon.path(self.fixture.paths["misc"], "blobs", "small-a.bin")
+        read_file(path)
+        before = daemon.stats()["ioctl_requests"]
+        for _ in range(3):
+            fd = os.open(path, os.O_RDONLY)  # (Python's open() asks isatty() itself)
+            try:
+                self.assertFalse(os.isatty(fd))
+                self.assertErrno(errno.ENOTTY, fcntl.ioctl, fd, termios.TCGETS, bytes(64))
+            finally:
+                os.close(fd)
+        self.assertEqual(daemon.stats()["ioctl_requests"] - before, 6)
 
     def test_no_open_false_asks_for_every_open(self):
         daemon = self.mount(options={"no-open": "false"})

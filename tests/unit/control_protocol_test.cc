@@ -197,7 +197,7 @@ TEST(StatsJson, FlatInTableOrderWithHistogramsAndMount) {
                       "\"cache_reopens\":0,"
                       "\"server_restarts\":1,\"replayed_requests\":0,\"refused_replies\":0,"
                       "\"forgotten_inodes\":0,\"metadata_partial_answers\":0,\"opendir_requests\":0,"
-                      "\"readdir_requests\":0,\"open_requests\":0,\"cache_bytes\":123,\"cache_limit\":456,"
+                      "\"readdir_requests\":0,\"open_requests\":0,\"ioctl_requests\":0,\"cache_bytes\":123,\"cache_limit\":456,"
                       "\"upstream_reachable\":1,\"upstream_latency\":{\"count\":1,\"sum_seconds\":0.0001,"
                       "\"p50\":0.000128,\"p90\":0.000128,\"p99\":0.000128,\"buckets\":[0,0,0,0,0,0,0,1,0,0"),
             std::string::npos)
