@@ -30,14 +30,21 @@ def medians(results):
     return out
 
 
-def rtt_medians(results):
-    """{(workload, system key, rtt string): median cold seconds or None}; native from the first."""
-    out = {}
+def _rtt_cells(results):
+    """(rtt string, workload, system key, cell) of every round trip's cells."""
     rtts = [f"{r:g}" for r in results.get("rtts", [0])]
     for rtt in rtts:
         for name, cell in results.get("rtt_cells", {}).get(rtt, results["cells"] if rtt == rtts[0] else {}).items():
             key, system = name.split("|")
-            out[key, system, rtt] = None if cell["problem"] else _median(cell["cold"])
+            yield rtt, key, system, cell
+
+
+def rtt_medians(results):
+    """{(workload, system key, rtt string): median cold seconds or None}; native from the first."""
+    out = {}
+    rtts = [f"{r:g}" for r in results.get("rtts", [0])]
+    for rtt, key, system, cell in _rtt_cells(results):
+        out[key, system, rtt] = None if cell["problem"] else _median(cell["cold"])
     for (key, system, rtt), value in list(out.items()):
         if system == "native":
             for other in rtts:
@@ -79,12 +86,9 @@ def _rtt_table(add, results, note):
 def profiled_medians(results):
     """{(workload, system key, rtt string): median seconds of the profiled cold runs}."""
     out = {}
-    rtts = [f"{r:g}" for r in results.get("rtts", [0])]
-    for rtt in rtts:
-        for name, cell in results.get("rtt_cells", {}).get(rtt, results["cells"] if rtt == rtts[0] else {}).items():
-            key, system = name.split("|")
-            if not cell["problem"] and cell.get("profiled"):
-                out[key, system, rtt] = _median(cell["profiled"])
+    for rtt, key, system, cell in _rtt_cells(results):
+        if not cell["problem"] and cell.get("profiled"):
+            out[key, system, rtt] = _median(cell["profiled"])
     return out
 
 
