@@ -40,10 +40,10 @@ class Prefetcher {
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
 
-  // Lists the files under `paths` and starts fetching them; an Error for a path that is not valid,
-  // when none of them exists, or when kMaxJobs run already (paths that do not exist while others
-  // do count as failed files). A path to a file waits only for the directories on
-  // its way (MetadataCache::settle), a directory or a store path for its whole tree.
+  // Lists the files under `paths` and starts fetching them; an Error for a path that is not
+  // valid, when none of them exists, or when kMaxJobs run already (paths that do not exist while
+  // others do count as failed files). A path to a file waits only for the directories on its
+  // way (MetadataCache::settle), a directory or a store path for its whole tree.
   Result<std::shared_ptr<Job>> start(const std::vector<std::string>& paths);
 
   // Until the job is done or the prefetcher stops; `report` gets the progress at once, every

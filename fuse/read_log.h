@@ -3,9 +3,9 @@
 // first action asks (docs/operating.md, "Profiles").
 //
 // A read counts when it reaches the daemon (a cached one too; the kernel's page cache answers
-// the rest, of files already listed). Bounded by the bytes of the names kept: once kMaxBytes is
-// (or kMaxFiles) is reached, reads of files not listed are only counted in `dropped`. In memory only: a restarted
-// server starts a new list.
+// the rest, of files already listed). Bounded by the bytes of the names kept and their number:
+// once kMaxBytes or kMaxFiles is reached, reads of files not listed are only counted in
+// `dropped`. In memory only: a restarted server starts a new list.
 #pragma once
 
 #include <cstddef>
