@@ -13,6 +13,10 @@
 #   LAZYSTORE_OPTIONS        more -o options, default allow_other,default_permissions
 #   LAZYSTORE_MOUNT_TIMEOUT  seconds to wait for the mount, default 60
 #   LAZYSTORE_BIN            the daemon, default lazystore (on PATH)
+#   LAZYSTORE_PROFILE        a profile: the files an executor that ran the actions read
+#                            (`lazystore-ctl reads`), prefetched once mounted while COMMAND starts;
+#                            a profile that cannot be used is said and skipped
+#   LAZYSTORE_CTL_BIN        lazystore-ctl, default lazystore-ctl (on PATH)
 #   LAZYSTORE_EXTERNAL=1     do not mount: wait for a sidecar's mount (mountPropagation), then run
 #
 # Exit status: the command's; 70 when the mount does not come up in time; 64 on usage errors.
@@ -26,6 +30,8 @@ cache=${LAZYSTORE_CACHE:-/var/cache/lazystore}
 options=${LAZYSTORE_OPTIONS:-allow_other,default_permissions}
 timeout=${LAZYSTORE_MOUNT_TIMEOUT:-60}
 daemon_bin=${LAZYSTORE_BIN:-lazystore}
+ctl_bin=${LAZYSTORE_CTL_BIN:-lazystore-ctl}
+profile=${LAZYSTORE_PROFILE:-}
 external=${LAZYSTORE_EXTERNAL:-0}
 [[ $timeout =~ ^[0-9]+$ ]] || { log "LAZYSTORE_MOUNT_TIMEOUT=$timeout is not a number of seconds"; exit 64; }
 
@@ -88,6 +94,17 @@ until is_mounted; do
   sleep 0.1  # polling interval, bounded by the deadline
 done
 log "lazystore mounted at $mountpoint; running $1"
+
+# The profile's files are looked up now and fetched while the command starts: its first reads
+# meet fetches under way instead of a round trip each. A profile is an optimisation: without it,
+# or when it fails, the command runs all the same.
+if [[ -n $profile ]]; then
+  if [[ ! -r $profile ]]; then
+    log "LAZYSTORE_PROFILE=$profile cannot be read; running without it"
+  elif ! "$ctl_bin" -m "$mountpoint" --timeout "$timeout" prefetch --from "$profile" >&2; then
+    log "prefetching LAZYSTORE_PROFILE=$profile failed; running without it"
+  fi
+fi
 
 "$@" &
 child=$!

@@ -3,9 +3,10 @@
 # tmpfs /nix, so the entrypoint's /nix/store mount never touches the host's.
 # Checks: the command sees the store and its exit status comes back; SIGTERM reaches the command
 # and the store is unmounted afterwards; a daemon that cannot mount and one that never mounts
-# both end in a bounded failure (70) without running the command.
+# both end in a bounded failure (70) without running the command; LAZYSTORE_PROFILE's files are
+# fetched without the command reading them, and a profile that cannot be used is skipped.
 set -euo pipefail
-: "${LAZYSTORE:?}" "${SOURCE_ROOT:?}"
+: "${LAZYSTORE:?}" "${LAZYSTORE_CTL:?}" "${SOURCE_ROOT:?}"
 [[ $EUID == 0 ]] || { echo "SKIP: not root"; exit 77; }
 for tool in bwrap fusermount3; do command -v $tool >/dev/null || { echo "SKIP: no $tool"; exit 77; }; done
 [[ -e /dev/fuse ]] || { echo "SKIP: no /dev/fuse"; exit 77; }
@@ -16,8 +17,8 @@ trap 'rm -rf "$work"' EXIT
 name=0123456789abcdfghijklmnpqrsvwxyz-greeting
 mkdir -p "$work/store/$name"
 echo "hello from the store" > "$work/store/$name/message"
-export LAZYSTORE_SOURCE=$work/store LAZYSTORE_BIN=$LAZYSTORE LAZYSTORE_CACHE=$work/cache \
-  LAZYSTORE_MOUNT_TIMEOUT=20 name work ENTRYPOINT
+export LAZYSTORE_SOURCE=$work/store LAZYSTORE_BIN=$LAZYSTORE LAZYSTORE_CTL_BIN=$LAZYSTORE_CTL \
+  LAZYSTORE_CACHE=$work/cache LAZYSTORE_MOUNT_TIMEOUT=20 name work ENTRYPOINT
 
 # Runs bash -c SCRIPT in a private mount namespace with an empty tmpfs /nix.
 private() { bwrap --dev-bind / / --tmpfs /nix --die-with-parent bash -euo pipefail -c "$1"; }
@@ -70,3 +71,22 @@ elapsed=$((SECONDS - started))
 ((elapsed < 20)) || fail "hanging daemon: took $elapsed s"
 grep -q "not mounted after 2 s" "$work/err4" || fail "hanging daemon: stderr $(cat "$work/err4")"
 echo "ok: a daemon that never mounts fails with 70 after $elapsed s"
+
+# 5. A profile: its file comes into the cache although the command never reads it (the daemon's
+# counter, polled with a deadline); an unreadable profile is said, and the command runs anyway.
+head -c 20000 /dev/urandom > "$work/store/$name/data.bin"
+printf '# from another executor\n/nix/store/%s/data.bin\n' "$name" > "$work/profile"
+rm -rf "$work/cache"
+out=$(LAZYSTORE_PROFILE=$work/profile private '
+  "$ENTRYPOINT" sh -c "
+    for _ in \$(seq 1 200); do
+      getfattr --absolute-names --only-values -n user.lazystore.stats /nix/store | grep -q \"\\\"upstream_bytes\\\":20000,\" && { echo FETCHED; exit 0; }
+      sleep 0.05
+    done
+    echo NOT-FETCHED"' 2>"$work/err5") && status=0 || status=$?
+[[ $status == 0 && $out == FETCHED ]] || fail "profile: status $status, out $out; stderr: $(cat "$work/err5")"
+grep -q "queued 1 files" "$work/err5" || fail "profile: stderr $(cat "$work/err5")"
+out=$(LAZYSTORE_PROFILE=$work/no-such-profile private '"$ENTRYPOINT" echo RAN' 2>"$work/err6") && status=0 || status=$?
+[[ $status == 0 && $out == RAN ]] || fail "missing profile: status $status, out $out"
+grep -q "cannot be read; running without it" "$work/err6" || fail "missing profile: stderr $(cat "$work/err6")"
+echo "ok: the profile's file fetched before any read; a missing profile skipped"
