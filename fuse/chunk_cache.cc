@@ -304,9 +304,17 @@ Result<DescriptorPool::Lease> ChunkCache::descriptor(CachedFile& file, bool crea
   });
 }
 
+std::string ChunkCache::id_of(std::string_view key) {
+  std::string id = xxh3_128_hex(key);
+  std::string store = xxh3_128_hex(key.substr(0, key.find('/')));
+  id[0] = store[0];
+  id[1] = store[1];
+  return id;
+}
+
 Result<std::shared_ptr<CachedFile>> ChunkCache::pin(std::string_view key, uint64_t size) {
   if (auto bounded = Tree::check_file_size(size, key); !bounded) return bounded.error();
-  std::string id = xxh3_128_hex(key);
+  std::string id = id_of(key);
   std::unique_lock lock(mutex_);
   // Pinning first keeps the entry from being evicted while it loads.
   budget_.pin(id);

@@ -75,6 +75,11 @@ class ChunkCache {
   };
 
   static Result<std::unique_ptr<ChunkCache>> open(const ChunkCacheOptions& options, Stats& stats);
+  // The data file id of `key` ("<store path base name>/<relative path>"): its xxh3-128, whose
+  // first two digits (the directory DIR/XX) are those of its store path's. The files of one
+  // store path share a directory, as they do on the server: reading many of them after a restart
+  // reads few directory and inode blocks, not one directory per file.
+  static std::string id_of(std::string_view key);
   ~ChunkCache();
   ChunkCache(const ChunkCache&) = delete;
   ChunkCache& operator=(const ChunkCache&) = delete;

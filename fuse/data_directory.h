@@ -1,7 +1,8 @@
 // The directory of the content cache's data files: DIR/XX/<id>, where <id> is 32 lowercase hex
-// digits (the xxh3-128 of a file's key) and XX its first two. Anything else found there is a
-// stray and is removed at start. No link in it is ever followed: every path is opened beneath
-// the directory's descriptor with openat2(RESOLVE_NO_SYMLINKS), a link is removed as a link.
+// digits (ChunkCache::id_of: a file's key hashed, XX from its store path) and XX its first two.
+// Anything else found there is a stray and is removed at start. No link in it is ever followed:
+// every path is opened beneath the directory's descriptor with openat2(RESOLVE_NO_SYMLINKS), a
+// link is removed as a link.
 #pragma once
 
 #include <sys/types.h>

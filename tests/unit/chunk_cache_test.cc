@@ -144,7 +144,7 @@ class ChunkCacheTest : public ::testing::Test {
   }
 
   std::string data_file_of(std::string_view key) {
-    std::string id = xxh3_128_hex(key);
+    std::string id = ChunkCache::id_of(key);
     return root_ + "/data/" + id.substr(0, 2) + "/" + id;
   }
 
@@ -153,6 +153,17 @@ class ChunkCacheTest : public ::testing::Test {
   std::atomic<int> fetches_{0};
   std::atomic<uint64_t> fetched_bytes_{0};
 };
+
+TEST(ChunkCacheId, TheFilesOfAStorePathShareTheirDirectory) {
+  std::string a = ChunkCache::id_of("aaaa-python/lib/os.py"), b = ChunkCache::id_of("aaaa-python/lib/re.py");
+  std::string root = ChunkCache::id_of("aaaa-python"), other = ChunkCache::id_of("bbbb-gcc/lib/os.py");
+  for (const auto& id : {a, b, root, other}) EXPECT_TRUE(DataDirectory::is_id(id)) << id;
+  EXPECT_EQ(a.substr(0, 2), b.substr(0, 2));
+  EXPECT_EQ(a.substr(0, 2), root.substr(0, 2));  // a store path that is a single file
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.substr(2), xxh3_128_hex("aaaa-python/lib/os.py").substr(2));
+  EXPECT_NE(a.substr(0, 2), other.substr(0, 2));  // these two store paths happen to differ
+}
 
 TEST_F(ChunkCacheTest, FetchesOnlyTheChunksReadAndServesThemFromDisk) {
   auto content = random_bytes(10 * kChunk + 123, 1);
