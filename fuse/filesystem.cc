@@ -485,7 +485,10 @@ void Filesystem::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
     return;
   }
   auto off = static_cast<uint64_t>(offset);
-  if (read_log_) read_log_->note(ino, [&handle] { return handle->tree->key_of(handle->node); });
+  // Once per handle, not per read: a stream's reads stay off the log's lock.
+  if (read_log_ && !handle->logged.exchange(true, std::memory_order_relaxed)) {
+    read_log_->note(ino, [&handle] { return handle->tree->key_of(handle->node); });
+  }
   FetchFn fetch = fetcher(handle->tree, handle->node);
   ReadShape shape;
   {

@@ -48,7 +48,8 @@ struct PinnedFile {
   const uint32_t node;
   const std::shared_ptr<CachedFile> file;  // null for an empty file
   std::mutex readahead_mutex;
-  ReadaheadWindow readahead;  // guarded by readahead_mutex
+  ReadaheadWindow readahead;        // guarded by readahead_mutex
+  std::atomic<bool> logged{false};  // given to the mount's ReadLog (Filesystem::read) once
 };
 
 // An LRU of pins by inode number; thread-safe. `Pin` is PinnedFile in the daemon.
